@@ -1,0 +1,392 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"golang.org/x/sync/semaphore"
+)
+
+// Source is what the cache needs of a remote store.
+type Source interface {
+	// ReadRange fills p with bytes [off, off+len(p)) of generation gen of
+	// object name. It must not return partial results: on a nil error all
+	// of p is valid. A generation that no longer exists must be reported
+	// with an error that the caller can log; the cache does not retry.
+	ReadRange(ctx context.Context, name string, gen, off int64, p []byte) error
+}
+
+// ErrInUse is returned by New when another process holds the directory.
+var ErrInUse = errors.New("cache: directory in use by another jitfs daemon")
+
+// Meta identifies one object generation and what is needed to verify it.
+type Meta struct {
+	Bucket string `json:"bucket"`
+	Name   string `json:"object"`
+	Gen    int64  `json:"generation"`
+	Size   int64  `json:"size"`
+	CRC32C uint32 `json:"crc32c"`
+	// HasCRC32C is false for objects GCS reports without a checksum; those
+	// are served unverified (and counted).
+	HasCRC32C bool `json:"has_crc32c"`
+}
+
+func (m Meta) key() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d", m.Bucket, m.Name, m.Gen)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (m Meta) String() string { return fmt.Sprintf("gs://%s/%s#%d", m.Bucket, m.Name, m.Gen) }
+
+// Stats are cumulative counters. All fields are safe to read concurrently.
+type Stats struct {
+	HitBytes, MissBytes     atomic.Int64 // bytes served from disk / from fresh fetches
+	Hits, Misses, Partials  atomic.Int64 // reads fully present / fully missing / mixed
+	FetchedBytes, Fetches   atomic.Int64 // bytes and requests fetched from the Source
+	ReadAheadBytes          atomic.Int64 // of FetchedBytes, fetched by read-ahead
+	FetchErrors             atomic.Int64
+	DiskErrors              atomic.Int64 // failed writes to the cache disk
+	ChecksumMismatches      atomic.Int64 // whole-object or range CRC32C mismatches
+	Evictions, EvictedBytes atomic.Int64
+	UnverifiedObjectsServed atomic.Int64 // objects without CRC32C
+}
+
+// Cache is a budgeted, persistent cache of object generations on local disk.
+type Cache struct {
+	opts Options
+	log  *slog.Logger
+	dir  string // DIR/objects
+	lock *os.File
+
+	fg, ra *semaphore.Weighted
+
+	// mu guards the fields below. Lock order: mu, then Object.mu.
+	mu      sync.Mutex
+	objects map[string]*Object              // every object known: open, or on disk
+	lru     *simplelru.LRU[string, *Object] // recency of objects with bytes on disk
+	used    int64                           // bytes allocated on disk by data files
+	closed  bool
+
+	evictKick chan struct{}
+	done      chan struct{}
+	wg        sync.WaitGroup
+	// ctx parents every fill, so Close can stop them; readers' contexts
+	// never cancel a fill.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	Stats Stats
+}
+
+// New opens (or creates) a cache directory. It takes an exclusive lock on
+// the directory so that two daemons cannot corrupt one cache, and indexes
+// what earlier runs left there without reading any file contents.
+func New(opts Options) (*Cache, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "objects"), 0o755); err != nil {
+		return nil, fmt.Errorf("cache: create %s: %w", opts.Dir, err)
+	}
+	lock, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	lru, _ := simplelru.NewLRU[string, *Object](1<<62, nil)
+	c := &Cache{
+		opts:      opts,
+		log:       opts.Logger,
+		dir:       filepath.Join(opts.Dir, "objects"),
+		lock:      lock,
+		fg:        semaphore.NewWeighted(int64(opts.Fetches)),
+		ra:        semaphore.NewWeighted(int64(opts.ReadAheadFetches)),
+		objects:   map[string]*Object{},
+		lru:       lru,
+		evictKick: make(chan struct{}, 1),
+		done:      make(chan struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	start := time.Now()
+	if err := c.scan(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	c.log.Info("cache ready", "dir", opts.Dir, "objects", c.lru.Len(), "used_bytes", c.used,
+		"budget_bytes", opts.Budget, "startup", time.Since(start).Round(time.Millisecond))
+	c.wg.Add(1)
+	go c.evictLoop()
+	c.kickEviction()
+	return c, nil
+}
+
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "LOCK")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("cache: open lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s (held by pid %s)", ErrInUse, dir, strings.TrimSpace(string(b)))
+		}
+		return nil, fmt.Errorf("cache: lock %s: %w", path, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return f, nil
+}
+
+// scan indexes the objects on disk, oldest first by data-file mtime (which
+// Open refreshes), without opening any of them.
+func (c *Cache) scan() error {
+	type found struct {
+		key   string
+		bytes int64
+		mtime time.Time
+	}
+	var all []found
+	shards, err := os.ReadDir(c.dir)
+	if err != nil {
+		return fmt.Errorf("cache: scan %s: %w", c.dir, err)
+	}
+	for _, sh := range shards {
+		if !sh.IsDir() {
+			continue
+		}
+		sdir := filepath.Join(c.dir, sh.Name())
+		ents, err := os.ReadDir(sdir)
+		if err != nil {
+			return fmt.Errorf("cache: scan %s: %w", sdir, err)
+		}
+		journals := map[string]bool{}
+		var datas []string
+		for _, e := range ents {
+			n := e.Name()
+			switch {
+			case strings.HasSuffix(n, ".jnl"):
+				journals[strings.TrimSuffix(n, ".jnl")] = true
+			case strings.HasSuffix(n, ".data"):
+				datas = append(datas, strings.TrimSuffix(n, ".data"))
+			case strings.HasSuffix(n, ".tmp"):
+				os.Remove(filepath.Join(sdir, n))
+			}
+		}
+		for _, k := range datas {
+			p := filepath.Join(sdir, k+".data")
+			if !journals[k] {
+				// Data without a journal was never recorded as valid.
+				os.Remove(p)
+				continue
+			}
+			var st syscall.Stat_t
+			if err := syscall.Stat(p, &st); err != nil {
+				continue
+			}
+			all = append(all, found{k, st.Blocks * 512, time.Unix(st.Mtim.Unix())})
+			delete(journals, k)
+		}
+		for k := range journals {
+			// A journal without data holds only a header: keep it indexed at
+			// zero bytes so eviction can remove it.
+			all = append(all, found{key: k})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].mtime.Before(all[j].mtime) })
+	for _, f := range all {
+		o := c.newObject(f.key, Meta{})
+		o.bytes = f.bytes
+		c.objects[f.key] = o
+		c.lru.Add(f.key, o)
+		c.used += f.bytes
+	}
+	return nil
+}
+
+func (c *Cache) paths(key string) (data, jnl string) {
+	base := filepath.Join(c.dir, key[:2], key)
+	return base + ".data", base + ".jnl"
+}
+
+// Open returns a handle for reading one object generation. The handle pins
+// the object against eviction until Close.
+func (c *Cache) Open(m Meta, src Source) (*Handle, error) {
+	if m.Size < 0 {
+		return nil, fmt.Errorf("cache: %s: negative size", m)
+	}
+	key := m.key()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, errors.New("cache: closed")
+	}
+	o := c.objects[key]
+	if o == nil {
+		o = c.newObject(key, m)
+		c.objects[key] = o
+	}
+	c.lru.Get(key) // recency
+	o.mu.Lock()
+	o.refs++
+	if o.meta.Name == "" {
+		o.meta = m
+	}
+	o.src = src
+	o.mu.Unlock()
+	c.mu.Unlock()
+
+	if err := o.open(); err != nil {
+		o.release()
+		return nil, err
+	}
+	return &Handle{o: o}, nil
+}
+
+// Used returns the bytes the cache occupies on disk and the budget.
+func (c *Cache) Used() (used, budget int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.used, c.opts.Budget
+}
+
+// Len returns the number of object generations indexed.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
+}
+
+// account records a change of an object's bytes on disk.
+func (c *Cache) account(o *Object, delta int64) {
+	c.mu.Lock()
+	c.used += delta
+	if !c.lru.Contains(o.key) && o.bytes > 0 {
+		c.lru.Add(o.key, o)
+	}
+	over := c.used > int64(float64(c.opts.Budget)*c.opts.HighWater)
+	c.mu.Unlock()
+	if over {
+		c.kickEviction()
+	}
+}
+
+func (c *Cache) kickEviction() {
+	select {
+	case c.evictKick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Cache) evictLoop() {
+	defer c.wg.Done()
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.evictKick:
+		case <-tick.C:
+		}
+		c.evict()
+	}
+}
+
+// evict removes least-recently-used objects that nobody has open until
+// usage is below the low watermark.
+func (c *Cache) evict() {
+	c.mu.Lock()
+	high := int64(float64(c.opts.Budget) * c.opts.HighWater)
+	low := int64(float64(c.opts.Budget) * c.opts.LowWater)
+	if c.used <= high {
+		c.mu.Unlock()
+		return
+	}
+	var victims []*Object
+	for _, k := range c.lru.Keys() {
+		if c.used <= low {
+			break
+		}
+		o, _ := c.lru.Peek(k)
+		o.mu.Lock()
+		if o.refs > 0 || len(o.inflight) > 0 {
+			o.mu.Unlock()
+			continue
+		}
+		o.evicted = true
+		c.used -= o.bytes
+		victims = append(victims, o)
+		o.mu.Unlock()
+		c.lru.Remove(k)
+		delete(c.objects, k)
+	}
+	pinnedOver := c.used > high
+	c.mu.Unlock()
+
+	var freed int64
+	for _, o := range victims {
+		o.mu.Lock()
+		freed += o.bytes
+		o.closeFilesLocked()
+		data, jnl := c.paths(o.key)
+		// Journal first: data without a journal is never trusted.
+		if err := os.Remove(jnl); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			c.log.Warn("cache: evict: remove journal", "path", jnl, "err", err)
+		}
+		if err := os.Remove(data); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			c.log.Warn("cache: evict: remove data", "path", data, "err", err)
+		}
+		o.mu.Unlock()
+	}
+	if len(victims) > 0 {
+		c.Stats.Evictions.Add(int64(len(victims)))
+		c.Stats.EvictedBytes.Add(freed)
+		c.log.Debug("cache: evicted", "objects", len(victims), "bytes", freed)
+	}
+	if pinnedOver {
+		c.log.Warn("cache: over budget with every remaining object open; eviction resumes as files close",
+			"budget_bytes", c.opts.Budget)
+	}
+}
+
+// Close stops background work and releases the directory lock. Fills in
+// flight finish or time out on their own; their results are discarded.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	objs := make([]*Object, 0, len(c.objects))
+	for _, o := range c.objects {
+		objs = append(objs, o)
+	}
+	c.mu.Unlock()
+	close(c.done)
+	c.cancel()
+	c.wg.Wait()
+	for _, o := range objs {
+		o.mu.Lock()
+		o.closeFilesLocked()
+		o.mu.Unlock()
+	}
+	return c.lock.Close()
+}

@@ -1,0 +1,56 @@
+// Package cache is jitfs's local-SSD cache of remote objects. It knows
+// nothing of FUSE: the jitfs package opens a Handle per open file and reads
+// through it; the cache fetches missing ranges from a Source (the GCS
+// adapter) and keeps them on disk, shared by every reader on the node.
+//
+// # Model
+//
+// Data is keyed by (bucket, object, generation), so a cached byte never
+// needs invalidating: a new generation is a new key. Each object generation
+// has one sparse data file laid out exactly like the object, so a fully
+// cached object can be handed to the kernel for FUSE passthrough, and a
+// journal that records which byte ranges of the data file are valid.
+//
+// Reads are served in blocks (64 KiB by default). A random read fetches just
+// the blocks it touches; a sequential reader is detected per handle and
+// fetched ahead in parts (8 MiB by default) with parallel ranged GETs,
+// bounded per handle and globally. Objects up to WholeObjectMax are fetched
+// whole in one request and checked against their CRC32C before any byte is
+// served.
+//
+// # On-disk format
+//
+//	DIR/LOCK                     flock held by the one daemon using DIR; holds its pid
+//	DIR/objects/HH/KEY.jnl       journal (text, append-only)
+//	DIR/objects/HH/KEY.data      sparse data file, same offsets as the object
+//
+// KEY is the hex SHA-256 of "bucket\x00object\x00generation" and HH its first
+// two digits. A journal's first line is a JSON header naming the object
+// (format version, bucket, object, generation, size, CRC32C). Each further
+// line is written with one append after the bytes it describes are in the
+// data file:
+//
+//	R START END CRC32C     bytes [START,END) are valid; CRC32C (hex) of them
+//	C                      the whole object was verified against its CRC32C
+//
+// A line without its trailing newline (a crash mid-append) is ignored, so a
+// range counts as present only once fully written. After a restart every
+// range is "unverified": its CRC32C is checked the first time a read touches
+// it (a complete object is checked whole when first opened), so even a torn
+// write after power loss is refetched rather than served. Startup reads no
+// file contents: it lists the object directories and stats the data files.
+//
+// # Concurrency
+//
+// Lock order: Cache.mu, then Object.mu. Concurrent readers of one block
+// share one fetch (a fill). A reader whose context is cancelled stops
+// waiting; the fill carries on, detached, for the others. Eviction runs in
+// the background between watermarks and never removes an object that is open
+// or has fills in flight.
+//
+// # Errors
+//
+// A full or failing cache disk never fails a read: fetched bytes are served
+// from memory, and the condition is logged and counted (Stats.DiskErrors).
+// Source errors surface to the readers of that fill only.
+package cache

@@ -1,0 +1,576 @@
+package cache
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrChecksum reports bytes from the Source that do not match the object's
+// CRC32C; they are never served.
+var ErrChecksum = errors.New("cache: CRC32C mismatch")
+
+const journalVersion = 1
+
+type journalHeader struct {
+	V int `json:"v"`
+	Meta
+}
+
+// span is a byte range recorded in the journal by an earlier run and not
+// yet checked against its CRC32C in this one.
+type span struct {
+	start, end int64
+	crc        uint32
+}
+
+// fill is one fetch of a block-aligned byte range, shared by every reader
+// that needs any of its blocks.
+type fill struct {
+	start, end int64
+	readAhead  bool
+	done       chan struct{} // closed when buf or err is set
+	buf        []byte
+	err        error
+}
+
+// Object is the cache's state for one object generation.
+type Object struct {
+	c   *Cache
+	key string
+	src Source // set at creation or first Open; immutable while refs > 0
+
+	// mu guards everything below. Lock order: Cache.mu, then mu.
+	mu         sync.Mutex
+	meta       Meta
+	refs       int  // open handles; an object with refs > 0 is never evicted
+	evicted    bool // files removed; results of late fills are dropped
+	loaded     bool
+	data, jnl  *os.File
+	present    []uint64 // bitset over blocks
+	nblocks    int64
+	npresent   int64
+	unverified []span
+	complete   bool // every block present and the whole object verified
+	completing bool
+	inflight   map[int64]*fill // block index -> fill covering it
+	bytes      int64           // bytes allocated on disk by the data file
+	touched    time.Time
+}
+
+func (c *Cache) newObject(key string, m Meta) *Object {
+	return &Object{c: c, key: key, meta: m, inflight: map[int64]*fill{}}
+}
+
+func (o *Object) has(b int64) bool { return o.present[b>>6]&(1<<(b&63)) != 0 }
+func (o *Object) set(b int64) {
+	if !o.has(b) {
+		o.present[b>>6] |= 1 << (b & 63)
+		o.npresent++
+	}
+}
+
+func (o *Object) clearPresence() {
+	clear(o.present)
+	o.npresent = 0
+	o.unverified = nil
+	o.complete = false
+}
+
+// open loads the journal on first use and verifies a complete object that
+// an earlier run left, so passthrough never hands the kernel unchecked bytes.
+func (o *Object) open() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.loaded {
+		if err := o.loadLocked(); err != nil {
+			return err
+		}
+		o.loaded = true
+	}
+	if o.meta.Size > 0 && time.Since(o.touched) > time.Minute {
+		// The data file's mtime orders eviction after a restart.
+		now := time.Now()
+		data, _ := o.c.paths(o.key)
+		_ = os.Chtimes(data, now, now)
+		o.touched = now
+	}
+	if o.complete && len(o.unverified) > 0 {
+		if err := o.verifyWholeLocked(); err != nil {
+			o.c.log.Error("cache: cached object failed verification; refetching", "object", o.meta.String(), "err", err)
+			o.resetLocked()
+		} else {
+			o.unverified = nil
+		}
+	}
+	return nil
+}
+
+func (o *Object) loadLocked() error {
+	bs := o.c.opts.BlockSize
+	o.nblocks = (o.meta.Size + bs - 1) / bs
+	o.present = make([]uint64, (o.nblocks+63)/64)
+	if o.meta.Size == 0 {
+		o.complete = true
+		return nil
+	}
+	dataPath, jnlPath := o.c.paths(o.key)
+	if err := os.MkdirAll(filepath.Dir(jnlPath), 0o755); err != nil {
+		return fmt.Errorf("cache: %s: %w", o.meta, err)
+	}
+	fresh := true
+	if b, err := os.ReadFile(jnlPath); err == nil {
+		fresh = !o.parseJournal(b)
+	}
+	if fresh {
+		if err := o.writeHeaderLocked(jnlPath); err != nil {
+			return err
+		}
+	}
+	jnl, err := os.OpenFile(jnlPath, os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("cache: open journal %s: %w", jnlPath, err)
+	}
+	data, err := os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		jnl.Close()
+		return fmt.Errorf("cache: open data %s: %w", dataPath, err)
+	}
+	if st, err := data.Stat(); err == nil && st.Size() != o.meta.Size {
+		// Sparse: allocates nothing, but gives the file the object's
+		// length so a complete file can back passthrough as it is.
+		if err := data.Truncate(o.meta.Size); err != nil {
+			jnl.Close()
+			data.Close()
+			return fmt.Errorf("cache: size data %s: %w", dataPath, err)
+		}
+	}
+	o.data, o.jnl = data, jnl
+	o.touched = time.Now()
+	return nil
+}
+
+// parseJournal restores presence from a journal; false means the journal
+// is unusable (absent header, other object, other version) and is rewritten.
+func (o *Object) parseJournal(b []byte) bool {
+	nl := bytes.IndexByte(b, '\n')
+	if nl < 0 {
+		return false
+	}
+	var h journalHeader
+	if json.Unmarshal(b[:nl], &h) != nil || h.V != journalVersion || h.Gen != o.meta.Gen ||
+		h.Size != o.meta.Size || h.Name != o.meta.Name || h.Bucket != o.meta.Bucket {
+		return false
+	}
+	sawComplete := false
+	sc := bufio.NewScanner(bytes.NewReader(b[nl+1:]))
+	rest := b[nl+1:]
+	for sc.Scan() {
+		line := sc.Bytes()
+		// bufio.Scanner yields a final line without its newline too; such a
+		// line is a torn append and must not count.
+		consumed := len(line) + 1
+		if consumed > len(rest) || rest[len(line)] != '\n' {
+			break
+		}
+		rest = rest[consumed:]
+		f := bytes.Fields(line)
+		switch {
+		case len(f) == 1 && string(f[0]) == "C":
+			sawComplete = true
+		case len(f) == 4 && string(f[0]) == "R":
+			s, e1 := strconv.ParseInt(string(f[1]), 10, 64)
+			e, e2 := strconv.ParseInt(string(f[2]), 10, 64)
+			crc, e3 := strconv.ParseUint(string(f[3]), 16, 32)
+			if e1 != nil || e2 != nil || e3 != nil || s < 0 || e > o.meta.Size || s >= e || s%o.c.opts.BlockSize != 0 {
+				continue
+			}
+			o.unverified = append(o.unverified, span{s, e, uint32(crc)})
+			o.markPresentLocked(s, e)
+		}
+	}
+	o.complete = sawComplete && o.npresent == o.nblocks
+	return true
+}
+
+func (o *Object) writeHeaderLocked(jnlPath string) error {
+	hb, _ := json.Marshal(journalHeader{V: journalVersion, Meta: o.meta})
+	tmp := jnlPath + ".tmp"
+	if err := os.WriteFile(tmp, append(hb, '\n'), 0o644); err != nil {
+		return fmt.Errorf("cache: write journal %s: %w", jnlPath, err)
+	}
+	if err := os.Rename(tmp, jnlPath); err != nil {
+		return fmt.Errorf("cache: write journal %s: %w", jnlPath, err)
+	}
+	return nil
+}
+
+func (o *Object) markPresentLocked(start, end int64) {
+	bs := o.c.opts.BlockSize
+	for b := start / bs; b < (end+bs-1)/bs; b++ {
+		o.set(b)
+	}
+}
+
+// resetLocked forgets every cached range of the object (after a checksum
+// failure). The data file's bytes stay but are no longer trusted.
+func (o *Object) resetLocked() {
+	o.clearPresence()
+	if o.jnl == nil {
+		return
+	}
+	_, jnlPath := o.c.paths(o.key)
+	o.jnl.Close()
+	o.jnl = nil
+	if err := o.writeHeaderLocked(jnlPath); err != nil {
+		o.c.log.Warn("cache: reset journal", "object", o.meta.String(), "err", err)
+		return
+	}
+	if f, err := os.OpenFile(jnlPath, os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+		o.jnl = f
+	}
+}
+
+// verifyWholeLocked checks the data file against the object's CRC32C.
+func (o *Object) verifyWholeLocked() error {
+	if !o.meta.HasCRC32C {
+		o.c.Stats.UnverifiedObjectsServed.Add(1)
+		return nil
+	}
+	h := crc32.New(castagnoli)
+	if _, err := io.Copy(h, io.NewSectionReader(o.data, 0, o.meta.Size)); err != nil {
+		return fmt.Errorf("cache: read %s for verification: %w", o.meta, err)
+	}
+	if got := h.Sum32(); got != o.meta.CRC32C {
+		o.c.Stats.ChecksumMismatches.Add(1)
+		return fmt.Errorf("%w: %s: cached %08x, object %08x", ErrChecksum, o.meta, got, o.meta.CRC32C)
+	}
+	return nil
+}
+
+// verifySpansLocked checks the unverified ranges overlapping [start,end)
+// before any of their bytes are served; a range that fails is dropped.
+func (o *Object) verifySpansLocked(start, end int64) {
+	keep := o.unverified[:0]
+	for _, s := range o.unverified {
+		if s.end <= start || s.start >= end {
+			keep = append(keep, s)
+			continue
+		}
+		buf := make([]byte, s.end-s.start)
+		_, err := o.data.ReadAt(buf, s.start)
+		if err == nil && crc32.Checksum(buf, castagnoli) == s.crc {
+			continue
+		}
+		o.c.Stats.ChecksumMismatches.Add(1)
+		o.c.log.Warn("cache: cached range failed verification; refetching", "object", o.meta.String(),
+			"offset", s.start, "length", s.end-s.start, "read_err", err)
+		bs := o.c.opts.BlockSize
+		for b := s.start / bs; b < (s.end+bs-1)/bs; b++ {
+			if o.has(b) {
+				o.present[b>>6] &^= 1 << (b & 63)
+				o.npresent--
+			}
+		}
+		o.complete = false
+	}
+	o.unverified = keep
+}
+
+func (o *Object) closeFilesLocked() {
+	if o.data != nil {
+		o.data.Close()
+		o.data = nil
+	}
+	if o.jnl != nil {
+		o.jnl.Close()
+		o.jnl = nil
+	}
+	o.loaded = false
+}
+
+func (o *Object) release() {
+	o.mu.Lock()
+	o.refs--
+	idle := o.refs == 0 && len(o.inflight) == 0
+	o.mu.Unlock()
+	if idle {
+		o.c.kickEvictionIfOver()
+	}
+}
+
+// segment is a piece of a read: from the data file, or from a fill's buffer.
+type segment struct {
+	start, end int64
+	f          *fill // nil: read from the data file
+}
+
+// prepare works out where each byte of [off,end) will come from, starting
+// fills for missing blocks. fetchMin is how far a new fill may extend past
+// the first missing block (up to the next present or in-flight block).
+func (o *Object) prepare(off, end, fetchMin int64, segs []segment) ([]segment, error) {
+	bs := o.c.opts.BlockSize
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.loaded {
+		// Evicted files are only removed from objects nobody has open,
+		// so this is reached only after Cache.Close.
+		return nil, errors.New("cache: closed")
+	}
+	b0, b1 := off/bs, (end+bs-1)/bs
+	if len(o.unverified) > 0 {
+		o.verifySpansLocked(b0*bs, b1*bs)
+	}
+	whole := o.meta.Size <= o.c.opts.WholeObjectMax && o.npresent == 0 && len(o.inflight) == 0
+	for b := b0; b < b1; {
+		if o.has(b) {
+			s := b * bs
+			for b < b1 && o.has(b) {
+				b++
+			}
+			segs = append(segs, segment{max(s, off), min(b*bs, end), nil})
+			continue
+		}
+		f := o.inflight[b]
+		if f == nil {
+			fs, fe := b*bs, min(o.meta.Size, max(end, b*bs+fetchMin))
+			if whole {
+				fs, fe = 0, o.meta.Size
+			}
+			e := b + 1
+			for e*bs < fe && !o.has(e) && o.inflight[e] == nil {
+				e++
+			}
+			f = o.startFillLocked(fs, min(e*bs, o.meta.Size), false)
+		}
+		segs = append(segs, segment{max(f.start, off), min(f.end, end), f})
+		b = (f.end + bs - 1) / bs
+	}
+	return segs, nil
+}
+
+// readAhead starts fills for missing parts of [start,end) if read-ahead
+// slots are free; it never waits.
+func (o *Object) readAhead(start, end int64) {
+	ps, bs := o.c.opts.PartSize, o.c.opts.BlockSize
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.loaded {
+		return
+	}
+	end = min(end, o.meta.Size)
+	for p := start / ps * ps; p < end; p += ps {
+		b, pe := p/bs, min(p+ps, o.meta.Size)
+		// Skip to the first block of the part that is neither present nor
+		// being fetched; fetch up to the next one that is.
+		for b*bs < pe && (o.has(b) || o.inflight[b] != nil) {
+			b++
+		}
+		if b*bs >= pe {
+			continue
+		}
+		e := b + 1
+		for e*bs < pe && !o.has(e) && o.inflight[e] == nil {
+			e++
+		}
+		if !o.c.ra.TryAcquire(1) {
+			return
+		}
+		o.startFillLocked(b*bs, min(e*bs, pe), true)
+	}
+}
+
+func (o *Object) startFillLocked(start, end int64, readAhead bool) *fill {
+	f := &fill{start: start, end: end, readAhead: readAhead, done: make(chan struct{})}
+	bs := o.c.opts.BlockSize
+	for b := start / bs; b < (end+bs-1)/bs; b++ {
+		o.inflight[b] = f
+	}
+	o.c.wg.Add(1)
+	go o.runFill(f)
+	return f
+}
+
+// runFill fetches under the cache's context (never a reader's), hands the
+// bytes to waiters, then persists them.
+func (o *Object) runFill(f *fill) {
+	defer o.c.wg.Done()
+	c := o.c
+	ctx := c.ctx
+	if f.readAhead {
+		defer c.ra.Release(1)
+	} else {
+		if err := c.fg.Acquire(ctx, 1); err != nil {
+			o.finishFill(f, nil, fmt.Errorf("cache: fill %s [%d,%d): %w", o.meta, f.start, f.end, err))
+			return
+		}
+		defer c.fg.Release(1)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
+	defer cancel()
+
+	wholeObj := f.start == 0 && f.end == o.meta.Size
+	buf := make([]byte, f.end-f.start)
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		c.Stats.Fetches.Add(1)
+		err = o.src.ReadRange(ctx, o.meta.Name, o.meta.Gen, f.start, buf)
+		if err != nil {
+			break
+		}
+		c.Stats.FetchedBytes.Add(int64(len(buf)))
+		if f.readAhead {
+			c.Stats.ReadAheadBytes.Add(int64(len(buf)))
+		}
+		if !wholeObj || !o.meta.HasCRC32C || crc32.Checksum(buf, castagnoli) == o.meta.CRC32C {
+			break
+		}
+		c.Stats.ChecksumMismatches.Add(1)
+		err = fmt.Errorf("%w: %s: fetched bytes do not match the object's checksum", ErrChecksum, o.meta)
+		c.log.Warn("cache: refetching object after checksum mismatch", "object", o.meta.String(), "attempt", attempt+1)
+	}
+	if err != nil {
+		c.Stats.FetchErrors.Add(1)
+		o.finishFill(f, nil, fmt.Errorf("cache: fill %s [%d,%d): %w", o.meta, f.start, f.end, err))
+		return
+	}
+	o.finishFill(f, buf, nil)
+	o.persist(f, wholeObj)
+}
+
+func (o *Object) finishFill(f *fill, buf []byte, err error) {
+	f.buf, f.err = buf, err
+	close(f.done)
+	if err != nil {
+		o.mu.Lock()
+		o.dropFillLocked(f)
+		o.mu.Unlock()
+	}
+}
+
+func (o *Object) dropFillLocked(f *fill) {
+	bs := o.c.opts.BlockSize
+	for b := f.start / bs; b < (f.end+bs-1)/bs; b++ {
+		if o.inflight[b] == f {
+			delete(o.inflight, b)
+		}
+	}
+}
+
+// persist writes a fetched range to the data file and then records it in
+// the journal; only then do its blocks count as present.
+func (o *Object) persist(f *fill, verifiedWhole bool) {
+	c := o.c
+	o.mu.Lock()
+	data, jnl := o.data, o.jnl
+	if o.evicted || !o.loaded || data == nil || jnl == nil {
+		o.dropFillLocked(f)
+		o.mu.Unlock()
+		return
+	}
+	o.mu.Unlock()
+
+	crc := crc32.Checksum(f.buf, castagnoli)
+	_, err := data.WriteAt(f.buf, f.start)
+	if err == nil {
+		rec := fmt.Sprintf("R %d %d %08x\n", f.start, f.end, crc)
+		if verifiedWhole {
+			rec += "C\n"
+		}
+		_, err = jnl.Write([]byte(rec))
+	}
+
+	o.mu.Lock()
+	o.dropFillLocked(f)
+	if err != nil || o.evicted {
+		o.mu.Unlock()
+		if err != nil {
+			c.diskError(o, f, err)
+		}
+		return
+	}
+	o.markPresentLocked(f.start, f.end)
+	if verifiedWhole && o.npresent == o.nblocks {
+		o.complete = true
+	}
+	startVerify := o.npresent == o.nblocks && !o.complete && !o.completing
+	if startVerify {
+		o.completing = true
+	}
+	var st syscall.Stat_t
+	delta := int64(0)
+	if syscall.Fstat(int(data.Fd()), &st) == nil {
+		delta = st.Blocks*512 - o.bytes
+		o.bytes = st.Blocks * 512
+	}
+	o.mu.Unlock()
+	c.account(o, delta)
+	if startVerify {
+		c.wg.Add(1)
+		go o.completeVerify()
+	}
+}
+
+// completeVerify checks an object assembled from ranges against its CRC32C.
+func (o *Object) completeVerify() {
+	defer o.c.wg.Done()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.completing = false
+	if !o.loaded || o.evicted || o.npresent != o.nblocks {
+		return
+	}
+	if err := o.verifyWholeLocked(); err != nil {
+		o.c.log.Error("cache: assembled object does not match its CRC32C; discarding cached ranges", "object", o.meta.String(), "err", err)
+		o.resetLocked()
+		return
+	}
+	if _, err := o.jnl.Write([]byte("C\n")); err != nil {
+		o.c.diskError(o, nil, err)
+		return
+	}
+	o.complete = true
+}
+
+var lastDiskWarn struct {
+	sync.Mutex
+	t time.Time
+}
+
+func (c *Cache) diskError(o *Object, f *fill, err error) {
+	c.Stats.DiskErrors.Add(1)
+	c.kickEviction()
+	lastDiskWarn.Lock()
+	defer lastDiskWarn.Unlock()
+	if time.Since(lastDiskWarn.t) < 10*time.Second {
+		return
+	}
+	lastDiskWarn.t = time.Now()
+	args := []any{"object", o.meta.String(), "err", err, "disk_errors", c.Stats.DiskErrors.Load()}
+	if f != nil {
+		args = append(args, "offset", f.start, "length", f.end-f.start)
+	}
+	c.log.Warn("cache: cannot write to cache disk; serving from memory", args...)
+}
+
+func (c *Cache) kickEvictionIfOver() {
+	c.mu.Lock()
+	over := c.used > int64(float64(c.opts.Budget)*c.opts.HighWater)
+	c.mu.Unlock()
+	if over {
+		c.kickEviction()
+	}
+}

@@ -1,0 +1,85 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Options configures a Cache. Zero values take the defaults below.
+type Options struct {
+	// Dir is the cache directory (local SSD). Required.
+	Dir string
+	// Budget is the byte budget for cached data on disk. Required.
+	Budget int64
+	// HighWater and LowWater are fractions of Budget: eviction starts above
+	// HighWater and stops below LowWater (defaults 0.95 and 0.85).
+	HighWater, LowWater float64
+	// BlockSize is the unit of presence and of random reads (64 KiB).
+	BlockSize int64
+	// PartSize is the ranged GET size for sequential readers (8 MiB).
+	PartSize int64
+	// WholeObjectMax: objects up to this size are fetched whole (2 MiB).
+	WholeObjectMax int64
+	// ReadAheadParts bounds read-ahead per handle, in parts (4).
+	ReadAheadParts int
+	// Fetches bounds concurrent foreground fetches (16); ReadAheadFetches
+	// bounds concurrent read-ahead fetches on top of that (8), so read-ahead
+	// can never take the slot a blocked read is waiting for.
+	Fetches, ReadAheadFetches int
+	// FetchTimeout bounds one fill, retries included (5m).
+	FetchTimeout time.Duration
+	// Logger receives operational messages (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Validate checks and fills in defaults.
+func (o *Options) Validate() error {
+	if o.Dir == "" {
+		return errors.New("cache: no cache directory given")
+	}
+	if o.Budget <= 0 {
+		return fmt.Errorf("cache: budget must be positive, got %d", o.Budget)
+	}
+	if o.HighWater == 0 {
+		o.HighWater = 0.95
+	}
+	if o.LowWater == 0 {
+		o.LowWater = 0.85
+	}
+	if !(o.LowWater > 0 && o.LowWater < o.HighWater && o.HighWater <= 1) {
+		return fmt.Errorf("cache: watermarks need 0 < low (%v) < high (%v) <= 1", o.LowWater, o.HighWater)
+	}
+	if o.BlockSize == 0 {
+		o.BlockSize = 64 << 10
+	}
+	if o.BlockSize < 4096 || o.BlockSize&(o.BlockSize-1) != 0 {
+		return fmt.Errorf("cache: block size %d must be a power of two >= 4096", o.BlockSize)
+	}
+	if o.PartSize == 0 {
+		o.PartSize = 8 << 20
+	}
+	if o.PartSize < o.BlockSize || o.PartSize%o.BlockSize != 0 {
+		return fmt.Errorf("cache: part size %d must be a multiple of the block size %d", o.PartSize, o.BlockSize)
+	}
+	if o.WholeObjectMax == 0 {
+		o.WholeObjectMax = 2 << 20
+	}
+	if o.ReadAheadParts == 0 {
+		o.ReadAheadParts = 4
+	}
+	if o.Fetches == 0 {
+		o.Fetches = 16
+	}
+	if o.ReadAheadFetches == 0 {
+		o.ReadAheadFetches = 8
+	}
+	if o.FetchTimeout == 0 {
+		o.FetchTimeout = 5 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}

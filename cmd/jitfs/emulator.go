@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+
+	jitfsdata "github.com/jitfs/jitfs"
+	"github.com/jitfs/jitfs/internal/emulator"
+)
+
+func runEmulator(args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("emulator", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	data := fl.String("data", "", "seed buckets from DIR/BUCKET/OBJECT files (default: the embedded sample scene in gs://jitfs-demo/show/)")
+	addr := fl.String("addr", "127.0.0.1:4443", "listen address")
+	versioning := fl.Bool("versioning", false, "keep old generations readable after overwrites")
+	pos, err := parseInterspersed(fl, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
+	}
+	opts := emulator.Options{Addr: *addr, DataDir: *data, Versioning: *versioning}
+	if *data == "" {
+		opts.Bucket, opts.Prefix, opts.Objects = demoBucket, "show/", jitfsdata.Scene()
+	}
+	emu, err := emulator.Start(opts)
+	if err != nil {
+		return err
+	}
+	defer emu.Stop()
+	fmt.Fprintf(stdout, "jitfs emulator: serving the GCS API at http://%s\n  export STORAGE_EMULATOR_HOST=%s\n", emu.Addr(), emu.Addr())
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	return nil
+}

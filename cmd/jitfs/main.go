@@ -1,0 +1,158 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+)
+
+type command struct {
+	name, usage string
+	run         func(args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"mount", "mount gs://BUCKET[/PREFIX] MOUNTPOINT [flags]: serve a bucket prefix until SIGINT/SIGTERM", runMount},
+		{"demo", "demo: mount the embedded sample scene from an in-process emulator and read one frame", runDemo},
+		{"emulator", "emulator [--data DIR] [--addr HOST:PORT]: run a local GCS emulator", runEmulator},
+	}
+}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// errUsage marks errors caused by the command line (exit status 2).
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		printUsage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(args[1:], stdout, stderr)
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			fmt.Fprintf(stderr, "jitfs %s: %v\n", c.name, err)
+			return 2
+		default:
+			fmt.Fprintf(stderr, "jitfs %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "jitfs: unknown command %q\n", args[0])
+	printUsage(stderr)
+	return 2
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: jitfs COMMAND [args]")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %s\n", c.usage)
+	}
+}
+
+// parseInterspersed parses flags that may come before, between or after
+// positional arguments, as users type them.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// parseSize reads sizes such as 300GiB, 512MiB, 10G, 4096.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	units := []struct {
+		suf string
+		m   int64
+	}{
+		{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+		{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3},
+		{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1},
+	}
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suf) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suf)), u.m
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f <= 0 || f*float64(mult) > 1<<62 {
+		return 0, fmt.Errorf("%w: invalid size %q (want e.g. 300GiB)", errUsage, s)
+	}
+	return int64(f * float64(mult)), nil
+}
+
+// parseGSURL splits gs://BUCKET[/PREFIX] into bucket and prefix ("" or
+// ending in "/").
+func parseGSURL(u string) (bucket, prefix string, err error) {
+	rest, ok := strings.CutPrefix(u, "gs://")
+	if !ok {
+		return "", "", fmt.Errorf("%w: %q is not a gs://BUCKET[/PREFIX] URL", errUsage, u)
+	}
+	bucket, prefix, _ = strings.Cut(rest, "/")
+	if bucket == "" || strings.ContainsAny(bucket, " \x00") {
+		return "", "", fmt.Errorf("%w: %q names no bucket", errUsage, u)
+	}
+	prefix = strings.Trim(prefix, "/")
+	if strings.Contains(prefix, "//") || strings.Contains(prefix, "\x00") {
+		return "", "", fmt.Errorf("%w: invalid prefix in %q", errUsage, u)
+	}
+	for _, seg := range strings.Split(prefix, "/") {
+		if seg == "." || seg == ".." {
+			return "", "", fmt.Errorf("%w: invalid prefix in %q", errUsage, u)
+		}
+	}
+	if prefix != "" {
+		prefix += "/"
+	}
+	return bucket, prefix, nil
+}
+
+// newLogger builds the one logger passed to every package.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, level)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, format)
+}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/jitfs/jitfs/cache"
+	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/jitfs"
+)
+
+// mountConfig is everything needed to serve one mount.
+type mountConfig struct {
+	bucket, prefix string
+	mountpoint     string
+	cacheDir       string
+	cacheSize      int64
+	endpoint       string
+	metadataTTL    time.Duration
+	passthrough    bool
+	allowOther     bool
+	debugFUSE      bool
+	log            *slog.Logger
+}
+
+// mounted is a serving mount and what it owns.
+type mounted struct {
+	cfg   mountConfig
+	gcs   *gcs.Client
+	cache *cache.Cache
+	fs    *jitfs.FS
+	srv   *fuse.Server
+}
+
+func runMount(args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("mount", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	cacheDir := fl.String("cache-dir", "/var/cache/jitfs", "local-SSD cache directory, shared by restarts of the daemon")
+	cacheSize := fl.String("cache-size", "10GiB", "byte budget of the cache (e.g. 300GiB)")
+	endpoint := fl.String("endpoint", "", "GCS API endpoint of an emulator (anonymous); default: STORAGE_EMULATOR_HOST, else Google Cloud Storage with Application Default Credentials")
+	ttl := fl.Duration("metadata-ttl", 0, "re-list directories and re-pin generations after this long (0: pin for the mount's lifetime)")
+	passthrough := fl.Bool("passthrough", true, "let the kernel read fully cached files directly (FUSE passthrough, kernel >= 6.9)")
+	allowOther := fl.Bool("allow-other", true, "let every user on the node read the mount (renderers rarely run as the daemon's user)")
+	debugFUSE := fl.Bool("debug-fuse", false, "log every FUSE request")
+	logFormat := fl.String("log-format", "text", "log format: text or json")
+	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
+	pos, err := parseInterspersed(fl, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return fmt.Errorf("%w: want gs://BUCKET[/PREFIX] MOUNTPOINT, got %d arguments", errUsage, len(pos))
+	}
+	cfg := mountConfig{mountpoint: pos[1], cacheDir: *cacheDir, endpoint: *endpoint, metadataTTL: *ttl,
+		passthrough: *passthrough, allowOther: *allowOther, debugFUSE: *debugFUSE}
+	if cfg.bucket, cfg.prefix, err = parseGSURL(pos[0]); err != nil {
+		return err
+	}
+	if cfg.cacheSize, err = parseSize(*cacheSize); err != nil {
+		return err
+	}
+	if cfg.log, err = newLogger(stderr, *logFormat, *logLevel); err != nil {
+		return err
+	}
+	if cfg.metadataTTL < 0 {
+		return fmt.Errorf("%w: --metadata-ttl must not be negative", errUsage)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	m, err := startMount(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "jitfs: serving gs://%s/%s at %s (cache %s, budget %s)\n", cfg.bucket, cfg.prefix, m.cfg.mountpoint, cfg.cacheDir, *cacheSize)
+
+	unmounted := make(chan struct{})
+	go func() { m.srv.Wait(); close(unmounted) }()
+	select {
+	case <-ctx.Done():
+		cfg.log.Info("signal received; unmounting", "mountpoint", m.cfg.mountpoint)
+	case <-unmounted:
+		cfg.log.Info("unmounted externally", "mountpoint", m.cfg.mountpoint)
+	}
+	return m.Close()
+}
+
+// startMount checks everything that can be checked before mounting, so a
+// bad bucket, credentials or mountpoint is one line and a non-zero exit.
+func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
+	mp, err := checkMountpoint(cfg.mountpoint, cfg.log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.mountpoint = mp
+	gc, err := gcs.New(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint})
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = gc.CheckBucket(cctx)
+	cancel()
+	if err != nil {
+		gc.Close()
+		return nil, fmt.Errorf("cannot use gs://%s: %w", cfg.bucket, err)
+	}
+	c, err := cache.New(cache.Options{Dir: cfg.cacheDir, Budget: cfg.cacheSize, Logger: cfg.log})
+	if err != nil {
+		gc.Close()
+		return nil, err
+	}
+	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Prefix: cfg.prefix, MetadataTTL: cfg.metadataTTL,
+		Passthrough: cfg.passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.log})
+	if err != nil {
+		c.Close()
+		gc.Close()
+		return nil, err
+	}
+	srv, err := f.Mount(mp, jitfs.MountOptions{FsName: "gs://" + cfg.bucket + "/" + cfg.prefix,
+		AllowOther: cfg.allowOther, Debug: cfg.debugFUSE})
+	if err != nil {
+		c.Close()
+		gc.Close()
+		return nil, err
+	}
+	cfg.log.Info("mounted", "bucket", cfg.bucket, "prefix", cfg.prefix, "mountpoint", mp,
+		"cache_dir", cfg.cacheDir, "budget_bytes", cfg.cacheSize, "passthrough", cfg.passthrough)
+	return &mounted{cfg: cfg, gcs: gc, cache: c, fs: f, srv: srv}, nil
+}
+
+// Close unmounts and releases the cache. Open files make a plain unmount
+// fail; after retrying, the mount is detached so the daemon can exit and the
+// cache lock is released for a successor.
+func (m *mounted) Close() error {
+	var errs []error
+	if err := m.srv.Unmount(); err != nil {
+		m.cfg.log.Warn("unmount busy; detaching lazily", "mountpoint", m.cfg.mountpoint, "err", err)
+		if err := syscall.Unmount(m.cfg.mountpoint, syscall.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m.cfg.mountpoint, err))
+		}
+	}
+	if err := m.cache.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := m.gcs.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// checkMountpoint resolves the mountpoint and refuses a missing, non-
+// directory or busy one. A dead FUSE mount left by a killed daemon is
+// detached, so a restart needs no manual clean-up.
+func checkMountpoint(dir string, log *slog.Logger) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	_, err = os.Stat(abs)
+	if errors.Is(err, syscall.ENOTCONN) {
+		log.Warn("detaching a dead FUSE mount left by an earlier daemon", "mountpoint", abs)
+		if uerr := syscall.Unmount(abs, syscall.MNT_DETACH); uerr != nil {
+			return "", fmt.Errorf("mountpoint %s holds a dead mount that cannot be detached: %w", abs, uerr)
+		}
+		_, err = os.Stat(abs)
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("mountpoint %s does not exist", abs)
+		}
+		return "", fmt.Errorf("mountpoint %s: %w", abs, err)
+	}
+	st, _ := os.Stat(abs)
+	if !st.IsDir() {
+		return "", fmt.Errorf("mountpoint %s is not a directory", abs)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err == nil {
+		abs = real
+	}
+	if busy, err := isMountpoint(abs); err == nil && busy {
+		return "", fmt.Errorf("mountpoint %s is busy: something is already mounted there", abs)
+	}
+	return abs, nil
+}
+
+func isMountpoint(dir string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+func unescapeMountinfo(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}

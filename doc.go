@@ -1,0 +1,3 @@
+// Package jitfsdata embeds the repository's sample scene (testdata/scene),
+// the show that `jitfs demo` serves from its in-process GCS emulator.
+package jitfsdata

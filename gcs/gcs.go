@@ -1,0 +1,307 @@
+package gcs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"cloud.google.com/go/storage"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/iterator"
+	"google.golang.org/api/option"
+)
+
+// Sentinel errors, namespaced in their text.
+var (
+	ErrNotFound       = errors.New("gcs: object not found")
+	ErrBucketNotFound = errors.New("gcs: bucket not found")
+)
+
+// Options configures a Client.
+type Options struct {
+	// Bucket is the bucket every call addresses.
+	Bucket string
+	// Endpoint, when set, points the client at an emulator
+	// (for example "http://127.0.0.1:4443") without credentials. When
+	// empty, STORAGE_EMULATOR_HOST is honoured by the storage client
+	// itself, and otherwise Application Default Credentials are used.
+	Endpoint string
+	// Attempts bounds how often one call is tried (default 5).
+	Attempts int
+	// InitialBackoff is the first retry delay (default 100ms), doubling up
+	// to MaxBackoff (default 2s), with jitter.
+	InitialBackoff, MaxBackoff time.Duration
+	// AttemptTimeout bounds one attempt of a ranged read (default 60s), so a
+	// stalled connection is abandoned and retried instead of hanging a render.
+	AttemptTimeout time.Duration
+	// HTTPClient, when set, replaces the transport (tests inject faults
+	// this way). It is used only together with an emulator endpoint.
+	HTTPClient *http.Client
+}
+
+func (o *Options) setDefaults() {
+	if o.Attempts <= 0 {
+		o.Attempts = 5
+	}
+	if o.InitialBackoff <= 0 {
+		o.InitialBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 2 * time.Second
+	}
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = 60 * time.Second
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (o Options) Validate() error {
+	if o.Bucket == "" {
+		return errors.New("gcs: bucket name is empty")
+	}
+	if strings.ContainsAny(o.Bucket, "/ ") {
+		return fmt.Errorf("gcs: invalid bucket name %q", o.Bucket)
+	}
+	return nil
+}
+
+// Attrs is what jitfs needs to know of one object generation.
+type Attrs struct {
+	Name       string
+	Size       int64
+	Generation int64
+	Updated    time.Time
+	CRC32C     uint32
+	HasCRC32C  bool
+}
+
+// Stats counts requests made through a Client, for benchmarks and tests.
+type Stats struct {
+	Lists, Stats, Reads, Retries atomic.Int64
+	BytesRead                    atomic.Int64
+}
+
+// Client is a bucket-scoped GCS adapter.
+type Client struct {
+	opts   Options
+	client *storage.Client
+	bucket *storage.BucketHandle
+	Stats  Stats
+}
+
+// New creates a client for opts.Bucket. It does not contact GCS; call
+// CheckBucket to fail early on a missing bucket or bad credentials.
+func New(ctx context.Context, opts Options) (*Client, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts.setDefaults()
+	var copts []option.ClientOption
+	if ep := opts.Endpoint; ep != "" {
+		if !strings.Contains(ep, "://") {
+			ep = "http://" + ep
+		}
+		copts = append(copts, option.WithEndpoint(strings.TrimSuffix(ep, "/")+"/storage/v1/"), option.WithoutAuthentication())
+		if opts.HTTPClient != nil {
+			copts = append(copts, option.WithHTTPClient(opts.HTTPClient))
+		}
+	} else if os.Getenv("STORAGE_EMULATOR_HOST") != "" && opts.HTTPClient != nil {
+		copts = append(copts, option.WithHTTPClient(opts.HTTPClient))
+	}
+	// JSON reads carry the generation as a query parameter on the same API
+	// surface as metadata calls, which real GCS and the emulator both serve.
+	copts = append(copts, storage.WithJSONReads())
+	c, err := storage.NewClient(ctx, copts...)
+	if err != nil {
+		return nil, fmt.Errorf("gcs: create client (credentials?): %w", err)
+	}
+	// Retries are ours: bounded attempts, classified errors, counted.
+	b := c.Bucket(opts.Bucket).Retryer(storage.WithPolicy(storage.RetryNever))
+	return &Client{opts: opts, client: c, bucket: b}, nil
+}
+
+// Bucket returns the bucket name.
+func (c *Client) Bucket() string { return c.opts.Bucket }
+
+// Close releases the client's connections.
+func (c *Client) Close() error { return c.client.Close() }
+
+// CheckBucket verifies the bucket exists and the credentials can read it.
+func (c *Client) CheckBucket(ctx context.Context) error {
+	return c.retry(ctx, "bucket attrs", func(ctx context.Context) error {
+		_, err := c.bucket.Attrs(ctx)
+		if errors.Is(err, storage.ErrBucketNotExist) {
+			return fmt.Errorf("%w: gs://%s", ErrBucketNotFound, c.opts.Bucket)
+		}
+		return err
+	})
+}
+
+// Stat returns the live generation of object name.
+func (c *Client) Stat(ctx context.Context, name string) (Attrs, error) {
+	var out Attrs
+	err := c.retry(ctx, "stat "+name, func(ctx context.Context) error {
+		c.Stats.Stats.Add(1)
+		a, err := c.bucket.Object(name).Attrs(ctx)
+		if err != nil {
+			if errors.Is(err, storage.ErrObjectNotExist) {
+				return fmt.Errorf("%w: gs://%s/%s", ErrNotFound, c.opts.Bucket, name)
+			}
+			return err
+		}
+		out = toAttrs(a)
+		return nil
+	})
+	return out, err
+}
+
+func toAttrs(a *storage.ObjectAttrs) Attrs {
+	return Attrs{
+		Name: a.Name, Size: a.Size, Generation: a.Generation, Updated: a.Updated,
+		CRC32C: a.CRC32C, HasCRC32C: a.CRC32C != 0 || a.Size == 0,
+	}
+}
+
+// Page is one page of a delimiter listing.
+type Page struct {
+	Objects  []Attrs
+	Prefixes []string // full prefixes, each ending in "/"
+	Next     string   // token for the next page; "" when done
+}
+
+// ListPage lists one page of the objects and sub-prefixes directly under
+// prefix (which is "" or ends in "/"). pageSize 0 means the server default.
+func (c *Client) ListPage(ctx context.Context, prefix, token string, pageSize int) (Page, error) {
+	var out Page
+	err := c.retry(ctx, "list "+prefix, func(ctx context.Context) error {
+		c.Stats.Lists.Add(1)
+		it := c.bucket.Objects(ctx, &storage.Query{Prefix: prefix, Delimiter: "/", Projection: storage.ProjectionNoACL})
+		var attrs []*storage.ObjectAttrs
+		next, err := iterator.NewPager(it, pageSize, token).NextPage(&attrs)
+		if err != nil {
+			if errors.Is(err, storage.ErrBucketNotExist) {
+				return fmt.Errorf("%w: gs://%s", ErrBucketNotFound, c.opts.Bucket)
+			}
+			return err
+		}
+		out = Page{Next: next}
+		for _, a := range attrs {
+			if a.Prefix != "" {
+				out.Prefixes = append(out.Prefixes, a.Prefix)
+				continue
+			}
+			out.Objects = append(out.Objects, toAttrs(a))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// errShortBody marks a response that ended before the requested length: a
+// truncated transfer, retried like any transient fault.
+var errShortBody = errors.New("gcs: response body shorter than requested range")
+
+// ReadRange fills p with the bytes of generation gen of object name starting
+// at off. It never returns partial results: either all of p is filled or an
+// error is returned. A generation that no longer exists yields ErrNotFound.
+func (c *Client) ReadRange(ctx context.Context, name string, gen, off int64, p []byte) error {
+	return c.retry(ctx, fmt.Sprintf("read %s#%d [%d,%d)", name, gen, off, off+int64(len(p))), func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+		defer cancel()
+		c.Stats.Reads.Add(1)
+		o := c.bucket.Object(name)
+		if gen > 0 {
+			o = o.Generation(gen)
+		}
+		r, err := o.NewRangeReader(ctx, off, int64(len(p)))
+		if err != nil {
+			if errors.Is(err, storage.ErrObjectNotExist) {
+				return fmt.Errorf("%w: gs://%s/%s#%d", ErrNotFound, c.opts.Bucket, name, gen)
+			}
+			return err
+		}
+		defer r.Close()
+		n, err := io.ReadFull(r, p)
+		c.Stats.BytesRead.Add(int64(n))
+		if err == io.ErrUnexpectedEOF || err == io.EOF {
+			return errShortBody
+		}
+		return err
+	})
+}
+
+// IsPermanent reports whether err will not go away by retrying.
+func IsPermanent(err error) bool {
+	return err != nil && !retryable(err)
+}
+
+func retryable(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrBucketNotFound):
+		return false
+	case errors.Is(err, context.Canceled):
+		return false
+	case errors.Is(err, errShortBody), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	var gerr *googleapi.Error
+	if errors.As(err, &gerr) {
+		return gerr.Code == 408 || gerr.Code == 429 || gerr.Code >= 500
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) {
+		return true
+	}
+	var operr *net.OpError
+	if errors.As(err, &operr) {
+		return true
+	}
+	// The storage client reports non-2xx reads as plain errors carrying the
+	// status; connection-level failures surface as *url.Error, which is a
+	// net.Error and handled above. An unclassified error is treated as
+	// transient: a render is better served by one more attempt than by an
+	// early EIO.
+	return !errors.Is(err, storage.ErrObjectNotExist)
+}
+
+func (c *Client) retry(ctx context.Context, what string, fn func(context.Context) error) error {
+	backoff := c.opts.InitialBackoff
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = fn(ctx)
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			break
+		}
+		// A parent deadline is not an attempt timeout: stop.
+		if attempt >= c.opts.Attempts {
+			break
+		}
+		c.Stats.Retries.Add(1)
+		d := backoff/2 + time.Duration(rand.Int64N(int64(backoff)))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("gcs: %s: %w (after %d attempts, last error: %v)", what, ctx.Err(), attempt, err)
+		case <-t.C:
+		}
+		backoff = min(backoff*2, c.opts.MaxBackoff)
+	}
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			return fmt.Errorf("gcs: %s: %w: %v", what, ctx.Err(), err)
+		}
+		return fmt.Errorf("gcs: %s: %w", what, err)
+	}
+	return nil
+}
