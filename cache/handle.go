@@ -15,7 +15,7 @@ type Handle struct {
 	// mu guards the sequential-read detection below.
 	mu       sync.Mutex
 	lastEnd  int64
-	seqReads int
+	seqBytes int64
 	raIssued int64
 }
 
@@ -62,29 +62,30 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	end := min(off+int64(len(p)), size)
 
+	// Sequential readers are detected per handle. Fetch size and read-ahead
+	// grow with the bytes read in sequence so far (as the kernel's own
+	// read-ahead does), so reading the header of a big file (a linked
+	// library, an EXR) does not pull megabytes it never reads, while a
+	// reader of a whole large file soon has ReadAheadParts parts in flight.
 	h.mu.Lock()
-	sequential := off == 0 || off == h.lastEnd
-	if sequential {
-		h.seqReads++
+	if off == 0 || off == h.lastEnd {
+		h.seqBytes += end - off
 	} else {
-		h.seqReads = 0
+		h.seqBytes = 0
 		h.raIssued = 0
 	}
 	h.lastEnd = end
-	seqReads := h.seqReads
+	fetchMin := c.opts.BlockSize
 	var raFrom, raTo int64
-	if window := int64(c.opts.ReadAheadParts) * c.opts.PartSize; h.seqReads >= 4 && end+window-c.opts.PartSize > h.raIssued {
-		raFrom, raTo = max(end, h.raIssued), end+window
-		h.raIssued = raTo
+	if h.seqBytes > 0 {
+		fetchMin = max(fetchMin, min(c.opts.PartSize, h.seqBytes))
+		window := min(int64(c.opts.ReadAheadParts)*c.opts.PartSize, h.seqBytes)
+		if h.seqBytes >= 4*c.opts.BlockSize && end+window > h.raIssued+window/2 {
+			raFrom, raTo = max(end, h.raIssued), end+window
+			h.raIssued = raTo
+		}
 	}
 	h.mu.Unlock()
-	// A sequential reader's fetches grow from 4 blocks, doubling per
-	// sequential read up to a part, so reading the header of a big file
-	// (a linked library, an EXR) does not pull megabytes it never reads.
-	fetchMin := c.opts.BlockSize
-	if sequential {
-		fetchMin = min(c.opts.PartSize, c.opts.BlockSize<<min(seqReads+1, 20))
-	}
 
 	var stack [8]segment
 	segs, err := o.prepare(off, end, fetchMin, stack[:0])

@@ -373,7 +373,7 @@ func (o *Object) readAhead(start, end int64) {
 	}
 	end = min(end, o.meta.Size)
 	for p := start / ps * ps; p < end; p += ps {
-		b, pe := p/bs, min(p+ps, o.meta.Size)
+		b, pe := max(p, start)/bs, min(p+ps, end)
 		// Skip to the first block of the part that is neither present nor
 		// being fetched; fetch up to the next one that is.
 		for b*bs < pe && (o.has(b) || o.inflight[b] != nil) {
