@@ -1,0 +1,55 @@
+package jitfs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"syscall"
+
+	"github.com/jitfs/jitfs/cache"
+	"github.com/jitfs/jitfs/gcs"
+)
+
+// errno maps an error to the errno the caller sees, logging it once.
+// Interrupted waits are not logged: the reader went away, nothing failed.
+func (f *FS) errno(err error, op string, attrs ...any) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	switch {
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	case errors.As(err, &e):
+		// Already an errno from the kernel or the cache disk.
+	case errors.Is(err, gcs.ErrNotFound):
+		// A pinned generation that vanished: the snapshot can no longer be
+		// served, which is an I/O error, not a missing file.
+		e = syscall.EIO
+	case errors.Is(err, cache.ErrChecksum):
+		e = syscall.EIO
+	case errors.Is(err, fs.ErrClosed):
+		e = syscall.EIO
+	default:
+		e = syscall.EIO
+	}
+	f.Stats.Errors.Add(1)
+	f.log.LogAttrs(context.Background(), slog.LevelError, "jitfs: "+op+" failed",
+		append([]slog.Attr{slog.String("errno", e.Error()), slog.Any("err", err)}, toAttrs(attrs)...)...)
+	return e
+}
+
+func toAttrs(kv []any) []slog.Attr {
+	var out []slog.Attr
+	for i := 0; i+1 < len(kv); i += 2 {
+		k, _ := kv[i].(string)
+		out = append(out, slog.Any(k, kv[i+1]))
+	}
+	return out
+}
+
+var ioEOF = io.EOF
+
+func errorsIsNotFound(err error) bool { return errors.Is(err, gcs.ErrNotFound) }

@@ -1,0 +1,174 @@
+package jitfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/jitfs/jitfs/cache"
+	"github.com/jitfs/jitfs/gcs"
+)
+
+// Remote is what the filesystem needs of the bucket. *gcs.Client fits.
+type Remote interface {
+	cache.Source
+	Bucket() string
+	Stat(ctx context.Context, name string) (gcs.Attrs, error)
+	ListPage(ctx context.Context, prefix, token string, pageSize int) (gcs.Page, error)
+}
+
+// Options configures a filesystem.
+type Options struct {
+	Remote Remote
+	Cache  *cache.Cache
+	// Prefix is the object prefix shown at the mount root ("" or "a/b/").
+	Prefix string
+	// MetadataTTL re-lists a directory and may re-pin generations after this
+	// long; 0 pins everything for the mount's lifetime.
+	MetadataTTL time.Duration
+	// Passthrough hands fully cached files to the kernel (FUSE passthrough).
+	Passthrough bool
+	// ListPageSize is the listing page size (default 1000).
+	ListPageSize int
+	// UID and GID own every file (default: the daemon's).
+	UID, GID uint32
+	Logger   *slog.Logger
+}
+
+// Validate checks and fills in defaults.
+func (o *Options) Validate() error {
+	if o.Remote == nil || o.Cache == nil {
+		return errors.New("jitfs: Remote and Cache are required")
+	}
+	if o.Prefix != "" && !strings.HasSuffix(o.Prefix, "/") {
+		o.Prefix += "/"
+	}
+	if strings.HasPrefix(o.Prefix, "/") || strings.Contains(o.Prefix, "//") {
+		return fmt.Errorf("jitfs: invalid prefix %q", o.Prefix)
+	}
+	if o.ListPageSize <= 0 {
+		o.ListPageSize = 1000
+	}
+	if o.MetadataTTL < 0 {
+		return fmt.Errorf("jitfs: negative metadata TTL %v", o.MetadataTTL)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Stats are cumulative counters of the filesystem layer.
+type Stats struct {
+	Lookups, NegativeLookups, DirectLookups atomic.Int64
+	Opens, PassthroughOpens, Reads          atomic.Int64
+	Errors                                  atomic.Int64
+}
+
+// FS is one mounted bucket prefix.
+type FS struct {
+	opts  Options
+	log   *slog.Logger
+	root  *dirNode
+	ino   atomic.Uint64
+	start time.Time
+	// neg remembers names found absent by direct lookups in directories
+	// whose listing was still in progress. Best effort: a dropped entry
+	// only costs one more request.
+	neg *ristretto.Cache[string, struct{}]
+
+	Stats Stats
+}
+
+// New builds the filesystem; mount it with Mount.
+func New(opts Options) (*FS, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	neg, err := ristretto.NewCache(&ristretto.Config[string, struct{}]{
+		NumCounters: 1e6, MaxCost: 1 << 17, BufferItems: 64,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jitfs: negative cache: %w", err)
+	}
+	f := &FS{opts: opts, log: opts.Logger, neg: neg, start: time.Now()}
+	f.ino.Store(1)
+	f.root = f.newDir(opts.Prefix, time.Now())
+	return f, nil
+}
+
+// Root returns the root node, for fs.Mount.
+func (f *FS) Root() fs.InodeEmbedder { return f.root }
+
+// KernelTimeout is how long the kernel may cache entries and attributes.
+func (f *FS) KernelTimeout() time.Duration {
+	if f.opts.MetadataTTL > 0 {
+		return f.opts.MetadataTTL
+	}
+	return 24 * time.Hour
+}
+
+// MountOptions are the go-fuse options jitfs mounts with.
+type MountOptions struct {
+	FsName     string
+	AllowOther bool
+	Debug      bool
+}
+
+// Mount mounts f at dir and returns the running server.
+func (f *FS) Mount(dir string, mo MountOptions) (*fuse.Server, error) {
+	t := f.KernelTimeout()
+	opts := &fs.Options{
+		EntryTimeout:    &t,
+		AttrTimeout:     &t,
+		NegativeTimeout: &t,
+		UID:             f.opts.UID,
+		GID:             f.opts.GID,
+		MountOptions: fuse.MountOptions{
+			FsName:        mo.FsName,
+			Name:          "jitfs",
+			AllowOther:    mo.AllowOther,
+			DirectMount:   true,
+			MaxReadAhead:  1 << 20,
+			MaxWrite:      1 << 20,
+			MaxBackground: 64,
+			Debug:         mo.Debug,
+			// The tree is immutable per snapshot: let the kernel keep
+			// symlink targets and pages, and ask for no xattrs.
+			DisableXAttrs: true,
+			Options:       []string{"ro", "default_permissions"},
+		},
+	}
+	srv, err := fs.Mount(dir, f.root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("jitfs: mount %s: %w", dir, err)
+	}
+	return srv, nil
+}
+
+func (f *FS) nextIno() uint64 { return f.ino.Add(1) }
+
+func (f *FS) setAttr(a *fuse.Attr, ino uint64, mode uint32, size int64, mtime time.Time) {
+	a.Ino = ino
+	a.Mode = mode
+	a.Size = uint64(size)
+	a.Blocks = (uint64(size) + 511) / 512
+	a.Blksize = 1 << 16
+	a.Nlink = 1
+	a.Uid, a.Gid = f.opts.UID, f.opts.GID
+	a.SetTimes(&mtime, &mtime, &mtime)
+}
+
+var (
+	_ = (fs.NodeStatfser)((*dirNode)(nil))
+	_ = (syscall.Errno)(0)
+)
