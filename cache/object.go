@@ -218,9 +218,15 @@ func (o *Object) writeHeaderLocked(jnlPath string) error {
 	return nil
 }
 
+// markPresentLocked marks the blocks wholly inside [start,end) present; the
+// object's last block counts when end is the object's end.
 func (o *Object) markPresentLocked(start, end int64) {
 	bs := o.c.opts.BlockSize
-	for b := start / bs; b < (end+bs-1)/bs; b++ {
+	last := end / bs
+	if end == o.meta.Size {
+		last = (end + bs - 1) / bs
+	}
+	for b := (start + bs - 1) / bs; b < last; b++ {
 		o.set(b)
 	}
 }
@@ -371,7 +377,9 @@ func (o *Object) readAhead(start, end int64) {
 	if !o.loaded {
 		return
 	}
-	end = min(end, o.meta.Size)
+	// Fills end on block boundaries (or the object's end): a block is the
+	// unit of presence.
+	end = min((end+bs-1)/bs*bs, o.meta.Size)
 	for p := start / ps * ps; p < end; p += ps {
 		b, pe := max(p, start)/bs, min(p+ps, end)
 		// Skip to the first block of the part that is neither present nor

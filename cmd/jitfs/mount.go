@@ -33,6 +33,7 @@ type mountConfig struct {
 	passthrough    bool
 	allowOther     bool
 	debugFUSE      bool
+	attemptTimeout time.Duration
 	log            *slog.Logger
 }
 
@@ -55,6 +56,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	passthrough := fl.Bool("passthrough", true, "let the kernel read fully cached files directly (FUSE passthrough, kernel >= 6.9)")
 	allowOther := fl.Bool("allow-other", true, "let every user on the node read the mount (renderers rarely run as the daemon's user)")
 	debugFUSE := fl.Bool("debug-fuse", false, "log every FUSE request")
+	attemptTimeout := fl.Duration("gcs-attempt-timeout", 60*time.Second, "abandon and retry one GCS read attempt after this long (a stalled connection)")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	pos, err := parseInterspersed(fl, args)
@@ -65,7 +67,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: want gs://BUCKET[/PREFIX] MOUNTPOINT, got %d arguments", errUsage, len(pos))
 	}
 	cfg := mountConfig{mountpoint: pos[1], cacheDir: *cacheDir, endpoint: *endpoint, metadataTTL: *ttl,
-		passthrough: *passthrough, allowOther: *allowOther, debugFUSE: *debugFUSE}
+		passthrough: *passthrough, allowOther: *allowOther, debugFUSE: *debugFUSE, attemptTimeout: *attemptTimeout}
 	if cfg.bucket, cfg.prefix, err = parseGSURL(pos[0]); err != nil {
 		return err
 	}
@@ -106,7 +108,7 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 		return nil, err
 	}
 	cfg.mountpoint = mp
-	gc, err := gcs.New(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint})
+	gc, err := gcs.New(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint, AttemptTimeout: cfg.attemptTimeout})
 	if err != nil {
 		return nil, err
 	}
@@ -169,14 +171,16 @@ func checkMountpoint(dir string, log *slog.Logger) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
 	}
-	_, err = os.Stat(abs)
-	if errors.Is(err, syscall.ENOTCONN) {
+	// statfs is never answered from the kernel's attribute cache, so it
+	// tells a live mount from the dead one a killed daemon leaves.
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(abs, &sfs); errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {
 		log.Warn("detaching a dead FUSE mount left by an earlier daemon", "mountpoint", abs)
 		if uerr := syscall.Unmount(abs, syscall.MNT_DETACH); uerr != nil {
 			return "", fmt.Errorf("mountpoint %s holds a dead mount that cannot be detached: %w", abs, uerr)
 		}
-		_, err = os.Stat(abs)
 	}
+	_, err = os.Stat(abs)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return "", fmt.Errorf("mountpoint %s does not exist", abs)

@@ -1,0 +1,497 @@
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestNamespaceAndENOENT(t *testing.T) {
+	w := newWorld(t, false)
+	want := map[string][]byte{
+		"show/shots/sh010/sh010.scene":    w.put("show/shots/sh010/sh010.scene", 300),
+		"show/assets/tex/brick.tex":       w.put("show/assets/tex/brick.tex", 70000),
+		"show/assets/tex/udim/g.1001.tex": w.put("show/assets/tex/udim/g.1001.tex", 5000),
+		"show/assets/empty":               w.put("show/assets/empty", 0),
+		"other/not-under-the-prefix.txt":  w.put("other/not-under-the-prefix.txt", 10),
+	}
+	d := w.mountForTest("show", "")
+
+	ents, err := os.ReadDir(d.path("assets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, fmt.Sprintf("%s:%v", e.Name(), e.IsDir()))
+	}
+	if got := strings.Join(names, " "); got != "empty:false tex:true" {
+		t.Fatalf("readdir assets = %q", got)
+	}
+	for name, content := range want {
+		rel, ok := strings.CutPrefix(name, "show/")
+		if !ok {
+			if _, err := os.Stat(d.path(name)); errnoOf(err) != syscall.ENOENT {
+				t.Fatalf("object outside the prefix visible: %v", err)
+			}
+			continue
+		}
+		st, err := os.Stat(d.path(rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() != int64(len(content)) || st.Mode().Perm() != 0o444 || !st.Mode().IsRegular() {
+			t.Fatalf("%s: size %d mode %v", rel, st.Size(), st.Mode())
+		}
+		mustEqualBytes(t, rel, mustRead(t, d.path(rel)), content)
+	}
+	st, err := os.Stat(d.path("assets/tex"))
+	if err != nil || !st.IsDir() || st.Mode().Perm() != 0o555 {
+		t.Fatalf("dir stat: %v %v", st, err)
+	}
+
+	// Absent names in a listed directory are answered locally: probing
+	// hundreds of them (search paths, extension guesses) costs no request.
+	lists, stats := w.proxy.Lists.Load(), w.proxy.Stats.Load()
+	for i := 0; i < 300; i++ {
+		_, err := os.Stat(d.path(fmt.Sprintf("assets/tex/missing_%d.tx", i)))
+		if errnoOf(err) != syscall.ENOENT {
+			t.Fatalf("absent name: %v", err)
+		}
+		if _, err := os.Stat(d.path("assets/tex/brick.tex")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dl, ds := w.proxy.Lists.Load()-lists, w.proxy.Stats.Load()-stats; dl != 0 || ds != 0 {
+		t.Fatalf("lookups in a listed directory made %d list and %d stat requests", dl, ds)
+	}
+
+	// Read-only.
+	if _, err := os.OpenFile(d.path("assets/tex/brick.tex"), os.O_WRONLY, 0); errnoOf(err) != syscall.EROFS && errnoOf(err) != syscall.EACCES {
+		t.Fatalf("write open: %v", err)
+	}
+	if err := os.WriteFile(d.path("new.txt"), []byte("x"), 0o644); err == nil {
+		t.Fatal("create succeeded on a read-only mount")
+	}
+}
+
+func TestLargeDirectoryLookupsDoNotWaitForListing(t *testing.T) {
+	w := newWorld(t, false)
+	const n = 2500
+	for i := 0; i < n; i++ {
+		w.emu.Put(testBucket, fmt.Sprintf("big/f%05d", i), []byte{byte(i)})
+	}
+	// Slow listings down so the second page is still pending when the
+	// lookup arrives.
+	d := w.mountForTest("", "")
+	b, err := os.ReadFile(d.path("big/f02400"))
+	if err != nil || len(b) != 1 || b[0] != byte(2400%256) {
+		t.Fatalf("read from a large directory: %v %v", b, err)
+	}
+	ents, err := os.ReadDir(d.path("big"))
+	if err != nil || len(ents) != n {
+		t.Fatalf("readdir: %d entries, %v", len(ents), err)
+	}
+	if _, err := os.Stat(d.path("big/nope")); errnoOf(err) != syscall.ENOENT {
+		t.Fatalf("absent: %v", err)
+	}
+}
+
+func TestReadsAtOffsetsAndConcurrentReaders(t *testing.T) {
+	w := newWorld(t, false)
+	const size = 40<<20 + 12345
+	content := w.put("plates/plate.exr", size)
+	small := w.put("plates/small.tx", 100_000)
+	d := w.mountForTest("", "")
+
+	// Many concurrent readers of one cold file share fetches.
+	media0, bytes0 := w.proxy.MediaReqs.Load(), w.proxy.MediaBytes.Load()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := os.ReadFile(d.path("plates/small.tx"))
+			if err == nil && sha256.Sum256(b) != sha256.Sum256(small) {
+				err = fmt.Errorf("concurrent reader got wrong bytes")
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dm, db := w.proxy.MediaReqs.Load()-media0, w.proxy.MediaBytes.Load()-bytes0; dm != 1 || db != int64(len(small)) {
+		t.Fatalf("16 readers of a cold small file: %d media requests, %d bytes; want 1 and %d", dm, db, len(small))
+	}
+
+	f, err := os.Open(d.path("plates/plate.exr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 256<<10)
+	for i := 0; i < 200; i++ {
+		off := r.Int64N(size)
+		n := 1 + r.IntN(len(buf))
+		k, err := f.ReadAt(buf[:n], off)
+		if err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		mustEqualBytes(t, fmt.Sprintf("pread(%d,%d)", off, n), buf[:k], content[off:min(off+int64(n), size)])
+	}
+	// Last bytes and beyond EOF.
+	k, err := f.ReadAt(buf[:100], size-10)
+	if k != 10 || err != io.EOF {
+		t.Fatalf("read at end: %d %v", k, err)
+	}
+
+	// A whole sequential read of the large file is correct and is not
+	// fetched twice.
+	got := mustRead(t, d.path("plates/plate.exr"))
+	mustEqualBytes(t, "sequential read", got, content)
+	if total := w.proxy.MediaBytes.Load(); total > int64(size)+int64(len(small))+(1<<20) {
+		t.Fatalf("fetched %d bytes for a %d-byte object", total, size)
+	}
+}
+
+func TestMmap(t *testing.T) {
+	w := newWorld(t, false)
+	content := w.put("lib/props.blend", 3<<20+77)
+	d := w.mountForTest("", "")
+	f, err := os.Open(d.path("lib/props.blend"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := syscall.Mmap(int(f.Fd()), 0, len(content), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(m)
+	// Touch a few pages out of order, as a mapped library is.
+	for _, off := range []int{2 << 20, 0, len(content) - 1, 1 << 20} {
+		if m[off] != content[off] {
+			t.Fatalf("mmap byte %d differs", off)
+		}
+	}
+	mustEqualBytes(t, "mmap", m, content)
+}
+
+func TestRestartServesCacheWithZeroDownloads(t *testing.T) {
+	w := newWorld(t, false)
+	files := map[string][]byte{}
+	for i := 0; i < 20; i++ {
+		name := fmt.Sprintf("tex/t%02d.tx", i)
+		files[name] = w.put(name, 1000+i*37_000)
+	}
+	files["big/cache.vdb"] = w.put("big/cache.vdb", 12<<20)
+	d := w.mountForTest("", "")
+	for name, c := range files {
+		mustEqualBytes(t, name, mustRead(t, d.path(name)), c)
+	}
+	d.restart()
+	media := w.proxy.MediaReqs.Load()
+	for name, c := range files {
+		mustEqualBytes(t, name+" after restart", mustRead(t, d.path(name)), c)
+	}
+	if dm := w.proxy.MediaReqs.Load() - media; dm != 0 {
+		t.Fatalf("restarted daemon made %d GCS data requests for cached files", dm)
+	}
+}
+
+func TestEvictionUnderSmallBudget(t *testing.T) {
+	w := newWorld(t, false)
+	var names []string
+	files := map[string][]byte{}
+	for i := 0; i < 12; i++ {
+		name := fmt.Sprintf("seq/frame.%04d.exr", 1001+i)
+		names = append(names, name)
+		files[name] = w.put(name, 2<<20)
+	}
+	d := w.mountForTest("", "", "--cache-size", "8MiB")
+	for _, name := range names {
+		mustEqualBytes(t, name, mustRead(t, d.path(name)), files[name])
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	var used int64
+	for {
+		used = diskUsage(t, filepath.Join(d.cacheDir, "objects"))
+		if used <= 8<<20 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if used > 8<<20 {
+		t.Fatalf("cache uses %d bytes on disk, budget 8 MiB", used)
+	}
+	// Evicted data is fetched again, correctly.
+	media := w.proxy.MediaReqs.Load()
+	dropPageCache(t, d.path(names[0]))
+	mustEqualBytes(t, names[0], mustRead(t, d.path(names[0])), files[names[0]])
+	if w.proxy.MediaReqs.Load() == media {
+		t.Fatal("the oldest frame was not evicted")
+	}
+}
+
+func diskUsage(t *testing.T, dir string) int64 {
+	var total int64
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			total += info.Sys().(*syscall.Stat_t).Blocks * 512
+		}
+		return nil
+	})
+	return total
+}
+
+func TestGenerationPinning(t *testing.T) {
+	for _, versioning := range []bool{true, false} {
+		t.Run(fmt.Sprintf("versioning=%v", versioning), func(t *testing.T) {
+			w := newWorld(t, versioning)
+			old := w.put("shot/cache.bin", 6<<20)
+			d := w.mountForTest("", "")
+			f, err := os.Open(d.path("shot/cache.bin"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			head := make([]byte, 1<<20)
+			if _, err := f.ReadAt(head, 0); err != nil {
+				t.Fatal(err)
+			}
+			mustEqualBytes(t, "head", head, old[:1<<20])
+			// Overwrite with different content and a different size.
+			w.emu.Put(testBucket, "shot/cache.bin", randBytes("new", 7<<20))
+			tail := make([]byte, 1<<20)
+			_, err = f.ReadAt(tail, 5<<20)
+			if versioning {
+				if err != nil {
+					t.Fatalf("old generation still readable, got %v", err)
+				}
+				mustEqualBytes(t, "pinned tail", tail, old[5<<20:6<<20])
+				if st, _ := os.Stat(d.path("shot/cache.bin")); st.Size() != 6<<20 {
+					t.Fatalf("size changed under a pinned generation: %d", st.Size())
+				}
+				return
+			}
+			if errnoOf(err) != syscall.EIO {
+				t.Fatalf("read of a vanished generation: %v, want EIO", err)
+			}
+			if !strings.Contains(d.stderr.String(), "shot/cache.bin") {
+				t.Fatalf("no log line names the object:\n%s", d.stderr)
+			}
+			// The daemon keeps serving.
+			if _, err := os.ReadDir(d.path("shot")); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestGCSFaults(t *testing.T) {
+	w := newWorld(t, false)
+	files := map[string][]byte{}
+	for i := 0; i < 6; i++ {
+		name := fmt.Sprintf("f/%d.bin", i)
+		files[name] = w.put(name, 3<<20)
+	}
+	d := w.mountForTest("", "", "--gcs-attempt-timeout", "1s")
+
+	// Transient 503s are retried.
+	w.proxy.FailMedia.Store(2)
+	mustEqualBytes(t, "after 503s", mustRead(t, d.path("f/0.bin")), files["f/0.bin"])
+	// Truncated bodies are retried, never served.
+	w.proxy.TruncateMedia.Store(2)
+	mustEqualBytes(t, "after truncation", mustRead(t, d.path("f/1.bin")), files["f/1.bin"])
+	// A stalled response is abandoned after the attempt timeout and retried.
+	w.proxy.StallMedia.Store(int64(3 * time.Second))
+	go func() { time.Sleep(1500 * time.Millisecond); w.proxy.StallMedia.Store(0) }()
+	mustEqualBytes(t, "after stall", mustRead(t, d.path("f/2.bin")), files["f/2.bin"])
+
+	// An outage fails the reader with EIO, and only that reader.
+	w.proxy.Outage.Store(true)
+	_, err := os.ReadFile(d.path("f/3.bin"))
+	if errnoOf(err) != syscall.EIO {
+		t.Fatalf("read during outage: %v, want EIO", err)
+	}
+	mustEqualBytes(t, "cached during outage", mustRead(t, d.path("f/0.bin")), files["f/0.bin"])
+	w.proxy.Outage.Store(false)
+	mustEqualBytes(t, "after outage", mustRead(t, d.path("f/3.bin")), files["f/3.bin"])
+}
+
+func TestSIGKILLDuringFillThenRestart(t *testing.T) {
+	w := newWorld(t, false)
+	const size = 24 << 20
+	content := w.put("sim/cache.vdb", size)
+	other := w.put("sim/other.vdb", 4<<20)
+	d := w.mountForTest("", "")
+	mustEqualBytes(t, "other", mustRead(t, d.path("sim/other.vdb")), other)
+
+	// Slow the link so the daemon is killed with fills in flight.
+	w.proxy.MediaRate.Store(8 << 20)
+	done := make(chan error, 1)
+	go func() {
+		_, err := exec.Command("cat", d.path("sim/cache.vdb")).Output()
+		done <- err
+	}()
+	time.Sleep(1200 * time.Millisecond)
+	d.kill()
+	<-done // the reader fails with ENOTCONN; that is expected after a crash
+	w.proxy.MediaRate.Store(0)
+
+	// Simulate a torn journal append as well.
+	jnls, _ := filepath.Glob(filepath.Join(d.cacheDir, "objects", "*", "*.jnl"))
+	if len(jnls) < 2 {
+		t.Fatalf("expected journals for both objects, found %d", len(jnls))
+	}
+	for _, j := range jnls {
+		f, _ := os.OpenFile(j, os.O_WRONLY|os.O_APPEND, 0)
+		f.WriteString("R 0 99999999")
+		f.Close()
+	}
+	d.start() // detaches the dead mount, reuses the cache
+	mustEqualBytes(t, "after SIGKILL", mustRead(t, d.path("sim/cache.vdb")), content)
+	media := w.proxy.MediaReqs.Load()
+	mustEqualBytes(t, "cached before SIGKILL", mustRead(t, d.path("sim/other.vdb")), other)
+	if w.proxy.MediaReqs.Load() != media {
+		t.Fatal("a file cached before the crash was fetched again")
+	}
+}
+
+func TestCorruptCachedBytesAreRefetched(t *testing.T) {
+	w := newWorld(t, false)
+	content := w.put("tex/wall.tx", 5<<20)
+	d := w.mountForTest("", "")
+	mustEqualBytes(t, "first", mustRead(t, d.path("tex/wall.tx")), content)
+	d.stop()
+	datas, _ := filepath.Glob(filepath.Join(d.cacheDir, "objects", "*", "*.data"))
+	if len(datas) != 1 {
+		t.Fatalf("want 1 data file, found %d", len(datas))
+	}
+	f, err := os.OpenFile(datas[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("garbage!"), 3<<20)
+	f.Close()
+	d.start()
+	mustEqualBytes(t, "after corruption", mustRead(t, d.path("tex/wall.tx")), content)
+	if !strings.Contains(d.stderr.String(), "verification") {
+		t.Fatalf("corruption was not reported:\n%s", d.stderr)
+	}
+}
+
+func TestProgramsReadTheMount(t *testing.T) {
+	w := newWorld(t, false)
+	content := w.put("shots/sh010/plate.0001.exr", 3_000_001)
+	d := w.mountForTest("", "")
+	p := d.path("shots/sh010/plate.0001.exr")
+	want := fmt.Sprintf("%x", sha256.Sum256(content))
+
+	out, err := exec.Command("sha256sum", p).Output()
+	if err != nil || !strings.HasPrefix(string(out), want) {
+		t.Fatalf("sha256sum: %s %v", out, err)
+	}
+	out, err = exec.Command("sh", "-c", "cat "+p+" | sha256sum").Output()
+	if err != nil || !strings.HasPrefix(string(out), want) {
+		t.Fatalf("cat: %s %v", out, err)
+	}
+	out, err = exec.Command("sh", "-c", "dd if="+p+" bs=4096 skip=100 count=10 status=none | sha256sum").Output()
+	if got := fmt.Sprintf("%x", sha256.Sum256(content[409600:450560])); err != nil || !strings.HasPrefix(string(out), got) {
+		t.Fatalf("dd: %s %v", out, err)
+	}
+	py := `import hashlib,os,sys
+p=sys.argv[1]
+print(hashlib.sha256(open(p,'rb').read()).hexdigest())
+print(sorted(os.listdir(os.path.dirname(p))), os.path.exists(p+'.missing'))`
+	out, err = exec.Command("python3", "-c", py, p).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), want) || !strings.Contains(string(out), "['plate.0001.exr'] False") {
+		t.Fatalf("python: %s %v", out, err)
+	}
+	out, err = exec.Command("find", d.mnt, "-type", "f").Output()
+	if err != nil || strings.TrimSpace(string(out)) != p {
+		t.Fatalf("find: %q %v", out, err)
+	}
+}
+
+func TestBadInputFailsBeforeMounting(t *testing.T) {
+	w := newWorld(t, false)
+	w.put("a/b", 1)
+	mnt := t.TempDir()
+	cache := filepath.Join(t.TempDir(), "c")
+	cases := []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"missing bucket", []string{"mount", "gs://no-such-bucket", mnt, "--cache-dir", cache, "--endpoint", w.proxy.Addr()}, 1, "bucket not found"},
+		{"missing mountpoint", []string{"mount", "gs://" + testBucket, filepath.Join(mnt, "nope"), "--cache-dir", cache, "--endpoint", w.proxy.Addr()}, 1, "does not exist"},
+		{"not a URL", []string{"mount", "s3://x", mnt}, 2, "gs://"},
+		{"bad size", []string{"mount", "gs://b", mnt, "--cache-size", "lots"}, 2, "invalid size"},
+		{"bad flag", []string{"mount", "gs://b", mnt, "--no-such-flag"}, 2, "no-such-flag"},
+		{"one argument", []string{"mount", "gs://b"}, 2, "MOUNTPOINT"},
+		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, code := runJitfs(t, c.args...)
+			if code != c.code || !strings.Contains(out, c.msg) {
+				t.Fatalf("exit %d, output %q; want exit %d mentioning %q", code, out, c.code, c.msg)
+			}
+			if c.code == 1 && !oneLine(out) {
+				t.Fatalf("error is not one line: %q", out)
+			}
+		})
+	}
+
+	d := w.mountForTest("", "")
+	t.Run("busy mountpoint", func(t *testing.T) {
+		out, code := runJitfs(t, "mount", "gs://"+testBucket, d.mnt, "--cache-dir", cache, "--endpoint", w.proxy.Addr())
+		if code != 1 || !strings.Contains(out, "busy") {
+			t.Fatalf("exit %d: %q", code, out)
+		}
+	})
+	t.Run("second daemon on one cache", func(t *testing.T) {
+		out, code := runJitfs(t, "mount", "gs://"+testBucket, t.TempDir(), "--cache-dir", d.cacheDir, "--endpoint", w.proxy.Addr())
+		if code != 1 || !strings.Contains(out, "in use by another jitfs daemon") {
+			t.Fatalf("exit %d: %q", code, out)
+		}
+	})
+}
+
+func TestDemo(t *testing.T) {
+	out, code := runJitfs(t, "demo")
+	if code != 0 {
+		t.Fatalf("demo exited %d:\n%s", code, out)
+	}
+	lines := strings.Split(out, "\n")
+	var after string
+	for _, l := range lines {
+		if strings.Contains(l, "frame 1001 after restart") {
+			after = l
+		}
+	}
+	f := strings.Fields(after)
+	sort.Strings(f)
+	if after == "" || !strings.Contains(after, " 0 B") {
+		t.Fatalf("restart row should show 0 B over the link:\n%s", out)
+	}
+}
