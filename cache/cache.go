@@ -246,9 +246,12 @@ func (c *Cache) Open(m Meta, src Source) (*Handle, error) {
 	o.mu.Lock()
 	o.refs++
 	if o.meta.Name == "" {
+		// Indexed at startup by key alone; the first Open names it.
 		o.meta = m
 	}
-	o.src = src
+	if o.src == nil {
+		o.src = src
+	}
 	o.mu.Unlock()
 	c.mu.Unlock()
 
@@ -277,7 +280,7 @@ func (c *Cache) Len() int {
 func (c *Cache) account(o *Object, delta int64) {
 	c.mu.Lock()
 	c.used += delta
-	if !c.lru.Contains(o.key) && o.bytes > 0 {
+	if !c.lru.Contains(o.key) {
 		c.lru.Add(o.key, o)
 	}
 	over := c.used > int64(float64(c.opts.Budget)*c.opts.HighWater)

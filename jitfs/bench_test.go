@@ -408,3 +408,436 @@ func writeSynced(path string, data []byte) error {
 	}
 	return f.Close()
 }
+
+// BenchmarkColdRandomReads makes 500 random 4 KiB preads (4 KiB-aligned
+// offsets, fixed seed) in a large object that is not cached: each iteration
+// mounts a fresh cache directory, so neither the cache nor the kernel's page
+// cache holds any of it. The lookup (and the directory listing behind it) is
+// done before the timed part; the GCS figures count the reads only.
+func BenchmarkColdRandomReads(b *testing.B) {
+	size := bigSize(b)
+	work := b.TempDir()
+	const (
+		name  = "cold/big.bin"
+		reads = 500
+		rsize = 4096
+	)
+	emu := startEmulator(b, emulator.Options{Bucket: benchBucket, StorageRoot: filepath.Join(work, "gcs")})
+	data := genData(size, 2)
+	emu.Put(benchBucket, name, data)
+	pages := size / rsize
+	offs := make([]int64, reads)
+	want := make([][]byte, reads)
+	rng := rand.New(rand.NewPCG(42, 4242))
+	for i := range offs {
+		offs[i] = rng.Int64N(pages) * rsize
+		want[i] = append([]byte(nil), data[offs[i]:offs[i]+rsize]...)
+	}
+	data = nil
+	runtime.GC()
+	debug.FreeOSMemory()
+	gc := newGCS(b, emu)
+
+	buf := make([]byte, rsize)
+	var fetched, requests int64
+	var elapsed time.Duration
+	b.ResetTimer()
+	b.StopTimer()
+	for i := range b.N {
+		m := newMount(b, gc, filepath.Join(work, fmt.Sprintf("cache%d", i)), true)
+		file := filepath.Join(m.dir, name)
+		if _, err := os.Stat(file); err != nil {
+			b.Fatal(err)
+		}
+		by0, rq0 := gc.Stats.BytesRead.Load(), gc.Stats.Reads.Load()
+		f, err := os.Open(file)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		for j, off := range offs {
+			if _, err := f.ReadAt(buf, off); err != nil {
+				b.Fatalf("pread %d at %d: %v", j, off, err)
+			}
+			if string(buf) != string(want[j]) {
+				b.Fatalf("pread %d at %d: wrong bytes", j, off)
+			}
+		}
+		elapsed += time.Since(t0)
+		b.StopTimer()
+		f.Close()
+		fetched += gc.Stats.BytesRead.Load() - by0
+		requests += gc.Stats.Reads.Load() - rq0
+		m.close(b)
+		os.RemoveAll(m.cacheDir)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(fetched)/n/mib, "fetched-MiB/op")
+	b.ReportMetric(float64(requests)/n, "gcs-reads/op")
+	b.ReportMetric(float64(elapsed.Microseconds())/n/reads, "us/pread")
+}
+
+// BenchmarkLookups stats names in a listed directory of 2,000 objects:
+//
+//   - existing: every name of the directory, after a first listing
+//     (readdir) and one warm-up pass of stats.
+//   - absent-repeated: the same 2,000 absent names each time; after the
+//     first pass the kernel answers them from negative dentries.
+//   - absent-first: 2,000 names never asked before in each op; every one
+//     reaches the daemon, which answers from the completed listing.
+//
+// gcs-requests counts every GCS request made during the measured loop
+// (0 expected); daemon-lookups/stat shows how many stats reached the daemon.
+func BenchmarkLookups(b *testing.B) {
+	const files = 2000
+	objs := fstest.MapFS{}
+	names := make([]string, files)
+	for i := range names {
+		names[i] = fmt.Sprintf("f%05d.tex", i)
+		objs["dir/"+names[i]] = &fstest.MapFile{Data: []byte(names[i])}
+	}
+	emu := startEmulator(b, emulator.Options{Bucket: benchBucket, Objects: objs})
+	gc := newGCS(b, emu)
+	m := newMount(b, gc, filepath.Join(b.TempDir(), "cache"), true)
+	dir := filepath.Join(m.dir, "dir")
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != files {
+		b.Fatalf("readdir: %d entries, %v; want %d", len(ents), err, files)
+	}
+	paths := make([]string, files)
+	absent := make([]string, files)
+	for i := range paths {
+		paths[i] = filepath.Join(dir, names[i])
+		absent[i] = filepath.Join(dir, "absent-"+names[i])
+	}
+	statAll := func(b *testing.B, ps []string, exist bool) {
+		for _, p := range ps {
+			_, err := os.Stat(p)
+			switch {
+			case exist && err != nil:
+				b.Fatal(err)
+			case !exist && !errors.Is(err, fs.ErrNotExist):
+				b.Fatalf("stat %s: %v; want not exist", p, err)
+			}
+		}
+	}
+	measure := func(b *testing.B, exist bool, batch func(i int) []string, unit string) {
+		lk0, rq0 := m.fs.Stats.Lookups.Load(), gcsRequests(gc)
+		b.ResetTimer()
+		for i := range b.N {
+			statAll(b, batch(i), exist)
+		}
+		b.StopTimer()
+		stats := float64(files) * float64(b.N)
+		b.ReportMetric(stats/b.Elapsed().Seconds(), unit)
+		b.ReportMetric(float64(m.fs.Stats.Lookups.Load()-lk0)/stats, "daemon-lookups/stat")
+		b.ReportMetric(float64(gcsRequests(gc)-rq0), "gcs-requests")
+	}
+
+	b.Run("existing", func(b *testing.B) {
+		statAll(b, paths, true)
+		measure(b, true, func(int) []string { return paths }, "warm-stats/s")
+	})
+	b.Run("absent-repeated", func(b *testing.B) {
+		statAll(b, absent, false)
+		measure(b, false, func(int) []string { return absent }, "absent-lookups/s")
+	})
+	var round atomic.Int64
+	b.Run("absent-first", func(b *testing.B) {
+		fresh := make([]string, files)
+		measure(b, false, func(int) []string {
+			r := round.Add(1)
+			b.StopTimer()
+			for j := range fresh {
+				fresh[j] = filepath.Join(dir, fmt.Sprintf("new%d-%s", r, names[j]))
+			}
+			b.StartTimer()
+			return fresh
+		}, "absent-lookups/s")
+	})
+}
+
+// manyObjects returns n small objects spread over 100 directories.
+func manyObjects(n int) (fstest.MapFS, []string) {
+	objs := make(fstest.MapFS, n)
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("d%03d/f%06d.exr", i%100, i)
+		objs[names[i]] = &fstest.MapFile{Data: []byte(names[i])}
+	}
+	return objs, names
+}
+
+// procStatus returns a field of /proc/PID/status in bytes (kB fields).
+func procStatus(pid, field string) (int64, error) {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%s/status", field, pid)
+}
+
+func isFUSE(dir string) bool {
+	var st syscall.Statfs_t
+	return syscall.Statfs(dir, &st) == nil && st.Type == fuseMagic
+}
+
+// buildDaemon builds cmd/jitfs into dir; "" if no Go toolchain can.
+func buildDaemon(b *testing.B, dir string) string {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		b.Logf("no go toolchain in PATH (%v): measuring in-process", err)
+		return ""
+	}
+	bin := filepath.Join(dir, "jitfs")
+	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/jitfs/jitfs/cmd/jitfs").CombinedOutput()
+	if err != nil {
+		b.Logf("go build ./cmd/jitfs failed (%v): measuring in-process\n%s", err, out)
+		return ""
+	}
+	return bin
+}
+
+// daemon is a jitfs mount served by a separate process.
+type daemon struct {
+	cmd    *exec.Cmd
+	mnt    string
+	exited chan struct{}
+	log    string
+}
+
+func startDaemon(b *testing.B, bin, endpoint, work string) *daemon {
+	b.Helper()
+	d := &daemon{mnt: filepath.Join(work, "mnt"), exited: make(chan struct{}), log: filepath.Join(work, "daemon.log")}
+	if err := os.Mkdir(d.mnt, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	logf, err := os.Create(d.log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer logf.Close()
+	d.cmd = exec.Command(bin, "mount", "gs://"+benchBucket, d.mnt, "--endpoint", endpoint,
+		"--cache-dir", filepath.Join(work, "cache"), "--cache-size", "1GiB", "--log-level", "warn")
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.exited) }()
+	b.Cleanup(func() { d.stop(b) })
+	deadline := time.Now().Add(time.Minute)
+	for !isFUSE(d.mnt) {
+		select {
+		case <-d.exited:
+			out, _ := os.ReadFile(d.log)
+			b.Fatalf("daemon exited before mounting: %v\n%s", d.cmd.ProcessState, out)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("daemon did not mount %s within a minute", d.mnt)
+		}
+	}
+	return d
+}
+
+func (d *daemon) pid() string { return strconv.Itoa(d.cmd.Process.Pid) }
+
+func (d *daemon) stop(b *testing.B) {
+	select {
+	case <-d.exited:
+	default:
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(30 * time.Second):
+			b.Errorf("daemon ignored SIGTERM for 30s; killing it")
+			_ = d.cmd.Process.Kill()
+			<-d.exited
+		}
+	}
+	if isFUSE(d.mnt) {
+		_ = syscall.Unmount(d.mnt, syscall.MNT_DETACH)
+	}
+}
+
+// BenchmarkRSS100kFiles stats every one of 100,000 objects spread over 100
+// directories and reports the daemon's resident memory afterwards. The
+// daemon is the cmd/jitfs binary, built by the benchmark and run as its own
+// process against the in-process emulator, so its RSS excludes the emulator
+// and the benchmark; if it cannot be built, an in-process mount is measured
+// instead and the figures are named inproc-*.
+func BenchmarkRSS100kFiles(b *testing.B) {
+	n := manyFiles(b)
+	work := b.TempDir()
+	t0 := time.Now()
+	objs, names := manyObjects(n)
+	emu := startEmulator(b, emulator.Options{Bucket: benchBucket, Objects: objs})
+	seed := time.Since(t0)
+	objs = nil
+	b.Logf("emulator seeded with %d objects in %v", n, seed.Round(time.Millisecond))
+
+	var mnt, pid, prefix string
+	var inproc *mount
+	if bin := buildDaemon(b, work); bin != "" {
+		d := startDaemon(b, bin, emu.Addr(), work)
+		mnt, pid, prefix = d.mnt, d.pid(), "daemon-"
+	} else {
+		runtime.GC()
+		inproc = newMount(b, newGCS(b, emu), filepath.Join(work, "cache"), true)
+		mnt, pid, prefix = inproc.dir, "self", "inproc-"
+	}
+	rss0, err := procStatus(pid, "VmRSS")
+	if err != nil {
+		b.Fatal(err)
+	}
+	paths := make([]string, n)
+	for i, name := range names {
+		paths[i] = filepath.Join(mnt, name)
+	}
+
+	var first time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		t0 := time.Now()
+		for _, p := range paths {
+			if _, err := os.Stat(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if i == 0 {
+			first = time.Since(t0)
+		}
+	}
+	b.StopTimer()
+	rss, err := procStatus(pid, "VmRSS")
+	if err != nil {
+		b.Fatal(err)
+	}
+	hwm, _ := procStatus(pid, "VmHWM")
+	b.ReportMetric(float64(n), "files")
+	b.ReportMetric(float64(rss)/mib, prefix+"RSS-MiB")
+	b.ReportMetric(float64(hwm)/mib, prefix+"peak-RSS-MiB")
+	b.ReportMetric(float64(rss0)/mib, prefix+"RSS-at-mount-MiB")
+	b.ReportMetric(float64(n)/first.Seconds(), "first-stats/s")
+	b.ReportMetric(seed.Seconds(), "emulator-seed-s")
+	if inproc != nil {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapInuse)/mib, "inproc-heap-inuse-MiB")
+	}
+}
+
+// memSource serves deterministic 1 KiB objects named by their index.
+type memSource struct{}
+
+func smallContent(name string) []byte {
+	p := make([]byte, 1024)
+	for i := range p {
+		p[i] = name[i%len(name)]
+	}
+	return p
+}
+
+func (memSource) ReadRange(ctx context.Context, name string, gen, off int64, p []byte) error {
+	c := smallContent(name)
+	if off < 0 || off+int64(len(p)) > int64(len(c)) {
+		return fmt.Errorf("memSource: range [%d,%d) outside %s", off, off+int64(len(p)), name)
+	}
+	copy(p, c[off:])
+	return nil
+}
+
+// BenchmarkCacheStartup100k times cache.New on a directory holding 100,000
+// cached 1 KiB objects, filled through cache.Open and Handle.ReadAt from an
+// in-memory Source (so the layout is the cache's own).
+//
+//   - restart: the directory's metadata is in the kernel's caches, as after
+//     a daemon restart.
+//   - cold: dentries, inodes and pages dropped first (drop_caches 3), as
+//     after a reboot; falls back to warm if drop_caches is not writable.
+func BenchmarkCacheStartup100k(b *testing.B) {
+	n := manyFiles(b)
+	dir := filepath.Join(b.TempDir(), "cache")
+	opts := cache.Options{Dir: dir, Budget: 4 << 30, Logger: quietLogger()}
+
+	// Fill in batches: the cache keeps two descriptors open per object
+	// until it is evicted or the cache closed (see docs/BENCHMARKS.md).
+	t0 := time.Now()
+	const batch = 4000
+	for lo := 0; lo < n; lo += batch {
+		c, err := cache.New(opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var failed atomic.Value
+		next := atomic.Int64{}
+		next.Store(int64(lo))
+		hi := int64(min(lo+batch, n))
+		for range 8 {
+			wg.Go(func() {
+				buf := make([]byte, 1024)
+				for i := next.Add(1) - 1; i < hi; i = next.Add(1) - 1 {
+					name := fmt.Sprintf("objs/o%07d.bin", i)
+					m := cache.Meta{Bucket: benchBucket, Name: name, Gen: 1, Size: 1024,
+						CRC32C: crc32.Checksum(smallContent(name), castagnoli), HasCRC32C: true}
+					h, err := c.Open(m, memSource{})
+					if err == nil {
+						_, err = h.ReadAt(context.Background(), buf, 0)
+						h.Close()
+					}
+					if err != nil {
+						failed.Store(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err := c.Close(); err != nil {
+			b.Fatal(err)
+		}
+		if err, _ := failed.Load().(error); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Logf("filled %d objects in %v", n, time.Since(t0).Round(time.Millisecond))
+
+	open := func(b *testing.B) {
+		c, err := cache.New(opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if got := c.Len(); got != n {
+			b.Fatalf("cache indexed %d objects, want %d", got, n)
+		}
+		if err := c.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	for _, mode := range []string{"restart", "cold"} {
+		b.Run(mode, func(b *testing.B) {
+			b.ResetTimer()
+			for range b.N {
+				if mode == "cold" {
+					b.StopTimer()
+					dropCaches(b, "3")
+					b.StartTimer()
+				}
+				open(b)
+			}
+			b.StopTimer()
+			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "startup-s")
+			b.ReportMetric(float64(n), "objects")
+		})
+	}
+}

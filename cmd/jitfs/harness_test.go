@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -75,6 +76,24 @@ func randBytes(seed string, size int) []byte {
 	return b
 }
 
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // daemon is a `jitfs mount` process.
 type daemon struct {
 	t        *testing.T
@@ -82,7 +101,7 @@ type daemon struct {
 	mnt      string
 	cacheDir string
 	args     []string
-	stderr   *bytes.Buffer
+	stderr   *syncBuffer
 	exited   chan struct{}
 }
 
@@ -107,7 +126,7 @@ func (w *world) mountForTest(prefix, cacheDir string, extra ...string) *daemon {
 
 func (d *daemon) start() {
 	d.t.Helper()
-	d.stderr = &bytes.Buffer{}
+	d.stderr = &syncBuffer{}
 	d.cmd = exec.Command(os.Args[0], d.args...)
 	d.cmd.Env = append(os.Environ(), "JITFS_TEST_MAIN=1")
 	d.cmd.Stderr = d.stderr

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every jitfs test on this machine, installing what a fresh Debian
+# machine lacks. Usage: scripts/test.sh   (or: make test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]}"
+  if [ "$(id -u)" -ne 0 ]; then echo "scripts/test.sh: need root to install ${need_apt[*]}" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if [ ! -e /dev/fuse ]; then
+  echo "scripts/test.sh: /dev/fuse is missing; the tests mount real FUSE filesystems" >&2
+  exit 1
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: the mount tests need root (FUSE mounts, passthrough, dropping page caches)" >&2
+  exit 1
+fi
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted" >&2; exit 1; fi
+echo "== go vet"
+go vet ./...
+echo "== go test -race"
+go test -race -count=1 -timeout 30m ./...
+echo "== benchmarks, short mode (so they cannot rot; figures in docs/BENCHMARKS.md come from the full run)"
+JITFS_BENCH_SIZE=$((64 << 20)) go test -short -count=1 -run '^$' -bench . -benchtime 1x -timeout 20m ./...
