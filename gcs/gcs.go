@@ -178,8 +178,11 @@ type Page struct {
 }
 
 // ListPage lists one page of the objects and sub-prefixes directly under
-// prefix (which is "" or ends in "/"). pageSize 0 means the server default.
+// prefix (which is "" or ends in "/"). pageSize 0 means 1000, GCS's maximum.
 func (c *Client) ListPage(ctx context.Context, prefix, token string, pageSize int) (Page, error) {
+	if pageSize <= 0 {
+		pageSize = 1000
+	}
 	var out Page
 	err := c.retry(ctx, "list "+prefix, func(ctx context.Context) error {
 		c.Stats.Lists.Add(1)
