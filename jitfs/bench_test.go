@@ -181,7 +181,6 @@ func (m *mount) close(b *testing.B) {
 
 // dropState records how page caches were dropped, for the logs.
 var dropState struct {
-	once     sync.Once
 	procOK   bool
 	reported atomic.Bool
 }
@@ -285,8 +284,10 @@ func readOnce(b *testing.B, path string, buf []byte, want int64, timed bool, dro
 //
 //   - native: the plain file.
 //   - jitfs: the mount with passthrough; each iteration also reads the plain
-//     file (untimed by the framework) so that ratio-vs-native compares runs
-//     made under the same conditions.
+//     file (untimed by the framework, alternating which goes first) so that
+//     ratio-vs-native and best-ratio-vs-native compare reads made under the
+//     same conditions. daemon-reads/op is 0 when the kernel reads the cache
+//     file itself (passthrough in effect).
 //   - jitfs-no-passthrough: the same cache remounted without passthrough,
 //     so every read goes through the daemon.
 func BenchmarkWarmSequentialRead(b *testing.B) {
@@ -326,6 +327,7 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 	}
 	cold := time.Since(t0)
 	coldReads, coldBytes := gc.Stats.Reads.Load()-coldReads0, gc.Stats.BytesRead.Load()-coldBytes0
+	coldRA := m.cache.Stats.ReadAheadBytes.Load()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		before := m.fs.Stats.PassthroughOpens.Load()
@@ -351,6 +353,8 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 	}
 	drop := []string{native, backing[0]}
 	buf := make([]byte, mib)
+	// One untimed read of the plain file, as the mount's was read above.
+	readOnce(b, native, buf, size, false, drop...)
 
 	b.Run("native", func(b *testing.B) {
 		b.SetBytes(size)
@@ -361,20 +365,39 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 		}
 	})
 
+	// pairs reads the plain file and path alternately (in alternating
+	// order), timing only path with the framework's timer, and reports the
+	// plain file's throughput and the ratio of the two: from total times
+	// (ratio-vs-native) and from each side's fastest read
+	// (best-ratio-vs-native), which is less sensitive to the disk's noise.
+	pairs := func(b *testing.B, path string) {
+		var tJ, tN time.Duration
+		bestJ, bestN := time.Duration(1<<62), time.Duration(1<<62)
+		b.ResetTimer()
+		b.StopTimer()
+		for i := range b.N {
+			var dJ, dN time.Duration
+			if i%2 == 0 {
+				dN = readOnce(b, native, buf, size, false, drop...)
+				dJ = readOnce(b, path, buf, size, true, drop...)
+			} else {
+				dJ = readOnce(b, path, buf, size, true, drop...)
+				dN = readOnce(b, native, buf, size, false, drop...)
+			}
+			tJ, tN = tJ+dJ, tN+dN
+			bestJ, bestN = min(bestJ, dJ), min(bestN, dN)
+		}
+		b.ReportMetric(float64(size)*float64(b.N)/tN.Seconds()/1e6, "native-MB/s")
+		b.ReportMetric(tN.Seconds()/tJ.Seconds(), "ratio-vs-native")
+		b.ReportMetric(bestN.Seconds()/bestJ.Seconds(), "best-ratio-vs-native")
+	}
+
 	b.Run("jitfs", func(b *testing.B) {
 		b.SetBytes(size)
 		op0, pt0 := m.fs.Stats.Opens.Load(), m.fs.Stats.PassthroughOpens.Load()
 		rd0, g0 := m.fs.Stats.Reads.Load(), gc.Stats.Reads.Load()
-		var tJ, tN time.Duration
-		b.ResetTimer()
-		b.StopTimer()
-		for range b.N {
-			tN += readOnce(b, native, buf, size, false, drop...)
-			tJ += readOnce(b, file, buf, size, true, drop...)
-		}
+		pairs(b, file)
 		opens := m.fs.Stats.Opens.Load() - op0
-		b.ReportMetric(float64(size)*float64(b.N)/tN.Seconds()/1e6, "native-MB/s")
-		b.ReportMetric(tN.Seconds()/tJ.Seconds(), "ratio-vs-native")
 		b.ReportMetric(float64(m.fs.Stats.PassthroughOpens.Load()-pt0)/float64(opens), "passthrough-opens/open")
 		b.ReportMetric(float64(m.fs.Stats.Reads.Load()-rd0)/float64(b.N), "daemon-reads/op")
 		b.ReportMetric(float64(gc.Stats.Reads.Load()-g0), "gcs-reads")
@@ -382,6 +405,7 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 		b.ReportMetric(float64(size)/cold.Seconds()/1e6, "cold-fill-MB/s")
 		b.ReportMetric(float64(coldReads), "cold-fill-gcs-reads")
 		b.ReportMetric(float64(coldBytes)/mib, "cold-fill-fetched-MiB")
+		b.ReportMetric(float64(coldRA)/mib, "cold-fill-readahead-MiB")
 	})
 
 	// Remount the same cache without passthrough: every read goes through
@@ -394,16 +418,11 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 	}
 	b.Run("jitfs-no-passthrough", func(b *testing.B) {
 		b.SetBytes(size)
+		op0, pt0 := m2.fs.Stats.Opens.Load(), m2.fs.Stats.PassthroughOpens.Load()
 		rd0, g0 := m2.fs.Stats.Reads.Load(), gc.Stats.Reads.Load()
-		var tJ, tN time.Duration
-		b.ResetTimer()
-		b.StopTimer()
-		for range b.N {
-			tN += readOnce(b, native, buf, size, false, drop...)
-			tJ += readOnce(b, file2, buf, size, true, drop...)
-		}
-		b.ReportMetric(float64(size)*float64(b.N)/tN.Seconds()/1e6, "native-MB/s")
-		b.ReportMetric(tN.Seconds()/tJ.Seconds(), "ratio-vs-native")
+		pairs(b, file2)
+		opens := m2.fs.Stats.Opens.Load() - op0
+		b.ReportMetric(float64(m2.fs.Stats.PassthroughOpens.Load()-pt0)/float64(opens), "passthrough-opens/open")
 		b.ReportMetric(float64(m2.fs.Stats.Reads.Load()-rd0)/float64(b.N), "daemon-reads/op")
 		b.ReportMetric(float64(gc.Stats.Reads.Load()-g0), "gcs-reads")
 	})
@@ -455,43 +474,45 @@ func BenchmarkColdRandomReads(b *testing.B) {
 	gc := newGCS(b, emu)
 
 	buf := make([]byte, rsize)
-	var fetched, requests int64
-	var elapsed time.Duration
-	b.ResetTimer()
-	b.StopTimer()
-	for i := range b.N {
-		m := newMount(b, gc, filepath.Join(work, fmt.Sprintf("cache%d", i)), true)
-		file := filepath.Join(m.dir, name)
-		if _, err := os.Stat(file); err != nil {
-			b.Fatal(err)
-		}
-		by0, rq0 := gc.Stats.BytesRead.Load(), gc.Stats.Reads.Load()
-		f, err := os.Open(file)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		t0 := time.Now()
-		for j, off := range offs {
-			if _, err := f.ReadAt(buf, off); err != nil {
-				b.Fatalf("pread %d at %d: %v", j, off, err)
-			}
-			if string(buf) != string(want[j]) {
-				b.Fatalf("pread %d at %d: wrong bytes", j, off)
-			}
-		}
-		elapsed += time.Since(t0)
+	b.Run("500x4KiB", func(b *testing.B) {
+		var fetched, requests int64
+		var elapsed time.Duration
+		b.ResetTimer()
 		b.StopTimer()
-		f.Close()
-		fetched += gc.Stats.BytesRead.Load() - by0
-		requests += gc.Stats.Reads.Load() - rq0
-		m.close(b)
-		os.RemoveAll(m.cacheDir)
-	}
-	n := float64(b.N)
-	b.ReportMetric(float64(fetched)/n/mib, "fetched-MiB/op")
-	b.ReportMetric(float64(requests)/n, "gcs-reads/op")
-	b.ReportMetric(float64(elapsed.Microseconds())/n/reads, "us/pread")
+		for i := range b.N {
+			m := newMount(b, gc, filepath.Join(work, fmt.Sprintf("cache%d", i)), true)
+			file := filepath.Join(m.dir, name)
+			if _, err := os.Stat(file); err != nil {
+				b.Fatal(err)
+			}
+			by0, rq0 := gc.Stats.BytesRead.Load(), gc.Stats.Reads.Load()
+			f, err := os.Open(file)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			t0 := time.Now()
+			for j, off := range offs {
+				if _, err := f.ReadAt(buf, off); err != nil {
+					b.Fatalf("pread %d at %d: %v", j, off, err)
+				}
+				if string(buf) != string(want[j]) {
+					b.Fatalf("pread %d at %d: wrong bytes", j, off)
+				}
+			}
+			elapsed += time.Since(t0)
+			b.StopTimer()
+			f.Close()
+			fetched += gc.Stats.BytesRead.Load() - by0
+			requests += gc.Stats.Reads.Load() - rq0
+			m.close(b)
+			os.RemoveAll(m.cacheDir)
+		}
+		n := float64(b.N)
+		b.ReportMetric(float64(fetched)/n/mib, "fetched-MiB/op")
+		b.ReportMetric(float64(requests)/n, "gcs-reads/op")
+		b.ReportMetric(float64(elapsed.Microseconds())/n/reads, "us/pread")
+	})
 }
 
 // BenchmarkLookups stats names in a listed directory of 2,000 objects:
@@ -551,16 +572,17 @@ func BenchmarkLookups(b *testing.B) {
 		b.ReportMetric(float64(gcsRequests(gc)-rq0), "gcs-requests")
 	}
 
+	// The first stat of each name after the listing (reported with
+	// "existing"); later passes are answered by the kernel's dentry cache.
+	lk0, rq0 := m.fs.Stats.Lookups.Load(), gcsRequests(gc)
+	t0 := time.Now()
+	statAll(b, paths, true)
+	first := time.Since(t0)
+	firstLookups, firstRequests := m.fs.Stats.Lookups.Load()-lk0, gcsRequests(gc)-rq0
+
 	b.Run("existing", func(b *testing.B) {
-		// The first stat of each name after the listing; later passes are
-		// answered by the kernel's dentry cache.
-		lk0, rq0 := m.fs.Stats.Lookups.Load(), gcsRequests(gc)
-		t0 := time.Now()
-		statAll(b, paths, true)
-		d := time.Since(t0)
-		firstLookups, firstRequests := m.fs.Stats.Lookups.Load()-lk0, gcsRequests(gc)-rq0
 		measure(b, true, func(int) []string { return paths }, "warm-stats/s")
-		b.ReportMetric(files/d.Seconds(), "first-stats/s")
+		b.ReportMetric(files/first.Seconds(), "first-stats/s")
 		b.ReportMetric(float64(firstLookups)/files, "first-daemon-lookups/stat")
 		b.ReportMetric(float64(firstRequests), "first-gcs-requests")
 	})
@@ -778,7 +800,6 @@ func BenchmarkRSS100kFiles(b *testing.B) {
 	seedMany(b, emu, root, names)
 	seed := time.Since(t0)
 	checkSeeded(b, newGCS(b, emu), names)
-	b.Logf("emulator seeded with %d objects in %v", n, seed.Round(time.Millisecond))
 
 	var mnt, pid, prefix string
 	var inproc *mount
@@ -801,11 +822,8 @@ func BenchmarkRSS100kFiles(b *testing.B) {
 
 	// Four stat workers, each on its own directories (names[i] is in
 	// directory i%100), so directory listings overlap.
-	const workers = 4
-	var first time.Duration
-	b.ResetTimer()
-	for i := range b.N {
-		t0 := time.Now()
+	statAll := func() error {
+		const workers = 4
 		var wg sync.WaitGroup
 		var failed atomic.Value
 		for w := range workers {
@@ -822,30 +840,44 @@ func BenchmarkRSS100kFiles(b *testing.B) {
 			})
 		}
 		wg.Wait()
-		if err, _ := failed.Load().(error); err != nil {
-			b.Fatal(err)
-		}
-		if i == 0 {
-			first = time.Since(t0)
-		}
+		err, _ := failed.Load().(error)
+		return err
 	}
-	b.StopTimer()
-	rss, err := procStatus(pid, "VmRSS")
-	if err != nil {
+	// The first pass lists every directory and creates every inode; its
+	// speed is bounded by the emulator's listings (see docs/BENCHMARKS.md).
+	t0 = time.Now()
+	if err := statAll(); err != nil {
 		b.Fatal(err)
 	}
-	hwm, _ := procStatus(pid, "VmHWM")
-	b.ReportMetric(float64(n), "files")
-	b.ReportMetric(float64(rss)/mib, prefix+"RSS-MiB")
-	b.ReportMetric(float64(hwm)/mib, prefix+"peak-RSS-MiB")
-	b.ReportMetric(float64(rss0)/mib, prefix+"RSS-at-mount-MiB")
-	b.ReportMetric(float64(n)/first.Seconds(), "first-stats/s")
-	b.ReportMetric(seed.Seconds(), "emulator-seed-s")
-	if inproc != nil {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		b.ReportMetric(float64(ms.HeapInuse)/mib, "inproc-heap-inuse-MiB")
-	}
+	first := time.Since(t0)
+
+	// Later passes are answered from the kernel's caches; RSS is read after.
+	b.Run("stat-all", func(b *testing.B) {
+		b.ResetTimer()
+		for range b.N {
+			if err := statAll(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		rss, err := procStatus(pid, "VmRSS")
+		if err != nil {
+			b.Fatal(err)
+		}
+		hwm, _ := procStatus(pid, "VmHWM")
+		b.ReportMetric(float64(n), "files")
+		b.ReportMetric(float64(rss)/mib, prefix+"RSS-MiB")
+		b.ReportMetric(float64(hwm)/mib, prefix+"peak-RSS-MiB")
+		b.ReportMetric(float64(rss0)/mib, prefix+"RSS-at-mount-MiB")
+		b.ReportMetric(float64(n)/first.Seconds(), "first-stats/s")
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "warm-stats/s")
+		b.ReportMetric(seed.Seconds(), "emulator-seed-s")
+		if inproc != nil {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.ReportMetric(float64(ms.HeapInuse)/mib, "inproc-heap-inuse-MiB")
+		}
+	})
 }
 
 // memSource serves deterministic 1 KiB objects named by their index.
