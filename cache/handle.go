@@ -50,15 +50,53 @@ func (h *Handle) BackingFile() (*os.File, bool) {
 	return f, true
 }
 
+// Outcome says where a read's bytes came from.
+type Outcome uint8
+
+const (
+	// Hit: every byte came from the cache disk.
+	Hit Outcome = iota + 1
+	// Partial: some bytes were cached, the rest waited on a fetch.
+	Partial
+	// Miss: every byte waited on a fetch.
+	Miss
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Hit:
+		return "hit"
+	case Partial:
+		return "partial"
+	case Miss:
+		return "miss"
+	}
+	return ""
+}
+
+// ReadInfo describes one read, for traces and metrics.
+type ReadInfo struct {
+	Outcome Outcome
+	// Fetched is the number of the read's bytes that waited on a GCS fetch
+	// (shared fetches count for every reader that waited on them).
+	Fetched int64
+}
+
 // ReadAt reads len(p) bytes at off (fewer at the end of the object). It
 // waits only as long as ctx allows; a cancelled reader returns ctx.Err()
 // while the fetch it was waiting for completes for the others.
 func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n, _, err := h.ReadAtInfo(ctx, p, off)
+	return n, err
+}
+
+// ReadAtInfo is ReadAt that also reports where the bytes came from.
+func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, ReadInfo, error) {
 	o := h.o
 	c := o.c
 	size := o.meta.Size
 	if off >= size || len(p) == 0 {
-		return 0, nil
+		return 0, ReadInfo{Outcome: Hit}, nil
 	}
 	end := min(off+int64(len(p)), size)
 
@@ -90,7 +128,7 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	var stack [8]segment
 	segs, err := o.prepare(off, end, fetchMin, stack[:0])
 	if err != nil {
-		return 0, err
+		return 0, ReadInfo{}, err
 	}
 	if raTo > raFrom {
 		o.readAhead(raFrom, raTo)
@@ -101,7 +139,7 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		dst := p[s.start-off : s.end-off]
 		if s.f == nil {
 			if _, err := o.readData(dst, s.start); err != nil {
-				return 0, err
+				return 0, ReadInfo{}, err
 			}
 			fromDisk += int64(len(dst))
 			continue
@@ -109,25 +147,29 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		select {
 		case <-s.f.done:
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, ReadInfo{}, ctx.Err()
 		}
 		if s.f.err != nil {
-			return 0, s.f.err
+			return 0, ReadInfo{}, s.f.err
 		}
 		copy(dst, s.f.buf[s.start-s.f.start:])
 		fromFill += int64(len(dst))
 	}
+	info := ReadInfo{Fetched: fromFill}
 	switch {
 	case fromFill == 0:
 		c.Stats.Hits.Add(1)
+		info.Outcome = Hit
 	case fromDisk == 0:
 		c.Stats.Misses.Add(1)
+		info.Outcome = Miss
 	default:
 		c.Stats.Partials.Add(1)
+		info.Outcome = Partial
 	}
 	c.Stats.HitBytes.Add(fromDisk)
 	c.Stats.MissBytes.Add(fromFill)
-	return int(end - off), nil
+	return int(end - off), info, nil
 }
 
 func (o *Object) readData(dst []byte, off int64) (int, error) {
