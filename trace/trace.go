@@ -78,6 +78,10 @@ type Event struct {
 	Len int64 `json:"len,omitempty"`
 	// N is the number of bytes returned (read) or entries listed (readdir).
 	N int64 `json:"n,omitempty"`
+	// Size is the file's size when the operation saw it (lookup, getattr,
+	// stat, open). Replay and bench use it to rebuild a bucket of the
+	// right shape from a trace alone.
+	Size int64 `json:"size,omitempty"`
 	// Err is the errno name of a failed operation ("ENOENT"), else empty.
 	Err string `json:"err,omitempty"`
 	// Dur is the operation's latency in seconds.
