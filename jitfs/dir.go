@@ -12,6 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/trace"
 )
 
 // entry is one name in a directory, pinned when first seen.
@@ -175,6 +176,9 @@ func validName(n string) bool {
 func (d *dirNode) Opendir(ctx context.Context) syscall.Errno { return 0 }
 
 func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if d.f.tracing() {
+		d.f.record(ctx, time.Now(), trace.Event{Op: trace.OpGetattr, Path: d.f.mountPath(d.prefix), Dir: true}, 0)
+	}
 	d.f.setAttr(&out.Attr, d.ino, syscall.S_IFDIR|0o555, 4096, d.mtime)
 	out.Nlink = 2
 	out.SetTimeout(d.f.KernelTimeout())
@@ -182,6 +186,21 @@ func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if !d.f.tracing() {
+		return d.lookup(ctx, name, out)
+	}
+	start := time.Now()
+	in, errno := d.lookup(ctx, name, out)
+	ev := trace.Event{Op: trace.OpLookup, Path: d.f.mountPath(d.prefix + name)}
+	if errno == 0 {
+		ev.Size = int64(out.Attr.Size)
+		ev.Dir = out.Attr.Mode&syscall.S_IFDIR != 0
+	}
+	d.f.record(ctx, start, ev, errno)
+	return in, errno
+}
+
+func (d *dirNode) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	f := d.f
 	f.Stats.Lookups.Add(1)
 	if !validName(name) {
@@ -296,17 +315,28 @@ func (d *dirNode) child(ctx context.Context, name string, e *entry, out *fuse.En
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	if !d.f.tracing() {
+		ds, _, errno := d.readdir(ctx)
+		return ds, errno
+	}
+	start := time.Now()
+	ds, n, errno := d.readdir(ctx)
+	d.f.record(ctx, start, trace.Event{Op: trace.OpReaddir, Path: d.f.mountPath(d.prefix), N: int64(n), Dir: true}, errno)
+	return ds, errno
+}
+
+func (d *dirNode) readdir(ctx context.Context) (fs.DirStream, int, syscall.Errno) {
 	_, finished := d.startList()
 	select {
 	case <-finished:
 	case <-ctx.Done():
-		return nil, syscall.EINTR
+		return nil, 0, syscall.EINTR
 	}
 	d.mu.Lock()
 	if d.listErr != nil {
 		err := d.listErr
 		d.mu.Unlock()
-		return nil, d.f.errno(err, "readdir", "prefix", d.prefix)
+		return nil, 0, d.f.errno(err, "readdir", "prefix", d.prefix)
 	}
 	list := make([]fuse.DirEntry, 0, len(d.entries))
 	for name, e := range d.entries {
@@ -318,7 +348,7 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	}
 	d.mu.Unlock()
 	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
-	return fs.NewListDirStream(list), 0
+	return fs.NewListDirStream(list), len(list), 0
 }
 
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {

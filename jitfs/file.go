@@ -6,12 +6,14 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/trace"
 )
 
 // fileNode is one object, pinned to one generation.
@@ -60,6 +62,10 @@ func (n *fileNode) fillAttr(out *fuse.Attr) {
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fillAttr(&out.Attr)
+	if n.f.tracing() {
+		a := n.pinned()
+		n.f.record(ctx, time.Now(), trace.Event{Op: trace.OpGetattr, Path: n.f.mountPath(a.Name), Size: a.Size}, 0)
+	}
 	out.SetTimeout(n.f.KernelTimeout())
 	return 0
 }
@@ -69,6 +75,8 @@ type handle struct {
 	n       *fileNode
 	h       *cache.Handle
 	backing *os.File // set when the kernel reads through passthrough
+	id      uint64   // the trace's handle number
+	path    string   // the mount path, when tracing
 }
 
 var (
@@ -81,10 +89,28 @@ func (h *handle) PassthroughFd() (int, bool) {
 	if h.backing == nil {
 		return -1, false
 	}
+	h.n.f.Stats.PassthroughOpens.Add(1)
 	return int(h.backing.Fd()), true
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if !n.f.tracing() {
+		return n.open(ctx, flags)
+	}
+	start := time.Now()
+	fh, fl, errno := n.open(ctx, flags)
+	a := n.pinned()
+	ev := trace.Event{Op: trace.OpOpen, Path: n.f.mountPath(a.Name), Size: a.Size}
+	if h, ok := fh.(*handle); ok {
+		h.id = n.f.fh.Add(1)
+		h.path = ev.Path
+		ev.Fh = h.id
+	}
+	n.f.record(ctx, start, ev, errno)
+	return fh, fl, errno
+}
+
+func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	f := n.f
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
@@ -102,9 +128,12 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if f.opts.Passthrough && n.cachedIO == 0 {
 		if bf, ok := ch.BackingFile(); ok {
 			h.backing = bf
-			f.Stats.PassthroughOpens.Add(1)
 		}
 	}
+	// go-fuse keeps one backing id per inode and hands it to every open
+	// while any passthrough open lives, even one we counted as cached
+	// here; over-counting cachedIO only ever withholds passthrough, which
+	// is the safe direction (the kernel refuses mixed modes).
 	if h.backing == nil {
 		n.cachedIO++
 	}
@@ -120,20 +149,38 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		return nil, syscall.EBADF
 	}
 	n.f.Stats.Reads.Add(1)
+	if !n.f.tracing() {
+		k, _, errno := n.read(ctx, h, dest, off)
+		if errno != 0 {
+			return nil, errno
+		}
+		return fuse.ReadResultData(dest[:k]), 0
+	}
+	start := time.Now()
+	k, info, errno := n.read(ctx, h, dest, off)
+	n.f.record(ctx, start, trace.Event{Op: trace.OpRead, Path: h.path, Fh: h.id, Off: off, Len: int64(len(dest)),
+		N: int64(k), Cache: info.Outcome.String(), Fetched: info.Fetched}, errno)
+	if errno != 0 {
+		return nil, errno
+	}
+	return fuse.ReadResultData(dest[:k]), 0
+}
+
+func (n *fileNode) read(ctx context.Context, h *handle, dest []byte, off int64) (int, cache.ReadInfo, syscall.Errno) {
 	if h.backing != nil {
 		// The kernel normally reads the backing file itself; if it asks
 		// us anyway (passthrough refused), read the verified file.
 		k, err := h.backing.ReadAt(dest, off)
 		if err != nil && !errors.Is(err, ioEOF) {
-			return nil, n.f.errno(err, "read", "object", h.h.Meta().String(), "offset", off, "length", len(dest))
+			return 0, cache.ReadInfo{}, n.f.errno(err, "read", "object", h.h.Meta().String(), "offset", off, "length", len(dest))
 		}
-		return fuse.ReadResultData(dest[:k]), 0
+		return k, cache.ReadInfo{Outcome: cache.Hit}, 0
 	}
-	k, err := h.h.ReadAt(ctx, dest, off)
+	k, info, err := h.h.ReadAtInfo(ctx, dest, off)
 	if err != nil {
-		return nil, n.f.errno(err, "read", "object", h.h.Meta().String(), "offset", off, "length", len(dest))
+		return 0, info, n.f.errno(err, "read", "object", h.h.Meta().String(), "offset", off, "length", len(dest))
 	}
-	return fuse.ReadResultData(dest[:k]), 0
+	return k, info, 0
 }
 
 func (n *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
@@ -145,6 +192,9 @@ func (n *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno 
 
 // Release ends the open: the cache may evict the object again.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
+	if h.n.f.tracing() {
+		h.n.f.record(ctx, time.Now(), trace.Event{Op: trace.OpRelease, Path: h.path, Fh: h.id}, 0)
+	}
 	h.n.mu.Lock()
 	if h.backing != nil {
 		h.backing.Close()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -13,9 +14,11 @@ import (
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/trace"
 )
 
 // Remote is what the filesystem needs of the bucket. *gcs.Client fits.
@@ -42,6 +45,10 @@ type Options struct {
 	// UID and GID own every file (default: the daemon's).
 	UID, GID uint32
 	Logger   *slog.Logger
+	// Trace, when set, records every operation the mount serves. The
+	// recorder never blocks, so tracing cannot slow a render down by more
+	// than the cost of building each event.
+	Trace *trace.Recorder
 }
 
 // Validate checks and fills in defaults.
@@ -70,8 +77,12 @@ func (o *Options) Validate() error {
 // Stats are cumulative counters of the filesystem layer.
 type Stats struct {
 	Lookups, NegativeLookups, DirectLookups atomic.Int64
-	Opens, PassthroughOpens, Reads          atomic.Int64
-	Errors                                  atomic.Int64
+	Opens, Reads                            atomic.Int64
+	// PassthroughOpens counts opens for which jitfs handed the kernel a
+	// backing file. The kernel can still refuse it (then reads reach
+	// jitfs and are served from the same verified file).
+	PassthroughOpens atomic.Int64
+	Errors           atomic.Int64
 }
 
 // FS is one mounted bucket prefix.
@@ -85,6 +96,10 @@ type FS struct {
 	// whose listing was still in progress. Best effort: a dropped entry
 	// only costs one more request.
 	neg *ristretto.Cache[string, struct{}]
+	// mnt is the absolute mountpoint, the root of traced paths.
+	mnt string
+	// fh numbers open handles so a trace can pair reads with their open.
+	fh atomic.Uint64
 
 	Stats Stats
 }
@@ -104,6 +119,12 @@ func New(opts Options) (*FS, error) {
 	f.ino.Store(1)
 	f.root = f.newDir(opts.Prefix, time.Now())
 	return f, nil
+}
+
+// Close releases the filesystem's background resources. Call it after the
+// server has unmounted.
+func (f *FS) Close() {
+	f.neg.Close()
 }
 
 // Root returns the root node, for fs.Mount.
@@ -148,6 +169,11 @@ func (f *FS) Mount(dir string, mo MountOptions) (*fuse.Server, error) {
 			Options:       []string{"ro", "default_permissions"},
 		},
 	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		f.mnt = abs
+	} else {
+		f.mnt = dir
+	}
 	srv, err := fs.Mount(dir, f.root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("jitfs: mount %s: %w", dir, err)
@@ -156,6 +182,36 @@ func (f *FS) Mount(dir string, mo MountOptions) (*fuse.Server, error) {
 }
 
 func (f *FS) nextIno() uint64 { return f.ino.Add(1) }
+
+// tracing reports whether operations are being recorded; callers skip the
+// clock and path work otherwise.
+func (f *FS) tracing() bool { return f.opts.Trace != nil }
+
+// mountPath turns an object name or prefix into the path a process sees.
+func (f *FS) mountPath(name string) string {
+	rel := strings.TrimSuffix(strings.TrimPrefix(name, f.opts.Prefix), "/")
+	if rel == "" {
+		return f.mnt
+	}
+	return f.mnt + "/" + rel
+}
+
+// record completes ev with timing, caller and result, and queues it.
+func (f *FS) record(ctx context.Context, start time.Time, ev trace.Event, errno syscall.Errno) {
+	rec := f.opts.Trace
+	ev.T = rec.Since(start)
+	ev.Dur = time.Since(start).Seconds()
+	if c, ok := fuse.FromContext(ctx); ok {
+		ev.Pid = int(c.Pid)
+	}
+	if errno != 0 {
+		ev.Err = unix.ErrnoName(errno)
+		if ev.Err == "" {
+			ev.Err = errno.Error()
+		}
+	}
+	rec.Record(ev)
+}
 
 func (f *FS) setAttr(a *fuse.Attr, ino uint64, mode uint32, size int64, mtime time.Time) {
 	a.Ino = ino

@@ -20,6 +20,7 @@ import (
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/jitfs"
+	"github.com/jitfs/jitfs/trace"
 )
 
 // mountConfig is everything needed to serve one mount.
@@ -34,6 +35,7 @@ type mountConfig struct {
 	allowOther     bool
 	debugFUSE      bool
 	attemptTimeout time.Duration
+	traceFile      string
 	log            *slog.Logger
 }
 
@@ -44,6 +46,7 @@ type mounted struct {
 	cache *cache.Cache
 	fs    *jitfs.FS
 	srv   *fuse.Server
+	rec   *trace.Recorder
 }
 
 func runMount(args []string, stdout, stderr io.Writer) error {
@@ -59,6 +62,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	attemptTimeout := fl.Duration("gcs-attempt-timeout", 60*time.Second, "abandon and retry one GCS read attempt after this long (a stalled connection)")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
+	traceFile := fl.String("trace", "", "record every operation the mount serves to this file (zstd JSON Lines; see docs/trace-format.md)")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err
@@ -67,7 +71,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: want gs://BUCKET[/PREFIX] MOUNTPOINT, got %d arguments", errUsage, len(pos))
 	}
 	cfg := mountConfig{mountpoint: pos[1], cacheDir: *cacheDir, endpoint: *endpoint, metadataTTL: *ttl,
-		passthrough: *passthrough, allowOther: *allowOther, debugFUSE: *debugFUSE, attemptTimeout: *attemptTimeout}
+		passthrough: *passthrough, allowOther: *allowOther, debugFUSE: *debugFUSE, attemptTimeout: *attemptTimeout,
+		traceFile: *traceFile}
 	if cfg.bucket, cfg.prefix, err = parseGSURL(pos[0]); err != nil {
 		return err
 	}
@@ -124,9 +129,18 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 		gc.Close()
 		return nil, err
 	}
+	var rec *trace.Recorder
+	if cfg.traceFile != "" {
+		if rec, err = openTrace(cfg, mp); err != nil {
+			c.Close()
+			gc.Close()
+			return nil, err
+		}
+	}
 	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Prefix: cfg.prefix, MetadataTTL: cfg.metadataTTL,
-		Passthrough: cfg.passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.log})
+		Passthrough: cfg.passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.log, Trace: rec})
 	if err != nil {
+		rec.Close()
 		c.Close()
 		gc.Close()
 		return nil, err
@@ -134,13 +148,32 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 	srv, err := f.Mount(mp, jitfs.MountOptions{FsName: "gs://" + cfg.bucket + "/" + cfg.prefix,
 		AllowOther: cfg.allowOther, Debug: cfg.debugFUSE})
 	if err != nil {
+		f.Close()
+		rec.Close()
 		c.Close()
 		gc.Close()
 		return nil, err
 	}
 	cfg.log.Info("mounted", "bucket", cfg.bucket, "prefix", cfg.prefix, "mountpoint", mp,
 		"cache_dir", cfg.cacheDir, "budget_bytes", cfg.cacheSize, "passthrough", cfg.passthrough)
-	return &mounted{cfg: cfg, gcs: gc, cache: c, fs: f, srv: srv}, nil
+	return &mounted{cfg: cfg, gcs: gc, cache: c, fs: f, srv: srv, rec: rec}, nil
+}
+
+// openTrace starts recording to cfg.traceFile. The file is created before
+// mounting so that a bad path fails the mount rather than losing the trace.
+func openTrace(cfg mountConfig, mp string) (*trace.Recorder, error) {
+	out, err := os.OpenFile(cfg.traceFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	host, _ := os.Hostname()
+	rec, err := trace.NewRecorder(out, trace.Header{Source: "mount", Root: mp, Bucket: cfg.bucket, Prefix: cfg.prefix,
+		Host: host, Cmd: os.Args}, trace.RecorderOptions{})
+	if err != nil {
+		out.Close()
+		return nil, fmt.Errorf("trace %s: %w", cfg.traceFile, err)
+	}
+	return rec, nil
 }
 
 // Close unmounts and releases the cache. Open files make a plain unmount
@@ -152,6 +185,14 @@ func (m *mounted) Close() error {
 		m.cfg.log.Warn("unmount busy; detaching lazily", "mountpoint", m.cfg.mountpoint, "err", err)
 		if err := syscall.Unmount(m.cfg.mountpoint, syscall.MNT_DETACH); err != nil {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", m.cfg.mountpoint, err))
+		}
+	}
+	m.fs.Close()
+	if m.rec != nil {
+		err := m.rec.Close()
+		m.cfg.log.Info("trace written", "file", m.cfg.traceFile, "events", m.rec.Events(), "dropped", m.rec.Dropped())
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := m.cache.Close(); err != nil {
