@@ -13,53 +13,33 @@ import (
 	"time"
 
 	"github.com/jitfs/jitfs/cache"
-	"github.com/jitfs/jitfs/gcs"
-	"github.com/jitfs/jitfs/internal/emulator"
-	"github.com/jitfs/jitfs/internal/faultproxy"
+	"github.com/jitfs/jitfs/internal/testworld"
 )
 
 const bucket = "cache-test"
 
-// env is a cache reading from the emulator through cloud.google.com/go/storage.
+// env is a cache's remote: the emulator behind a fault proxy, read through
+// cloud.google.com/go/storage.
 type env struct {
-	emu   *emulator.Server
-	proxy *faultproxy.Proxy
-	gcs   *gcs.Client
+	*testworld.World
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	emu, err := emulator.Start(emulator.Options{Bucket: bucket})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emu.Stop)
-	p, err := faultproxy.Start(emu.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	c, err := gcs.New(context.Background(), gcs.Options{Bucket: bucket, Endpoint: p.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &env{emu: emu, proxy: p, gcs: c}
+	return &env{testworld.New(t, testworld.Options{Bucket: bucket})}
 }
 
+// put stores deterministic content and returns it with its live generation.
 func (e *env) put(t *testing.T, name string, size int) ([]byte, cache.Meta) {
 	t.Helper()
-	b := make([]byte, size)
-	r := rand.New(rand.NewPCG(uint64(size), 3))
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	e.emu.Put(bucket, name, b)
-	a, err := e.gcs.Stat(context.Background(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b, cache.Meta{Bucket: bucket, Name: name, Gen: a.Generation, Size: a.Size, CRC32C: a.CRC32C, HasCRC32C: a.HasCRC32C}
+	b := e.PutRandom(name, size)
+	return b, e.meta(t, name)
+}
+
+func (e *env) meta(t *testing.T, name string) cache.Meta {
+	t.Helper()
+	a := e.Stat(t, name)
+	return cache.Meta{Bucket: bucket, Name: name, Gen: a.Generation, Size: a.Size, CRC32C: a.CRC32C, HasCRC32C: a.HasCRC32C}
 }
 
 func newCache(t *testing.T, dir string, budget int64) *cache.Cache {
@@ -81,7 +61,7 @@ func TestConcurrentReadersShareOneFetch(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h, err := c.Open(m, e.gcs)
+			h, err := c.Open(m, e.GCS)
 			if err != nil {
 				t.Error(err)
 				return
@@ -107,8 +87,8 @@ func TestCancelledReaderDoesNotCancelTheFetch(t *testing.T) {
 	e := newEnv(t)
 	content, m := e.put(t, "big.exr", 4<<20)
 	c := newCache(t, t.TempDir(), 1<<30)
-	e.proxy.StallMedia.Store(int64(500 * time.Millisecond))
-	h, err := c.Open(m, e.gcs)
+	e.Proxy.StallMedia.Store(int64(500 * time.Millisecond))
+	h, err := c.Open(m, e.GCS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +99,7 @@ func TestCancelledReaderDoesNotCancelTheFetch(t *testing.T) {
 	if _, err := h.ReadAt(ctx, buf, 3<<20); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("cancelled reader: %v", err)
 	}
-	e.proxy.StallMedia.Store(0)
+	e.Proxy.StallMedia.Store(0)
 	if _, err := h.ReadAt(context.Background(), buf, 3<<20); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +116,7 @@ func TestRandomReadsFetchOnlyTouchedBlocks(t *testing.T) {
 	const size = 64 << 20
 	content, m := e.put(t, "huge.vdb", size)
 	c := newCache(t, t.TempDir(), 1<<30)
-	h, err := c.Open(m, e.gcs)
+	h, err := c.Open(m, e.GCS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +153,7 @@ func TestFullDiskServesFromMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	h, err := c.Open(m, e.gcs)
+	h, err := c.Open(m, e.GCS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +189,7 @@ func TestRestartIndexesWithoutReadingAndVerifiesOnUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := c.Open(m, e.gcs)
+	h, _ := c.Open(m, e.GCS)
 	buf := make([]byte, 1<<20)
 	h.ReadAt(context.Background(), buf, 1<<20)
 	h.Close()
@@ -225,7 +205,7 @@ func TestRestartIndexesWithoutReadingAndVerifiesOnUse(t *testing.T) {
 	if c2.Len() != 1 {
 		t.Fatalf("restart indexed %d objects, want 1", c2.Len())
 	}
-	h2, err := c2.Open(m, e.gcs)
+	h2, err := c2.Open(m, e.GCS)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,41 +7,28 @@ import (
 	"time"
 
 	"github.com/jitfs/jitfs/gcs"
-	"github.com/jitfs/jitfs/internal/emulator"
-	"github.com/jitfs/jitfs/internal/faultproxy"
+	"github.com/jitfs/jitfs/internal/testworld"
 )
 
-func setup(t *testing.T) (*emulator.Server, *faultproxy.Proxy, *gcs.Client) {
+// setup is a versioned bucket "b" and a client that retries quickly, so
+// fault tests do not wait out production backoffs.
+func setup(t *testing.T) *testworld.World {
 	t.Helper()
-	emu, err := emulator.Start(emulator.Options{Bucket: "b", Versioning: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emu.Stop)
-	p, err := faultproxy.Start(emu.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	c, err := gcs.New(context.Background(), gcs.Options{Bucket: "b", Endpoint: p.Addr(),
-		InitialBackoff: time.Millisecond, AttemptTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return emu, p, c
+	return testworld.New(t, testworld.Options{Bucket: "b", Versioning: true,
+		Client: gcs.Options{InitialBackoff: time.Millisecond, AttemptTimeout: time.Second}})
 }
 
 func TestStatListAndRangedReadsPinnedToGeneration(t *testing.T) {
-	emu, _, c := setup(t)
+	w := setup(t)
+	c := w.GCS
 	ctx := context.Background()
-	emu.Put("b", "dir/a", []byte("first version"))
-	emu.Put("b", "dir/sub/x", []byte("x"))
+	w.Put("dir/a", []byte("first version"))
+	w.Put("dir/sub/x", []byte("x"))
 	a, err := c.Stat(ctx, "dir/a")
 	if err != nil || a.Size != 13 || a.Generation == 0 || !a.HasCRC32C {
 		t.Fatalf("stat: %+v %v", a, err)
 	}
-	emu.Put("b", "dir/a", []byte("second version!"))
+	w.Put("dir/a", []byte("second version!"))
 	p := make([]byte, 7)
 	if err := c.ReadRange(ctx, "dir/a", a.Generation, 6, p); err != nil || string(p) != "version" {
 		t.Fatalf("pinned read: %q %v", p, err)
@@ -59,13 +46,14 @@ func TestStatListAndRangedReadsPinnedToGeneration(t *testing.T) {
 }
 
 func TestRetriesTransientFaultsThenGivesUp(t *testing.T) {
-	emu, proxy, c := setup(t)
+	w := setup(t)
+	c, proxy := w.GCS, w.Proxy
 	ctx := context.Background()
 	want := make([]byte, 1<<20)
 	for i := range want {
 		want[i] = byte(i * 31 / 7)
 	}
-	emu.Put("b", "o", want)
+	w.Put("o", want)
 	a, _ := c.Stat(ctx, "o")
 	p := make([]byte, 1<<20)
 	proxy.FailMedia.Store(2)
@@ -92,12 +80,8 @@ func TestRetriesTransientFaultsThenGivesUp(t *testing.T) {
 }
 
 func TestMissingBucket(t *testing.T) {
-	_, proxy, _ := setup(t)
-	c, err := gcs.New(context.Background(), gcs.Options{Bucket: "absent", Endpoint: proxy.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	w := setup(t)
+	c := w.NewClient(t, gcs.Options{Bucket: "absent"})
 	if err := c.CheckBucket(context.Background()); !errors.Is(err, gcs.ErrBucketNotFound) {
 		t.Fatalf("missing bucket: %v", err)
 	}
