@@ -21,6 +21,7 @@ func commands() []command {
 		{"mount", "mount gs://BUCKET[/PREFIX] MOUNTPOINT [flags]: serve a bucket prefix until SIGINT/SIGTERM", runMount},
 		{"demo", "demo: mount the embedded sample scene from an in-process emulator and read one frame", runDemo},
 		{"emulator", "emulator [--data DIR] [--addr HOST:PORT]: run a local GCS emulator", runEmulator},
+		{"replay", "replay TRACE --root DIR [--map OLD=NEW] [--pace] [--json]: re-issue a trace's file operations against a directory", runReplay},
 	}
 }
 
