@@ -1,0 +1,399 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/jitfs/jitfs/cache"
+	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/internal/emulator"
+	"github.com/jitfs/jitfs/jitfs"
+	"github.com/jitfs/jitfs/replay"
+)
+
+// Bucket is the emulator bucket the bench fills.
+const Bucket = "jitfs-bench"
+
+// Link describes the emulated WAN.
+type Link struct {
+	RTT       time.Duration
+	Bandwidth int64 // bytes per second
+}
+
+// Network puts the emulated link between clients and the emulator at
+// upstream; it returns the address clients dial instead.
+type Network func(upstream string) (addr string, stop func() error, err error)
+
+// Config is one bench run.
+type Config struct {
+	Workloads []*Workload
+	Link      Link
+	// Network builds the link. Required: a bench without the link it
+	// claims to measure would report the wrong ratios.
+	Network Network
+	// WorkDir holds caches, mountpoints and pre-synced copies.
+	WorkDir string
+	// CopyParallelism is pre-sync's number of concurrent downloads (16,
+	// as `gcloud storage cp` and rclone use by default or more).
+	CopyParallelism int
+	Log             *slog.Logger
+	// Progress, when set, receives one line per finished row.
+	Progress io.Writer
+}
+
+// Row is one workload under one strategy.
+type Row struct {
+	Workload string  `json:"workload"`
+	Strategy string  `json:"strategy"`
+	Total    float64 `json:"total_s"`
+	// TTFB is the time to the first byte of scene data: for pre-sync, the
+	// copy plus the replay's first byte.
+	TTFB      float64 `json:"ttfb_s"`
+	LinkBytes int64   `json:"link_bytes"`
+	Requests  int64   `json:"gcs_requests"`
+	// XIdeal is Total ÷ the link-limited ideal; XLocal is Total ÷ the same
+	// replay on local disk.
+	XIdeal float64 `json:"x_ideal"`
+	XLocal float64 `json:"x_local"`
+	Ops    int64   `json:"ops"`
+	Read   int64   `json:"bytes_read"`
+	ENOENT int64   `json:"enoent"`
+	// CopyTime is pre-sync's copy phase.
+	CopyTime float64 `json:"copy_s,omitempty"`
+}
+
+// WorkloadInfo describes a workload's shape.
+type WorkloadInfo struct {
+	Name   string  `json:"name"`
+	Events int     `json:"events"`
+	Files  int     `json:"files"`
+	Bytes  int64   `json:"bytes"`
+	Needed int64   `json:"needed_bytes"`
+	Ideal  float64 `json:"ideal_s"`
+	Local  float64 `json:"local_s"`
+}
+
+// Report is a whole run.
+type Report struct {
+	Started   time.Time      `json:"started"`
+	RTT       float64        `json:"rtt_ms"`
+	Bandwidth int64          `json:"bandwidth_bytes_per_s"`
+	CPUs      int            `json:"cpus"`
+	Workloads []WorkloadInfo `json:"workloads"`
+	Rows      []Row          `json:"rows"`
+}
+
+// Ideal is the link-limited time for a workload: its distinct bytes at the
+// link's bandwidth plus one round trip.
+func (l Link) Ideal(needed int64) float64 {
+	t := l.RTT.Seconds()
+	if l.Bandwidth > 0 {
+		t += float64(needed) / float64(l.Bandwidth)
+	}
+	return t
+}
+
+// Run runs the matrix.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Network == nil {
+		return nil, errors.New("bench: no network")
+	}
+	if cfg.WorkDir == "" {
+		return nil, errors.New("bench: no work directory")
+	}
+	if cfg.CopyParallelism <= 0 {
+		cfg.CopyParallelism = 16
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	emu, err := emulator.Start(emulator.Options{Bucket: Bucket})
+	if err != nil {
+		return nil, err
+	}
+	defer emu.Stop()
+	addr, stop, err := cfg.Network(emu.Addr())
+	if err != nil {
+		return nil, fmt.Errorf("bench: emulated link: %w", err)
+	}
+	defer stop()
+
+	rep := &Report{Started: time.Now().UTC(), RTT: float64(cfg.Link.RTT) / 1e6, Bandwidth: cfg.Link.Bandwidth, CPUs: runtime.NumCPU()}
+	for _, w := range cfg.Workloads {
+		for name, size := range w.Files {
+			emu.Put(Bucket, w.Name+"/"+name, Content(w.Name+"/"+name, size))
+		}
+		rows, info, err := runWorkload(ctx, cfg, addr, w)
+		if err != nil {
+			return rep, fmt.Errorf("bench: workload %s: %w", w.Name, err)
+		}
+		rep.Workloads = append(rep.Workloads, info)
+		rep.Rows = append(rep.Rows, rows...)
+		// Free the emulator's copy: the next workload needs the memory.
+		for name := range w.Files {
+			emu.Backend().DeleteObject(Bucket, w.Name+"/"+name)
+		}
+	}
+	return rep, nil
+}
+
+func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]Row, WorkloadInfo, error) {
+	info := WorkloadInfo{Name: w.Name, Events: len(w.Events), Files: len(w.Files), Bytes: w.Bytes(),
+		Needed: w.Needed, Ideal: cfg.Link.Ideal(w.Needed)}
+	dir := filepath.Join(cfg.WorkDir, w.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, info, err
+	}
+	defer os.RemoveAll(dir)
+	var rows []Row
+	emit := func(r Row) {
+		r.Workload = w.Name
+		r.XIdeal = r.Total / info.Ideal
+		if info.Local > 0 {
+			r.XLocal = r.Total / info.Local
+		}
+		rows = append(rows, r)
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "bench: %-28s %-16s %8.3f s  %9.1f MiB over the link\n", w.Name, r.Strategy, r.Total, float64(r.LinkBytes)/(1<<20))
+		}
+	}
+
+	// Pre-sync: copy everything, then replay on local disk.
+	gc, err := gcs.New(ctx, gcs.Options{Bucket: Bucket, Endpoint: addr})
+	if err != nil {
+		return nil, info, err
+	}
+	local := filepath.Join(dir, "presync")
+	t0 := time.Now()
+	if err := copyPrefix(ctx, gc, w.Name+"/", local, cfg.CopyParallelism); err != nil {
+		gc.Close()
+		return nil, info, fmt.Errorf("pre-sync copy: %w", err)
+	}
+	copyTime := time.Since(t0).Seconds()
+	res, err := play(ctx, w, local)
+	if err != nil {
+		gc.Close()
+		return nil, info, fmt.Errorf("pre-sync replay: %w", err)
+	}
+	info.Local = res.Wall
+	r := rowFrom("pre-sync", res, gc)
+	r.CopyTime = copyTime
+	r.Total += copyTime
+	r.TTFB += copyTime
+	gc.Close()
+	emit(r)
+	os.RemoveAll(local)
+
+	// jitfs: cold, then warm on the same mount, then a new daemon on the
+	// same cache.
+	cacheDir := filepath.Join(dir, "cache")
+	mnt := filepath.Join(dir, "mnt")
+	m, err := mount(ctx, cfg, addr, w.Name, cacheDir, mnt)
+	if err != nil {
+		return nil, info, err
+	}
+	for _, strategy := range []string{"jitfs cold", "jitfs warm"} {
+		before := m.counters()
+		res, err := play(ctx, w, mnt)
+		if err != nil {
+			m.close()
+			return nil, info, fmt.Errorf("%s: %w", strategy, err)
+		}
+		r := rowFrom(strategy, res, nil)
+		r.LinkBytes, r.Requests = m.since(before)
+		emit(r)
+	}
+	if err := m.close(); err != nil {
+		return nil, info, err
+	}
+	m, err = mount(ctx, cfg, addr, w.Name, cacheDir, mnt)
+	if err != nil {
+		return nil, info, err
+	}
+	before := m.counters()
+	res, err = play(ctx, w, mnt)
+	if err != nil {
+		m.close()
+		return nil, info, fmt.Errorf("jitfs restarted: %w", err)
+	}
+	r = rowFrom("jitfs restarted", res, nil)
+	r.LinkBytes, r.Requests = m.since(before)
+	emit(r)
+	return rows, info, m.close()
+}
+
+func play(ctx context.Context, w *Workload, root string) (*replay.Result, error) {
+	res, err := replay.Run(ctx, w.Header, w.Events, replay.Options{Root: root})
+	if err != nil {
+		return nil, err
+	}
+	return res, res.Err()
+}
+
+func rowFrom(strategy string, res *replay.Result, gc *gcs.Client) Row {
+	r := Row{Strategy: strategy, Total: res.Wall, TTFB: max(res.TTFB, 0), Ops: res.Ops, Read: res.Bytes, ENOENT: res.ENOENT}
+	if gc != nil {
+		r.LinkBytes = gc.Stats.BytesRead.Load()
+		r.Requests = gc.Stats.Lists.Load() + gc.Stats.Stats.Load() + gc.Stats.Reads.Load()
+	}
+	return r
+}
+
+// mounted is an in-process jitfs daemon.
+type mounted struct {
+	gc  *gcs.Client
+	c   *cache.Cache
+	f   *jitfs.FS
+	srv *fuse.Server
+}
+
+func mount(ctx context.Context, cfg Config, addr, prefix, cacheDir, mnt string) (*mounted, error) {
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return nil, err
+	}
+	gc, err := gcs.New(ctx, gcs.Options{Bucket: Bucket, Endpoint: addr})
+	if err != nil {
+		return nil, err
+	}
+	c, err := cache.New(cache.Options{Dir: cacheDir, Budget: 64 << 30, Logger: cfg.Log})
+	if err != nil {
+		gc.Close()
+		return nil, err
+	}
+	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Prefix: prefix + "/", Passthrough: true,
+		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.Log})
+	if err != nil {
+		c.Close()
+		gc.Close()
+		return nil, err
+	}
+	srv, err := f.Mount(mnt, jitfs.MountOptions{FsName: "jitfs-bench"})
+	if err != nil {
+		f.Close()
+		c.Close()
+		gc.Close()
+		return nil, err
+	}
+	return &mounted{gc: gc, c: c, f: f, srv: srv}, nil
+}
+
+func (m *mounted) counters() [2]int64 {
+	s := &m.gc.Stats
+	return [2]int64{s.BytesRead.Load(), s.Lists.Load() + s.Stats.Load() + s.Reads.Load()}
+}
+
+func (m *mounted) since(before [2]int64) (bytes, reqs int64) {
+	now := m.counters()
+	return now[0] - before[0], now[1] - before[1]
+}
+
+func (m *mounted) close() error {
+	err := m.srv.Unmount()
+	m.srv.Wait()
+	m.f.Close()
+	return errors.Join(err, m.c.Close(), m.gc.Close())
+}
+
+// copyPrefix downloads every object under prefix into dir with n
+// concurrent ranged reads of at most 32 MiB: a sliced parallel copy, the
+// strongest form of pre-sync.
+func copyPrefix(ctx context.Context, gc *gcs.Client, prefix, dir string, n int) error {
+	var objs []gcs.Attrs
+	queue := []string{prefix}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		tok := ""
+		for {
+			page, err := gc.ListPage(ctx, p, tok, 0)
+			if err != nil {
+				return err
+			}
+			objs = append(objs, page.Objects...)
+			queue = append(queue, page.Prefixes...)
+			if tok = page.Next; tok == "" {
+				break
+			}
+		}
+	}
+	type part struct {
+		f        *os.File
+		name     string
+		gen, off int64
+		n        int64
+	}
+	const slice = 32 << 20
+	parts := make(chan part)
+	errc := make(chan error, 1)
+	var wg sync.WaitGroup
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, slice)
+			for p := range parts {
+				b := buf[:p.n]
+				err := gc.ReadRange(cctx, p.name, p.gen, p.off, b)
+				if err == nil {
+					_, err = p.f.WriteAt(b, p.off)
+				}
+				if err != nil {
+					select {
+					case errc <- fmt.Errorf("%s: %w", p.name, err):
+					default:
+					}
+					cancel()
+				}
+			}
+		}()
+	}
+	var files []*os.File
+	var err error
+feed:
+	for _, o := range objs {
+		dst := filepath.Join(dir, filepath.FromSlash(o.Name[len(prefix):]))
+		if err = os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			break
+		}
+		var f *os.File
+		if f, err = os.Create(dst); err != nil {
+			break
+		}
+		files = append(files, f)
+		if err = f.Truncate(o.Size); err != nil {
+			break
+		}
+		for off := int64(0); off < o.Size; off += slice {
+			select {
+			case parts <- part{f: f, name: o.Name, gen: o.Generation, off: off, n: min(slice, o.Size-off)}:
+			case <-cctx.Done():
+				break feed
+			}
+		}
+	}
+	close(parts)
+	wg.Wait()
+	for _, f := range files {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	select {
+	case e := <-errc:
+		return e
+	default:
+	}
+	return err
+}

@@ -1,0 +1,47 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Markdown writes the report as the tables docs/BENCHMARKS.md holds.
+func (r *Report) Markdown(w io.Writer) {
+	fmt.Fprintf(w, "Link: %.0f ms round trip, %s; %d CPUs; %s\n\n", r.RTT, rate(r.Bandwidth), r.CPUs, r.Started.Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintln(w, "| workload | events | files | bytes | needed | ideal s | local disk s |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	for _, wl := range r.Workloads {
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %.3f | %.3f |\n", wl.Name, wl.Events, wl.Files, size(wl.Bytes), size(wl.Needed), wl.Ideal, wl.Local)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| workload | strategy | total s | first byte s | over the link | GCS requests | × ideal | × local disk |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|")
+	for _, row := range r.Rows {
+		strategy := row.Strategy
+		if row.CopyTime > 0 {
+			strategy += fmt.Sprintf(" (copy %.2f s)", row.CopyTime)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.3f | %.3f | %s | %d | %.2f | %.2f |\n", row.Workload, strategy, row.Total, row.TTFB,
+			size(row.LinkBytes), row.Requests, row.XIdeal, row.XLocal)
+	}
+}
+
+func size(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func rate(bps int64) string {
+	if bps <= 0 {
+		return "unlimited bandwidth"
+	}
+	return strings.TrimSuffix(fmt.Sprintf("%.0f MB/s", float64(bps)/1e6), ".0")
+}

@@ -1,0 +1,181 @@
+package bench
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/jitfs/jitfs/trace"
+)
+
+// Workload is one trace to replay, with the bucket it needs.
+type Workload struct {
+	Name   string
+	Header trace.Header
+	Events []trace.Event
+	// Files maps each path relative to the trace root to its size.
+	Files map[string]int64
+	// Needed is the number of distinct bytes the workload reads.
+	Needed int64
+}
+
+// rel returns p relative to root, or false when p is outside it.
+func rel(root, p string) (string, bool) {
+	if !trace.Under(p, root) {
+		return "", false
+	}
+	r := strings.TrimPrefix(strings.TrimPrefix(p, strings.TrimSuffix(root, "/")), "/")
+	return r, r != ""
+}
+
+// NewWorkload derives the files a trace touched and their sizes. A file's
+// size is the largest the trace saw: a stat or open that reported it, or
+// the end of the furthest successful read. Paths that only ever failed to
+// resolve are left out, so the rebuilt bucket fails them the same way.
+func NewWorkload(name string, h trace.Header, evs []trace.Event) (*Workload, error) {
+	if h.Root == "" || h.Root == "/" {
+		return nil, fmt.Errorf("workload %s: the trace has no data root (import it with --prefix)", name)
+	}
+	w := &Workload{Name: name, Header: h, Events: evs, Files: map[string]int64{}}
+	dirs := map[string]bool{}
+	type span struct{ start, end int64 }
+	spans := map[string][]span{}
+	for _, ev := range evs {
+		if ev.Err != "" || ev.Path == "" {
+			continue
+		}
+		r, ok := rel(h.Root, ev.Path)
+		if !ok {
+			continue
+		}
+		if ev.Dir || ev.Op == trace.OpReaddir {
+			dirs[r] = true
+			continue
+		}
+		size := w.Files[r]
+		switch ev.Op {
+		case trace.OpOpen, trace.OpStat, trace.OpLookup, trace.OpGetattr:
+			size = max(size, ev.Size)
+			if _, seen := w.Files[r]; !seen {
+				w.Files[r] = size
+			}
+		case trace.OpRead:
+			if ev.N > 0 {
+				size = max(size, ev.Off+ev.N)
+				spans[r] = append(spans[r], span{ev.Off, ev.Off + ev.N})
+			}
+		case trace.OpMmap:
+			spans[r] = append(spans[r], span{ev.Off, ev.Off + ev.Len})
+		default:
+			continue
+		}
+		w.Files[r] = size
+	}
+	// A name that holds other files is a directory, whatever a stat of it
+	// reported: GCS cannot hold an object and a prefix at one name, and
+	// the tree must resolve the children.
+	for f := range w.Files {
+		for d := path.Dir(f); d != "."; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	for d := range dirs {
+		delete(w.Files, d)
+		delete(spans, d)
+	}
+	for f, ss := range spans {
+		size := w.Files[f]
+		sort.Slice(ss, func(i, j int) bool { return ss[i].start < ss[j].start })
+		var covered, end int64
+		for _, s := range ss {
+			s.end = min(s.end, size)
+			if s.end <= end {
+				continue
+			}
+			covered += s.end - max(s.start, end)
+			end = s.end
+		}
+		w.Needed += covered
+	}
+	return w, nil
+}
+
+// Bytes is the total size of the workload's files (what pre-sync copies).
+func (w *Workload) Bytes() int64 {
+	var n int64
+	for _, s := range w.Files {
+		n += s
+	}
+	return n
+}
+
+// Content returns deterministic, incompressible bytes for a file, so
+// every strategy reads the same data and compression cannot flatter one.
+func Content(name string, size int64) []byte {
+	var seed uint64
+	for _, c := range []byte(name) {
+		seed = seed*131 + uint64(c)
+	}
+	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), byte(seed >> 24),
+		byte(seed >> 32), byte(seed >> 40), byte(seed >> 48), byte(seed >> 56)})
+	b := make([]byte, size)
+	r.Read(b)
+	return b
+}
+
+const synthRoot = "/synthetic"
+
+func synth(name string, evs []trace.Event) *Workload {
+	h := trace.Header{Format: trace.Format, Source: "synthetic", Root: synthRoot, Note: name}
+	w, err := NewWorkload(name, h, evs)
+	if err != nil {
+		panic(err) // the generators below never clash
+	}
+	return w
+}
+
+// SequentialLarge reads one file of size bytes front to back in 1 MiB
+// reads, as a renderer reads a big cache or a scanline EXR.
+func SequentialLarge(size int64) *Workload {
+	p := synthRoot + "/cache/big.bin"
+	evs := []trace.Event{{Pid: 1, Op: trace.OpOpen, Path: p, Fh: 3, Size: size}}
+	for off := int64(0); off < size; off += 1 << 20 {
+		n := min(1<<20, size-off)
+		evs = append(evs, trace.Event{Pid: 1, Op: trace.OpRead, Path: p, Fh: 3, Off: off, Len: 1 << 20, N: n})
+	}
+	evs = append(evs, trace.Event{Pid: 1, Op: trace.OpClose, Path: p, Fh: 3})
+	return synth("sequential-large", evs)
+}
+
+// SmallFiles stats, opens and reads count files of size bytes, split
+// across readers processes, as a renderer loading thousands of textures
+// and includes does.
+func SmallFiles(count, size, readers int) *Workload {
+	var evs []trace.Event
+	for i := 0; i < count; i++ {
+		pid := 1 + i%readers
+		p := fmt.Sprintf("%s/tex/d%02d/t%05d.tx", synthRoot, i%50, i)
+		evs = append(evs,
+			trace.Event{Pid: pid, Op: trace.OpStat, Path: p, Size: int64(size)},
+			trace.Event{Pid: pid, Op: trace.OpOpen, Path: p, Fh: 3, Size: int64(size)},
+			trace.Event{Pid: pid, Op: trace.OpRead, Path: p, Fh: 3, Len: int64(size), N: int64(size)},
+			trace.Event{Pid: pid, Op: trace.OpClose, Path: p, Fh: 3})
+	}
+	return synth(fmt.Sprintf("small-files-%dx%d", count, readers), evs)
+}
+
+// RandomSmall makes reads 4 KiB reads at random offsets of one large
+// file, as a reader of a tiled texture or a point cache does.
+func RandomSmall(size int64, reads int) *Workload {
+	p := synthRoot + "/cache/points.mdd"
+	rng := rand.New(rand.NewPCG(1, 2))
+	evs := []trace.Event{{Pid: 1, Op: trace.OpOpen, Path: p, Fh: 3, Size: size}}
+	for i := 0; i < reads; i++ {
+		off := rng.Int64N(size/4096) * 4096
+		evs = append(evs, trace.Event{Pid: 1, Op: trace.OpRead, Path: p, Fh: 3, Off: off, Len: 4096, N: 4096})
+	}
+	evs = append(evs, trace.Event{Pid: 1, Op: trace.OpClose, Path: p, Fh: 3})
+	return synth("random-small", evs)
+}
