@@ -63,8 +63,9 @@ type Header struct {
 type Event struct {
 	// T is seconds since Header.Start at which the operation began.
 	T float64 `json:"t"`
-	// Pid is the calling process (FUSE reports the thread group's pid; an
-	// import reports the thread id strace printed).
+	// Pid is the calling thread's id, as both FUSE and strace -f report
+	// it (for a single-threaded process, its pid). Replay runs each Pid's
+	// operations in order and different Pids concurrently.
 	Pid int `json:"pid"`
 	Op  Op  `json:"op"`
 	// Path is the absolute path operated on.

@@ -113,6 +113,21 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 		return nil, err
 	}
 	cfg.mountpoint = mp
+	// The trace file is opened first, so a bad path fails before anything
+	// else starts; a mount that fails later removes it again.
+	var rec *trace.Recorder
+	if cfg.traceFile != "" {
+		if rec, err = openTrace(cfg, mp); err != nil {
+			return nil, err
+		}
+	}
+	ok := false
+	defer func() {
+		if !ok && rec != nil {
+			rec.Close()
+			os.Remove(cfg.traceFile)
+		}
+	}()
 	gc, err := gcs.New(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint, AttemptTimeout: cfg.attemptTimeout})
 	if err != nil {
 		return nil, err
@@ -129,18 +144,9 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 		gc.Close()
 		return nil, err
 	}
-	var rec *trace.Recorder
-	if cfg.traceFile != "" {
-		if rec, err = openTrace(cfg, mp); err != nil {
-			c.Close()
-			gc.Close()
-			return nil, err
-		}
-	}
 	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Prefix: cfg.prefix, MetadataTTL: cfg.metadataTTL,
 		Passthrough: cfg.passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.log, Trace: rec})
 	if err != nil {
-		rec.Close()
 		c.Close()
 		gc.Close()
 		return nil, err
@@ -149,13 +155,13 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 		AllowOther: cfg.allowOther, Debug: cfg.debugFUSE})
 	if err != nil {
 		f.Close()
-		rec.Close()
 		c.Close()
 		gc.Close()
 		return nil, err
 	}
 	cfg.log.Info("mounted", "bucket", cfg.bucket, "prefix", cfg.prefix, "mountpoint", mp,
 		"cache_dir", cfg.cacheDir, "budget_bytes", cfg.cacheSize, "passthrough", cfg.passthrough)
+	ok = true
 	return &mounted{cfg: cfg, gcs: gc, cache: c, fs: f, srv: srv, rec: rec}, nil
 }
 
@@ -186,6 +192,10 @@ func (m *mounted) Close() error {
 		if err := syscall.Unmount(m.cfg.mountpoint, syscall.MNT_DETACH); err != nil {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", m.cfg.mountpoint, err))
 		}
+	} else {
+		// Let requests already read from the device finish (and be
+		// traced) before the cache and the trace close under them.
+		m.srv.Wait()
 	}
 	m.fs.Close()
 	if m.rec != nil {
