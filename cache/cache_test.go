@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -218,5 +220,229 @@ func TestRestartIndexesWithoutReadingAndVerifiesOnUse(t *testing.T) {
 	}
 	if c2.Stats.ChecksumMismatches.Load() == 0 {
 		t.Fatal("mismatch not counted")
+	}
+}
+
+// openCacheFiles counts this process's file descriptors on files under the
+// cache's object directory (the directory lock is not counted).
+func openCacheFiles(t *testing.T, dir string) int {
+	t.Helper()
+	objects, err := filepath.EvalSymlinks(filepath.Join(dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, objects+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
+}
+
+// eventually waits for cond, which background fills make true once they
+// have written what they fetched. The deadline only bounds a hung test; no
+// assertion depends on how fast the condition becomes true.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	const limit = 30 * time.Second
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still not true after %v: %s", limit, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// gatedSource holds every ReadRange until open is closed, so a test can
+// close a handle while its fill is certainly in flight.
+type gatedSource struct {
+	cache.Source
+	started chan struct{} // receives once per ReadRange that reached the gate
+	open    chan struct{}
+}
+
+func (g *gatedSource) ReadRange(ctx context.Context, name string, gen, off int64, p []byte) error {
+	g.started <- struct{}{}
+	<-g.open
+	return g.Source.ReadRange(ctx, name, gen, off, p)
+}
+
+// TestClosedObjectsHoldNoFiles reads many objects and closes them: the
+// daemon's open files must not grow with the number of distinct files read
+// (a render touches tens of thousands), and a closed object's bytes must
+// still be served from the cache.
+func TestClosedObjectsHoldNoFiles(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	c := newCache(t, dir, 1<<30)
+	ctx := context.Background()
+	const objects = 200
+	type obj struct {
+		content []byte
+		m       cache.Meta
+		readTo  int // bytes [0, readTo) were read
+	}
+	objs := make([]obj, objects)
+	for i := range objs {
+		// Every tenth object is larger than WholeObjectMax and read in part,
+		// sequentially, so read-ahead fills are often still running when its
+		// handle closes.
+		size, readTo := 100<<10+i, 100<<10+i
+		if i%10 == 0 {
+			size, readTo = 4<<20, 1<<20
+		}
+		content, m := e.put(t, fmt.Sprintf("shot/f%04d.exr", i), size)
+		objs[i] = obj{content, m, readTo}
+	}
+	read := func(o obj) {
+		t.Helper()
+		h, err := c.Open(o.m, e.GCS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		got := make([]byte, o.readTo)
+		for off := 0; off < o.readTo; off += 128 << 10 {
+			if _, err := h.ReadAt(ctx, got[off:min(off+128<<10, o.readTo)], int64(off)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(got, o.content[:o.readTo]) {
+			t.Fatalf("%s: wrong bytes", o.m)
+		}
+	}
+
+	fds0 := openFDs(t)
+	for _, o := range objs {
+		read(o)
+	}
+	eventually(t, "no cache file open once every handle is closed and every fill written", func() bool {
+		return openCacheFiles(t, dir) == 0
+	})
+	// The storage client's and the proxy's connections come and go; the
+	// cache's two files per object would add 2*objects.
+	if grew := openFDs(t) - fds0; grew > objects/4 {
+		t.Fatalf("open file descriptors grew by %d after reading %d objects", grew, objects)
+	}
+
+	media, fetches := e.Proxy.MediaReqs.Load(), c.Stats.Fetches.Load()
+	for _, o := range objs {
+		read(o)
+	}
+	if dm, df := e.Proxy.MediaReqs.Load()-media, c.Stats.Fetches.Load()-fetches; dm != 0 || df != 0 {
+		t.Fatalf("re-reading closed objects made %d media requests (%d fetches); want 0: served from cache", dm, df)
+	}
+	if n := openCacheFiles(t, dir); n != 0 {
+		t.Fatalf("%d cache files open after re-reading", n)
+	}
+}
+
+// TestLastFillClosesFiles closes an object's only handle while its fill is
+// in flight: the files stay open for the fill to write to, and close when
+// it is done.
+func TestLastFillClosesFiles(t *testing.T) {
+	e := newEnv(t)
+	content, m := e.put(t, "late.vdb", 4<<20)
+	dir := t.TempDir()
+	c := newCache(t, dir, 1<<30)
+	src := &gatedSource{Source: e.GCS, started: make(chan struct{}, 16), open: make(chan struct{})}
+	h, err := c.Open(m, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	buf := make([]byte, 64<<10)
+	if _, err := h.ReadAt(ctx, buf, 1<<20); !errors.Is(err, context.Canceled) {
+		t.Fatalf("read with a cancelled context while the fill is held: %v", err)
+	}
+	<-src.started
+	h.Close()
+	if n := openCacheFiles(t, dir); n != 2 {
+		t.Fatalf("%d cache files open while a fill is in flight; want 2 (data, journal)", n)
+	}
+	close(src.open)
+	eventually(t, "files closed after the last fill", func() bool { return openCacheFiles(t, dir) == 0 })
+
+	media := e.Proxy.MediaReqs.Load()
+	h, err = c.Open(m, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	n, info, err := h.ReadAtInfo(context.Background(), buf, 1<<20)
+	if err != nil || n != len(buf) {
+		t.Fatalf("re-read: %d, %v", n, err)
+	}
+	if !bytes.Equal(buf, content[1<<20:1<<20+len(buf)]) {
+		t.Fatal("wrong bytes")
+	}
+	if info.Outcome != cache.Hit || e.Proxy.MediaReqs.Load() != media {
+		t.Fatalf("re-read after the files closed: %v with %d new media requests; want a hit with none",
+			info.Outcome, e.Proxy.MediaReqs.Load()-media)
+	}
+}
+
+// TestClosedObjectRefetchesIfItsFilesDisappear: an idle object's files are
+// closed, so removing them (an operator clearing the cache directory) is
+// seen at the next open; the object is fetched again, not served as holes.
+func TestClosedObjectRefetchesIfItsFilesDisappear(t *testing.T) {
+	e := newEnv(t)
+	content, m := e.put(t, "gone.abc", 3<<20)
+	dir := t.TempDir()
+	c := newCache(t, dir, 1<<30)
+	read := func() cache.ReadInfo {
+		t.Helper()
+		h, err := c.Open(m, e.GCS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		buf := make([]byte, 256<<10)
+		_, info, err := h.ReadAtInfo(context.Background(), buf, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf, content[1<<20:1<<20+len(buf)]) {
+			t.Fatal("wrong bytes")
+		}
+		return info
+	}
+	read()
+	eventually(t, "files closed", func() bool { return openCacheFiles(t, dir) == 0 })
+	if info := read(); info.Outcome != cache.Hit {
+		t.Fatalf("second read: %v, want a hit", info.Outcome)
+	}
+	eventually(t, "files closed", func() bool { return openCacheFiles(t, dir) == 0 })
+	for _, pattern := range []string{"*.data", "*.jnl"} {
+		files, _ := filepath.Glob(filepath.Join(dir, "objects", "*", pattern))
+		if len(files) != 1 {
+			t.Fatalf("%s: %d files, want 1", pattern, len(files))
+		}
+		media := e.Proxy.MediaReqs.Load()
+		if err := os.Remove(files[0]); err != nil {
+			t.Fatal(err)
+		}
+		if info := read(); info.Outcome != cache.Miss || e.Proxy.MediaReqs.Load() == media {
+			t.Fatalf("read after removing %s: %v, %d new media requests; want a miss that fetches",
+				filepath.Base(files[0]), info.Outcome, e.Proxy.MediaReqs.Load()-media)
+		}
+		eventually(t, "files closed", func() bool { return openCacheFiles(t, dir) == 0 })
 	}
 }

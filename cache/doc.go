@@ -40,6 +40,12 @@
 // write after power loss is refetched rather than served. Startup reads no
 // file contents: it lists the object directories and stats the data files.
 //
+// An object's two files are open only while it is in use: a Handle open, a
+// fill in flight, or a whole-object verification running. A daemon that has
+// read 100k files therefore holds descriptors for the files open now, not
+// for every file it has cached. What is present stays in memory, so using an
+// idle object again reopens its files without re-reading its journal.
+//
 // # Concurrency
 //
 // Lock order: Cache.mu, then Object.mu. Concurrent readers of one block

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -54,11 +55,18 @@ type Object struct {
 	src Source // set at creation or first Open; immutable while refs > 0
 
 	// mu guards everything below. Lock order: Cache.mu, then mu.
-	mu         sync.Mutex
-	meta       Meta
-	refs       int  // open handles; an object with refs > 0 is never evicted
-	evicted    bool // files removed; results of late fills are dropped
-	loaded     bool
+	mu      sync.Mutex
+	meta    Meta
+	refs    int  // open handles; an object with refs > 0 is never evicted
+	evicted bool // files removed; results of late fills are dropped
+	// loaded: the presence state below has been read from the journal (or
+	// the journal started afresh). It outlives the files: a reopened object
+	// trusts what this process wrote and does not re-read its journal.
+	loaded bool
+	// data and jnl are open only while the object is in use: refs > 0, a
+	// fill in flight, or a whole-object verification running
+	// (INVARIANT: otherwise both are nil). A daemon that has read 100k
+	// files must not hold 200k descriptors.
 	data, jnl  *os.File
 	present    []uint64 // bitset over blocks
 	nblocks    int64
@@ -90,8 +98,9 @@ func (o *Object) clearPresence() {
 	o.complete = false
 }
 
-// open loads the journal on first use and verifies a complete object that
-// an earlier run left, so passthrough never hands the kernel unchecked bytes.
+// open loads the journal on first use, opens the object's files if they
+// were closed while it was idle, and verifies a complete object that an
+// earlier run left, so passthrough never hands the kernel unchecked bytes.
 func (o *Object) open() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -100,6 +109,11 @@ func (o *Object) open() error {
 			return err
 		}
 		o.loaded = true
+	}
+	if o.data == nil && o.meta.Size > 0 {
+		if err := o.openFilesLocked(); err != nil {
+			return err
+		}
 	}
 	if o.meta.Size > 0 && time.Since(o.touched) > time.Minute {
 		// The data file's mtime orders eviction after a restart.
@@ -127,7 +141,7 @@ func (o *Object) loadLocked() error {
 		o.complete = true
 		return nil
 	}
-	dataPath, jnlPath := o.c.paths(o.key)
+	_, jnlPath := o.c.paths(o.key)
 	if err := os.MkdirAll(filepath.Dir(jnlPath), 0o755); err != nil {
 		return fmt.Errorf("cache: %s: %w", o.meta, err)
 	}
@@ -140,14 +154,43 @@ func (o *Object) loadLocked() error {
 			return err
 		}
 	}
+	o.touched = time.Now()
+	return nil
+}
+
+// openFilesLocked opens the data file and the journal for appending, on
+// first use and whenever an idle object is used again. If either file has
+// disappeared in between (someone cleared the cache directory under the
+// daemon), the ranges recorded in memory are no longer on disk: the object
+// starts afresh rather than serve a hole as data.
+func (o *Object) openFilesLocked() error {
+	dataPath, jnlPath := o.c.paths(o.key)
+	restart := false
+	data, err := os.OpenFile(dataPath, os.O_RDWR, 0o644)
+	if errors.Is(err, fs.ErrNotExist) {
+		restart = o.npresent > 0
+		if err = os.MkdirAll(filepath.Dir(dataPath), 0o755); err == nil {
+			data, err = os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE, 0o644)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("cache: open data %s: %w", dataPath, err)
+	}
+	if _, err := os.Stat(jnlPath); errors.Is(err, fs.ErrNotExist) {
+		restart = true
+	}
+	if restart {
+		o.c.log.Warn("cache: cached files disappeared; refetching", "object", o.meta.String(), "path", dataPath)
+		o.clearPresence()
+		if err := o.writeHeaderLocked(jnlPath); err != nil {
+			data.Close()
+			return err
+		}
+	}
 	jnl, err := os.OpenFile(jnlPath, os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
+		data.Close()
 		return fmt.Errorf("cache: open journal %s: %w", jnlPath, err)
-	}
-	data, err := os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		jnl.Close()
-		return fmt.Errorf("cache: open data %s: %w", dataPath, err)
 	}
 	if st, err := data.Stat(); err == nil && st.Size() != o.meta.Size {
 		// Sparse: allocates nothing, but gives the file the object's
@@ -159,7 +202,6 @@ func (o *Object) loadLocked() error {
 		}
 	}
 	o.data, o.jnl = data, jnl
-	o.touched = time.Now()
 	return nil
 }
 
@@ -305,13 +347,30 @@ func (o *Object) closeFilesLocked() {
 		o.jnl.Close()
 		o.jnl = nil
 	}
-	o.loaded = false
+}
+
+// idleLocked reports whether nothing uses the object's files: no handle, no
+// fill that will write to them, no verification reading them.
+func (o *Object) idleLocked() bool {
+	return o.refs == 0 && len(o.inflight) == 0 && !o.completing
+}
+
+// closeIfIdleLocked closes the files of an object nobody uses; whoever
+// makes the object idle calls it (the last Close, the last fill, the
+// verification). It reports whether the object is idle, so the caller can
+// let eviction consider it.
+func (o *Object) closeIfIdleLocked() bool {
+	if !o.idleLocked() {
+		return false
+	}
+	o.closeFilesLocked()
+	return true
 }
 
 func (o *Object) release() {
 	o.mu.Lock()
 	o.refs--
-	idle := o.refs == 0 && len(o.inflight) == 0
+	idle := o.closeIfIdleLocked()
 	o.mu.Unlock()
 	if idle {
 		o.c.kickEvictionIfOver()
@@ -331,9 +390,10 @@ func (o *Object) prepare(off, end, fetchMin int64, segs []segment) ([]segment, e
 	bs := o.c.opts.BlockSize
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.loaded {
-		// Evicted files are only removed from objects nobody has open,
-		// so this is reached only after Cache.Close.
+	if o.data == nil {
+		// A handle keeps its object's files open and eviction takes only
+		// objects nobody has open, so this is reached only after
+		// Cache.Close.
 		return nil, errors.New("cache: closed")
 	}
 	b0, b1 := off/bs, (end+bs-1)/bs
@@ -374,7 +434,7 @@ func (o *Object) readAhead(start, end int64) {
 	ps, bs := o.c.opts.PartSize, o.c.opts.BlockSize
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.loaded {
+	if o.data == nil {
 		return
 	}
 	// Fills end on block boundaries (or the object's end): a block is the
@@ -465,6 +525,7 @@ func (o *Object) finishFill(f *fill, buf []byte, err error) {
 	if err != nil {
 		o.mu.Lock()
 		o.dropFillLocked(f)
+		o.closeIfIdleLocked()
 		o.mu.Unlock()
 	}
 }
@@ -483,9 +544,12 @@ func (o *Object) dropFillLocked(f *fill) {
 func (o *Object) persist(f *fill, verifiedWhole bool) {
 	c := o.c
 	o.mu.Lock()
+	// The fill is still in o.inflight, so the files stay open until it is
+	// dropped below.
 	data, jnl := o.data, o.jnl
-	if o.evicted || !o.loaded || data == nil || jnl == nil {
+	if o.evicted || data == nil || jnl == nil {
 		o.dropFillLocked(f)
+		o.closeIfIdleLocked()
 		o.mu.Unlock()
 		return
 	}
@@ -504,6 +568,7 @@ func (o *Object) persist(f *fill, verifiedWhole bool) {
 	o.mu.Lock()
 	o.dropFillLocked(f)
 	if err != nil || o.evicted {
+		o.closeIfIdleLocked()
 		o.mu.Unlock()
 		if err != nil {
 			c.diskError(o, f, err)
@@ -524,6 +589,7 @@ func (o *Object) persist(f *fill, verifiedWhole bool) {
 		delta = st.Blocks*512 - o.bytes
 		o.bytes = st.Blocks * 512
 	}
+	o.closeIfIdleLocked()
 	o.mu.Unlock()
 	c.account(o, delta)
 	if startVerify {
@@ -537,8 +603,9 @@ func (o *Object) completeVerify() {
 	defer o.c.wg.Done()
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	defer o.closeIfIdleLocked()
 	o.completing = false
-	if !o.loaded || o.evicted || o.npresent != o.nblocks {
+	if o.data == nil || o.evicted || o.npresent != o.nblocks {
 		return
 	}
 	if err := o.verifyWholeLocked(); err != nil {
