@@ -87,8 +87,11 @@ type Event struct {
 	Err string `json:"err,omitempty"`
 	// Dur is the operation's latency in seconds.
 	Dur float64 `json:"dur,omitempty"`
-	// Dir marks an open of a directory.
+	// Dir marks an open of a directory, or a stat that found one.
 	Dir bool `json:"dir,omitempty"`
+	// Write marks an open for writing (strace imports: O_WRONLY, O_RDWR,
+	// O_CREAT or O_TRUNC), which a read-only mount would refuse.
+	Write bool `json:"write,omitempty"`
 	// Cache is the outcome of a mount read: hit, partial or miss.
 	Cache string `json:"cache,omitempty"`
 	// Fetched is the bytes of this operation that waited on GCS.
