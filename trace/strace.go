@@ -579,8 +579,8 @@ func parseResult(rest string, c *call) (why string) {
 		if j < 0 {
 			return "unterminated annotation"
 		}
-		c.retPath, c.hasRetP = decodeAnnotation(rest[:j])
-		rest = rest[j:]
+		c.retPath, _, c.hasRetP = decodeAnnotation(rest[:j])
+		rest = strings.TrimPrefix(rest[j:], "(deleted)")
 	}
 	rest = strings.TrimSpace(rest)
 	if strings.HasSuffix(rest, ">") {
@@ -641,11 +641,13 @@ func unquote(a string) (string, bool) {
 	return unescape(a[1 : j-1])
 }
 
-// decodeAnnotation decodes "<path>" (and drops -yy's nested details and
-// the kernel's " (deleted)").
-func decodeAnnotation(a string) (string, bool) {
+// decodeAnnotation decodes a -y annotation: "<path>", dropping -yy's
+// nested details. The kernel's " (deleted)" on an unlinked file is taken
+// off the path and reported; strace 6 prints it after the '>'.
+func decodeAnnotation(a string) (path string, deleted, ok bool) {
+	a, deleted = strings.CutSuffix(a, "(deleted)")
 	if len(a) < 2 || a[0] != '<' || a[len(a)-1] != '>' {
-		return "", false
+		return "", false, false
 	}
 	in := a[1 : len(a)-1]
 	for i := 0; i < len(in); i++ {
@@ -658,9 +660,10 @@ func decodeAnnotation(a string) (string, bool) {
 	}
 	s, ok := unescape(in)
 	if !ok {
-		return "", false
+		return "", false, false
 	}
-	return strings.TrimSuffix(s, " (deleted)"), true
+	s, del := strings.CutSuffix(s, " (deleted)")
+	return s, deleted || del, true
 }
 
 // unescape undoes strace's C-style escapes: \n \t \" \\, octal \303 and
@@ -1005,28 +1008,29 @@ func iovLen(args []string) int64 {
 }
 
 // fdArg parses "3</show/a.exr>", "3", "AT_FDCWD</cwd>" or "AT_FDCWD".
-func fdArg(a string) (fd int, atCWD bool, annot string, hasAnnot, ok bool) {
+func fdArg(a string) (fd int, atCWD bool, annot string, hasAnnot, deleted, ok bool) {
 	num := a
 	if i := strings.IndexByte(a, '<'); i >= 0 {
 		num = a[:i]
-		annot, hasAnnot = decodeAnnotation(a[i:])
+		annot, deleted, hasAnnot = decodeAnnotation(a[i:])
 	}
 	if num == "AT_FDCWD" {
-		return 0, true, annot, hasAnnot, true
+		return 0, true, annot, hasAnnot, deleted, true
 	}
 	n, err := strconv.Atoi(num)
 	if err != nil || n < 0 {
-		return 0, false, "", false, false
+		return 0, false, "", false, false, false
 	}
-	return n, false, annot, hasAnnot, true
+	return n, false, annot, hasAnnot, deleted, true
 }
 
 // lookup returns the description behind an fd argument. With -y the
 // annotation is the truth: an fd the table does not know (inherited, or
-// made by an untraced call such as pipe or close_range's aftermath), or
-// knows under another name, is adopted from it.
+// made by a call strace was not told to trace, such as pipe or memfd) or
+// knows under another name (it was renamed, or close_range closed it
+// unseen and the number was reused) is adopted from it.
 func (im *importer) lookup(p *proc, arg string) (int, *desc) {
-	fd, atCWD, annot, hasAnnot, ok := fdArg(arg)
+	fd, atCWD, annot, hasAnnot, deleted, ok := fdArg(arg)
 	if !ok || atCWD {
 		return -1, nil
 	}
@@ -1046,7 +1050,9 @@ func (im *importer) lookup(p *proc, arg string) (int, *desc) {
 		return fd, nil
 	}
 	d := &desc{kpath: annot, offOK: true, open: -1, list: -1}
-	if a, ok := CleanAbs(annot); ok {
+	// An unlinked file (a memfd, a temporary) has no path replay could
+	// open, so it is kept out like a pipe.
+	if a, ok := CleanAbs(annot); ok && !deleted {
 		d.path = a
 		im.st.Adopted++
 	}
@@ -1071,7 +1077,7 @@ func (im *importer) resolve(p *proc, dirArg, pathArg string) (string, bool) {
 	}
 	atCWD := dirArg == "" || strings.HasPrefix(dirArg, "AT_FDCWD")
 	if atCWD && p.fs.cwd == "" && dirArg != "" {
-		if _, _, annot, has, _ := fdArg(dirArg); has {
+		if _, _, annot, has, _, _ := fdArg(dirArg); has {
 			if a, ok := CleanAbs(annot); ok {
 				p.fs.cwd = a
 			}

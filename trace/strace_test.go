@@ -407,7 +407,11 @@ func TestImportEscapes(t *testing.T) {
 	evs, st := importLines(t, "",
 		`1 openat(AT_FDCWD</s>, "a\"b\\c\303\251\x41\n\t", O_RDONLY) = 3</s/a\"b\\c\303\251A\n\t>`,
 		`1 read(3</s/a\"b\\c\303\251A\n\t>, ""..., 1) = 1`,
-		`1 read(7</s/x\74y\76 (deleted)>, ""..., 1) = 1`,
+		`1 read(7</s/x\74y\76>, ""..., 1) = 1`,
+		`1 open("/s/tmp", O_RDONLY) = 4</s/tmp>`,
+		`1 read(4</s/tmp>(deleted), ""..., 1) = 1`, // unlinked since: still the file opened
+		`1 read(6</s/old (deleted)>, ""..., 1) = 1`, // strace 5's form; never opened, so no path to replay
+		`1 mmap(NULL, 64, PROT_READ, MAP_SHARED, 5</memfd:pulseaudio>(deleted), 0) = 0x7f0`,
 		`1 read(1</dev/pts/0<char 136:0>>, ""..., 1) = 1`,
 		`1 read(8<pipe:[1234]>, ""..., 1) = 1`,                          // not a file: no event, not lost either
 		`1 stat("/s/\377", {st_mode=S_IFREG|0644, st_size=1, ...}) = 0`, // JSON cannot carry \377
@@ -418,6 +422,8 @@ func TestImportEscapes(t *testing.T) {
 		"p1 open /s/a\"b\\cé" + "A\n\t fh=3",
 		"p1 read /s/a\"b\\cé" + "A\n\t fh=3 len=1 n=1",
 		"p1 read /s/x<y> fh=7 len=1 n=1",
+		"p1 open /s/tmp fh=4",
+		"p1 read /s/tmp fh=4 len=1 n=1",
 		"p1 read /dev/pts/0 fh=1 len=1 n=1",
 		"p1 open /s/r fh=9",
 	})

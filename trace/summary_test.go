@@ -1,0 +1,157 @@
+package trace
+
+import (
+	"encoding/json"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The figures below are worked out by hand from the comments in
+// testdata/strace/sample.c.
+func TestSummarizeSample(t *testing.T) {
+	_, evs, _ := importSample(t, "")
+	s := Summarize(evs, sampleRoot)
+	got := map[string]int64{
+		"events": s.Events, "pids": int64(s.Pids), "opens": s.Opens, "open_errors": s.OpenErrors,
+		"write_opens": s.WriteOpens, "files": int64(s.Files), "dirs": int64(s.Dirs), "reads": s.Reads,
+		"bytes_read": s.BytesRead, "distinct_bytes_read": s.DistinctBytesRead, "mmaps": s.Mmaps,
+		"mmap_bytes": s.MmapBytes, "distinct_bytes_accessed": s.DistinctBytesAccessed, "lookups": s.Lookups,
+		"readdirs": s.Readdirs, "enoent": s.ENOENT, "enoent_paths": int64(s.ENOENTPaths), "errors": s.Errors,
+	}
+	want := map[string]int64{
+		"events": 49, "pids": 4,
+		// a.exr three times, b.vdb twice, sub/c.png, the quoted name,
+		// out.log (for writing) and two directories.
+		"opens": 10, "open_errors": 0, "write_opens": 1, "files": 5, "dirs": 2,
+		// a.exr 5566 + 90 (readv), b.vdb 30, sub/c.png 2000, quoted 100.
+		"reads": 19, "bytes_read": 7786,
+		// a.exr [0,4196) [8000,8050) [9000,10000) = 5246, b.vdb [0,20),
+		// sub/c.png 2000, quoted 100.
+		"distinct_bytes_read": 7366,
+		"mmaps":               2, "mmap_bytes": 12288,
+		// b.vdb's mappings cover all 8192 of its bytes.
+		"distinct_bytes_accessed": 5246 + 8192 + 2000 + 100,
+		"lookups":                 8, "readdirs": 1, "enoent": 1, "enoent_paths": 1, "errors": 1,
+	}
+	if !reflect.DeepEqual(got, want) {
+		for k := range want {
+			if got[k] != want[k] {
+				t.Errorf("%s = %d, want %d", k, got[k], want[k])
+			}
+		}
+	}
+	if s.Ops[OpRead] != 19 || s.Ops[OpClose] != 9 || s.Ops[OpStat] != 3 {
+		t.Errorf("ops = %v", s.Ops)
+	}
+	last := evs[len(evs)-1]
+	if d := last.T + last.Dur - evs[0].T; s.Duration <= 0 || s.Duration > d {
+		t.Errorf("duration = %v, events span %v", s.Duration, d)
+	}
+	var top []string
+	for _, f := range s.TopFiles {
+		top = append(top, strings.TrimPrefix(f.Path, sampleRoot+"/"))
+	}
+	if !reflect.DeepEqual(top, []string{"b.vdb", "a.exr", "sub/c.png", "q\"uote\\d é.txt"}) {
+		t.Errorf("top files = %q", top)
+	}
+	if a := s.TopFiles[1]; a.Opens != 3 || a.Reads != 12 || a.BytesRead != 5656 || a.DistinctBytesRead != 5246 || a.Size != 10000 {
+		t.Errorf("a.exr = %+v", a)
+	}
+	if s.HasEnd || s.CacheHits+s.CacheMisses+s.CachePartial != 0 {
+		t.Errorf("an import has no trailer or cache outcomes: %+v", s)
+	}
+}
+
+func TestSummarizeMountTrace(t *testing.T) {
+	evs := []Event{
+		{T: 0, Pid: 7, Op: OpLookup, Path: "/mnt/tex", Dur: 0.001},
+		{T: 0.1, Pid: 7, Op: OpLookup, Path: "/mnt/nope.exr", Err: "ENOENT"},
+		{T: 0.2, Pid: 7, Op: OpLookup, Path: "/mnt/nope.exr", Err: "ENOENT"},
+		{T: 0.3, Pid: 7, Op: OpGetattr, Path: "/mnt/tex/a.exr", Size: 1000},
+		{T: 0.4, Pid: 7, Op: OpOpen, Path: "/mnt/tex/a.exr", Fh: 1},
+		{T: 0.5, Pid: 8, Op: OpRead, Path: "/mnt/tex/a.exr", Fh: 1, Len: 600, N: 600, Cache: "miss", Fetched: 600},
+		{T: 0.6, Pid: 8, Op: OpRead, Path: "/mnt/tex/a.exr", Fh: 1, Off: 500, Len: 600, N: 500, Cache: "partial", Fetched: 400},
+		{T: 0.7, Pid: 9, Op: OpRead, Path: "/mnt/tex/a.exr", Fh: 1, Len: 600, N: 600, Cache: "hit", Dur: 0.5},
+		{T: 0.8, Pid: 9, Op: OpRead, Path: "/mnt/tex/a.exr", Fh: 1, Off: -5, Len: -1, N: -1}, // corrupt: no bytes
+		{T: 0.9, Pid: 9, Op: OpRead, Path: "/mnt/tex/a.exr", Fh: 1, Off: math.MaxInt64 - 1, N: 10},
+		{T: 1.0, Pid: 9, Op: OpMmap, Path: "/mnt/tex/a.exr", Fh: 1, Len: 4096},
+		{T: 1.1, Pid: 7, Op: OpReaddir, Path: "/mnt/tex", N: 3},
+		{T: 1.2, Pid: 7, Op: OpRelease, Path: "/mnt/tex/a.exr", Fh: 1},
+		{T: 1.3, Pid: 7, Op: "prefetch", Path: "/mnt/tex/b.exr"}, // an op from a future version
+		{T: 1.4, Pid: 7, Op: OpOpen, Path: "/other/x", Fh: 2},
+		{T: 1.5, Op: OpEnd, Events: 16, Dropped: 3},
+	}
+	s := Summarize(evs, "/mnt")
+	if s.Events != 14 || s.Pids != 3 || s.Lookups != 3 || s.Getattrs != 1 || s.ENOENT != 2 || s.ENOENTPaths != 1 ||
+		s.Opens != 1 || s.Files != 1 || s.Reads != 5 || s.Readdirs != 1 || s.Ops["prefetch"] != 1 || s.Ops[OpRelease] != 1 {
+		t.Errorf("counts: %+v", s)
+	}
+	if s.CacheMisses != 1 || s.CachePartial != 1 || s.CacheHits != 1 || s.FetchedBytes != 1000 {
+		t.Errorf("cache: %+v", s)
+	}
+	// The read at MaxInt64-1 is clipped rather than wrapping.
+	if s.BytesRead != 1710 || s.DistinctBytesRead != 1000+1 || s.DistinctBytesAccessed != 1000 || s.MmapBytes != 4096 {
+		t.Errorf("bytes: read %d distinct %d accessed %d mmap %d", s.BytesRead, s.DistinctBytesRead, s.DistinctBytesAccessed, s.MmapBytes)
+	}
+	if !s.HasEnd || s.Recorded != 16 || s.Dropped != 3 || s.Duration != 1.3 {
+		t.Errorf("trailer and duration: %+v", s)
+	}
+	all := Summarize(evs, "")
+	if all.Events != 15 || all.Files != 2 || all.Prefix != "" {
+		t.Errorf("unrestricted: %+v", all)
+	}
+	if Summarize(evs, "/").Events != 15 {
+		t.Error(`prefix "/" should keep everything`)
+	}
+}
+
+func TestSummaryJSONKeys(t *testing.T) {
+	b, err := json.Marshal(Summarize(sampleEvents(), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	// Scripts (testdata/traces/build.sh) read these by name.
+	for _, k := range []string{"events", "opens", "reads", "bytes_read", "enoent", "files", "dropped", "duration", "pids", "mmap_bytes", "cache_hits", "fetched_bytes"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("no %q in %s", k, b)
+		}
+	}
+	if m["bytes_read"] != float64(131072) || m["enoent"] != float64(1) || m["files"] != float64(1) {
+		t.Errorf("values: %s", b)
+	}
+}
+
+func TestSummarizeEmpty(t *testing.T) {
+	s := Summarize(nil, "/x")
+	if s.Events != 0 || s.Duration != 0 || s.TopFiles != nil {
+		t.Errorf("%+v", s)
+	}
+	if _, err := json.Marshal(s); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestUnionLen(t *testing.T) {
+	for _, c := range []struct {
+		spans []span
+		limit int64
+		want  int64
+	}{
+		{nil, 100, 0},
+		{[]span{{0, 10}, {10, 20}}, 100, 20},
+		{[]span{{5, 10}, {0, 3}, {2, 6}}, 100, 10},
+		{[]span{{0, 100}, {50, 60}}, 100, 100},
+		{[]span{{0, 200}, {300, 400}}, 250, 200},
+		{[]span{{7, 7}, {9, 3}}, 100, 0},
+	} {
+		if got := unionLen(c.spans, c.limit); got != c.want {
+			t.Errorf("unionLen(%v, %d) = %d, want %d", c.spans, c.limit, got, c.want)
+		}
+	}
+}
