@@ -1103,6 +1103,9 @@ func (im *importer) resolve(p *proc, dirArg, pathArg string) (string, bool) {
 func failed(c *call) bool { return c.ret < 0 }
 
 func (im *importer) open(p *proc, c *call, dirArg, pathArg, flags string) {
+	if pathArg == `""` && failed(c) {
+		return // ENOENT from the kernel before any lookup: no file involved
+	}
 	pth, ok := im.resolve(p, dirArg, pathArg)
 	if !ok && !failed(c) && c.hasRetP {
 		// The kernel's name for what was opened beats losing the open.
@@ -1181,6 +1184,9 @@ func (im *importer) stat(p *proc, c *call, dirIdx, pathIdx, stIdx, flagsIdx int)
 		im.fstat(p, c, dirArg, c.args[stIdx])
 		return
 	}
+	if c.args[pathIdx] == `""` {
+		return // ENOENT from the kernel before any lookup: no file involved
+	}
 	pth, ok := im.resolve(p, dirArg, c.args[pathIdx])
 	if !ok {
 		im.st.Unresolved++
@@ -1212,6 +1218,9 @@ func (im *importer) fstat(p *proc, c *call, fdArg, st string) {
 }
 
 func (im *importer) pathOp(p *proc, c *call, op Op, dirArg, pathArg string) {
+	if pathArg == `""` {
+		return // ENOENT from the kernel before any lookup: no file involved
+	}
 	pth, ok := im.resolve(p, dirArg, pathArg)
 	if !ok {
 		im.st.Unresolved++
