@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +22,9 @@ func commands() []command {
 		{"mount", "mount gs://BUCKET[/PREFIX] MOUNTPOINT [flags]: serve a bucket prefix until SIGINT/SIGTERM", runMount},
 		{"demo", "demo: mount the embedded sample scene from an in-process emulator and read one frame", runDemo},
 		{"emulator", "emulator [--data DIR] [--addr HOST:PORT]: run a local GCS emulator", runEmulator},
+		{"trace", "trace import-strace|summary ...: convert an strace of a render into a trace; print a trace's totals", func(args []string, stdout, stderr io.Writer) error {
+			return runTrace(context.Background(), args, stdout, stderr)
+		}},
 		{"replay", "replay TRACE --root DIR [--map OLD=NEW] [--pace] [--json]: re-issue a trace's file operations against a directory", runReplay},
 	}
 }
