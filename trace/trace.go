@@ -87,7 +87,8 @@ type Event struct {
 	Err string `json:"err,omitempty"`
 	// Dur is the operation's latency in seconds.
 	Dur float64 `json:"dur,omitempty"`
-	// Dir marks an open of a directory, or a stat that found one.
+	// Dir marks a directory: opened or listed, or found by a lookup,
+	// getattr or stat.
 	Dir bool `json:"dir,omitempty"`
 	// Write marks an open for writing (strace imports: O_WRONLY, O_RDWR,
 	// O_CREAT or O_TRUNC), which a read-only mount would refuse.
