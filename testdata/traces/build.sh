@@ -94,7 +94,7 @@ record() {
 	) >"$RUN/log/$name.log" 2>&1 || rc=$?
 	local wall
 	wall=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
-	printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$wall" "$*" >>"$RUN/runs.tsv"
+	printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" "$wall" "$cwd" "$*" >>"$RUN/runs.tsv"
 	log "recorded $name: rc=$rc, $wall s under strace"
 	[ "$rc" -eq 0 ] || { tail -20 "$RUN/log/$name.log" >&2; exit 1; }
 }
@@ -122,10 +122,10 @@ if has record; then
 	record povray_fractalzoom_f01-03 "$C/povray/fractalzoom" \
 		povray fractalzoom.ini "+O$RUN/out/fractalzoom.png" +W160 +H120 -D +FN +KFI1 +KFF3
 	{
-		blender -b --version 2>/dev/null | head -1
-		povray --version 2>&1 | grep -m1 '^POV-Ray'
-		strace -V | head -1
-		uname -sr
+		echo "blender=$(blender -b --version 2>/dev/null | head -1)"
+		echo "povray=$(povray --version 2>&1 | grep -m1 '^POV-Ray')"
+		echo "strace=$(strace -V | head -1 | sed 's/ -- version//')"
+		echo "os=Debian $(cat /etc/debian_version), Linux $(uname -r), $(nproc) cores"
 	} >"$RUN/versions.txt"
 fi
 
@@ -133,26 +133,31 @@ fi
 if has convert; then
 	[ -f "$RUN/runs.tsv" ] || { echo "build.sh: no raw traces in $RUN (run the record stage)" >&2; exit 1; }
 	t=$SECONDS
-	jitfs="$RUN/jitfs"
-	(cd "$repo" && go build -o "$jitfs" ./cmd/jitfs)
+	# JITFS=/path/to/jitfs uses a prebuilt binary instead of this tree's.
+	jitfs=${JITFS:-$RUN/jitfs}
+	[ -n "${JITFS:-}" ] || (cd "$repo" && go build -o "$jitfs" ./cmd/jitfs)
 	if ! "$jitfs" trace import-strace -h >/dev/null 2>&1; then
 		echo "build.sh: this jitfs has no 'trace import-strace'; the raw straces are in $RUN/raw" >&2
 		exit 1
 	fi
 	manifest="$here/MANIFEST.tsv"
 	rm -f "$here"/*.jsonl.zst
-	printf 'trace\trc\twall_s\tevents\topens\treads\tbytes_read\tenoent\tfiles\ttrace_bytes\tcommand\n' >"$manifest.tmp"
-	while IFS=$'\t' read -r name rc wall cmd; do
+	printf 'trace\trc\twall_s\tevents\topens\treads\tbytes_read\tenoent\tfiles\ttrace_bytes\tcwd\tcommand\n' >"$manifest.tmp"
+	ver() { sed -n "s/^$1=//p" "$RUN/versions.txt"; }
+	while IFS=$'\t' read -r name rc wall cwd cmd; do
 		out="$here/$name.jsonl.zst"
-		"$jitfs" trace import-strace --prefix "$C" -o "$out" "$RUN/raw/$name.strace"
+		cmd=${cmd//"$RUN"/\$RUN}
+		cmd=${cmd//"$C"/\$C}
+		cwd=${cwd//"$RUN"/\$RUN}
+		cwd=${cwd//"$C"/\$C}
+		note="$(ver "${cmd%% *}"): cd $cwd && $cmd (C=$C RUN=$RUN); $(ver strace) on $(ver os); rebuilt by bash testdata/traces/build.sh"
+		"$jitfs" trace import-strace --prefix "$C" --note "$note" -o "$out" "$RUN/raw/$name.strace"
 		nums=$("$jitfs" trace summary --json "$out" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 print("\t".join(str(s[k]) for k in ("events", "opens", "reads", "bytes_read", "enoent", "files")))
 ')
-		cmd=${cmd//"$RUN"/\$RUN}
-		cmd=${cmd//"$C"/\$C}
-		printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" "$wall" "$nums" "$(stat -c %s "$out")" "$cmd" >>"$manifest.tmp"
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" "$wall" "$nums" "$(stat -c %s "$out")" "$cwd" "$cmd" >>"$manifest.tmp"
 	done <"$RUN/runs.tsv"
 	mv "$manifest.tmp" "$manifest"
 	cp "$C.files.tsv" "$here/corpus.tsv"
@@ -170,7 +175,7 @@ for r in rows:
         r["enoent"], r["files"], int(r["trace_bytes"]) / 1024))
 total = sum(int(r["trace_bytes"]) for r in rows)
 out += ["", "Total: %d traces, %.0f KiB. Recorded with %s." % (
-    len(rows), total / 1024, ", ".join(l.strip() for l in open(versions) if l.strip()))]
+    len(rows), total / 1024, "; ".join(l.strip().split("=", 1)[1] for l in open(versions) if "=" in l))]
 text = open(readme).read()
 b, e = "<!-- manifest:begin -->", "<!-- manifest:end -->"
 i, j = text.index(b) + len(b), text.index(e)
