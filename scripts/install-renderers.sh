@@ -8,9 +8,12 @@ set -euo pipefail
 pkgs=(
 	blender          # 3.4.1: Cycles CPU renders, and bpy builds the .blend files and textures
 	blender-data     # ships materials_library_vx/sample_materials.blend (the nested library) and studio lights
+	python3          # build.sh's manifest and README table
 	python3-numpy    # bpy image generation (fixed-seed noise)
 	python3-openvdb  # writes the VDB volume sequence (Blender 3.4's Mantaflow bake crashes on Debian)
 	fonts-dejavu-core # the text object's font
+	libegl-mesa0     # Eevee renders through Mesa's surfaceless EGL (llvmpipe): no X, no GPU
+	libgl1-mesa-dri
 	povray           # 3.7
 	povray-examples  # the shipped scenes copied into the corpus
 	povray-includes  # their system includes
