@@ -43,7 +43,7 @@ func NewWorkload(name string, h trace.Header, evs []trace.Event) (*Workload, err
 	type span struct{ start, end int64 }
 	spans := map[string][]span{}
 	for _, ev := range evs {
-		if ev.Err != "" || ev.Path == "" {
+		if ev.Err != "" || ev.Path == "" || ev.Write {
 			continue
 		}
 		r, ok := rel(h.Root, ev.Path)

@@ -247,7 +247,9 @@ func (r *runner) play(ctx context.Context, s *stream, handles *sync.Map) {
 			}
 			_, err = os.Readlink(p)
 		case trace.OpOpen:
-			if p == "" {
+			// Opens for writing are the render's outputs, not inputs; a
+			// read-only replay leaves them out.
+			if p == "" || ev.Write {
 				r.skip()
 				continue
 			}

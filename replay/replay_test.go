@@ -40,6 +40,7 @@ func TestReplayStraceStyle(t *testing.T) {
 		{T: 0.5, Pid: 2, Op: trace.OpRead, Path: "/show/tex/a.exr", Fh: 5, Off: 9000, Len: 4096, N: 1000},
 		{T: 0.6, Pid: 2, Op: trace.OpMmap, Path: "/show/tex/a.exr", Fh: 5, Off: 0, Len: 1 << 20},
 		{T: 0.7, Pid: 2, Op: trace.OpStat, Path: "/usr/lib/libc.so"}, // outside the root
+		{T: 0.7, Pid: 2, Op: trace.OpOpen, Path: "/show/out/f0001.exr", Fh: 6, Write: true}, // an output
 		{T: 0.8, Pid: 2, Op: trace.OpEnd},
 	}
 	res, err := Run(context.Background(), h, evs, Options{Root: dir, MaxRead: 4096})
@@ -52,7 +53,7 @@ func TestReplayStraceStyle(t *testing.T) {
 	if res.Bytes != 3000+1000+10000 {
 		t.Errorf("bytes = %d, want 14000 (mmap replays the mapped range up to EOF)", res.Bytes)
 	}
-	if res.Opens != 2 || res.ENOENT != 1 || res.Skipped != 2 || res.Pids != 2 || res.Mismatches != 0 {
+	if res.Opens != 2 || res.ENOENT != 1 || res.Skipped != 3 || res.Pids != 2 || res.Mismatches != 0 {
 		t.Errorf("result = %+v", res)
 	}
 	if res.TTFB < 0 || res.TTFB > res.Wall {
