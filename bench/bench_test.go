@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/jitfs/jitfs/trace"
@@ -38,6 +39,19 @@ func TestWorkloadShape(t *testing.T) {
 	// 1000 (overlapping reads) + 100 + 5000 (mmap clipped to the size).
 	if w.Needed != 6100 {
 		t.Errorf("needed = %d, want 6100", w.Needed)
+	}
+	show, err := ReadShow("tex/a.exr\t1000\ntex/b.exr\t77\ntex\t5\n# comment\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.AddShow(show)
+	if w.Files["tex/b.exr"] != 77 || len(w.Files) != 4 || w.Needed != 6100 {
+		t.Errorf("after AddShow: %v, needed %d", w.Files, w.Needed)
+	}
+	for _, bad := range []string{"a\n", "/abs\t1\n", "../x\t1\n", "a\t-1\n", "a/./b\t1\n"} {
+		if _, err := ReadShow(strings.ReplaceAll(bad, "\\", "\\")); err == nil {
+			t.Errorf("ReadShow(%q) accepted", bad)
+		}
 	}
 	if _, err := NewWorkload("t", trace.Header{Root: "/"}, evs); err == nil {
 		t.Error("a trace without a data root was accepted")

@@ -179,3 +179,43 @@ func RandomSmall(size int64, reads int) *Workload {
 	evs = append(evs, trace.Event{Pid: 1, Op: trace.OpClose, Path: p, Fh: 3})
 	return synth("random-small", evs)
 }
+
+// AddShow adds the rest of the show: files under the trace's root that the
+// traced render never touched. Pre-sync copies them all, which is the cost
+// jitfs exists to avoid, so a bench without them would flatter pre-sync.
+// Sizes the show lists win over sizes inferred from the trace.
+func (w *Workload) AddShow(files map[string]int64) {
+	dirs := map[string]bool{}
+	for f := range w.Files {
+		for d := path.Dir(f); d != "."; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	for f, size := range files {
+		if dirs[f] {
+			continue
+		}
+		w.Files[f] = size
+	}
+}
+
+// ReadShow parses a show listing: one "relative/path<TAB>size" per line,
+// as testdata/traces/corpus.tsv holds for the checked-in traces.
+func ReadShow(text string) (map[string]int64, error) {
+	files := map[string]int64{}
+	for i, line := range strings.Split(text, "\n") {
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, sz, ok := strings.Cut(line, "\t")
+		var size int64
+		if _, err := fmt.Sscan(sz, &size); !ok || err != nil || size < 0 {
+			return nil, fmt.Errorf("show listing line %d: want PATH<TAB>SIZE, got %q", i+1, line)
+		}
+		if clean := path.Clean(name); clean != name || strings.HasPrefix(name, "/") || strings.HasPrefix(name, "../") || name == ".." {
+			return nil, fmt.Errorf("show listing line %d: %q is not a clean relative path", i+1, name)
+		}
+		files[name] = size
+	}
+	return files, nil
+}

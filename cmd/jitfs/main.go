@@ -25,6 +25,7 @@ func commands() []command {
 		{"trace", "trace import-strace|summary ...: convert an strace of a render into a trace; print a trace's totals", func(args []string, stdout, stderr io.Writer) error {
 			return runTrace(context.Background(), args, stdout, stderr)
 		}},
+		{"bench", "bench [--rtt 20ms] [--bandwidth 100MB/s] [--short] [--json] [TRACE...]: pre-sync vs jitfs over an emulated WAN", runBench},
 		{"replay", "replay TRACE --root DIR [--map OLD=NEW] [--pace] [--json]: re-issue a trace's file operations against a directory", runReplay},
 	}
 }

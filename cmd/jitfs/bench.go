@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jitfs/jitfs/bench"
+	"github.com/jitfs/jitfs/internal/wan"
+)
+
+func runBench(args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	rtt := fl.Duration("rtt", 20*time.Millisecond, "round trip time of the emulated link to GCS")
+	bw := fl.String("bandwidth", "100MB/s", "aggregate bandwidth of the emulated link (e.g. 100MB/s, 1Gbit)")
+	traces := fl.String("traces", "testdata/traces", "directory of *.jsonl.zst traces to use as workloads (skipped when missing)")
+	synthetic := fl.Bool("synthetic", true, "include the synthetic workloads")
+	short := fl.Bool("short", false, "small synthetic workloads and only the smallest trace: a quick check that the bench runs")
+	asJSON := fl.Bool("json", false, "print the report as JSON instead of markdown")
+	workDir := fl.String("work-dir", "", "directory for caches, mountpoints and pre-synced copies (default: a new temporary directory)")
+	logLevel := fl.String("log-level", "warn", "log level for the mounts' messages")
+	pos, err := parseInterspersed(fl, args)
+	if err != nil {
+		return err
+	}
+	link := bench.Link{RTT: *rtt}
+	if link.Bandwidth, err = parseBandwidth(*bw); err != nil {
+		return fmt.Errorf("%w: --bandwidth: %v", errUsage, err)
+	}
+	if *rtt < 0 {
+		return fmt.Errorf("%w: --rtt must not be negative", errUsage)
+	}
+	log, err := newLogger(stderr, "text", *logLevel)
+	if err != nil {
+		return err
+	}
+	// Shaping happens in a private network namespace so the host's own
+	// loopback is never touched: run the rest of the command there.
+	if err := wan.Reexec(); err != nil {
+		return err
+	}
+	files := pos
+	if *traces != "" {
+		found, err := filepath.Glob(filepath.Join(*traces, "*.jsonl.zst"))
+		if err != nil {
+			return err
+		}
+		files = append(files, found...)
+	}
+	// The traces' show: every file under their root, touched or not, so
+	// pre-sync copies what a real one would.
+	var show map[string]int64
+	if *traces != "" {
+		if b, err := os.ReadFile(filepath.Join(*traces, "corpus.tsv")); err == nil {
+			if show, err = bench.ReadShow(string(b)); err != nil {
+				return err
+			}
+		}
+	}
+	var wls []*bench.Workload
+	for _, f := range files {
+		h, evs, err := readTraceFile(f, stderr)
+		if err != nil {
+			return err
+		}
+		name := strings.TrimSuffix(filepath.Base(f), ".jsonl.zst")
+		w, err := bench.NewWorkload(name, h, evs)
+		if err != nil {
+			return err
+		}
+		if show != nil && filepath.Dir(f) == filepath.Clean(*traces) {
+			w.AddShow(show)
+		}
+		wls = append(wls, w)
+	}
+	if *short && len(wls) > 1 {
+		sort.Slice(wls, func(i, j int) bool { return wls[i].Bytes() < wls[j].Bytes() })
+		wls = wls[:1]
+	}
+	if *synthetic {
+		if *short {
+			wls = append(wls, bench.SequentialLarge(32<<20), bench.SmallFiles(300, 32<<10, 1),
+				bench.SmallFiles(300, 32<<10, 16), bench.RandomSmall(128<<20, 200))
+		} else {
+			wls = append(wls, bench.SequentialLarge(1<<30), bench.SmallFiles(3000, 64<<10, 1),
+				bench.SmallFiles(3000, 64<<10, 16), bench.RandomSmall(1<<30, 500))
+		}
+	}
+	if len(wls) == 0 {
+		return fmt.Errorf("%w: no workloads (no traces in %q and --synthetic=false)", errUsage, *traces)
+	}
+	dir := *workDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "jitfs-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Run(ctx, bench.Config{Workloads: wls, Link: link, Network: emulatedWAN(link), WorkDir: dir,
+		Log: log, Progress: stderr})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	rep.Markdown(stdout)
+	return nil
+}
