@@ -446,3 +446,190 @@ func TestClosedObjectRefetchesIfItsFilesDisappear(t *testing.T) {
 		eventually(t, "files closed", func() bool { return openCacheFiles(t, dir) == 0 })
 	}
 }
+
+// recordingSource records the range of every ReadRange the cache makes.
+type recordingSource struct {
+	cache.Source
+	mu     sync.Mutex
+	ranges [][2]int64 // [off, end)
+}
+
+func (r *recordingSource) ReadRange(ctx context.Context, name string, gen, off int64, p []byte) error {
+	r.mu.Lock()
+	r.ranges = append(r.ranges, [2]int64{off, off + int64(len(p))})
+	r.mu.Unlock()
+	return r.Source.ReadRange(ctx, name, gen, off, p)
+}
+
+// covering returns the recorded ranges that contain off.
+func (r *recordingSource) covering(off int64) [][2]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out [][2]int64
+	for _, rg := range r.ranges {
+		if rg[0] <= off && off < rg[1] {
+			out = append(out, rg)
+		}
+	}
+	return out
+}
+
+// TestReorderedSequentialReadsFetchLargeParts reads a cold object the way
+// the kernel does through FUSE: 128 KiB reads on one handle from several
+// threads, each read landing up to 1 MiB away from strict order. The
+// reader is still sequential: its fetches must grow to whole parts rather
+// than stay at the size of a few reads.
+func TestReorderedSequentialReadsFetchLargeParts(t *testing.T) {
+	e := newEnv(t)
+	const size, readSize, shuffle, threads = 128 << 20, 128 << 10, 8, 4
+	const partSize = 8 << 20 // the default PartSize
+	content, m := e.put(t, "plates/beauty.0001.exr", size)
+	c := newCache(t, t.TempDir(), 1<<30)
+	src := &recordingSource{Source: e.GCS}
+	h, err := c.Open(m, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+
+	offs := make([]int64, 0, size/readSize)
+	for off := int64(0); off < size; off += readSize {
+		offs = append(offs, off)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < len(offs); i += shuffle {
+		g := offs[i:min(i+shuffle, len(offs))]
+		r.Shuffle(len(g), func(a, b int) { g[a], g[b] = g[b], g[a] })
+	}
+	work := make(chan int64)
+	var wg sync.WaitGroup
+	for range threads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, readSize)
+			for off := range work {
+				if _, err := h.ReadAt(context.Background(), buf, off); err != nil {
+					t.Error(err)
+					continue
+				}
+				if !bytes.Equal(buf, content[off:off+readSize]) {
+					t.Errorf("wrong bytes at %d", off)
+				}
+			}
+		}()
+	}
+	for _, off := range offs {
+		work <- off
+	}
+	close(work)
+	wg.Wait()
+
+	// Every read has returned, so every fetch has been issued and counted.
+	reqs, fetched := e.Proxy.MediaReqs.Load(), c.Stats.FetchedBytes.Load()
+	if fetched != size {
+		t.Errorf("fetched %d bytes for a %d-byte object", fetched, size)
+	}
+	// Fetches start at one block and grow with the run (so reading a
+	// file's header does not pull megabytes); once grown, each is a part.
+	if limit := int64(size/partSize*2 + 4); reqs > limit {
+		t.Errorf("%d media requests (mean %d KiB) for %d MiB read in shuffled order; want at most %d",
+			reqs, fetched/max(reqs, 1)>>10, size>>20, limit)
+	}
+	if mean := fetched / max(reqs, 1); mean < partSize/4 {
+		t.Errorf("mean media request %d KiB; want at least %d KiB", mean>>10, partSize/4>>10)
+	}
+	src.mu.Lock()
+	parts := 0
+	for _, rg := range src.ranges {
+		if rg[1]-rg[0] == partSize {
+			parts++
+		}
+	}
+	src.mu.Unlock()
+	t.Logf("%d media requests, mean %d KiB, %d whole parts", reqs, fetched/max(reqs, 1)>>10, parts)
+	if parts < size/partSize/2 {
+		t.Errorf("%d of %d requests were whole %d MiB parts; want at least %d", parts, reqs, partSize>>20, size/partSize/2)
+	}
+}
+
+// TestFarJumpEndsTheSequentialRun: after a sequential run, a read far away
+// is a random read again and fetches only the block it touches.
+func TestFarJumpEndsTheSequentialRun(t *testing.T) {
+	e := newEnv(t)
+	const size = 64 << 20
+	content, m := e.put(t, "caches/sim.vdb", size)
+	c := newCache(t, t.TempDir(), 1<<30)
+	src := &recordingSource{Source: e.GCS}
+	h, err := c.Open(m, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < 4<<20; off += int64(len(buf)) {
+		if _, err := h.ReadAt(context.Background(), buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const block = 64 << 10 // the default BlockSize
+	small := buf[:4096]
+	for _, off := range []int64{40<<20 + 5000, 20<<20 + 70000, 60 << 20, 30<<20 + 1} {
+		if _, err := h.ReadAt(context.Background(), small, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(small, content[off:off+int64(len(small))]) {
+			t.Fatalf("wrong bytes at %d", off)
+		}
+		got := src.covering(off)
+		if len(got) != 1 || got[0][1]-got[0][0] != block {
+			t.Fatalf("a 4 KiB read at %d far from the sequential run was fetched as %v; want one %d KiB block",
+				off, got, block>>10)
+		}
+	}
+}
+
+// TestStragglerDoesNotEndTheRun: a read from well inside a long sequential
+// run that arrives late (its thread was descheduled) must not make the
+// reader look random, or every straggler would restart fetches at one block.
+func TestStragglerDoesNotEndTheRun(t *testing.T) {
+	e := newEnv(t)
+	const size, readSize = 64 << 20, 128 << 10
+	const partSize = 8 << 20 // the default PartSize
+	content, m := e.put(t, "caches/fluid.abc", size)
+	c := newCache(t, t.TempDir(), 1<<30)
+	src := &recordingSource{Source: e.GCS}
+	h, err := c.Open(m, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	buf := make([]byte, readSize)
+	read := func(off int64) {
+		t.Helper()
+		if _, err := h.ReadAt(context.Background(), buf, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf, content[off:off+readSize]) {
+			t.Fatalf("wrong bytes at %d", off)
+		}
+	}
+	for off := int64(0); off < size; off += readSize {
+		if off >= 16<<20 && off%(4<<20) == 0 {
+			read(off - 12<<20) // 12 MiB behind: further than ReorderWindow
+		}
+		read(off)
+	}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	var late []int64
+	for _, rg := range src.ranges {
+		if rg[0] >= 24<<20 && rg[1]-rg[0] != partSize {
+			late = append(late, rg[1]-rg[0])
+		}
+	}
+	if len(late) > 0 {
+		t.Fatalf("past 24 MiB, with stragglers, %d requests were not whole parts (sizes %v); %d requests in all",
+			len(late), late, len(src.ranges))
+	}
+}

@@ -12,9 +12,10 @@
 // journal that records which byte ranges of the data file are valid.
 //
 // Reads are served in blocks (64 KiB by default). A random read fetches just
-// the blocks it touches; a sequential reader is detected per handle and
-// fetched ahead in parts (8 MiB by default) with parallel ranged GETs,
-// bounded per handle and globally. Objects up to WholeObjectMax are fetched
+// the blocks it touches; a sequential reader is detected per handle (its
+// reads may arrive out of order by up to ReorderWindow, as the kernel sends
+// them in parallel) and fetched ahead in whole parts (8 MiB by default) with
+// parallel ranged GETs, bounded per handle and globally. Objects up to WholeObjectMax are fetched
 // whole in one request and checked against their CRC32C before any byte is
 // served.
 //

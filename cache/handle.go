@@ -12,11 +12,50 @@ import (
 type Handle struct {
 	o *Object
 
-	// mu guards the sequential-read detection below.
+	// mu guards the sequential-read detection below: the current run of
+	// reads, each within ReorderWindow of the run's furthest end.
 	mu       sync.Mutex
-	lastEnd  int64
-	seqBytes int64
-	raIssued int64
+	runStart int64 // lowest offset read in the run
+	runEnd   int64 // high-water mark: the furthest end read in the run
+	runBytes int64 // bytes read in the run, re-reads included
+	raIssued int64 // read-ahead has been started up to here
+}
+
+// sequentialLocked folds a read of [off,end) into the handle's run and
+// returns how many bytes the run has read in sequence; 0 means the reader
+// looks random.
+//
+// A read continues the run if it lands within ReorderWindow of the run's
+// furthest end, before or after it: the kernel issues one open file's reads
+// in parallel, so a sequential reader's reads arrive shuffled (0, 256K,
+// 128K, 384K, ...), and demanding off == previous end took nearly every
+// read for a random one. A read further away is a jump and starts a new run,
+// so random reads keep fetching single blocks.
+//
+// The run's size is the bytes read in it, but never more than its span, so
+// re-reading one region does not make the handle look like a long
+// sequential reader.
+func (h *Handle) sequentialLocked(off, end int64) int64 {
+	win := h.o.c.opts.ReorderWindow
+	switch {
+	case off >= h.runEnd-win && off <= h.runEnd+win:
+		h.runStart = min(h.runStart, off)
+		h.runEnd = max(h.runEnd, end)
+		h.runBytes += end - off
+	case off >= h.runStart && off < h.runEnd && h.runBytes >= win:
+		// A straggler: a read from inside a long run that arrives after the
+		// run has moved more than the window on (its thread was descheduled,
+		// or a FUSE request was slow to be served). The run fetched its
+		// bytes already; it neither extends nor ends the run.
+	case off == 0:
+		// The start of the file is where a sequential pass most likely
+		// begins, whatever the handle read before.
+		h.runStart, h.runEnd, h.runBytes, h.raIssued = 0, end, end, 0
+	default:
+		// A jump: this read is random; a run may start right after it.
+		h.runStart, h.runEnd, h.runBytes, h.raIssued = end, end, 0, 0
+	}
+	return min(h.runBytes, h.runEnd-h.runStart)
 }
 
 // Meta returns the object generation this handle reads.
@@ -105,22 +144,26 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 	// read-ahead does), so reading the header of a big file (a linked
 	// library, an EXR) does not pull megabytes it never reads, while a
 	// reader of a whole large file soon has ReadAheadParts parts in flight.
+	// Read-ahead runs from the run's furthest end, not this read's: with
+	// reads arriving out of order, this one may be behind.
 	h.mu.Lock()
-	if off == 0 || off == h.lastEnd {
-		h.seqBytes += end - off
-	} else {
-		h.seqBytes = 0
-		h.raIssued = 0
-	}
-	h.lastEnd = end
+	seq := h.sequentialLocked(off, end)
 	fetchMin := c.opts.BlockSize
 	var raFrom, raTo int64
-	if h.seqBytes > 0 {
-		fetchMin = max(fetchMin, min(c.opts.PartSize, h.seqBytes))
-		window := min(int64(c.opts.ReadAheadParts)*c.opts.PartSize, h.seqBytes)
-		if h.seqBytes >= 4*c.opts.BlockSize && end+window > h.raIssued+window/2 {
-			raFrom, raTo = max(end, h.raIssued), end+window
-			h.raIssued = raTo
+	if seq > 0 {
+		fetchMin = max(fetchMin, min(c.opts.PartSize, seq))
+		window := min(int64(c.opts.ReadAheadParts)*c.opts.PartSize, seq)
+		if seq >= 4*c.opts.BlockSize && h.runEnd+window > h.raIssued+window/2 {
+			raFrom, raTo = max(h.runEnd, h.raIssued), h.runEnd+window
+			if ps := c.opts.PartSize; window >= ps {
+				// Once a whole part is worth reading ahead, stop on a part
+				// boundary, so the next read-ahead starts on one and every
+				// request is a whole part rather than a part cut in two.
+				raTo = raTo / ps * ps
+			}
+			if raTo > raFrom {
+				h.raIssued = raTo
+			}
 		}
 	}
 	h.mu.Unlock()
@@ -131,7 +174,16 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 		return 0, ReadInfo{}, err
 	}
 	if raTo > raFrom {
-		o.readAhead(raFrom, raTo)
+		if got := o.readAhead(raFrom, raTo); got < raTo {
+			// Out of read-ahead slots (other files are being read ahead):
+			// a later read of this run retries from where it stopped,
+			// unless another read has moved raIssued since.
+			h.mu.Lock()
+			if h.raIssued == raTo {
+				h.raIssued = got
+			}
+			h.mu.Unlock()
+		}
 	}
 
 	var fromDisk, fromFill int64

@@ -429,13 +429,15 @@ func (o *Object) prepare(off, end, fetchMin int64, segs []segment) ([]segment, e
 }
 
 // readAhead starts fills for missing parts of [start,end) if read-ahead
-// slots are free; it never waits.
-func (o *Object) readAhead(start, end int64) {
+// slots are free; it never waits. It returns how far read-ahead is in place:
+// end, or where it ran out of slots, so the caller can try the rest again
+// on a later read instead of leaving it to small foreground fetches.
+func (o *Object) readAhead(start, end int64) int64 {
 	ps, bs := o.c.opts.PartSize, o.c.opts.BlockSize
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.data == nil {
-		return
+		return end
 	}
 	// Fills end on block boundaries (or the object's end): a block is the
 	// unit of presence.
@@ -455,10 +457,11 @@ func (o *Object) readAhead(start, end int64) {
 			e++
 		}
 		if !o.c.ra.TryAcquire(1) {
-			return
+			return max(b*bs, start)
 		}
 		o.startFillLocked(b*bs, min(e*bs, pe), true)
 	}
+	return end
 }
 
 func (o *Object) startFillLocked(start, end int64, readAhead bool) *fill {

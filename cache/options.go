@@ -24,6 +24,12 @@ type Options struct {
 	WholeObjectMax int64
 	// ReadAheadParts bounds read-ahead per handle, in parts (4).
 	ReadAheadParts int
+	// ReorderWindow is how far a read may land from the furthest point a
+	// handle has read and still continue its sequential run (4 MiB). The
+	// kernel sends one file's reads in parallel (jitfs mounts with 1 MiB
+	// read-ahead and up to 64 requests in flight) and they arrive slightly
+	// shuffled; a read further away is a random read and ends the run.
+	ReorderWindow int64
 	// Fetches bounds concurrent foreground fetches (16); ReadAheadFetches
 	// bounds concurrent read-ahead fetches on top of that (8), so read-ahead
 	// can never take the slot a blocked read is waiting for.
@@ -68,6 +74,12 @@ func (o *Options) Validate() error {
 	}
 	if o.ReadAheadParts == 0 {
 		o.ReadAheadParts = 4
+	}
+	if o.ReorderWindow == 0 {
+		o.ReorderWindow = 4 << 20
+	}
+	if o.ReorderWindow < 0 {
+		return fmt.Errorf("cache: reorder window %d must not be negative", o.ReorderWindow)
 	}
 	if o.Fetches == 0 {
 		o.Fetches = 16
