@@ -39,7 +39,7 @@ func TestReplayStraceStyle(t *testing.T) {
 		// A read whose open is not in the trace still reads its bytes.
 		{T: 0.5, Pid: 2, Op: trace.OpRead, Path: "/show/tex/a.exr", Fh: 5, Off: 9000, Len: 4096, N: 1000},
 		{T: 0.6, Pid: 2, Op: trace.OpMmap, Path: "/show/tex/a.exr", Fh: 5, Off: 0, Len: 1 << 20},
-		{T: 0.7, Pid: 2, Op: trace.OpStat, Path: "/usr/lib/libc.so"}, // outside the root
+		{T: 0.7, Pid: 2, Op: trace.OpStat, Path: "/usr/lib/libc.so"},                        // outside the root
 		{T: 0.7, Pid: 2, Op: trace.OpOpen, Path: "/show/out/f0001.exr", Fh: 6, Write: true}, // an output
 		{T: 0.8, Pid: 2, Op: trace.OpEnd},
 	}
