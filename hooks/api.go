@@ -1,0 +1,119 @@
+package hooks
+
+import (
+	"context"
+	"time"
+)
+
+// Schema is the version every request and reply carries.
+const Schema = "jitfs.prefetch/v1"
+
+// Scope says why items are wanted; it sets their default priority band.
+type Scope string
+
+// The scopes, in the engine's priority order (a read blocked right now,
+// which is the FUSE layer's own, outranks them all).
+const (
+	ScopeFrame     Scope = "frame"     // the frame starting now; usually with wait_ms
+	ScopeMiss      Scope = "miss"      // the DCC is opening it now and nobody predicted it
+	ScopeJob       Scope = "job"       // needed by every frame of the job
+	ScopeLookahead Scope = "lookahead" // frames N+1..N+K
+	ScopeSequence  Scope = "job_seq"   // the rest of the task's frame range
+)
+
+// Job identifies who asked, so pins and progress are per job.
+type Job struct {
+	ID    string `json:"id"`
+	Task  string `json:"task,omitempty"`
+	Shot  string `json:"shot,omitempty"`
+	DCC   string `json:"dcc,omitempty"`
+	Scene string `json:"scene,omitempty"`
+	PID   int    `json:"pid,omitempty"`
+	Host  string `json:"host,omitempty"`
+}
+
+// Range is a byte range of a file, for large files of which a frame reads
+// a few percent (mmapped libraries, tiled textures).
+type Range struct {
+	Off int64 `json:"off"`
+	Len int64 `json:"len"`
+}
+
+// Want is one concrete file the backend should make resident: a path
+// relative to the mount root (clean, no leading slash), after the server
+// resolved, checked and expanded what the client sent.
+type Want struct {
+	Rel string
+	// Abs is the path as the client named it, for replies.
+	Abs    string
+	Ranges []Range // nil: the whole file
+}
+
+// Prefetch is a validated prefetch request as the backend sees it.
+type Prefetch struct {
+	Job      Job
+	Scope    Scope
+	Frame    *int
+	Priority int // 0..100; the scope's band when the client sent none
+	Wait     time.Duration
+	Wants    []Want
+}
+
+// ItemState is what became of one wanted file.
+type ItemState string
+
+// The states a reply reports.
+const (
+	Resident ItemState = "resident" // every wanted byte is in the cache
+	Queued   ItemState = "queued"   // accepted, not resident yet
+	Missing  ItemState = "missing"  // no such object in the bucket
+	Failed   ItemState = "failed"   // the fetch failed (GCS outage, full disk); see the log
+)
+
+// Result is the backend's answer for one Want, in request order.
+type Result struct {
+	State ItemState
+	Err   string // for Failed
+}
+
+// Release is a validated release request.
+type Release struct {
+	Job   string
+	Scope Scope // ScopeFrame or ScopeJob
+	Frame *int
+	Rels  []string // optional: only these files
+}
+
+// JobStatus is one job's progress.
+type JobStatus struct {
+	ID            string `json:"id"`
+	Wanted        int64  `json:"wanted_files"`
+	Resident      int64  `json:"resident_files"`
+	BytesWanted   int64  `json:"bytes_wanted"`
+	BytesResident int64  `json:"bytes_resident"`
+	PinnedBytes   int64  `json:"pinned_bytes"`
+}
+
+// Status is the daemon's prefetch and cache state.
+type Status struct {
+	QueueDepth       int64       `json:"queue_depth"`
+	InFlight         int64       `json:"in_flight"`
+	BytesOutstanding int64       `json:"bytes_outstanding"`
+	PrefetchedBytes  int64       `json:"prefetched_bytes"`
+	WastedBytes      int64       `json:"wasted_bytes"` // prefetched, then evicted unread
+	CacheUsedBytes   int64       `json:"cache_used_bytes"`
+	CacheBudgetBytes int64       `json:"cache_budget_bytes"`
+	HitRatio         float64     `json:"hit_ratio"` // of bytes read through the mount
+	PinnedBytes      int64       `json:"pinned_bytes"`
+	Jobs             []JobStatus `json:"jobs"`
+}
+
+// Backend is what the server needs of the daemon: the prefetch engine.
+type Backend interface {
+	// Prefetch queues the wants and, when p.Wait > 0, returns once every
+	// want is resident or the wait ran out (ctx ends it early too). It
+	// returns one Result per want, in order.
+	Prefetch(ctx context.Context, p Prefetch) ([]Result, error)
+	Release(ctx context.Context, r Release) error
+	Status() Status
+}
