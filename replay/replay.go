@@ -104,6 +104,10 @@ type runner struct {
 	start  time.Time
 	t0     float64
 
+	// opened holds, per recorded FUSE handle, a channel closed once its
+	// open has been replayed (mount traces only; read-only after setup).
+	opened map[uint64]chan struct{}
+
 	mu      sync.Mutex
 	res     Result
 	lat     map[string][]float64
@@ -151,6 +155,18 @@ func Run(ctx context.Context, h trace.Header, evs []trace.Event, opts Options) (
 	}
 	r.res.Pids = len(order)
 
+	// In a mount trace a handle opened by one thread is read by others,
+	// which replay runs concurrently: a read must wait for its open (the
+	// recording proves the open came first) rather than open the file
+	// again, or the replay would show opens the render never made.
+	if r.shared {
+		r.opened = map[uint64]chan struct{}{}
+		for _, ev := range evs {
+			if ev.Op == trace.OpOpen && ev.Err == "" && ev.Fh != 0 {
+				r.opened[ev.Fh] = make(chan struct{})
+			}
+		}
+	}
 	var handles sync.Map // handleKey → *openFile; shared between pids of a mount trace
 	r.start = time.Now()
 	var wg sync.WaitGroup
@@ -261,10 +277,26 @@ func (r *runner) play(ctx context.Context, s *stream, handles *sync.Map) {
 					old.(*openFile).f.Close()
 				}
 			}
+			if ch := r.opened[ev.Fh]; ch != nil && ev.Err == "" {
+				select {
+				case <-ch:
+				default:
+					close(ch)
+				}
+			}
 		case trace.OpRead, trace.OpMmap:
 			if p == "" {
 				r.skip()
 				continue
+			}
+			if ch := r.opened[ev.Fh]; ch != nil {
+				select {
+				case <-ch:
+				case <-time.After(10 * time.Second):
+					// The open failed or never comes; read by path.
+				case <-ctx.Done():
+					return
+				}
 			}
 			var f *os.File
 			if f, err = r.handle(handles, key, p); err == nil {
@@ -282,6 +314,13 @@ func (r *runner) play(ctx context.Context, s *stream, handles *sync.Map) {
 			des, err = os.ReadDir(p)
 			n = int64(len(des))
 		case trace.OpRelease, trace.OpClose:
+			// A FUSE release arrives on its own thread, which replay runs
+			// concurrently with the readers: closing the shared handle
+			// could pull it from under a read still to come. Mount-trace
+			// handles are closed when the replay ends instead.
+			if r.shared {
+				continue
+			}
 			if v, ok := handles.LoadAndDelete(key); ok {
 				v.(*openFile).f.Close()
 			}
