@@ -65,6 +65,10 @@ type Stats struct {
 	ChecksumMismatches      atomic.Int64 // whole-object or range CRC32C mismatches
 	Evictions, EvictedBytes atomic.Int64
 	UnverifiedObjectsServed atomic.Int64 // objects without CRC32C
+	// PrefetchedBytes were fetched by Handle.Fetch (the prefetch engine);
+	// WastedPrefetchBytes of them were evicted before any reader read
+	// their object.
+	PrefetchedBytes, WastedPrefetchBytes atomic.Int64
 }
 
 // Cache is a budgeted, persistent cache of object generations on local disk.
@@ -225,6 +229,9 @@ func (c *Cache) paths(key string) (data, jnl string) {
 	return base + ".data", base + ".jnl"
 }
 
+// closeGrace is how long Close lets fetches in flight finish.
+const closeGrace = 3 * time.Second
+
 // Open returns a handle for reading one object generation. The handle pins
 // the object against eviction until Close.
 func (c *Cache) Open(m Meta, src Source) (*Handle, error) {
@@ -323,7 +330,20 @@ func (c *Cache) evict() {
 		return
 	}
 	var victims []*Object
-	for _, k := range c.lru.Keys() {
+	// Objects a job released go first, then least recently used.
+	keys := c.lru.Keys()
+	order := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if o, _ := c.lru.Peek(k); o != nil && o.evictFirst.Load() {
+			order = append(order, k)
+		}
+	}
+	for _, k := range keys {
+		if o, _ := c.lru.Peek(k); o != nil && !o.evictFirst.Load() {
+			order = append(order, k)
+		}
+	}
+	for _, k := range order {
 		if c.used <= low {
 			break
 		}
@@ -335,6 +355,9 @@ func (c *Cache) evict() {
 		}
 		o.evicted = true
 		c.used -= o.bytes
+		if o.prefetched > 0 && !o.read.Load() {
+			c.Stats.WastedPrefetchBytes.Add(o.prefetched)
+		}
 		victims = append(victims, o)
 		o.mu.Unlock()
 		c.lru.Remove(k)
@@ -384,8 +407,18 @@ func (c *Cache) Close() error {
 	}
 	c.mu.Unlock()
 	close(c.done)
+	// Let fetches in flight finish and persist for a moment before
+	// cancelling them: a clean restart then keeps what the kernel's
+	// read-ahead and the prefetch engine were fetching at the time.
+	idle := make(chan struct{})
+	go func() { c.wg.Wait(); close(idle) }()
+	select {
+	case <-idle:
+	case <-time.After(closeGrace):
+		c.cancel()
+		<-idle
+	}
 	c.cancel()
-	c.wg.Wait()
 	for _, o := range objs {
 		o.mu.Lock()
 		o.closeFilesLocked()

@@ -207,6 +207,12 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 		copy(dst, s.f.buf[s.start-s.f.start:])
 		fromFill += int64(len(dst))
 	}
+	if !o.read.Load() {
+		o.read.Store(true)
+	}
+	if o.evictFirst.Load() {
+		o.evictFirst.Store(false)
+	}
 	info := ReadInfo{Fetched: fromFill}
 	switch {
 	case fromFill == 0:

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -44,7 +45,11 @@ type fill struct {
 	start, end int64
 	readAhead  bool
 	done       chan struct{} // closed when buf or err is set
-	buf        []byte
+	// stored is closed once the fill's bytes are on disk and present, or
+	// the fill was dropped (error, eviction, disk failure): the point at
+	// which residency is settled, which Handle.Fetch waits for.
+	stored chan struct{}
+	buf    []byte
 	err        error
 }
 
@@ -77,6 +82,14 @@ type Object struct {
 	inflight   map[int64]*fill // block index -> fill covering it
 	bytes      int64           // bytes allocated on disk by the data file
 	touched    time.Time
+	// prefetched counts bytes fetched for the prefetch engine rather than a
+	// reader; read records whether a reader has since read the object, so
+	// eviction can count prefetches that were never used (waste).
+	prefetched int64
+	read       atomic.Bool
+	// evictFirst: a job released this object and no reader has read it
+	// since; eviction takes it before others.
+	evictFirst atomic.Bool
 }
 
 func (c *Cache) newObject(key string, m Meta) *Object {
@@ -465,7 +478,7 @@ func (o *Object) readAhead(start, end int64) int64 {
 }
 
 func (o *Object) startFillLocked(start, end int64, readAhead bool) *fill {
-	f := &fill{start: start, end: end, readAhead: readAhead, done: make(chan struct{})}
+	f := &fill{start: start, end: end, readAhead: readAhead, done: make(chan struct{}), stored: make(chan struct{})}
 	bs := o.c.opts.BlockSize
 	for b := start / bs; b < (end+bs-1)/bs; b++ {
 		o.inflight[b] = f
@@ -479,6 +492,7 @@ func (o *Object) startFillLocked(start, end int64, readAhead bool) *fill {
 // bytes to waiters, then persists them.
 func (o *Object) runFill(f *fill) {
 	defer o.c.wg.Done()
+	defer close(f.stored)
 	c := o.c
 	ctx := c.ctx
 	if f.readAhead {

@@ -1,0 +1,122 @@
+package cache
+
+import (
+	"context"
+	"errors"
+)
+
+// Fetch makes [off,end) of the object resident without copying it to a
+// reader: the prefetch engine's way in. Its fills take read-ahead slots,
+// waiting for a free one, and never the foreground slots a blocked
+// reader needs; a reader that wants a block Fetch is fetching shares the
+// fill. Blocks already present or in flight cost no request, so fetching
+// a resident file is free. It returns the bytes it fetched itself.
+func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
+	o := h.o
+	c := o.c
+	bs, ps := c.opts.BlockSize, c.opts.PartSize
+	size := o.meta.Size
+	end = min(end, size)
+	if off < 0 || off >= end {
+		return 0, nil
+	}
+	lastB := (end + bs - 1) / bs
+	var mine, waits []*fill
+	seen := map[*fill]bool{}
+	pos := off
+	verified := false
+	for pos < end {
+		if err := c.ra.Acquire(ctx, 1); err != nil {
+			return 0, err
+		}
+		o.mu.Lock()
+		if o.data == nil {
+			o.mu.Unlock()
+			c.ra.Release(1)
+			return 0, errors.New("cache: closed")
+		}
+		if !verified && len(o.unverified) > 0 {
+			// Data kept from before a restart is checked before it is
+			// trusted as resident, as a read would check it.
+			o.verifySpansLocked(off/bs*bs, lastB*bs)
+		}
+		verified = true
+		b := pos / bs
+		for b < lastB {
+			if f := o.inflight[b]; f != nil {
+				if !seen[f] {
+					seen[f] = true
+					waits = append(waits, f)
+				}
+				b = (f.end + bs - 1) / bs
+				continue
+			}
+			if !o.has(b) {
+				break
+			}
+			b++
+		}
+		if b >= lastB {
+			o.mu.Unlock()
+			c.ra.Release(1)
+			break
+		}
+		var fs, fe int64
+		if size <= c.opts.WholeObjectMax && o.npresent == 0 && len(o.inflight) == 0 {
+			// Small objects are fetched whole so their CRC32C is checked
+			// before any byte counts as present.
+			fs, fe = 0, size
+		} else {
+			fs = b * bs
+			limit := min(lastB*bs, fs+ps)
+			e := b + 1
+			for e*bs < limit && !o.has(e) && o.inflight[e] == nil {
+				e++
+			}
+			fe = min(e*bs, size)
+		}
+		f := o.startFillLocked(fs, fe, true) // releases the slot when done
+		o.prefetched += fe - fs
+		o.mu.Unlock()
+		mine = append(mine, f)
+		pos = fe
+	}
+	var fetched int64
+	for _, f := range append(mine, waits...) {
+		select {
+		case <-f.stored:
+		case <-ctx.Done():
+			return fetched, ctx.Err()
+		}
+		if f.err != nil {
+			return fetched, f.err
+		}
+	}
+	for _, f := range mine {
+		fetched += f.end - f.start
+	}
+	c.Stats.PrefetchedBytes.Add(fetched)
+	return fetched, nil
+}
+
+// Resident reports whether every block of [off,end) is in the cache.
+func (h *Handle) Resident(off, end int64) bool {
+	o := h.o
+	bs := o.c.opts.BlockSize
+	end = min(end, o.meta.Size)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for b := max(off, 0) / bs; b*bs < end; b++ {
+		if !o.has(b) {
+			return false
+		}
+	}
+	return true
+}
+
+// Size is the object's size.
+func (h *Handle) Size() int64 { return h.o.meta.Size }
+
+// Demote marks the handle's object to be evicted before others once no
+// handle has it open: a job released it. A later read clears the mark.
+func (h *Handle) Demote() { h.o.evictFirst.Store(true) }
