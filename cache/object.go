@@ -50,7 +50,7 @@ type fill struct {
 	// which residency is settled, which Handle.Fetch waits for.
 	stored chan struct{}
 	buf    []byte
-	err        error
+	err    error
 }
 
 // Object is the cache's state for one object generation.
