@@ -1,0 +1,483 @@
+package prefetch
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jitfs/jitfs/cache"
+	"github.com/jitfs/jitfs/hooks"
+)
+
+// Resolver maps a mount-relative path to the object generation the mount
+// serves for it. *jitfs.FS implements it.
+type Resolver interface {
+	Resolve(ctx context.Context, rel string) (cache.Meta, error)
+}
+
+// Options configures an Engine.
+type Options struct {
+	Resolver Resolver
+	Cache    *cache.Cache
+	Source   cache.Source
+	// Workers bounds concurrent prefetches (default 8, the cache's
+	// read-ahead slots; more would only queue there).
+	Workers int
+	// PinFraction bounds pinned bytes to this fraction of the cache
+	// budget (default 0.5).
+	PinFraction float64
+	Logger      *slog.Logger
+}
+
+// Band returns the default priority of a scope.
+func Band(s hooks.Scope) int {
+	switch s {
+	case hooks.ScopeFrame:
+		return 100
+	case hooks.ScopeMiss:
+		return 90
+	case hooks.ScopeJob:
+		return 60
+	case hooks.ScopeLookahead:
+		return 20
+	case hooks.ScopeSequence:
+		return 10
+	}
+	return 0
+}
+
+// task is one file being made resident. Requests for the same file and
+// ranges share it.
+type task struct {
+	key      string
+	want     hooks.Want
+	priority int
+	seq      int64
+	index    int // in the heap; -1 once taken
+	done     chan struct{}
+	// Set before done closes.
+	state hooks.ItemState
+	err   error
+	size  int64
+	// pins: the jobs (and frames) that asked for it pinned.
+	pins []pinReq
+}
+
+type pinReq struct {
+	job   string
+	frame *int
+	pin   bool // hold the file for the job (frame, miss and job scopes)
+}
+
+type taskHeap []*task
+
+func (h taskHeap) Len() int { return len(h) }
+func (h taskHeap) Less(i, j int) bool {
+	if h[i].priority != h[j].priority {
+		return h[i].priority > h[j].priority
+	}
+	return h[i].seq < h[j].seq
+}
+func (h taskHeap) Swap(i, j int)  { h[i], h[j] = h[j], h[i]; h[i].index = i; h[j].index = j }
+func (h *taskHeap) Push(x any)   { t := x.(*task); t.index = len(*h); *h = append(*h, t) }
+func (h *taskHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	t.index = -1
+	return t
+}
+
+// pin is a file held open for a job.
+type pin struct {
+	h      *cache.Handle
+	size   int64
+	frames map[int]bool // frames that asked; empty: job-wide
+	job    bool         // asked job-wide
+}
+
+type jobState struct {
+	id             string
+	wanted         map[string]int64 // rel -> size (0 until known)
+	resident       map[string]bool
+	pins           map[string]*pin
+	pinned         int64
+	lastSeen       time.Time
+	bytesRequested int64
+}
+
+// Engine is the prefetch engine.
+type Engine struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	queue    taskHeap
+	tasks    map[string]*task // queued or in flight
+	jobs     map[string]*jobState
+	seq      int64
+	pinned   int64
+	inFlight int64
+	closed   bool
+
+	outstanding atomic.Int64
+	wg          sync.WaitGroup
+	ctx         context.Context
+	cancel      context.CancelFunc
+
+	// Stats for status and metrics.
+	Requests, Items, PinRefusals, Failures atomic.Int64
+}
+
+// New starts an engine's workers.
+func New(opts Options) (*Engine, error) {
+	if opts.Resolver == nil || opts.Cache == nil || opts.Source == nil {
+		return nil, errors.New("prefetch: Resolver, Cache and Source are required")
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 8
+	}
+	if opts.PinFraction <= 0 || opts.PinFraction > 1 {
+		opts.PinFraction = 0.5
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	e := &Engine{opts: opts, log: opts.Logger, tasks: map[string]*task{}, jobs: map[string]*jobState{}}
+	e.cond = sync.NewCond(&e.mu)
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	for i := 0; i < opts.Workers; i++ {
+		e.wg.Add(1)
+		go e.worker()
+	}
+	return e, nil
+}
+
+// Close stops the workers and ends every pin. Queued work is dropped.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.closed = true
+	e.cond.Broadcast()
+	e.mu.Unlock()
+	e.cancel()
+	e.wg.Wait()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, t := range e.queue {
+		t.state, t.err = hooks.Failed, errors.New("prefetch: daemon shutting down")
+		close(t.done)
+	}
+	e.queue = nil
+	for _, j := range e.jobs {
+		for rel, p := range j.pins {
+			p.h.Close()
+			delete(j.pins, rel)
+		}
+	}
+}
+
+func taskKey(w hooks.Want) string {
+	if len(w.Ranges) == 0 {
+		return w.Rel
+	}
+	return fmt.Sprintf("%s@%v", w.Rel, w.Ranges)
+}
+
+// Prefetch implements hooks.Backend.
+func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result, error) {
+	e.Requests.Add(1)
+	e.Items.Add(int64(len(p.Wants)))
+	prio := p.Priority
+	if prio <= 0 {
+		prio = Band(p.Scope)
+	}
+	pinned := p.Job.ID != "" && (p.Scope == hooks.ScopeFrame || p.Scope == hooks.ScopeJob || p.Scope == hooks.ScopeMiss)
+	ts := make([]*task, len(p.Wants))
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, errors.New("prefetch: engine closed")
+	}
+	var js *jobState
+	if p.Job.ID != "" {
+		js = e.job(p.Job.ID)
+	}
+	for i, w := range p.Wants {
+		if js != nil {
+			if _, ok := js.wanted[w.Rel]; !ok {
+				js.wanted[w.Rel] = 0
+			}
+		}
+		k := taskKey(w)
+		t := e.tasks[k]
+		if t == nil {
+			e.seq++
+			t = &task{key: k, want: w, priority: prio, seq: e.seq, done: make(chan struct{})}
+			e.tasks[k] = t
+			heap.Push(&e.queue, t)
+			e.cond.Signal()
+		} else if t.index >= 0 && prio > t.priority {
+			t.priority = prio
+			heap.Fix(&e.queue, t.index)
+		}
+		if js != nil {
+			t.pins = append(t.pins, pinReq{job: p.Job.ID, frame: p.Frame, pin: pinned})
+		}
+		ts[i] = t
+	}
+	e.mu.Unlock()
+
+	if p.Wait > 0 {
+		timer := time.NewTimer(p.Wait)
+		defer timer.Stop()
+	wait:
+		for _, t := range ts {
+			select {
+			case <-t.done:
+			case <-timer.C:
+				break wait
+			case <-ctx.Done():
+				break wait
+			}
+		}
+	}
+	res := make([]hooks.Result, len(ts))
+	for i, t := range ts {
+		select {
+		case <-t.done:
+			res[i] = hooks.Result{State: t.state}
+			if t.err != nil {
+				res[i].Err = t.err.Error()
+			}
+		default:
+			res[i] = hooks.Result{State: hooks.Queued}
+		}
+	}
+	return res, nil
+}
+
+func (e *Engine) job(id string) *jobState {
+	j := e.jobs[id]
+	if j == nil {
+		j = &jobState{id: id, wanted: map[string]int64{}, resident: map[string]bool{}, pins: map[string]*pin{}}
+		e.jobs[id] = j
+	}
+	j.lastSeen = time.Now()
+	return j
+}
+
+func (e *Engine) worker() {
+	defer e.wg.Done()
+	for {
+		e.mu.Lock()
+		for len(e.queue) == 0 && !e.closed {
+			e.cond.Wait()
+		}
+		if e.closed {
+			e.mu.Unlock()
+			return
+		}
+		t := heap.Pop(&e.queue).(*task)
+		e.inFlight++
+		e.mu.Unlock()
+
+		h, err := e.run(t)
+
+		e.mu.Lock()
+		e.inFlight--
+		delete(e.tasks, t.key)
+		switch {
+		case err == nil:
+			t.state = hooks.Resident
+		case errors.Is(err, fs.ErrNotExist):
+			t.state, t.err = hooks.Missing, err
+		default:
+			t.state, t.err = hooks.Failed, err
+			e.Failures.Add(1)
+			e.log.Warn("prefetch failed", "path", t.want.Rel, "err", err)
+		}
+		t.size = 0
+		if h != nil {
+			t.size = h.Size()
+		}
+		for _, pr := range t.pins {
+			if j := e.jobs[pr.job]; j != nil {
+				j.wanted[t.want.Rel] = t.size
+				if t.state == hooks.Resident {
+					j.resident[t.want.Rel] = true
+				}
+			}
+		}
+		if h != nil {
+			if t.state == hooks.Resident {
+				h = e.pinLocked(t, h)
+			}
+			if h != nil {
+				h.Close()
+			}
+		}
+		close(t.done)
+		e.mu.Unlock()
+	}
+}
+
+// run makes one task's file resident and returns its open handle.
+func (e *Engine) run(t *task) (*cache.Handle, error) {
+	ctx := e.ctx
+	meta, err := e.opts.Resolver.Resolve(ctx, t.want.Rel)
+	if err != nil {
+		return nil, err
+	}
+	h, err := e.opts.Cache.Open(meta, e.opts.Source)
+	if err != nil {
+		return nil, err
+	}
+	ranges := t.want.Ranges
+	if len(ranges) == 0 {
+		ranges = []hooks.Range{{Off: 0, Len: meta.Size}}
+	}
+	for _, r := range ranges {
+		e.outstanding.Add(r.Len)
+		_, err := h.Fetch(ctx, r.Off, r.Off+r.Len)
+		e.outstanding.Add(-r.Len)
+		if err != nil {
+			return h, err
+		}
+	}
+	for _, r := range ranges {
+		if !h.Resident(r.Off, r.Off+r.Len) {
+			// Fetched but not stored: the cache disk is full or failing
+			// (the cache logged it). Readers are still served from GCS.
+			return h, errors.New("prefetch: fetched but not stored (cache disk full or failing; see the log)")
+		}
+	}
+	return h, nil
+}
+
+// pinLocked keeps h open for the jobs that asked for the file pinned, if
+// the pin budget allows; it returns h when nobody keeps it.
+func (e *Engine) pinLocked(t *task, h *cache.Handle) *cache.Handle {
+	_, budget := e.opts.Cache.Used()
+	limit := int64(float64(budget) * e.opts.PinFraction)
+	size := h.Size()
+	kept := false
+	for _, pr := range t.pins {
+		j := e.jobs[pr.job]
+		if j == nil || !pr.pin {
+			continue
+		}
+		p := j.pins[t.want.Rel]
+		if p == nil {
+			if e.pinned+size > limit {
+				e.PinRefusals.Add(1)
+				continue
+			}
+			hh := h
+			if kept {
+				// Another job holds h; this one needs its own handle.
+				var err error
+				if hh, err = e.opts.Cache.Open(h.Meta(), e.opts.Source); err != nil {
+					continue
+				}
+			}
+			kept = true
+			p = &pin{h: hh, size: size, frames: map[int]bool{}}
+			j.pins[t.want.Rel] = p
+			j.pinned += size
+			e.pinned += size
+		}
+		if pr.frame == nil {
+			p.job = true
+		} else {
+			p.frames[*pr.frame] = true
+		}
+	}
+	if kept {
+		return nil
+	}
+	return h
+}
+
+// Release implements hooks.Backend: a frame's or a job's pins end, and
+// their files are evicted before others.
+func (e *Engine) Release(ctx context.Context, r hooks.Release) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	j := e.jobs[r.Job]
+	if j == nil {
+		return nil
+	}
+	only := map[string]bool{}
+	for _, rel := range r.Rels {
+		only[rel] = true
+	}
+	for rel, p := range j.pins {
+		if len(only) > 0 && !only[rel] {
+			continue
+		}
+		if r.Scope == hooks.ScopeFrame {
+			if r.Frame == nil || !p.frames[*r.Frame] {
+				continue
+			}
+			delete(p.frames, *r.Frame)
+			if p.job || len(p.frames) > 0 {
+				continue
+			}
+		}
+		p.h.Demote()
+		p.h.Close()
+		delete(j.pins, rel)
+		j.pinned -= p.size
+		e.pinned -= p.size
+	}
+	if r.Scope == hooks.ScopeJob && len(only) == 0 {
+		delete(e.jobs, r.Job)
+	}
+	return nil
+}
+
+// Status implements hooks.Backend.
+func (e *Engine) Status() hooks.Status {
+	c := e.opts.Cache
+	used, budget := c.Used()
+	hit, miss := c.Stats.HitBytes.Load(), c.Stats.MissBytes.Load()
+	st := hooks.Status{
+		BytesOutstanding: e.outstanding.Load(),
+		PrefetchedBytes:  c.Stats.PrefetchedBytes.Load(),
+		WastedBytes:      c.Stats.WastedPrefetchBytes.Load(),
+		CacheUsedBytes:   used,
+		CacheBudgetBytes: budget,
+	}
+	if hit+miss > 0 {
+		st.HitRatio = float64(hit) / float64(hit+miss)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st.QueueDepth = int64(len(e.queue))
+	st.InFlight = e.inFlight
+	st.PinnedBytes = e.pinned
+	for _, j := range e.jobs {
+		js := hooks.JobStatus{ID: j.id, Wanted: int64(len(j.wanted)), Resident: int64(len(j.resident)), PinnedBytes: j.pinned}
+		for rel, size := range j.wanted {
+			js.BytesWanted += size
+			if j.resident[rel] {
+				js.BytesResident += size
+			}
+		}
+		st.Jobs = append(st.Jobs, js)
+	}
+	sort.Slice(st.Jobs, func(a, b int) bool { return st.Jobs[a].ID < st.Jobs[b].ID })
+	return st
+}

@@ -1,0 +1,243 @@
+package prefetch_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jitfs/jitfs/cache"
+	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/testworld"
+	"github.com/jitfs/jitfs/jitfs"
+	"github.com/jitfs/jitfs/prefetch"
+)
+
+// node is a real in-process jitfs mount with a prefetch engine, reading
+// the emulator through the counting proxy.
+type node struct {
+	w   *testworld.World
+	mnt string
+	c   *cache.Cache
+	f   *jitfs.FS
+	e   *prefetch.Engine
+	res *recordingResolver
+}
+
+// recordingResolver logs the order in which the engine starts files.
+type recordingResolver struct {
+	f     *jitfs.FS
+	mu    sync.Mutex
+	order []string
+}
+
+func (r *recordingResolver) Resolve(ctx context.Context, rel string) (cache.Meta, error) {
+	r.mu.Lock()
+	r.order = append(r.order, rel)
+	r.mu.Unlock()
+	return r.f.Resolve(ctx, rel)
+}
+
+func newNode(t *testing.T, budget int64, workers int) *node {
+	t.Helper()
+	w := testworld.New(t, testworld.Options{Bucket: "prefetch-test"})
+	c, err := cache.New(cache.Options{Dir: filepath.Join(t.TempDir(), "cache"), Budget: budget})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := jitfs.New(jitfs.Options{Remote: w.GCS, Cache: c, Prefix: "show/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	os.MkdirAll(mnt, 0o755)
+	srv, err := f.Mount(mnt, jitfs.MountOptions{FsName: "prefetch-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &recordingResolver{f: f}
+	e, err := prefetch.New(prefetch.Options{Resolver: res, Cache: c, Source: w.GCS, Workers: workers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.Close()
+		srv.Unmount()
+		srv.Wait()
+		f.Close()
+		c.Close()
+	})
+	return &node{w: w, mnt: mnt, c: c, f: f, e: e, res: res}
+}
+
+func wants(rels ...string) []hooks.Want {
+	var ws []hooks.Want
+	for _, r := range rels {
+		ws = append(ws, hooks.Want{Rel: r, Abs: "/mnt/" + r})
+	}
+	return ws
+}
+
+func TestPrefetchMakesResidentOnceAndReadsHit(t *testing.T) {
+	n := newNode(t, 1<<30, 8)
+	content := map[string][]byte{}
+	var rels []string
+	for i := 0; i < 20; i++ {
+		rel := fmt.Sprintf("tex/t%02d.tx", i)
+		content[rel] = n.w.PutRandom("show/"+rel, 64<<10)
+		rels = append(rels, rel)
+	}
+	content["cache/big.bin"] = n.w.PutRandom("show/cache/big.bin", 10<<20)
+	rels = append(rels, "cache/big.bin", "tex/missing.tx")
+	ctx := context.Background()
+
+	res, err := n.e.Prefetch(ctx, hooks.Prefetch{Job: hooks.Job{ID: "j1"}, Scope: hooks.ScopeJob, Wait: time.Minute, Wants: wants(rels...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		want := hooks.Resident
+		if rels[i] == "tex/missing.tx" {
+			want = hooks.Missing
+		}
+		if r.State != want {
+			t.Errorf("%s: %s (%s), want %s", rels[i], r.State, r.Err, want)
+		}
+	}
+	media, bytesMoved := n.w.Proxy.MediaReqs.Load(), n.w.Proxy.MediaBytes.Load()
+	if bytesMoved != 20*64<<10+10<<20 {
+		t.Errorf("moved %d bytes for %d", bytesMoved, 20*64<<10+10<<20)
+	}
+	// Asking again costs no data request.
+	res, _ = n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeJob, Wait: time.Minute, Wants: wants(rels[:21]...)})
+	for i, r := range res {
+		if r.State != hooks.Resident {
+			t.Errorf("again: %s: %s", rels[i], r.State)
+		}
+	}
+	if n.w.Proxy.MediaReqs.Load() != media {
+		t.Errorf("resident files cost %d more requests", n.w.Proxy.MediaReqs.Load()-media)
+	}
+	// The renderer's reads are hits.
+	for rel, want := range content {
+		got, err := os.ReadFile(filepath.Join(n.mnt, rel))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: %v", rel, err)
+		}
+	}
+	if n.c.Stats.MissBytes.Load() != 0 || n.w.Proxy.MediaReqs.Load() != media {
+		t.Errorf("reads after prefetch fetched %d bytes", n.c.Stats.MissBytes.Load())
+	}
+	st := n.e.Status()
+	if len(st.Jobs) != 1 || st.Jobs[0].Resident != 21 || st.Jobs[0].Wanted != 22 || st.Jobs[0].PinnedBytes != 20*64<<10+10<<20 {
+		t.Errorf("status = %+v", st)
+	}
+	if st.PrefetchedBytes != bytesMoved || st.HitRatio != 1 {
+		t.Errorf("status prefetched %d hit ratio %v", st.PrefetchedBytes, st.HitRatio)
+	}
+	if err := n.e.Release(ctx, hooks.Release{Job: "j1", Scope: hooks.ScopeJob}); err != nil {
+		t.Fatal(err)
+	}
+	if st := n.e.Status(); st.PinnedBytes != 0 || len(st.Jobs) != 0 {
+		t.Errorf("after release: %+v", st)
+	}
+}
+
+// TestPrefetchSharesFetches: concurrent requests for one file, and a
+// renderer reading it meanwhile, fetch it once.
+func TestPrefetchSharesFetches(t *testing.T) {
+	n := newNode(t, 1<<30, 8)
+	want := n.w.PutRandom("show/lib/props.blend", 24<<20)
+	n.w.Proxy.MediaRate.Store(50 << 20) // slow enough that the requests overlap
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeFrame, Wait: time.Minute, Wants: wants("lib/props.blend")})
+			if err != nil || res[0].State != hooks.Resident {
+				t.Errorf("prefetch: %v %+v", err, res)
+			}
+		}()
+	}
+	got, err := os.ReadFile(filepath.Join(n.mnt, "lib/props.blend"))
+	wg.Wait()
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read: %v", err)
+	}
+	if moved := n.w.Proxy.MediaBytes.Load(); moved > 24<<20+1<<20 {
+		t.Errorf("moved %d bytes for a 24 MiB file", moved)
+	}
+}
+
+// TestPrefetchPriorities: with one worker busy, queued work runs highest
+// band first, FIFO within a band.
+func TestPrefetchPriorities(t *testing.T) {
+	n := newNode(t, 1<<30, 1)
+	for _, rel := range []string{"seq/a", "seq/b", "look/c", "job/d", "frame/e", "block"} {
+		n.w.PutRandom("show/"+rel, 4<<10)
+	}
+	n.w.Proxy.StallMedia.Store(int64(300 * time.Millisecond))
+	ctx := context.Background()
+	// The first request occupies the only worker while the rest queue.
+	n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeSequence, Wants: wants("block")})
+	for st := n.e.Status(); st.InFlight != 1 || st.QueueDepth != 0; st = n.e.Status() {
+		time.Sleep(time.Millisecond) // until the worker has taken it
+	}
+	n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeSequence, Wants: wants("seq/a", "seq/b")})
+	n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeLookahead, Wants: wants("look/c")})
+	n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeJob, Wants: wants("job/d")})
+	res, _ := n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeFrame, Wait: time.Minute, Wants: wants("frame/e")})
+	if res[0].State != hooks.Resident {
+		t.Fatalf("frame item: %+v", res)
+	}
+	res, _ = n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeSequence, Wait: time.Minute, Wants: wants("seq/b")})
+	if res[0].State != hooks.Resident {
+		t.Fatalf("seq item: %+v", res)
+	}
+	n.res.mu.Lock()
+	order := fmt.Sprint(n.res.order)
+	n.res.mu.Unlock()
+	if order != "[block frame/e job/d look/c seq/a seq/b]" {
+		t.Errorf("order = %s", order)
+	}
+}
+
+// TestPinsAreBoundedAndReleased: pins never exceed their share of the
+// budget, and a released frame's files are evicted first.
+func TestPinsAreBoundedAndReleased(t *testing.T) {
+	n := newNode(t, 8<<20, 4) // pins may hold 4 MiB
+	for i := 0; i < 6; i++ {
+		n.w.PutRandom(fmt.Sprintf("show/f/%d.exr", i), 1<<20)
+	}
+	ctx := context.Background()
+	frame := 7
+	res, err := n.e.Prefetch(ctx, hooks.Prefetch{Job: hooks.Job{ID: "j"}, Scope: hooks.ScopeFrame, Frame: &frame, Wait: time.Minute,
+		Wants: wants("f/0.exr", "f/1.exr", "f/2.exr", "f/3.exr", "f/4.exr", "f/5.exr")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.State != hooks.Resident {
+			t.Fatalf("%+v", res)
+		}
+	}
+	st := n.e.Status()
+	if st.PinnedBytes > 4<<20 || st.PinnedBytes < 3<<20 || n.e.PinRefusals.Load() == 0 {
+		t.Errorf("pinned %d bytes with a 4 MiB bound, %d refusals", st.PinnedBytes, n.e.PinRefusals.Load())
+	}
+	other := 8
+	n.e.Release(ctx, hooks.Release{Job: "j", Scope: hooks.ScopeFrame, Frame: &other})
+	if n.e.Status().PinnedBytes != st.PinnedBytes {
+		t.Error("releasing another frame dropped pins")
+	}
+	n.e.Release(ctx, hooks.Release{Job: "j", Scope: hooks.ScopeFrame, Frame: &frame})
+	if got := n.e.Status().PinnedBytes; got != 0 {
+		t.Errorf("after the frame's release %d bytes stay pinned", got)
+	}
+}
