@@ -83,11 +83,11 @@ func TestRunMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Rows) != 4*len(wls) {
-		t.Fatalf("%d rows, want %d", len(rep.Rows), 4*len(wls))
+	if len(rep.Rows) != 5*len(wls) {
+		t.Fatalf("%d rows, want %d", len(rep.Rows), 5*len(wls))
 	}
 	for i, row := range rep.Rows {
-		w := wls[i/4]
+		w := wls[i/5]
 		if row.Read < w.Needed {
 			t.Errorf("%s/%s read %d bytes, workload needs %d", row.Workload, row.Strategy, row.Read, w.Needed)
 		}
@@ -108,6 +108,12 @@ func TestRunMatrix(t *testing.T) {
 			}
 			if row.Strategy == "jitfs warm" && row.Requests != 0 {
 				t.Errorf("warm %s made %d requests", w.Name, row.Requests)
+			}
+		case "jitfs cold + prefetch":
+			// The manifest is the workload's own trace: every needed byte
+			// is fetched, by the engine or by the replay's reads.
+			if row.LinkBytes < w.Needed || row.PrefetchFrom != w.Name {
+				t.Errorf("prefetch %s: %d bytes from %q", w.Name, row.LinkBytes, row.PrefetchFrom)
 			}
 		default:
 			t.Errorf("unknown strategy %q", row.Strategy)

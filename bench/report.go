@@ -22,6 +22,9 @@ func (r *Report) Markdown(w io.Writer) {
 		if row.CopyTime > 0 {
 			strategy += fmt.Sprintf(" (copy %.2f s)", row.CopyTime)
 		}
+		if row.PrefetchFrom != "" {
+			strategy += fmt.Sprintf(" (from %s; waste %.0f%%)", row.PrefetchFrom, 100*row.Waste)
+		}
 		fmt.Fprintf(w, "| %s | %s | %.3f | %.3f | %s | %d | %.2f | %.2f |\n", row.Workload, strategy, row.Total, row.TTFB,
 			size(row.LinkBytes), row.Requests, row.XIdeal, row.XLocal)
 	}

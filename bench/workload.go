@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/prefetch"
 	"github.com/jitfs/jitfs/trace"
 )
 
@@ -19,6 +21,18 @@ type Workload struct {
 	Files map[string]int64
 	// Needed is the number of distinct bytes the workload reads.
 	Needed int64
+	// Prefetch is what the "jitfs cold + prefetch" strategy asks the
+	// engine for before the replay starts, and PrefetchFrom names where
+	// it came from: the workload's own trace (a submitter's manifest),
+	// or the previous frame's trace (what a node learns from frame N-1).
+	Prefetch     []hooks.Want
+	PrefetchFrom string
+}
+
+// PrefetchFromTrace makes w prefetch what another recorded frame read.
+func (w *Workload) PrefetchFromTrace(name string, h trace.Header, evs []trace.Event) {
+	w.Prefetch = prefetch.WantsFromTrace(h, evs)
+	w.PrefetchFrom = name
 }
 
 // rel returns p relative to root, or false when p is outside it.
@@ -85,6 +99,7 @@ func NewWorkload(name string, h trace.Header, evs []trace.Event) (*Workload, err
 		delete(w.Files, d)
 		delete(spans, d)
 	}
+	w.PrefetchFromTrace(name, h, evs)
 	for f, ss := range spans {
 		size := w.Files[f]
 		sort.Slice(ss, func(i, j int) bool { return ss[i].start < ss[j].start })
@@ -149,14 +164,15 @@ func SequentialLarge(size int64) *Workload {
 	return synth("sequential-large", evs)
 }
 
-// SmallFiles stats, opens and reads count files of size bytes, split
+// SmallFiles stats, opens and reads count files of size bytes in 20
+// directories, split
 // across readers processes, as a renderer loading thousands of textures
 // and includes does.
 func SmallFiles(count, size, readers int) *Workload {
 	var evs []trace.Event
 	for i := 0; i < count; i++ {
 		pid := 1 + i%readers
-		p := fmt.Sprintf("%s/tex/d%02d/t%05d.tx", synthRoot, i%50, i)
+		p := fmt.Sprintf("%s/tex/d%02d/t%05d.tx", synthRoot, i%20, i)
 		evs = append(evs,
 			trace.Event{Pid: pid, Op: trace.OpStat, Path: p, Size: int64(size)},
 			trace.Event{Pid: pid, Op: trace.OpOpen, Path: p, Fh: 3, Size: int64(size)},

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/hooks"
 )
@@ -348,13 +350,21 @@ func (e *Engine) run(t *task) (*cache.Handle, error) {
 	if len(ranges) == 0 {
 		ranges = []hooks.Range{{Off: 0, Len: meta.Size}}
 	}
+	// Ranges of one file are fetched concurrently: a trace of random
+	// reads names hundreds, and one round trip each in turn would take
+	// longer than the frame. The cache's read-ahead slots bound them.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
 	for _, r := range ranges {
-		e.outstanding.Add(r.Len)
-		_, err := h.Fetch(ctx, r.Off, r.Off+r.Len)
-		e.outstanding.Add(-r.Len)
-		if err != nil {
-			return h, err
-		}
+		g.Go(func() error {
+			e.outstanding.Add(r.Len)
+			defer e.outstanding.Add(-r.Len)
+			_, err := h.Fetch(gctx, r.Off, r.Off+r.Len)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return h, err
 	}
 	for _, r := range ranges {
 		if !h.Resident(r.Off, r.Off+r.Len) {
