@@ -1,0 +1,431 @@
+package hooks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// Defaults for ServerOptions' limits.
+const (
+	DefaultMaxBodyBytes = 4 << 20
+	DefaultMaxWait      = 60 * time.Second
+)
+
+// ServerOptions configures a Server. Zero limits take the defaults.
+type ServerOptions struct {
+	// Mountpoint is the absolute path of the jitfs mount; only paths
+	// under it are handed to the Backend.
+	Mountpoint string
+	Backend    Backend
+	// SocketPath defaults to DefaultSocket(Mountpoint).
+	SocketPath string
+	// SocketGroup, a group name or gid, owns the 0660 socket; empty keeps
+	// the daemon's own group.
+	SocketGroup string
+	Logger      *slog.Logger
+	// Version is reported by health and status; it defaults to the
+	// binary's module version.
+	Version string
+
+	MaxBodyBytes int64         // default DefaultMaxBodyBytes
+	MaxItems     int           // files after expansion; default DefaultMaxItems
+	MaxWait      time.Duration // longest wait_ms honoured; default DefaultMaxWait
+
+	// ListDir names the entries of a directory of the mount, to find the
+	// UDIM tiles that exist. The default reads the directory through the
+	// mount with os.ReadDir; the daemon may answer from its own index.
+	ListDir func(dir string) ([]string, error)
+}
+
+// Validate reports options no default can fix.
+func (o ServerOptions) Validate() error {
+	switch {
+	case !filepath.IsAbs(o.Mountpoint):
+		return fmt.Errorf("hooks: mountpoint %q is not absolute", o.Mountpoint)
+	case o.Backend == nil:
+		return errors.New("hooks: no backend")
+	case o.MaxBodyBytes < 0 || o.MaxItems < 0 || o.MaxWait < 0:
+		return errors.New("hooks: negative limit")
+	}
+	return nil
+}
+
+func (o *ServerOptions) applyDefaults() {
+	o.Mountpoint = filepath.Clean(o.Mountpoint)
+	if o.SocketPath == "" {
+		o.SocketPath = DefaultSocket(o.Mountpoint)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Version == "" {
+		o.Version = "devel"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			o.Version = bi.Main.Version
+		}
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.MaxItems == 0 {
+		o.MaxItems = DefaultMaxItems
+	}
+	if o.MaxWait == 0 {
+		o.MaxWait = DefaultMaxWait
+	}
+	if o.ListDir == nil {
+		o.ListDir = readDirNames
+	}
+}
+
+func readDirNames(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return names, err
+}
+
+// Server serves jitfs.prefetch/v1 on a Unix socket.
+type Server struct {
+	opts   ServerOptions // defaults applied; read-only after NewServer
+	v      *validator
+	log    *slog.Logger
+	ln     *net.UnixListener
+	sockFI os.FileInfo // the socket as bound, to remove only our own
+	http   *http.Server
+	// ctx is the parent of every request's context; Close cancels it so
+	// that waits in the backend end at once.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu       sync.Mutex // guards the counters below
+	requests map[string]int64
+	rejected map[string]int64
+	errors   int64
+}
+
+// NewServer binds the socket (replacing a stale one, refusing a live one)
+// and returns a server ready to Serve. The socket accepts connections from
+// the moment NewServer returns; they wait in the backlog until Serve.
+func NewServer(opts ServerOptions) (*Server, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts.applyDefaults()
+	ln, fi, err := listenSocket(opts.SocketPath, opts.SocketGroup, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		opts:     opts,
+		v:        newValidator(opts.Mountpoint, opts.MaxItems, opts.MaxWait, opts.ListDir),
+		log:      opts.Logger,
+		ln:       ln,
+		sockFI:   fi,
+		ctx:      ctx,
+		cancel:   cancel,
+		requests: map[string]int64{},
+		rejected: map[string]int64{},
+	}
+	s.http = &http.Server{
+		Handler:           s.Handler(),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// A prefetch may legitimately hold its reply for MaxWait.
+		WriteTimeout: opts.MaxWait + 30*time.Second,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+	}
+	opts.Logger.Info("hooks: listening", "socket", opts.SocketPath, "mountpoint", opts.Mountpoint)
+	return s, nil
+}
+
+// SocketPath is where the server listens.
+func (s *Server) SocketPath() string { return s.opts.SocketPath }
+
+// Serve answers requests until Close; it then returns nil.
+func (s *Server) Serve() error {
+	err := s.http.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops listening, ends waiting prefetches, closes connections and
+// removes the socket file if it is still the one this server bound.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.closeErr = s.http.Close()
+		s.ln.Close() // Serve may never have run
+		if fi, err := os.Lstat(s.opts.SocketPath); err == nil && os.SameFile(fi, s.sockFI) {
+			if err := os.Remove(s.opts.SocketPath); err != nil && s.closeErr == nil {
+				s.closeErr = fmt.Errorf("hooks: remove socket: %w", err)
+			}
+		}
+	})
+	return s.closeErr
+}
+
+// Handler is the HTTP handler Serve uses, for embedding the API in
+// another server or testing it without a socket.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(s.serveHTTP)
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	tw := &trackingWriter{ResponseWriter: w}
+	defer func() {
+		// Last resort: a bug must cost one request, not the daemon, and be
+		// logged once with its stack.
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v == http.ErrAbortHandler {
+			panic(v)
+		}
+		s.log.Error("hooks: handler panic", "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		s.countError()
+		if !tw.wrote {
+			s.writeJSON(tw, http.StatusInternalServerError, ErrorReply{Schema: Schema, Error: "internal error", Reason: "internal"})
+		}
+	}()
+	endpoint, method := routes[r.URL.Path].name, routes[r.URL.Path].method
+	if endpoint == "" {
+		s.count("other")
+		s.reject(tw, &rejection{status: http.StatusNotFound, reason: reasonNotFound, msg: "no endpoint " + r.URL.Path})
+		return
+	}
+	s.count(endpoint)
+	if r.Method != method {
+		tw.Header().Set("Allow", method)
+		s.reject(tw, &rejection{status: http.StatusMethodNotAllowed, reason: reasonBadMethod, msg: r.URL.Path + " takes " + method})
+		return
+	}
+	switch endpoint {
+	case "prefetch":
+		s.handlePrefetch(tw, r)
+	case "release":
+		s.handleRelease(tw, r)
+	case "status":
+		s.handleStatus(tw)
+	case "health":
+		s.writeJSON(tw, http.StatusOK, HealthReply{Schema: Schema, OK: true, Mountpoint: s.opts.Mountpoint, Version: s.opts.Version})
+	}
+}
+
+var routes = map[string]struct{ name, method string }{
+	"/v1/prefetch": {"prefetch", http.MethodPost},
+	"/v1/release":  {"release", http.MethodPost},
+	"/v1/status":   {"status", http.MethodGet},
+	"/v1/health":   {"health", http.MethodGet},
+}
+
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *rejection) {
+	max := s.opts.MaxBodyBytes
+	if r.ContentLength > max {
+		return nil, &rejection{status: http.StatusRequestEntityTooLarge, reason: reasonTooLarge, msg: fmt.Sprintf("body of %d bytes: at most %d", r.ContentLength, max)}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, &rejection{status: http.StatusRequestEntityTooLarge, reason: reasonTooLarge, msg: fmt.Sprintf("body longer than %d bytes", max)}
+	case err != nil:
+		return nil, reject(reasonReadError, "reading the body: %v", err)
+	}
+	return body, nil
+}
+
+func (s *Server) handlePrefetch(w http.ResponseWriter, r *http.Request) {
+	body, rej := s.readBody(w, r)
+	if rej != nil {
+		s.reject(w, rej)
+		return
+	}
+	pln, rej := s.v.prefetch(body)
+	if rej != nil {
+		s.reject(w, rej)
+		return
+	}
+	p := pln.p
+	reply := PrefetchReply{
+		Schema:        Schema,
+		RequestID:     pln.requestID,
+		Accepted:      len(p.Wants),
+		Missing:       append([]string{}, pln.missing...),
+		Unmanaged:     append([]string{}, pln.unmanaged...),
+		Failed:        append([]ItemError{}, pln.failed...),
+		Pending:       []string{},
+		WaitClampedMS: pln.clampedMS,
+	}
+	if len(p.Wants) > 0 {
+		start := time.Now()
+		results, err := s.opts.Backend.Prefetch(r.Context(), p)
+		reply.WaitedMS = time.Since(start).Milliseconds()
+		if err == nil && len(results) != len(p.Wants) {
+			err = fmt.Errorf("hooks: the engine returned %d results for %d files", len(results), len(p.Wants))
+		}
+		if err != nil {
+			if r.Context().Err() != nil {
+				// The client left or the server is closing; nobody reads a reply.
+				s.log.Debug("hooks: prefetch abandoned", "request_id", pln.requestID, "err", err)
+				return
+			}
+			s.fail(w, "prefetch", pln.requestID, err)
+			return
+		}
+		for i, res := range results {
+			abs := p.Wants[i].Abs
+			switch res.State {
+			case Resident:
+				reply.Resident++
+			case Queued:
+				reply.Queued++
+				if p.Wait > 0 {
+					reply.Pending = append(reply.Pending, abs)
+				}
+			case Missing:
+				reply.Missing = append(reply.Missing, abs)
+			case Failed:
+				reply.Failed = append(reply.Failed, ItemError{Path: abs, Error: res.Err})
+			default:
+				reply.Failed = append(reply.Failed, ItemError{Path: abs, Error: fmt.Sprintf("engine reported unknown state %q", res.State)})
+			}
+		}
+		reply.TimedOut = p.Wait > 0 && reply.Queued > 0
+		if !reply.TimedOut {
+			reply.Pending = reply.Pending[:0]
+		}
+	}
+	s.log.Debug("hooks: prefetch", "request_id", pln.requestID, "job", p.Job.ID, "scope", p.Scope, "priority", p.Priority,
+		"files", len(p.Wants), "resident", reply.Resident, "queued", reply.Queued, "missing", len(reply.Missing),
+		"unmanaged", len(reply.Unmanaged), "failed", len(reply.Failed), "waited_ms", reply.WaitedMS, "timed_out", reply.TimedOut)
+	s.writeJSON(w, http.StatusOK, reply)
+}
+
+func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
+	body, rej := s.readBody(w, r)
+	if rej != nil {
+		s.reject(w, rej)
+		return
+	}
+	rel, requestID, unmanaged, rej := s.v.release(body)
+	if rej != nil {
+		s.reject(w, rej)
+		return
+	}
+	// Paths that all lie outside the mount release nothing here; passing
+	// an empty list on would release the whole frame or job.
+	if len(rel.Rels) > 0 || len(unmanaged) == 0 {
+		if err := s.opts.Backend.Release(r.Context(), rel); err != nil {
+			if r.Context().Err() != nil {
+				return
+			}
+			s.fail(w, "release", requestID, err)
+			return
+		}
+	}
+	s.log.Debug("hooks: release", "request_id", requestID, "job", rel.Job, "scope", rel.Scope, "files", len(rel.Rels))
+	s.writeJSON(w, http.StatusOK, ReleaseReply{Schema: Schema, RequestID: requestID, OK: true, Unmanaged: unmanaged})
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter) {
+	st := s.opts.Backend.Status()
+	if st.Jobs == nil {
+		st.Jobs = []JobStatus{}
+	}
+	reply := StatusReply{Schema: Schema, Mountpoint: s.opts.Mountpoint, Version: s.opts.Version, Status: st}
+	reply.Requests, reply.Rejected, reply.Errors = s.Counters()
+	s.writeJSON(w, http.StatusOK, reply)
+}
+
+// Counters returns copies of the request counts by endpoint, the
+// rejection counts by reason, and the count of 5xx replies.
+func (s *Server) Counters() (requests, rejected map[string]int64, errs int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	requests = make(map[string]int64, len(s.requests))
+	for k, v := range s.requests {
+		requests[k] = v
+	}
+	rejected = make(map[string]int64, len(s.rejected))
+	for k, v := range s.rejected {
+		rejected[k] = v
+	}
+	return requests, rejected, s.errors
+}
+
+func (s *Server) count(endpoint string) {
+	s.mu.Lock()
+	s.requests[endpoint]++
+	s.mu.Unlock()
+}
+
+func (s *Server) countError() {
+	s.mu.Lock()
+	s.errors++
+	s.mu.Unlock()
+}
+
+func (s *Server) reject(w http.ResponseWriter, rej *rejection) {
+	s.mu.Lock()
+	s.rejected[rej.reason]++
+	s.mu.Unlock()
+	s.log.Warn("hooks: rejected a request", "reason", rej.reason, "error", rej.msg)
+	s.writeJSON(w, rej.status, ErrorReply{Schema: Schema, Error: rej.msg, Reason: rej.reason})
+}
+
+func (s *Server) fail(w http.ResponseWriter, endpoint, requestID string, err error) {
+	s.countError()
+	s.log.Error("hooks: engine error", "endpoint", endpoint, "request_id", requestID, "err", err)
+	s.writeJSON(w, http.StatusInternalServerError, ErrorReply{Schema: Schema, Error: err.Error(), Reason: "engine"})
+}
+
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	// Keep <UDIM> and & readable for people reading replies with curl.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		s.log.Debug("hooks: write reply", "err", err)
+	}
+}
+
+// trackingWriter remembers whether a reply was started, so the panic
+// handler does not write a second status line.
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *trackingWriter) WriteHeader(code int) {
+	t.wrote = true
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *trackingWriter) Write(b []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(b)
+}
