@@ -164,15 +164,6 @@ func (ts *testServer) raw(t *testing.T, method, path, body string) (int, []byte)
 	return resp.StatusCode, data
 }
 
-func mustJSON(t *testing.T, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 func intp(i int) *int { return &i }
 
 func TestHealth(t *testing.T) {
@@ -290,22 +281,22 @@ func TestPrefetchWait(t *testing.T) {
 		}
 		return Result{State: Queued}
 	}}
-	ts := startServer(t, b, func(o *ServerOptions) { o.MaxWait = 400 * time.Millisecond })
+	ts := startServer(t, b, func(o *ServerOptions) { o.MaxWait = 800 * time.Millisecond })
 	// The client's own timeout is shorter than the wait: it must extend it.
-	c := NewClient(ts.sock, 100*time.Millisecond)
+	c := NewClient(ts.sock, 300*time.Millisecond)
 	defer c.Close()
 	reply, err := c.Prefetch(context.Background(), PrefetchRequest{
-		Scope: ScopeFrame, Frame: intp(7), WaitMS: 300,
+		Scope: ScopeFrame, Frame: intp(7), WaitMS: 600,
 		Items: []Item{{Path: ts.mount + "/ready"}, {Path: ts.mount + "/slow"}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ts.b.lastPrefetch(t).Wait; got != 300*time.Millisecond {
-		t.Errorf("backend Wait = %v, want 300ms", got)
+	if got := ts.b.lastPrefetch(t).Wait; got != 600*time.Millisecond {
+		t.Errorf("backend Wait = %v, want 600ms", got)
 	}
 	if !reply.TimedOut || reply.Resident != 1 || reply.Queued != 1 || !reflect.DeepEqual(reply.Pending, []string{ts.mount + "/slow"}) ||
-		reply.WaitedMS < 300 || reply.WaitClampedMS != 0 {
+		reply.WaitedMS < 600 || reply.WaitClampedMS != 0 {
 		t.Errorf("reply %+v", reply)
 	}
 
@@ -315,10 +306,10 @@ func TestPrefetchWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ts.b.lastPrefetch(t).Wait; got != 400*time.Millisecond {
-		t.Errorf("backend Wait = %v, want the 400ms limit", got)
+	if got := ts.b.lastPrefetch(t).Wait; got != 800*time.Millisecond {
+		t.Errorf("backend Wait = %v, want the 800ms limit", got)
 	}
-	if reply.WaitClampedMS != 400 || reply.TimedOut || len(reply.Pending) != 0 {
+	if reply.WaitClampedMS != 800 || reply.TimedOut || len(reply.Pending) != 0 {
 		t.Errorf("clamped reply %+v", reply)
 	}
 }
