@@ -26,7 +26,7 @@ func TestBenchShort(t *testing.T) {
 	if rep.RTT != 10 || rep.Bandwidth != 200e6 {
 		t.Errorf("link = %v ms, %d B/s", rep.RTT, rep.Bandwidth)
 	}
-	if len(rep.Workloads) != 5 || len(rep.Rows) != 4*len(rep.Workloads) {
+	if len(rep.Workloads) != 5 || len(rep.Rows) != 5*len(rep.Workloads) {
 		t.Fatalf("%d workloads, %d rows:\n%s", len(rep.Workloads), len(rep.Rows), out)
 	}
 	if !strings.HasPrefix(rep.Workloads[0].Name, "povray_") && !strings.HasPrefix(rep.Workloads[0].Name, "blender_") {
@@ -72,6 +72,17 @@ func TestBenchBadFlags(t *testing.T) {
 		out, code := runJitfs(t, args...)
 		if code != 2 || !oneLine(out) {
 			t.Errorf("%v: exit %d:\n%s", args, code, out)
+		}
+	}
+}
+
+func TestPreviousFrame(t *testing.T) {
+	for in, want := range map[string]string{
+		"blender_sh010_f03": "blender_sh010_f02", "x_f10": "x_f09", "x_f1": "", "x_f01": "",
+		"blender_sh010_f01-04": "", "povray_balcony": "", "a_fxy": "",
+	} {
+		if got := previousFrame(in); got != want {
+			t.Errorf("previousFrame(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

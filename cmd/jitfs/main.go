@@ -25,6 +25,8 @@ func commands() []command {
 		{"trace", "trace import-strace|summary ...: convert an strace of a render into a trace; print a trace's totals", func(args []string, stdout, stderr io.Writer) error {
 			return runTrace(context.Background(), args, stdout, stderr)
 		}},
+		{"prefetch", "prefetch [--wait D] [--job ID] [--manifest F] [--from-trace T] PATH...: make files resident before a render opens them", runPrefetch},
+		{"status", "status [--json] [--watch 1s] [PATH]: the daemon's prefetch queue, jobs and cache", runStatus},
 		{"bench", "bench [--rtt 20ms] [--bandwidth 100MB/s] [--short] [--json] [TRACE...]: pre-sync vs jitfs over an emulated WAN", runBench},
 		{"replay", "replay TRACE --root DIR [--map OLD=NEW] [--pace] [--json]: re-issue a trace's file operations against a directory", runReplay},
 	}

@@ -19,7 +19,9 @@ import (
 
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/jitfs"
+	"github.com/jitfs/jitfs/prefetch"
 	"github.com/jitfs/jitfs/trace"
 )
 
@@ -36,6 +38,9 @@ type mountConfig struct {
 	debugFUSE      bool
 	attemptTimeout time.Duration
 	traceFile      string
+	socket         string // "" = the mount's default; "none" = no hook API
+	socketGroup    string
+	prefetchers    int
 	log            *slog.Logger
 }
 
@@ -47,6 +52,8 @@ type mounted struct {
 	fs    *jitfs.FS
 	srv   *fuse.Server
 	rec   *trace.Recorder
+	eng   *prefetch.Engine
+	hooks *hooks.Server
 }
 
 func runMount(args []string, stdout, stderr io.Writer) error {
@@ -63,6 +70,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	traceFile := fl.String("trace", "", "record every operation the mount serves to this file (zstd JSON Lines; see docs/trace-format.md)")
+	socket := fl.String("socket", "", "Unix socket of the hook API (jitfs.prefetch/v1); default: "+hooks.DefaultSocketDir+"/<mountpoint>.sock; \"none\" disables it")
+	socketGroup := fl.String("socket-group", "", "group (name or gid) allowed to use the hook socket (mode 0660)")
+	prefetchers := fl.Int("prefetch-workers", 8, "concurrent prefetches (they use read-ahead fetch slots, never a blocked read's)")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err
@@ -72,7 +82,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg := mountConfig{mountpoint: pos[1], cacheDir: *cacheDir, endpoint: *endpoint, metadataTTL: *ttl,
 		passthrough: *passthrough, allowOther: *allowOther, debugFUSE: *debugFUSE, attemptTimeout: *attemptTimeout,
-		traceFile: *traceFile}
+		traceFile: *traceFile, socket: *socket, socketGroup: *socketGroup, prefetchers: *prefetchers}
 	if cfg.bucket, cfg.prefix, err = parseGSURL(pos[0]); err != nil {
 		return err
 	}
@@ -93,6 +103,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "jitfs: serving gs://%s/%s at %s (cache %s, budget %s)\n", cfg.bucket, cfg.prefix, m.cfg.mountpoint, cfg.cacheDir, *cacheSize)
+	if m.hooks != nil {
+		fmt.Fprintf(stdout, "jitfs: hook API at %s (export %s=%s)\n", m.hooks.SocketPath(), hooks.EnvSocket, m.hooks.SocketPath())
+	}
 
 	unmounted := make(chan struct{})
 	go func() { m.srv.Wait(); close(unmounted) }()
@@ -161,8 +174,38 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 	}
 	cfg.log.Info("mounted", "bucket", cfg.bucket, "prefix", cfg.prefix, "mountpoint", mp,
 		"cache_dir", cfg.cacheDir, "budget_bytes", cfg.cacheSize, "passthrough", cfg.passthrough)
+	m := &mounted{cfg: cfg, gcs: gc, cache: c, fs: f, srv: srv, rec: rec}
+	if cfg.socket != "none" {
+		if err := m.startHooks(); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
 	ok = true
-	return &mounted{cfg: cfg, gcs: gc, cache: c, fs: f, srv: srv, rec: rec}, nil
+	return m, nil
+}
+
+// startHooks starts the prefetch engine and the hook API socket.
+func (m *mounted) startHooks() error {
+	eng, err := prefetch.New(prefetch.Options{Resolver: m.fs, Cache: m.cache, Source: m.gcs,
+		Workers: m.cfg.prefetchers, Logger: m.cfg.log})
+	if err != nil {
+		return err
+	}
+	hs, err := hooks.NewServer(hooks.ServerOptions{Mountpoint: m.cfg.mountpoint, Backend: eng, SocketPath: m.cfg.socket,
+		SocketGroup: m.cfg.socketGroup, Logger: m.cfg.log})
+	if err != nil {
+		eng.Close()
+		return err
+	}
+	m.eng, m.hooks = eng, hs
+	go func() {
+		if err := hs.Serve(); err != nil {
+			m.cfg.log.Error("hook API stopped", "socket", hs.SocketPath(), "err", err)
+		}
+	}()
+	m.cfg.log.Info("hook API listening", "socket", hs.SocketPath())
+	return nil
 }
 
 // openTrace starts recording to cfg.traceFile. The file is created before
@@ -187,6 +230,16 @@ func openTrace(cfg mountConfig, mp string) (*trace.Recorder, error) {
 // cache lock is released for a successor.
 func (m *mounted) Close() error {
 	var errs []error
+	// The engine resolves paths through the mount: stop it (and the
+	// socket feeding it) before unmounting.
+	if m.hooks != nil {
+		if err := m.hooks.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if m.eng != nil {
+		m.eng.Close()
+	}
 	if err := m.srv.Unmount(); err != nil {
 		m.cfg.log.Warn("unmount busy; detaching lazily", "mountpoint", m.cfg.mountpoint, "err", err)
 		if err := syscall.Unmount(m.cfg.mountpoint, syscall.MNT_DETACH); err != nil {

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/prefetch"
+)
+
+// errIncomplete marks a prefetch that ran but left items unresolved: exit 1
+// with the reply printed, so an agent can decide whether to start anyway.
+var errIncomplete = errors.New("prefetch incomplete")
+
+func runPrefetch(args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("prefetch", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	wait := fl.Duration("wait", 0, "hold until every file is resident or this long has passed (0: queue and return)")
+	job := fl.String("job", os.Getenv("JITFS_JOB_ID"), "job id: the files are pinned for the job until it is released (default $JITFS_JOB_ID)")
+	scope := fl.String("scope", "", "frame, miss, job, lookahead or job_seq (default: frame with --wait, job without)")
+	manifest := fl.String("manifest", "", "file with one path per line, or a pattern and its frames (PATTERN FRAMES, e.g. /show/plate.%04d.exr 1001-1100)")
+	fromTrace := fl.String("from-trace", "", "prefetch what a recorded trace read (whole small files, the read ranges of large ones)")
+	traceRoot := fl.String("trace-root", "", "with --from-trace: the directory the trace's root maps to (default: the daemon's mountpoint)")
+	socket := fl.String("socket", "", "hook API socket (default: $JITFS_SOCKET, else the socket of the mount holding the first path)")
+	asJSON := fl.Bool("json", false, "print the daemon's reply as JSON")
+	release := fl.Bool("release", false, "release the job's pins (with --job) instead of prefetching")
+	pos, err := parseInterspersed(fl, args)
+	if err != nil {
+		return err
+	}
+	if *release {
+		if *job == "" {
+			return fmt.Errorf("%w: --release needs --job", errUsage)
+		}
+	} else if len(pos) == 0 && *manifest == "" && *fromTrace == "" {
+		return fmt.Errorf("%w: give PATHs, --manifest or --from-trace", errUsage)
+	}
+	sc := hooks.Scope(*scope)
+	if sc == "" {
+		sc = hooks.ScopeJob
+		if *wait > 0 {
+			sc = hooks.ScopeFrame
+		}
+	}
+	if !sc.Valid() {
+		return fmt.Errorf("%w: unknown --scope %q", errUsage, *scope)
+	}
+	sock := *socket
+	if sock == "" {
+		from := "."
+		if len(pos) > 0 {
+			from = pos[0]
+		}
+		if sock, err = hooks.FindSocket(from); err != nil {
+			return err
+		}
+	}
+	cl := hooks.NewClient(sock, *wait+30*time.Second)
+	defer cl.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if *release {
+		return cl.Release(ctx, hooks.ReleaseRequest{Schema: hooks.Schema, Job: hooks.JobInfo{Job: hooks.Job{ID: *job}}, Scope: hooks.ScopeJob})
+	}
+
+	var items []hooks.Item
+	for _, p := range pos {
+		more, err := pathItems(p)
+		if err != nil {
+			return err
+		}
+		items = append(items, more...)
+	}
+	if *manifest != "" {
+		more, err := manifestItems(*manifest)
+		if err != nil {
+			return err
+		}
+		items = append(items, more...)
+	}
+	if *fromTrace != "" {
+		root := *traceRoot
+		if root == "" {
+			h, err := cl.Health(ctx)
+			if err != nil {
+				return err
+			}
+			root = h.Mountpoint
+		}
+		more, err := traceItems(*fromTrace, root, stderr)
+		if err != nil {
+			return err
+		}
+		items = append(items, more...)
+	}
+	req := hooks.PrefetchRequest{Schema: hooks.Schema, Job: hooks.JobInfo{Job: hooks.Job{ID: *job, PID: os.Getpid()}},
+		Scope: sc, WaitMS: wait.Milliseconds(), Items: items}
+	rep, err := cl.Prefetch(ctx, req)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	} else {
+		fmt.Fprintf(stdout, "jitfs prefetch: %d files: %d resident, %d queued, %d missing, %d failed, %d outside the mount (waited %d ms)\n",
+			rep.Accepted+len(rep.Unmanaged), rep.Resident, rep.Queued, len(rep.Missing), len(rep.Failed), len(rep.Unmanaged), rep.WaitedMS)
+		for _, p := range rep.Missing {
+			fmt.Fprintf(stdout, "  missing   %s\n", p)
+		}
+		for _, p := range rep.Unmanaged {
+			fmt.Fprintf(stdout, "  outside   %s\n", p)
+		}
+		for _, f := range rep.Failed {
+			fmt.Fprintf(stdout, "  failed    %s: %s\n", f.Path, f.Error)
+		}
+		for _, p := range rep.Pending {
+			fmt.Fprintf(stdout, "  pending   %s\n", p)
+		}
+	}
+	if len(rep.Missing) > 0 || len(rep.Unmanaged) > 0 || len(rep.Failed) > 0 || rep.TimedOut {
+		return errIncomplete
+	}
+	return nil
+}
+
+// pathItems turns a command-line path into items: a file, or every file
+// of a directory's subtree.
+func pathItems(p string) ([]hooks.Item, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(abs)
+	if err != nil || !st.IsDir() {
+		// A missing file is the daemon's to report, with the others.
+		return []hooks.Item{{Path: abs}}, nil
+	}
+	var items []hooks.Item
+	err = filepath.WalkDir(abs, func(q string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			items = append(items, hooks.Item{Path: q})
+		}
+		return nil
+	})
+	return items, err
+}
+
+// manifestItems reads a manifest: one absolute path per line, or a
+// pattern and its frame list; # starts a comment.
+func manifestItems(name string) ([]hooks.Item, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var items []hooks.Item
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		switch {
+		case len(fields) == 1 && strings.Contains(fields[0], hooks.UDIMToken):
+			items = append(items, hooks.Item{Seq: &hooks.Seq{Pattern: fields[0]}})
+		case len(fields) == 1:
+			items = append(items, hooks.Item{Path: fields[0]})
+		case len(fields) == 2:
+			items = append(items, hooks.Item{Seq: &hooks.Seq{Pattern: fields[0], Frames: fields[1]}})
+		default:
+			return nil, fmt.Errorf("%s:%d: want PATH or PATTERN FRAMES (paths with spaces: one per line, alone)", name, n)
+		}
+	}
+	return items, sc.Err()
+}
+
+// traceItems turns what a trace read into items under root.
+func traceItems(name, root string, stderr io.Writer) ([]hooks.Item, error) {
+	h, evs, err := readTraceFile(name, stderr)
+	if err != nil {
+		return nil, err
+	}
+	var items []hooks.Item
+	for _, w := range prefetch.WantsFromTrace(h, evs) {
+		items = append(items, hooks.Item{Path: strings.TrimSuffix(root, "/") + "/" + w.Rel, Ranges: w.Ranges, Source: "trace"})
+	}
+	return items, nil
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("status", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	socket := fl.String("socket", "", "hook API socket (default: $JITFS_SOCKET, else the socket of the mount holding PATH or the current directory)")
+	asJSON := fl.Bool("json", false, "print JSON")
+	watch := fl.Duration("watch", 0, "refresh every interval until interrupted (a live progress view)")
+	pos, err := parseInterspersed(fl, args)
+	if err != nil {
+		return err
+	}
+	sock := *socket
+	if sock == "" {
+		from := "."
+		if len(pos) > 0 {
+			from = pos[0]
+		}
+		if sock, err = hooks.FindSocket(from); err != nil {
+			return err
+		}
+	}
+	cl := hooks.NewClient(sock, 5*time.Second)
+	defer cl.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	for {
+		st, err := cl.Status(ctx)
+		if err != nil {
+			if ctx.Err() != nil && *watch > 0 {
+				return nil
+			}
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(st)
+		} else {
+			printStatus(stdout, st, *watch > 0)
+		}
+		if *watch <= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(*watch):
+		}
+	}
+}
+
+func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
+	if live {
+		fmt.Fprint(w, "\x1b[H\x1b[2J") // redraw in place
+	}
+	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
+	fmt.Fprintf(w, "jitfs %s at %s\n", st.Version, st.Mountpoint)
+	fmt.Fprintf(w, "  cache       %.1f of %.1f MiB, byte hit ratio %.1f%%\n", mib(st.CacheUsedBytes), mib(st.CacheBudgetBytes), 100*st.HitRatio)
+	fmt.Fprintf(w, "  prefetch    %d queued, %d in flight, %.1f MiB outstanding; %.1f MiB prefetched, %.1f MiB evicted unread\n",
+		st.QueueDepth, st.InFlight, mib(st.BytesOutstanding), mib(st.PrefetchedBytes), mib(st.WastedBytes))
+	fmt.Fprintf(w, "  pinned      %.1f MiB\n", mib(st.PinnedBytes))
+	for _, j := range st.Jobs {
+		pct := 100.0
+		if j.BytesWanted > 0 {
+			pct = 100 * float64(j.BytesResident) / float64(j.BytesWanted)
+		}
+		fmt.Fprintf(w, "  job %-20s %d/%d files, %.1f/%.1f MiB (%.0f%%), %.1f MiB pinned\n", j.ID, j.Resident, j.Wanted,
+			mib(j.BytesResident), mib(j.BytesWanted), pct, mib(j.PinnedBytes))
+	}
+}

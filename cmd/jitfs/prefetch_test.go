@@ -1,0 +1,99 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jitfs/jitfs/hooks"
+)
+
+// TestPrefetchCommand drives a real daemon's hook API with `jitfs
+// prefetch` and `jitfs status`, then reads the files through the mount:
+// everything prefetched is served without another GCS request.
+func TestPrefetchCommand(t *testing.T) {
+	w := newWorld(t, false)
+	content := map[string][]byte{}
+	for i := 0; i < 12; i++ {
+		rel := fmt.Sprintf("tex/t%02d.tx", i)
+		content[rel] = w.put("show/"+rel, 64<<10)
+	}
+	for f := 1001; f <= 1010; f++ {
+		rel := fmt.Sprintf("plates/p.%04d.exr", f)
+		content[rel] = w.put("show/"+rel, 30_000)
+	}
+	for _, tile := range []int{1001, 1002, 1011} {
+		rel := fmt.Sprintf("tex/udim/g.%d.png", tile)
+		content[rel] = w.put("show/"+rel, 20_000)
+	}
+	w.put("show/lib/big.blend", 20<<20)
+	sock := filepath.Join(t.TempDir(), "jitfs.sock")
+	d := w.mountForTest("show", "", "--socket", sock)
+
+	st, err := os.Stat(sock)
+	if err != nil || st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o660 {
+		t.Fatalf("socket: %v %v", st, err)
+	}
+	// A directory means its subtree.
+	out, code := runJitfs(t, "prefetch", "--socket", sock, "--wait", "60s", "--job", "j1", d.path("tex"))
+	if code != 0 || !strings.Contains(out, "15 resident") {
+		t.Fatalf("prefetch dir: exit %d: %s", code, out)
+	}
+	manifest := filepath.Join(t.TempDir(), "m.txt")
+	os.WriteFile(manifest, []byte("# plates of the task\n"+d.path("plates/p.%04d.exr")+" 1001-1010\n"), 0o644)
+	out, code = runJitfs(t, "prefetch", "--socket", sock, "--wait", "60s", "--job", "j1", "--manifest", manifest)
+	if code != 0 || !strings.Contains(out, "10 resident") {
+		t.Fatalf("prefetch manifest: exit %d: %s", code, out)
+	}
+	// A trace's read ranges of a large file: only those are fetched.
+	tr := filepath.Join(t.TempDir(), "t.jsonl")
+	os.WriteFile(tr, []byte(`{"format":"jitfs.trace/v1","source":"strace","root":"/old/show"}
+{"t":0,"pid":1,"op":"open","path":"/old/show/lib/big.blend","fh":3,"size":20971520}
+{"t":0,"pid":1,"op":"read","path":"/old/show/lib/big.blend","fh":3,"off":10485760,"len":4096,"n":4096}
+`), 0o644)
+	before := w.proxy.MediaBytes.Load()
+	out, code = runJitfs(t, "prefetch", "--socket", sock, "--wait", "60s", "--from-trace", tr)
+	if code != 0 || !strings.Contains(out, "1 resident") {
+		t.Fatalf("prefetch from trace: exit %d: %s", code, out)
+	}
+	if moved := w.proxy.MediaBytes.Load() - before; moved > 1<<20 {
+		t.Errorf("a 4 KiB range of a 20 MiB file moved %d bytes", moved)
+	}
+
+	out, code = runJitfs(t, "status", "--socket", sock, "--json")
+	if code != 0 {
+		t.Fatalf("status: exit %d: %s", code, out)
+	}
+	var rep hooks.StatusReply
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if len(rep.Jobs) != 1 || rep.Jobs[0].ID != "j1" || rep.Jobs[0].Resident != 25 || rep.PrefetchedBytes == 0 || rep.Mountpoint != d.mnt {
+		t.Errorf("status = %+v", rep)
+	}
+
+	media := w.proxy.MediaReqs.Load()
+	for rel, want := range content {
+		mustEqualBytes(t, rel, mustRead(t, d.path(rel)), want)
+	}
+	if n := w.proxy.MediaReqs.Load() - media; n != 0 {
+		t.Errorf("reading prefetched files made %d GCS data requests", n)
+	}
+
+	// Bad items: non-zero exit with the reasons.
+	out, code = runJitfs(t, "prefetch", "--socket", sock, d.path("tex/nope.tx"), "/etc/passwd")
+	if code != 1 || !strings.Contains(out, "missing") || !strings.Contains(out, "outside") {
+		t.Errorf("bad items: exit %d: %s", code, out)
+	}
+	out, code = runJitfs(t, "prefetch", "--socket", sock, "--release", "--job", "j1")
+	if code != 0 {
+		t.Errorf("release: exit %d: %s", code, out)
+	}
+	out, code = runJitfs(t, "prefetch", "--socket", filepath.Join(t.TempDir(), "none.sock"), d.path("tex"))
+	if code != 1 || !oneLine(out) {
+		t.Errorf("no daemon: exit %d: %s", code, out)
+	}
+}
