@@ -282,7 +282,10 @@ func (c *Client) retry(ctx context.Context, what string, fn func(context.Context
 	var err error
 	for attempt := 1; ; attempt++ {
 		err = fn(ctx)
-		if err == nil || !retryable(err) || ctx.Err() != nil {
+		// A cancellation that is not ours came from inside the client
+		// (a torn connection, an internal timeout): transient, retry it.
+		spurious := errors.Is(err, context.Canceled) && ctx.Err() == nil
+		if err == nil || !(retryable(err) || spurious) || ctx.Err() != nil {
 			break
 		}
 		// A parent deadline is not an attempt timeout: stop.
