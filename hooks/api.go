@@ -96,15 +96,20 @@ type JobStatus struct {
 
 // Status is the daemon's prefetch and cache state.
 type Status struct {
-	QueueDepth       int64       `json:"queue_depth"`
-	InFlight         int64       `json:"in_flight"`
-	BytesOutstanding int64       `json:"bytes_outstanding"`
-	PrefetchedBytes  int64       `json:"prefetched_bytes"`
-	WastedBytes      int64       `json:"wasted_bytes"` // prefetched, then evicted unread
-	CacheUsedBytes   int64       `json:"cache_used_bytes"`
-	CacheBudgetBytes int64       `json:"cache_budget_bytes"`
-	HitRatio         float64     `json:"hit_ratio"` // of bytes read through the mount
-	PinnedBytes      int64       `json:"pinned_bytes"`
+	QueueDepth       int64   `json:"queue_depth"`
+	InFlight         int64   `json:"in_flight"`
+	BytesOutstanding int64   `json:"bytes_outstanding"`
+	PrefetchedBytes  int64   `json:"prefetched_bytes"`
+	WastedBytes      int64   `json:"wasted_bytes"` // prefetched, then evicted unread
+	CacheUsedBytes   int64   `json:"cache_used_bytes"`
+	CacheBudgetBytes int64   `json:"cache_budget_bytes"`
+	HitRatio         float64 `json:"hit_ratio"` // of bytes read through the mount
+	PinnedBytes      int64   `json:"pinned_bytes"`
+	// LearnedPredicted counts files the daemon predicted for a job's next
+	// frame from the frames it served; LearnedUsed, those the frame then
+	// opened. 1 - used/predicted is the predictor's waste ratio.
+	LearnedPredicted int64       `json:"learned_predicted"`
+	LearnedUsed      int64       `json:"learned_used"`
 	Jobs             []JobStatus `json:"jobs"`
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"strings"
 	"syscall"
 	"time"
 
@@ -138,6 +139,9 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		n.cachedIO++
 	}
 	n.mu.Unlock()
+	if obs := f.onOpen.Load(); obs != nil {
+		(*obs)(strings.TrimPrefix(a.Name, f.opts.Prefix))
+	}
 	// Content never changes under a pinned generation: keep the kernel's
 	// page cache across opens (renderers re-open textures several times).
 	return h, fuse.FOPEN_KEEP_CACHE, 0

@@ -100,6 +100,9 @@ type FS struct {
 	mnt string
 	// fh numbers open handles so a trace can pair reads with their open.
 	fh atomic.Uint64
+	// onOpen, when set, hears of every successful open (the prefetch
+	// engine learns frames from it).
+	onOpen atomic.Pointer[func(rel string)]
 
 	Stats Stats
 }
@@ -126,6 +129,10 @@ func New(opts Options) (*FS, error) {
 func (f *FS) Close() {
 	f.neg.Close()
 }
+
+// SetOpenObserver makes fn hear the mount-relative path of every
+// successful open. fn runs on the read path and must not block.
+func (f *FS) SetOpenObserver(fn func(rel string)) { f.onOpen.Store(&fn) }
 
 // Root returns the root node, for fs.Mount.
 func (f *FS) Root() fs.InodeEmbedder { return f.root }

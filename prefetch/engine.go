@@ -130,6 +130,9 @@ type Engine struct {
 	inFlight int64
 	closed   bool
 
+	learners                      map[string]*learner
+	learnedPredicted, learnedUsed int64
+
 	outstanding atomic.Int64
 	wg          sync.WaitGroup
 	ctx         context.Context
@@ -153,7 +156,8 @@ func New(opts Options) (*Engine, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	e := &Engine{opts: opts, log: opts.Logger, tasks: map[string]*task{}, jobs: map[string]*jobState{}}
+	e := &Engine{opts: opts, log: opts.Logger, tasks: map[string]*task{}, jobs: map[string]*jobState{},
+		learners: map[string]*learner{}}
 	e.cond = sync.NewCond(&e.mu)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	for i := 0; i < opts.Workers; i++ {
@@ -213,8 +217,12 @@ func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result
 		return nil, errors.New("prefetch: engine closed")
 	}
 	var js *jobState
+	var learned []string
 	if p.Job.ID != "" {
 		js = e.job(p.Job.ID)
+		if p.Scope == hooks.ScopeFrame && p.Frame != nil {
+			learned = e.frameStartedLocked(p.Job.ID, *p.Frame)
+		}
 	}
 	for i, w := range p.Wants {
 		if js != nil {
@@ -240,6 +248,10 @@ func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result
 		ts[i] = t
 	}
 	e.mu.Unlock()
+	if len(learned) > 0 {
+		// Queued after this request's own files, a band below them.
+		e.learnAhead(p.Job.ID, *p.Frame, learned)
+	}
 
 	if p.Wait > 0 {
 		timer := time.NewTimer(p.Wait)
@@ -454,6 +466,7 @@ func (e *Engine) Release(ctx context.Context, r hooks.Release) error {
 	}
 	if r.Scope == hooks.ScopeJob && len(only) == 0 {
 		delete(e.jobs, r.Job)
+		delete(e.learners, r.Job)
 	}
 	return nil
 }
@@ -478,6 +491,7 @@ func (e *Engine) Status() hooks.Status {
 	st.QueueDepth = int64(len(e.queue))
 	st.InFlight = e.inFlight
 	st.PinnedBytes = e.pinned
+	st.LearnedPredicted, st.LearnedUsed = e.learnedPredicted, e.learnedUsed
 	for _, j := range e.jobs {
 		js := hooks.JobStatus{ID: j.id, Wanted: int64(len(j.wanted)), Resident: int64(len(j.resident)), PinnedBytes: j.pinned}
 		for rel, size := range j.wanted {

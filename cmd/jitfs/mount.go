@@ -199,6 +199,7 @@ func (m *mounted) startHooks() error {
 		return err
 	}
 	m.eng, m.hooks = eng, hs
+	m.fs.SetOpenObserver(eng.Observe)
 	go func() {
 		if err := hs.Serve(); err != nil {
 			m.cfg.log.Error("hook API stopped", "socket", hs.SocketPath(), "err", err)
