@@ -79,6 +79,7 @@ type Cache struct {
 	lock *os.File
 
 	fg, ra *semaphore.Weighted
+	pf     *semaphore.Weighted // bytes, for Handle.Fetch
 
 	// mu guards the fields below. Lock order: mu, then Object.mu.
 	mu      sync.Mutex
@@ -120,6 +121,7 @@ func New(opts Options) (*Cache, error) {
 		lock:      lock,
 		fg:        semaphore.NewWeighted(int64(opts.Fetches)),
 		ra:        semaphore.NewWeighted(int64(opts.ReadAheadFetches)),
+		pf:        semaphore.NewWeighted(opts.PrefetchBytes),
 		objects:   map[string]*Object{},
 		lru:       lru,
 		evictKick: make(chan struct{}, 1),

@@ -44,7 +44,10 @@ type span struct {
 type fill struct {
 	start, end int64
 	readAhead  bool
-	done       chan struct{} // closed when buf or err is set
+	// pfWeight is the prefetch byte budget the fill holds (Handle.Fetch);
+	// 0 for reader and read-ahead fills.
+	pfWeight int64
+	done     chan struct{} // closed when buf or err is set
 	// stored is closed once the fill's bytes are on disk and present, or
 	// the fill was dropped (error, eviction, disk failure): the point at
 	// which residency is settled, which Handle.Fetch waits for.
@@ -478,14 +481,25 @@ func (o *Object) readAhead(start, end int64) int64 {
 }
 
 func (o *Object) startFillLocked(start, end int64, readAhead bool) *fill {
+	f := o.newFillLocked(start, end, readAhead)
+	o.launchFillLocked(f)
+	return f
+}
+
+// newFillLocked registers a fill for [start,end) as in flight.
+func (o *Object) newFillLocked(start, end int64, readAhead bool) *fill {
 	f := &fill{start: start, end: end, readAhead: readAhead, done: make(chan struct{}), stored: make(chan struct{})}
 	bs := o.c.opts.BlockSize
 	for b := start / bs; b < (end+bs-1)/bs; b++ {
 		o.inflight[b] = f
 	}
+	return f
+}
+
+// launchFillLocked starts fetching a registered fill.
+func (o *Object) launchFillLocked(f *fill) {
 	o.c.wg.Add(1)
 	go o.runFill(f)
-	return f
 }
 
 // runFill fetches under the cache's context (never a reader's), hands the
@@ -495,7 +509,9 @@ func (o *Object) runFill(f *fill) {
 	defer close(f.stored)
 	c := o.c
 	ctx := c.ctx
-	if f.readAhead {
+	if f.pfWeight > 0 {
+		defer c.pf.Release(f.pfWeight)
+	} else if f.readAhead {
 		defer c.ra.Release(1)
 	} else {
 		if err := c.fg.Acquire(ctx, 1); err != nil {

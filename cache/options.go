@@ -34,6 +34,12 @@ type Options struct {
 	// bounds concurrent read-ahead fetches on top of that (8), so read-ahead
 	// can never take the slot a blocked read is waiting for.
 	Fetches, ReadAheadFetches int
+	// PrefetchBytes bounds the bytes in flight for the prefetch engine
+	// (Handle.Fetch; default 64 MiB). It is a byte budget, not a count,
+	// so thousands of small files go many at a time while large parts
+	// stay within memory; it is separate from the slots above, so
+	// prefetch never takes one a blocked reader or read-ahead needs.
+	PrefetchBytes int64
 	// FetchTimeout bounds one fill, retries included (5m).
 	FetchTimeout time.Duration
 	// Logger receives operational messages (default slog.Default()).
@@ -86,6 +92,12 @@ func (o *Options) Validate() error {
 	}
 	if o.ReadAheadFetches == 0 {
 		o.ReadAheadFetches = 8
+	}
+	if o.PrefetchBytes == 0 {
+		o.PrefetchBytes = 64 << 20
+	}
+	if o.PrefetchBytes < o.PartSize {
+		return fmt.Errorf("cache: PrefetchBytes (%d) must hold at least one part (%d)", o.PrefetchBytes, o.PartSize)
 	}
 	if o.FetchTimeout == 0 {
 		o.FetchTimeout = 5 * time.Minute

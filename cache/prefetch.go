@@ -6,10 +6,10 @@ import (
 )
 
 // Fetch makes [off,end) of the object resident without copying it to a
-// reader: the prefetch engine's way in. Its fills take read-ahead slots,
-// waiting for a free one, and never the foreground slots a blocked
-// reader needs; a reader that wants a block Fetch is fetching shares the
-// fill. Blocks already present or in flight cost no request, so fetching
+// reader: the prefetch engine's way in. Its fills draw on their own byte
+// budget (Options.PrefetchBytes), waiting for room, and never take the
+// slots a blocked reader or read-ahead needs; a reader that wants a block
+// Fetch is fetching shares the fill. Blocks already present or in flight cost no request, so fetching
 // a resident file is free. It returns the bytes it fetched itself.
 func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 	o := h.o
@@ -26,13 +26,20 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 	pos := off
 	verified := false
 	for pos < end {
-		if err := c.ra.Acquire(ctx, 1); err != nil {
+		// Reserve the most this fill can be; the unused rest is returned
+		// once its real extent is known.
+		weight := min(ps, end-pos+bs)
+		if size <= c.opts.WholeObjectMax {
+			weight = size
+		}
+		weight = max(weight, 1)
+		if err := c.pf.Acquire(ctx, weight); err != nil {
 			return 0, err
 		}
 		o.mu.Lock()
 		if o.data == nil {
 			o.mu.Unlock()
-			c.ra.Release(1)
+			c.pf.Release(weight)
 			return 0, errors.New("cache: closed")
 		}
 		if !verified && len(o.unverified) > 0 {
@@ -58,7 +65,7 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 		}
 		if b >= lastB {
 			o.mu.Unlock()
-			c.ra.Release(1)
+			c.pf.Release(weight)
 			break
 		}
 		var fs, fe int64
@@ -75,7 +82,13 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 			}
 			fe = min(e*bs, size)
 		}
-		f := o.startFillLocked(fs, fe, true) // releases the slot when done
+		if n := max(fe-fs, 1); n < weight {
+			c.pf.Release(weight - n)
+			weight = n
+		}
+		f := o.newFillLocked(fs, fe, true)
+		f.pfWeight = weight // released by runFill when done
+		o.launchFillLocked(f)
 		o.prefetched += fe - fs
 		o.mu.Unlock()
 		mine = append(mine, f)

@@ -6,8 +6,8 @@
 // (a blocking request), a miss a DCC reports, job-wide dependencies,
 // look-ahead frames, the rest of the task's sequence. A read blocked in
 // the FUSE layer outranks all of them without queueing here at all: the
-// engine's fetches use only the cache's read-ahead slots, never the
-// foreground slots a blocked read takes, and a read that wants a block the
+// engine's fetches draw on the cache's own prefetch byte budget, never on
+// the slots a blocked read or read-ahead takes, and a read that wants a block the
 // engine is fetching shares that fetch.
 //
 // A file wanted twice is fetched once: requests for a path already queued

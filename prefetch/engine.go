@@ -29,8 +29,9 @@ type Options struct {
 	Resolver Resolver
 	Cache    *cache.Cache
 	Source   cache.Source
-	// Workers bounds concurrent prefetches (default 8, the cache's
-	// read-ahead slots; more would only queue there).
+	// Workers bounds the files prefetched at once (default 32); the
+	// cache's prefetch byte budget bounds the bytes in flight. Thousands
+	// of small files need many at once: each costs a round trip.
 	Workers int
 	// PinFraction bounds pinned bytes to this fraction of the cache
 	// budget (default 0.5).
@@ -148,7 +149,7 @@ func New(opts Options) (*Engine, error) {
 		return nil, errors.New("prefetch: Resolver, Cache and Source are required")
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = 8
+		opts.Workers = 32
 	}
 	if opts.PinFraction <= 0 || opts.PinFraction > 1 {
 		opts.PinFraction = 0.5
@@ -364,7 +365,7 @@ func (e *Engine) run(t *task) (*cache.Handle, error) {
 	}
 	// Ranges of one file are fetched concurrently: a trace of random
 	// reads names hundreds, and one round trip each in turn would take
-	// longer than the frame. The cache's read-ahead slots bound them.
+	// longer than the frame. The cache's prefetch byte budget bounds them.
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, r := range ranges {

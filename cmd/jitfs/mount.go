@@ -72,7 +72,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	traceFile := fl.String("trace", "", "record every operation the mount serves to this file (zstd JSON Lines; see docs/trace-format.md)")
 	socket := fl.String("socket", "", "Unix socket of the hook API (jitfs.prefetch/v1); default: "+hooks.DefaultSocketDir+"/<mountpoint>.sock; \"none\" disables it")
 	socketGroup := fl.String("socket-group", "", "group (name or gid) allowed to use the hook socket (mode 0660)")
-	prefetchers := fl.Int("prefetch-workers", 8, "concurrent prefetches (they use read-ahead fetch slots, never a blocked read's)")
+	prefetchers := fl.Int("prefetch-workers", 32, "files prefetched at once (prefetch has its own fetch budget and never takes a blocked read's)")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err
