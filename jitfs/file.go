@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
-	"sync"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
