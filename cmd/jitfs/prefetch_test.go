@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jitfs/jitfs/hooks"
 )
@@ -33,7 +34,11 @@ func TestPrefetchCommand(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "jitfs.sock")
 	d := w.mountForTest("show", "", "--socket", sock)
 
+	// The socket is bound just after the mount goes live.
 	st, err := os.Stat(sock)
+	for deadline := time.Now().Add(20 * time.Second); err != nil && time.Now().Before(deadline); st, err = os.Stat(sock) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err != nil || st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o660 {
 		t.Fatalf("socket: %v %v", st, err)
 	}
