@@ -57,15 +57,9 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 	if !sc.Valid() {
 		return fmt.Errorf("%w: unknown --scope %q", errUsage, *scope)
 	}
-	sock := *socket
-	if sock == "" {
-		from := "."
-		if len(pos) > 0 {
-			from = pos[0]
-		}
-		if sock, err = hooks.FindSocket(from); err != nil {
-			return err
-		}
+	sock, err := daemonSocket(*socket, pos)
+	if err != nil {
+		return err
 	}
 	cl := hooks.NewClient(sock, *wait+30*time.Second)
 	defer cl.Close()
@@ -215,15 +209,9 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sock := *socket
-	if sock == "" {
-		from := "."
-		if len(pos) > 0 {
-			from = pos[0]
-		}
-		if sock, err = hooks.FindSocket(from); err != nil {
-			return err
-		}
+	sock, err := daemonSocket(*socket, pos)
+	if err != nil {
+		return err
 	}
 	cl := hooks.NewClient(sock, 5*time.Second)
 	defer cl.Close()
@@ -273,4 +261,17 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 		fmt.Fprintf(w, "  job %-20s %d/%d files, %.1f/%.1f MiB (%.0f%%), %.1f MiB pinned\n", j.ID, j.Resident, j.Wanted,
 			mib(j.BytesResident), mib(j.BytesWanted), pct, mib(j.PinnedBytes))
 	}
+}
+
+// daemonSocket is the socket given, else the one of the daemon serving the
+// first path (or the current directory).
+func daemonSocket(given string, pos []string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	from := "."
+	if len(pos) > 0 {
+		from = pos[0]
+	}
+	return hooks.FindSocket(from)
 }
