@@ -318,6 +318,9 @@ func (e *Engine) worker() {
 			t.state = hooks.Resident
 		case errors.Is(err, fs.ErrNotExist):
 			t.state, t.err = hooks.Missing, err
+		case e.ctx.Err() != nil:
+			// Shutting down: nothing failed, the work was abandoned.
+			t.state, t.err = hooks.Failed, errors.New("prefetch: daemon shutting down")
 		default:
 			t.state, t.err = hooks.Failed, err
 			e.Failures.Add(1)
