@@ -107,13 +107,11 @@ type pin struct {
 }
 
 type jobState struct {
-	id             string
-	wanted         map[string]int64 // rel -> size (0 until known)
-	resident       map[string]bool
-	pins           map[string]*pin
-	pinned         int64
-	lastSeen       time.Time
-	bytesRequested int64
+	id       string
+	wanted   map[string]int64 // rel -> size (0 until known)
+	resident map[string]bool
+	pins     map[string]*pin
+	pinned   int64
 }
 
 // Engine is the prefetch engine.
@@ -139,8 +137,11 @@ type Engine struct {
 	ctx         context.Context
 	cancel      context.CancelFunc
 
-	// Stats for status and metrics.
-	Requests, Items, PinRefusals, Failures atomic.Int64
+	// PinRefusals counts pins refused because the pin budget was full.
+	PinRefusals atomic.Int64
+	// learning is set once any job has opened a frame window, so the
+	// FUSE open path skips the engine's lock until then.
+	learning atomic.Bool
 }
 
 // New starts an engine's workers.
@@ -204,8 +205,6 @@ func taskKey(w hooks.Want) string {
 
 // Prefetch implements hooks.Backend.
 func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result, error) {
-	e.Requests.Add(1)
-	e.Items.Add(int64(len(p.Wants)))
 	prio := p.Priority
 	if prio <= 0 {
 		prio = Band(p.Scope)
@@ -289,7 +288,6 @@ func (e *Engine) job(id string) *jobState {
 		j = &jobState{id: id, wanted: map[string]int64{}, resident: map[string]bool{}, pins: map[string]*pin{}}
 		e.jobs[id] = j
 	}
-	j.lastSeen = time.Now()
 	return j
 }
 
@@ -323,7 +321,6 @@ func (e *Engine) worker() {
 			t.state, t.err = hooks.Failed, errors.New("prefetch: daemon shutting down")
 		default:
 			t.state, t.err = hooks.Failed, err
-			e.Failures.Add(1)
 			e.log.Warn("prefetch failed", "path", t.want.Rel, "err", err)
 		}
 		t.size = 0

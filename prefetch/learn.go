@@ -102,6 +102,9 @@ func predict(l *learner, from, next int) []string {
 // Observe records that the mount opened rel. The FS calls it on every
 // successful open; it must stay cheap.
 func (e *Engine) Observe(rel string) {
+	if !e.learning.Load() {
+		return
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, l := range e.learners {
@@ -123,6 +126,7 @@ func (e *Engine) frameStartedLocked(job string, frame int) []string {
 	if l == nil {
 		l = &learner{learned: map[int]map[string]bool{}}
 		e.learners[job] = l
+		e.learning.Store(true)
 	}
 	if l.active && l.frame == frame {
 		return nil // a repeated request for the frame in progress

@@ -35,7 +35,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	link := bench.Link{RTT: *rtt}
-	if link.Bandwidth, err = parseBandwidth(*bw); err != nil {
+	if link.Bandwidth, err = wan.ParseBandwidth(*bw); err != nil {
 		return fmt.Errorf("%w: --bandwidth: %v", errUsage, err)
 	}
 	if *rtt < 0 {

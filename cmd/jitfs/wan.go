@@ -5,8 +5,6 @@ import (
 	"github.com/jitfs/jitfs/internal/wan"
 )
 
-func parseBandwidth(s string) (int64, error) { return wan.ParseBandwidth(s) }
-
 // emulatedWAN builds the bench's link: Toxiproxy for latency and an htb
 // qdisc for the aggregate bandwidth cap, inside the private network
 // namespace runBench moved into.
