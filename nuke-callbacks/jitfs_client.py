@@ -137,6 +137,7 @@ class Client(object):
         self._log_fn = log
         self._lock = threading.Lock()
         self._sent = set()
+        self._missing = set()
         self._failures = 0
         self._open_until = 0.0
         self._queue = None
@@ -323,8 +324,12 @@ class Client(object):
                         self._idle.notify_all()
 
     def _report(self, reply):
-        if reply.get("missing"):
-            self._log("missing from the bucket: %s" % ", ".join(reply["missing"][:20]))
+        # Each missing file is reported once per process, not once per frame.
+        with self._lock:
+            new = [p for p in reply.get("missing") or [] if p not in self._missing]
+            self._missing.update(new)
+        if new:
+            self._log("missing from the bucket: %s" % ", ".join(new[:20]))
         for f in reply.get("failed") or []:
             self._log("fetch failed: %s: %s" % (f.get("path"), f.get("error")))
         if reply.get("timed_out"):
