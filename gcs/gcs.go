@@ -81,6 +81,8 @@ type Attrs struct {
 	Updated    time.Time
 	CRC32C     uint32
 	HasCRC32C  bool
+	// Metadata is the object's custom metadata (nil when it has none).
+	Metadata map[string]string
 }
 
 // Stats counts requests made through a Client, for benchmarks and tests.
@@ -166,7 +168,7 @@ func (c *Client) Stat(ctx context.Context, name string) (Attrs, error) {
 func toAttrs(a *storage.ObjectAttrs) Attrs {
 	return Attrs{
 		Name: a.Name, Size: a.Size, Generation: a.Generation, Updated: a.Updated,
-		CRC32C: a.CRC32C, HasCRC32C: a.CRC32C != 0 || a.Size == 0,
+		CRC32C: a.CRC32C, HasCRC32C: a.CRC32C != 0 || a.Size == 0, Metadata: a.Metadata,
 	}
 }
 
@@ -250,7 +252,7 @@ func retryable(err error) bool {
 	switch {
 	case err == nil:
 		return false
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrBucketNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrBucketNotFound), errors.Is(err, ErrPrecondition):
 		return false
 	case errors.Is(err, context.Canceled):
 		return false
@@ -310,4 +312,93 @@ func (c *Client) retry(ctx context.Context, what string, fn func(context.Context
 		return fmt.Errorf("gcs: %s: %w", what, err)
 	}
 	return nil
+}
+
+// ErrPrecondition is wrapped when a conditional write or delete found a
+// different generation than the one it named: someone else changed the
+// object since it was looked at.
+var ErrPrecondition = errors.New("gcs: precondition failed")
+
+// UploadOptions qualifies one Upload.
+type UploadOptions struct {
+	// IfGeneration makes the write conditional on the object's live
+	// generation being exactly this one; IfAbsent, on there being none.
+	// Neither set: unconditional.
+	IfGeneration int64
+	IfAbsent     bool
+	// CRC32C is the Castagnoli checksum of the bytes; it is sent with the
+	// object so GCS rejects the upload if what arrived differs.
+	CRC32C uint32
+	// Metadata is stored as the object's custom metadata.
+	Metadata    map[string]string
+	ContentType string
+	// ChunkSize is the resumable upload chunk (default the storage
+	// client's 16 MiB); objects smaller than one chunk go in one request.
+	ChunkSize int
+}
+
+// Upload writes size bytes read from r at offset 0 as object name and
+// returns the new generation's attributes. The bytes are re-read from r on
+// every attempt, so a transient failure (5xx, 429, a reset) is retried like
+// a read; a precondition failure is returned at once, wrapping
+// ErrPrecondition.
+func (c *Client) Upload(ctx context.Context, name string, r io.ReaderAt, size int64, o UploadOptions) (Attrs, error) {
+	var out Attrs
+	err := c.retry(ctx, fmt.Sprintf("upload %s (%d bytes)", name, size), func(ctx context.Context) error {
+		obj := c.bucket.Object(name)
+		switch {
+		case o.IfAbsent:
+			obj = obj.If(storage.Conditions{DoesNotExist: true})
+		case o.IfGeneration > 0:
+			obj = obj.If(storage.Conditions{GenerationMatch: o.IfGeneration})
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel() // an abandoned attempt must not commit later
+		w := obj.NewWriter(ctx)
+		w.CRC32C, w.SendCRC32C = o.CRC32C, true
+		w.Metadata = o.Metadata
+		w.ContentType = o.ContentType
+		if o.ChunkSize > 0 {
+			w.ChunkSize = o.ChunkSize
+		}
+		n, err := io.Copy(w, io.NewSectionReader(r, 0, size))
+		if err == nil && n != size {
+			err = fmt.Errorf("gcs: upload %s: source gave %d of %d bytes", name, n, size)
+		}
+		if err != nil {
+			w.CloseWithError(err)
+			return err
+		}
+		if err := w.Close(); err != nil {
+			return classifyWrite(err)
+		}
+		out = toAttrs(w.Attrs())
+		return nil
+	})
+	return out, err
+}
+
+// Delete removes object name. With gen > 0 it removes only that
+// generation (ErrPrecondition if the live one is another). An object that
+// is already gone is not an error: deleting is idempotent.
+func (c *Client) Delete(ctx context.Context, name string, gen int64) error {
+	return c.retry(ctx, "delete "+name, func(ctx context.Context) error {
+		obj := c.bucket.Object(name)
+		if gen > 0 {
+			obj = obj.If(storage.Conditions{GenerationMatch: gen})
+		}
+		err := obj.Delete(ctx)
+		if errors.Is(err, storage.ErrObjectNotExist) {
+			return nil
+		}
+		return classifyWrite(err)
+	})
+}
+
+func classifyWrite(err error) error {
+	var gerr *googleapi.Error
+	if errors.As(err, &gerr) && gerr.Code == 412 {
+		return fmt.Errorf("%w: %v", ErrPrecondition, err)
+	}
+	return err
 }

@@ -1,10 +1,12 @@
 package faultproxy
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -18,6 +20,7 @@ const (
 	List
 	Stat
 	Media
+	Upload // a simple, multipart or resumable upload request (any chunk)
 )
 
 // Proxy forwards to an upstream GCS endpoint.
@@ -35,6 +38,26 @@ type Proxy struct {
 	Outage        atomic.Bool  // reply 503 to everything
 	StallMedia    atomic.Int64 // nanoseconds to stall each media request before replying
 	MediaRate     atomic.Int64 // bytes per second cap per media response (0: none)
+
+	// Uploads counts upload requests (every chunk of a resumable upload);
+	// UploadBytes, the request body bytes forwarded for them.
+	Uploads, UploadBytes atomic.Int64
+	// FailUploads replies UploadFailCode to the next N upload requests;
+	// UploadOutage, to every upload request while set; UploadOutageUntil
+	// (unix nanoseconds), to every upload request until then. The status
+	// defaults to 503; 403 makes the failure permanent for the client.
+	FailUploads       atomic.Int64
+	UploadOutage      atomic.Bool
+	UploadOutageUntil atomic.Int64
+	UploadFailCode    atomic.Int64
+	// UploadRate caps the aggregate upload bandwidth in bytes per second
+	// (0: none): one pacer shared by every connection, like a WAN uplink.
+	UploadRate atomic.Int64
+	// StallUploads holds each upload request this many nanoseconds before
+	// forwarding it (an upload in flight, for crash tests).
+	StallUploads atomic.Int64
+
+	pace pacer
 }
 
 // Start listens on 127.0.0.1 and forwards to upstream ("host:port").
@@ -44,6 +67,7 @@ func Start(upstream string) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{upstream: upstream, ln: ln}
+	p.pace.rate = &p.UploadRate
 	p.srv = &http.Server{Handler: p}
 	go p.srv.Serve(ln)
 	return p, nil
@@ -58,6 +82,8 @@ func (p *Proxy) Close() error { return p.srv.Close() }
 func classify(r *http.Request) Kind {
 	path := r.URL.Path
 	switch {
+	case strings.HasPrefix(path, "/upload/"):
+		return Upload
 	case r.URL.Query().Get("alt") == "media" || strings.HasPrefix(path, "/download/"):
 		return Media
 	case r.Method == http.MethodGet && strings.HasSuffix(strings.TrimSuffix(path, "/"), "/o"):
@@ -90,6 +116,31 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.Stats.Add(1)
 	case Media:
 		p.MediaReqs.Add(1)
+	case Upload:
+		p.Uploads.Add(1)
+	}
+	if kind == Upload && p.uploadFails() {
+		code := int(p.UploadFailCode.Load())
+		if code == 0 {
+			code = http.StatusServiceUnavailable
+		}
+		// Drain the body, as a front end that refuses after reading it.
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		fmt.Fprintf(w, `{"error":{"code":%d,"message":"injected upload failure"}}`, code)
+		return
+	}
+	var reqBody io.Reader = r.Body
+	if kind == Upload {
+		if d := time.Duration(p.StallUploads.Load()); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		reqBody = &countingReader{r: r.Body, n: &p.UploadBytes, pace: &p.pace}
 	}
 	if p.Outage.Load() || (kind == Media && take(&p.FailMedia)) {
 		http.Error(w, `{"error":{"code":503,"message":"injected outage"}}`, http.StatusServiceUnavailable)
@@ -104,7 +155,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+p.upstream+r.URL.RequestURI(), r.Body)
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+p.upstream+r.URL.RequestURI(), reqBody)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
@@ -119,6 +170,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer resp.Body.Close()
 	for k, v := range resp.Header {
 		w.Header()[k] = v
+	}
+	// A resumable upload's session URL names the emulator; point it back
+	// at the proxy so its chunks cross the proxy (and its faults) too.
+	if loc := resp.Header.Get("Location"); loc != "" {
+		w.Header().Set("Location", strings.Replace(loc, p.upstream, p.Addr(), 1))
 	}
 	w.WriteHeader(resp.StatusCode)
 	var body io.Reader = resp.Body
@@ -152,4 +208,52 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if kind == Media {
 		p.MediaBytes.Add(n)
 	}
+}
+
+func (p *Proxy) uploadFails() bool {
+	if p.UploadOutage.Load() || take(&p.FailUploads) {
+		return true
+	}
+	until := p.UploadOutageUntil.Load()
+	return until > 0 && time.Now().UnixNano() < until
+}
+
+// countingReader counts and paces an upload body as it is forwarded.
+type countingReader struct {
+	r    io.Reader
+	n    *atomic.Int64
+	pace *pacer
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	if len(b) > 32<<10 {
+		b = b[:32<<10]
+	}
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	c.pace.wait(n)
+	return n, err
+}
+
+// pacer is a token bucket shared by every upload connection.
+type pacer struct {
+	rate *atomic.Int64
+	mu   sync.Mutex
+	next time.Time // when the bytes sent so far have been paid for
+}
+
+func (p *pacer) wait(n int) {
+	rate := p.rate.Load()
+	if rate <= 0 || n <= 0 {
+		return
+	}
+	p.mu.Lock()
+	now := time.Now()
+	if p.next.Before(now) {
+		p.next = now
+	}
+	p.next = p.next.Add(time.Duration(float64(n) / float64(rate) * float64(time.Second)))
+	until := p.next
+	p.mu.Unlock()
+	time.Sleep(time.Until(until))
 }
