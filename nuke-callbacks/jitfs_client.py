@@ -237,7 +237,10 @@ class Client(object):
             if wait:
                 body["wait_ms"] = int(self.frame_wait_ms)
                 start = time.time()
-                reply = self._call("POST", "/v1/prefetch", body, self.timeout + self.frame_wait_ms / 1000.0)
+                # The daemon holds the reply for at most wait_ms; one more
+                # second covers the transport. A stalled daemon costs this one
+                # frame that long, and its failures open the breaker.
+                reply = self._call("POST", "/v1/prefetch", body, self.frame_wait_ms / 1000.0 + min(self.timeout, 1.0))
                 self.stats["blocked_seconds"] += time.time() - start
                 if reply:
                     self._report(reply)

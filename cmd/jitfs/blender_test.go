@@ -382,67 +382,71 @@ func TestBlenderHooksFailOpen(t *testing.T) {
 	root := blenderFixture(t, dir)
 	scene := filepath.Join(root, "scenes", "shot.blend")
 
-	hung := filepath.Join(t.TempDir(), "hung.sock")
-	ln, err := net.Listen("unix", hung)
-	if err != nil {
-		t.Fatal(err)
+	// serve answers the hook API on a socket with handler.
+	serve := func(name string, handler http.HandlerFunc) string {
+		sock := filepath.Join(t.TempDir(), name+".sock")
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: handler}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		return sock
 	}
-	var held []net.Conn
-	var heldMu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			heldMu.Lock()
-			held = append(held, c) // never answered
-			heldMu.Unlock()
+	health := func(w http.ResponseWriter) {
+		fmt.Fprintf(w, `{"schema":%q,"ok":true,"mountpoint":%q}`, hooks.Schema, root)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	// Accepts connections and never answers, health included.
+	hung := serve("hung", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-done:
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		heldMu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		heldMu.Unlock()
 	})
-
-	failing := filepath.Join(t.TempDir(), "failing.sock")
-	fl, err := net.Listen("unix", failing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var failed sync.Map
-	fsrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Healthy, but the engine never answers a request.
+	stalled := serve("stalled", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/health" {
-			fmt.Fprintf(w, `{"schema":%q,"ok":true,"mountpoint":%q}`, hooks.Schema, root)
+			health(w)
 			return
 		}
-		n, _ := failed.LoadOrStore(r.URL.Path, new(int))
-		*(n.(*int))++
-		http.Error(w, `{"schema":"jitfs.prefetch/v1","error":"engine failure","reason":"internal"}`, http.StatusInternalServerError)
-	})}
-	go fsrv.Serve(fl)
-	t.Cleanup(func() { fsrv.Close() })
+		select {
+		case <-r.Context().Done():
+		case <-done:
+		}
+	})
+	// Healthy, but every request fails with a 500.
+	failing := serve("failing", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/health" {
+			health(w)
+			return
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprintf(w, `{"schema":%q,"error":"engine failure","reason":"internal"}`, hooks.Schema)
+	})
 
 	cases := []struct {
-		name      string
-		sock      string
-		failures  bool // the client saw transport or 5xx failures
-		maxHookMS float64
+		name string
+		sock string
+		env  []string
+		// onlyHealth: the start-up health check fails, so nothing else is sent.
+		onlyHealth bool
+		maxHookMS  float64
 	}{
-		{"no-daemon", filepath.Join(t.TempDir(), "absent.sock"), false, 3000},
-		{"hung-daemon", hung, false, 3000},
-		{"failing-daemon", failing, true, 3000},
+		{name: "no-daemon", sock: filepath.Join(t.TempDir(), "absent.sock"), onlyHealth: true, maxHookMS: 3000},
+		{name: "hung-daemon", sock: hung, onlyHealth: true, maxHookMS: 3000},
+		// The first frame waits its frame wait (2 s) plus the transport
+		// allowance; the failures open the breaker, so the other two frames
+		// cost nothing. Without the breaker it would be 3 x 3 s.
+		{name: "stalled-engine", sock: stalled, env: []string{"JITFS_FRAME_WAIT_MS=2000", "JITFS_TIMEOUT_MS=300"}, maxHookMS: 6000},
+		{name: "failing-daemon", sock: failing, maxHookMS: 3000},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")
-			// A frame wait far longer than the bound: a client that waited
-			// on a broken daemon would blow it.
-			env := []string{hooks.EnvSocket + "=" + c.sock, "JITFS_FRAME_WAIT_MS=20000", "JITFS_MOUNTS=" + root}
+			env := append([]string{hooks.EnvSocket + "=" + c.sock, "JITFS_FRAME_WAIT_MS=20000"}, c.env...)
 			start := time.Now()
 			o, err := runBlender(t, env, "-b", "--factory-startup", "-noaudio", "-t", "1", "-P", hookScript, scene,
 				"-o", out+"/f_####", "-s", "1", "-e", "3", "-a")
@@ -463,16 +467,18 @@ func TestBlenderHooksFailOpen(t *testing.T) {
 				t.Fatalf("no hook summary:\n%s", o)
 			}
 			hookMS, _ := strconv.ParseFloat(m[2], 64)
+			requests, _ := strconv.Atoi(m[4])
 			if hookMS > c.maxHookMS {
 				t.Errorf("the hooks added %.0f ms to the render (bound %.0f ms)\n%s", hookMS, c.maxHookMS, o)
 			}
-			if got := m[5] != "0"; got != c.failures {
-				t.Errorf("failures reported = %s, want failures: %v\n%s", m[5], c.failures, o)
-			}
-			if c.failures && m[6] == "0" {
+			switch {
+			case c.onlyHealth && (requests != 1 || m[5] != "1"):
+				t.Errorf("%d requests, %s failures; want only the failed health check\n%s", requests, m[5], o)
+			case !c.onlyHealth && m[6] == "0":
 				t.Errorf("repeated failures did not open the circuit breaker\n%s", o)
 			}
-			t.Logf("%s: hooks added %.1f ms; render wall %v", c.name, hookMS, wall.Round(time.Millisecond))
+			t.Logf("%s: hooks added %.1f ms over 3 frames; %d requests, %s failures, %s breaker trips; render wall %v",
+				c.name, hookMS, requests, m[5], m[6], wall.Round(time.Millisecond))
 		})
 	}
 
