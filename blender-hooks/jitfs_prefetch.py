@@ -53,7 +53,7 @@ from bpy.app.handlers import persistent
 # Standard library only, Python 3.7+ (Nuke 13-16 ship 3.7-3.10, Blender
 # 3.x-4.x ship 3.10-3.11). blender-hooks/jitfs_prefetch.py carries a copy of
 # this file between its CLIENT markers, because an add-on installed from
-# Blender's preferences is one file; TestClientCopiesAgree keeps the two
+# Blender's preferences is one file; TestHookClientCopiesAgree keeps the two
 # identical.
 #
 # Fail open: a render must never fail or stall because of prefetch. No

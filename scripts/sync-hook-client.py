@@ -3,7 +3,7 @@
 
 The Blender add-on must be one file (Blender installs an add-on .py on its
 own), so it carries the shared hook client between its CLIENT markers.
-Run this after editing the client; TestClientCopiesAgree fails until then.
+Run this after editing the client; TestHookClientCopiesAgree fails until then.
 Usage: python3 scripts/sync-hook-client.py [--check]
 """
 import os

@@ -9,6 +9,12 @@ command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # tc shapes the emulated WAN of `jitfs bench` (internal/wan).
 [ -x /usr/sbin/tc ] || command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
+# The DCC hook tests render with Debian's Blender 3.4 headless, compare with
+# strace, and build their VDB volumes with OpenVDB's Python module.
+command -v blender >/dev/null 2>&1 || need_apt+=(blender)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+python3 -c 'import pyopenvdb' >/dev/null 2>&1 || need_apt+=(python3-openvdb)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then echo "scripts/test.sh: need root to install ${need_apt[*]}" >&2; exit 1; fi

@@ -534,7 +534,6 @@ func TestBlenderHooksOnMount(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("agent prefetch: exit %d: %s", code, out)
 	}
-	agentDone := time.Now()
 	renderOut := filepath.Join(t.TempDir(), "out")
 	o, err := runBlender(t, []string{hooks.EnvSocket + "=" + sock, "JITFS_JOB_ID=shot"}, "-b", "--factory-startup",
 		"-noaudio", "-t", "1", "-P", hookScript, d.path("scenes/shot.blend"), "-o", renderOut+"/f_####", "-s", "1", "-e", "3", "-a")
@@ -562,8 +561,11 @@ func TestBlenderHooksOnMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	var reads, cold int
-	readFiles := map[string]bool{}
+	readFiles, openFiles := map[string]bool{}, map[string]bool{}
 	for _, ev := range evs {
+		if ev.Op == "open" && ev.Err == "" {
+			openFiles[ev.Path] = true
+		}
 		if ev.Op != "read" {
 			continue
 		}
@@ -574,11 +576,17 @@ func TestBlenderHooksOnMount(t *testing.T) {
 			t.Errorf("a render read of %s at %d+%d waited on GCS (cache %s, %d bytes fetched)", ev.Path, ev.Off, ev.Len, ev.Cache, ev.Fetched)
 		}
 	}
-	if st.HitRatio < 0.999 {
-		t.Errorf("hit ratio %.4f after the render; want every byte read served from the cache", st.HitRatio)
+	// The mount serves a complete file through passthrough: the kernel
+	// reads the cache file and no read reaches the daemon. A file opened
+	// while still incomplete shows up above as reads that missed.
+	if len(openFiles) < 15 {
+		t.Errorf("the mount saw only %d files opened; the render did not read through it", len(openFiles))
 	}
-	t.Logf("%d files in the bucket; %d reads reached the daemon (%d files; the rest went through passthrough), %d cold; hit ratio %.4f; agent prefetch done %v before Blender started",
-		len(files), reads, len(readFiles), cold, st.HitRatio, time.Since(agentDone).Round(time.Millisecond))
+	if st.PrefetchedBytes == 0 {
+		t.Errorf("the daemon shows no prefetch work: %+v", st)
+	}
+	t.Logf("%d files in the bucket; the render opened %d through the mount; %d reads reached the daemon (%d files; the rest went through passthrough), %d cold; %d bytes prefetched",
+		len(files), len(openFiles), reads, len(readFiles), cold, st.PrefetchedBytes)
 	if m := hookSummary.FindStringSubmatch(o); m != nil {
 		t.Logf("hooks: %s ms over %s frames (%s ms waiting for files)", m[2], m[1], m[3])
 	} else {
