@@ -13,7 +13,7 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # strace, and build their VDB volumes with OpenVDB's Python module.
 command -v blender >/dev/null 2>&1 || need_apt+=(blender)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
-python3 -c 'import pyopenvdb' >/dev/null 2>&1 || need_apt+=(python3-openvdb)
+dpkg -s python3-openvdb >/dev/null 2>&1 || need_apt+=(python3-openvdb) # for Blender's Python, not PATH's python3
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
