@@ -1017,7 +1017,67 @@ def unregister():
         _log("unregister: %s" % e)
 
 
-if __name__ == "__main__":
+def write_manifest(path, frames):
+    """Writes what the loaded scene reads over frames, for `jitfs prefetch --manifest`.
+
+    A submitter runs this where the scene is (see docs/blender.md), so the
+    render agent can prefetch the .blend and its libraries, which Blender reads
+    before any hook runs, and everything else if it likes."""
+    d = scan()
+    lines = ["# jitfs prefetch manifest: %s, frames %s (blender-hooks/jitfs_prefetch.py)" % (
+        bpy.data.filepath, frames_spec(frames))]
+    skipped = []
+
+    def emit(p):
+        if any(c.isspace() for c in p):
+            skipped.append(p)  # the manifest format splits on spaces
+        else:
+            lines.append(p)
+    lines.append("# the scene and its libraries: Blender reads them before any hook runs")
+    for it in d.static:
+        if it["kind"] in ("scene", "library"):
+            emit(it["path"])
+    lines.append("# every frame's static files")
+    for it in d.static:
+        if it["kind"] not in ("scene", "library") and it.get("required", True):
+            emit(it["path"])
+    lines.append("# per-frame files")
+    seen = set()
+    for f in frames:
+        for it in d.frame_items(f):
+            if it["path"] not in seen:
+                seen.add(it["path"])
+                emit(it["path"])
+    for p in skipped:
+        lines.append("# not listed (whitespace in the name): " + p)
+    with open(path, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    _log("manifest of %d files written to %s" % (len(seen) + sum(1 for it in d.static if it.get("required", True)), path))
+
+
+def _script_args():
+    argv = sys.argv
+    return argv[argv.index("--") + 1:] if "--" in argv else []
+
+
+if __name__ == "__main__" and "--jitfs-manifest" in _script_args():
+    # blender -b SCENE.blend -P jitfs_prefetch.py -- --jitfs-manifest FILE [--jitfs-frames 1-10]
+    args = _script_args()
+    try:
+        if not bpy.data.filepath:
+            raise RuntimeError("no scene loaded: give the .blend before -P on the command line")
+        out = args[args.index("--jitfs-manifest") + 1]
+        frames = task_frames(sys.argv, bpy.context.scene)
+        if "--jitfs-frames" in args:
+            spec = args[args.index("--jitfs-frames") + 1]
+            frames = task_frames(["-f", spec.replace("-", "..") if spec.count("-") == 1 and not spec.startswith("-") else spec],
+                                 bpy.context.scene)
+        write_manifest(out, frames)
+    except Exception as e:
+        _log("manifest: %s" % e)
+        sys.exit(1)
+    sys.exit(0)
+elif __name__ == "__main__":
     # Run with --python: register, and when the .blend was loaded before this
     # script (it came after the file on the command line), no load_post will
     # follow, so scan now.

@@ -238,6 +238,7 @@ func TestBlenderHooksPredictOpens(t *testing.T) {
 		{name: "addon-frame3", args: []string{"--addons", "jitfs_prefetch", "{scene}", "-o", "{out}", "-f", "3"}, frames: []int{3},
 			env: []string{"BLENDER_USER_SCRIPTS=" + filepath.Dir(addons)}},
 	}
+	var animOpens map[string][]openEvent
 	for _, run := range runs {
 		t.Run(run.name, func(t *testing.T) {
 			rec, sock := serveRecorder(t, root)
@@ -263,10 +264,46 @@ func TestBlenderHooksPredictOpens(t *testing.T) {
 			if m == nil {
 				t.Fatalf("no hook summary in Blender's output:\n%s", o)
 			}
-			checkPredictions(t, root, straceOpens(t, st, root), rec.take(), run.frames, run.lateHook)
+			opens := straceOpens(t, st, root)
+			if run.name == runs[0].name {
+				animOpens = opens
+			}
+			checkPredictions(t, root, opens, rec.take(), run.frames, run.lateHook)
 			t.Logf("hook time: %s ms over %s frames (%s ms waiting), %s requests", m[2], m[1], m[3], m[4])
 		})
 	}
+
+	// The submit-time manifest of the same frames lists every file the
+	// render opened, the .blend and its libraries first.
+	t.Run("manifest", func(t *testing.T) {
+		if animOpens == nil {
+			t.Fatal("the animation render did not run")
+		}
+		m := filepath.Join(t.TempDir(), "manifest.txt")
+		if o, err := runBlender(t, nil, "-b", "--factory-startup", "-noaudio", scene, "-P", hookScript, "--",
+			"--jitfs-manifest", m, "--jitfs-frames", "1-3"); err != nil {
+			t.Fatalf("%v\n%s", err, o)
+		}
+		items, err := manifestItems(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed := map[string]int{}
+		for i, it := range items {
+			listed[it.Path] = i + 1
+		}
+		for p := range animOpens {
+			if listed[p] == 0 {
+				t.Errorf("the manifest misses %s, which the render opened", p)
+			}
+		}
+		for i, lib := range []string{"scenes/shot.blend", "lib/deep/mat.blend", "lib/a/b/mid.blend"} {
+			if n := listed[filepath.Join(root, lib)]; n == 0 || n > 3 {
+				t.Errorf("%s is entry %d of the manifest; want it among the first three (%d)", lib, n, i)
+			}
+		}
+		t.Logf("manifest: %d entries cover the %d files the render opened", len(items), len(animOpens))
+	})
 }
 
 // checkPredictions compares the requests with what Blender opened.
