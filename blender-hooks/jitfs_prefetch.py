@@ -889,7 +889,8 @@ def _job_scope(scene):
     # Blender evaluates the scene at its saved frame before the first
     # render_pre (that is when volume and point-cache files of that frame are
     # opened, even for a render of another frame), so that frame is held now.
-    _hold_frame(scene.frame_current)
+    # Image sequences are left out: only the render loads images.
+    _hold_frame(scene.frame_current, evaluated_only=True)
     if c.debug:
         _log("job scan: %d static files, %d sequence rules, frames %s, %.1f ms" % (
             len(S.deps.static), len(S.deps.rules), frames_spec(S.frames), (time.time() - t0) * 1000))
@@ -900,10 +901,13 @@ def _ensure_scanned(scene):
         _job_scope(scene)
 
 
-def _hold_frame(n):
+def _hold_frame(n, evaluated_only=False):
     """Asks for everything frame n reads and waits (bounded) until it is local."""
     own = S.deps.frame_items(n)
-    S.frame_files[n] = [it["path"] for it in own]
+    if evaluated_only:
+        own = [it for it in own if it["kind"] != "image_seq_frame"]
+    S.frame_files.setdefault(n, [])
+    S.frame_files[n] = sorted(set(S.frame_files[n]) | set(it["path"] for it in own))
     # The static files too: a frame must not start before its textures are
     # local, and for files already resident the daemon does nothing.
     need = own + [it for it in S.deps.static if it.get("required", True)]
