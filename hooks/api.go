@@ -122,3 +122,76 @@ type Backend interface {
 	Release(ctx context.Context, r Release) error
 	Status() Status
 }
+
+// OutputFile is an output written through an output area that is not
+// durable in GCS yet.
+type OutputFile struct {
+	Path   string `json:"path"`   // absolute, under the mountpoint
+	Object string `json:"object"` // gs://BUCKET/NAME
+	// State is open, queued, uploading, retrying, failed, interrupted or
+	// deleting (a removed file whose object is being deleted).
+	State string `json:"state"`
+	Size  int64  `json:"size"`
+	Error string `json:"error,omitempty"` // the last upload error
+}
+
+// DurableOutput is a "frame durable" event: one output reached GCS and
+// GCS confirmed its size and CRC32C.
+type DurableOutput struct {
+	// Seq increases with every event, also across daemon restarts (with
+	// gaps): poll GET /v1/status?durable_since=Seq for newer ones.
+	Seq        uint64  `json:"seq"`
+	Path       string  `json:"path"`
+	Object     string  `json:"object"`
+	Generation int64   `json:"generation"`
+	Size       int64   `json:"size"`
+	CRC32C     string  `json:"crc32c"`     // 8 hex digits
+	ClosedAt   float64 `json:"closed_at"`  // unix seconds: the last writer's close
+	DurableAt  float64 `json:"durable_at"` // unix seconds
+}
+
+// OutputStatus is an output area's state, in GET /v1/status.
+type OutputStatus struct {
+	Bucket             string `json:"bucket"`
+	Prefix             string `json:"prefix"`
+	StagingDir         string `json:"staging_dir"`
+	StagedBytes        int64  `json:"staged_bytes"`
+	StagingBudgetBytes int64  `json:"staging_budget_bytes"`
+	// Files counts the outputs that are not durable, by state.
+	Files             map[string]int `json:"files"`
+	DurableFiles      int64          `json:"durable_files"` // since the daemon started
+	DurableBytes      int64          `json:"durable_bytes"`
+	Retries           int64          `json:"retries"`
+	PermanentFailures int64          `json:"permanent_failures"`
+	LastDurableSeq    uint64         `json:"last_durable_seq"`
+	// Durable holds the recent events after durable_since (all kept ones
+	// without it), oldest first; the daemon keeps the last 1000.
+	Durable []DurableOutput `json:"durable"`
+	// NotDurable lists up to 1000 outputs that are not durable, by path;
+	// NotDurableTotal counts them all.
+	NotDurable      []OutputFile `json:"not_durable"`
+	NotDurableTotal int          `json:"not_durable_total"`
+}
+
+// Flush is a validated flush request.
+type Flush struct {
+	Wait        time.Duration
+	RetryFailed bool
+}
+
+// FlushResult is the output area's answer to a flush.
+type FlushResult struct {
+	Durable         bool
+	NotDurable      []OutputFile
+	NotDurableTotal int
+	TimedOut        bool
+}
+
+// Outputs is what the server needs of a daemon serving an output area.
+type Outputs interface {
+	// Flush returns once every output written so far is durable, nothing
+	// can progress without help (interrupted or failed files), or the
+	// wait ran out (ctx ends it early too).
+	Flush(ctx context.Context, f Flush) (FlushResult, error)
+	OutputStatus(durableSince uint64) OutputStatus
+}

@@ -130,3 +130,23 @@ func (c *Client) do(ctx context.Context, method, path string, wait time.Duration
 	}
 	return nil
 }
+
+// Flush asks an output area's daemon to make every output durable,
+// holding the reply up to req.WaitMS (which the daemon may clamp); an
+// empty Schema is filled in.
+func (c *Client) Flush(ctx context.Context, req FlushRequest) (FlushReply, error) {
+	if req.Schema == "" {
+		req.Schema = Schema
+	}
+	var reply FlushReply
+	wait := time.Duration(max(req.WaitMS, 0)) * time.Millisecond
+	err := c.do(ctx, http.MethodPost, "/v1/flush", wait, req, &reply)
+	return reply, err
+}
+
+// StatusSince is Status with the durable events after seq only.
+func (c *Client) StatusSince(ctx context.Context, seq uint64) (StatusReply, error) {
+	var reply StatusReply
+	err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/status?durable_since=%d", seq), 0, nil, &reply)
+	return reply, err
+}

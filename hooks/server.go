@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -27,7 +29,12 @@ type ServerOptions struct {
 	// Mountpoint is the absolute path of the jitfs mount; only paths
 	// under it are handed to the Backend.
 	Mountpoint string
-	Backend    Backend
+	// Backend is the prefetch engine; nil for a daemon serving only an
+	// output area (prefetch and release then answer 404 no_prefetch).
+	Backend Backend
+	// Outputs, when set, serves POST /v1/flush and the outputs section of
+	// GET /v1/status.
+	Outputs Outputs
 	// SocketPath defaults to DefaultSocket(Mountpoint).
 	SocketPath string
 	// SocketGroup, a group name or gid, owns the 0660 socket; empty keeps
@@ -53,7 +60,7 @@ func (o ServerOptions) Validate() error {
 	switch {
 	case !filepath.IsAbs(o.Mountpoint):
 		return fmt.Errorf("hooks: mountpoint %q is not absolute", o.Mountpoint)
-	case o.Backend == nil:
+	case o.Backend == nil && o.Outputs == nil:
 		return errors.New("hooks: no backend")
 	case o.MaxBodyBytes < 0 || o.MaxItems < 0 || o.MaxWait < 0:
 		return errors.New("hooks: negative limit")
@@ -222,13 +229,25 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(tw, &rejection{status: http.StatusMethodNotAllowed, reason: reasonBadMethod, msg: r.URL.Path + " takes " + method})
 		return
 	}
+	if (endpoint == "prefetch" || endpoint == "release") && s.opts.Backend == nil {
+		s.reject(tw, &rejection{status: http.StatusNotFound, reason: reasonNoPrefetch,
+			msg: s.opts.Mountpoint + " is an output area; send prefetch requests to the scene mount's socket"})
+		return
+	}
+	if endpoint == "flush" && s.opts.Outputs == nil {
+		s.reject(tw, &rejection{status: http.StatusNotFound, reason: reasonNoOutputs,
+			msg: s.opts.Mountpoint + " serves no output area; flush the output mount"})
+		return
+	}
 	switch endpoint {
 	case "prefetch":
 		s.handlePrefetch(tw, r)
 	case "release":
 		s.handleRelease(tw, r)
+	case "flush":
+		s.handleFlush(tw, r)
 	case "status":
-		s.handleStatus(tw)
+		s.handleStatus(tw, r)
 	case "health":
 		s.writeJSON(tw, http.StatusOK, HealthReply{Schema: Schema, OK: true, Mountpoint: s.opts.Mountpoint, Version: s.opts.Version})
 	}
@@ -239,6 +258,7 @@ var routes = map[string]struct{ name, method string }{
 	"/v1/release":  {"release", http.MethodPost},
 	"/v1/status":   {"status", http.MethodGet},
 	"/v1/health":   {"health", http.MethodGet},
+	"/v1/flush":    {"flush", http.MethodPost},
 }
 
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *rejection) {
@@ -350,12 +370,37 @@ func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, ReleaseReply{Schema: Schema, RequestID: requestID, OK: true, Unmanaged: unmanaged})
 }
 
-func (s *Server) handleStatus(w http.ResponseWriter) {
-	st := s.opts.Backend.Status()
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	var st Status
+	if s.opts.Backend != nil {
+		st = s.opts.Backend.Status()
+	}
 	if st.Jobs == nil {
 		st.Jobs = []JobStatus{}
 	}
 	reply := StatusReply{Schema: Schema, Mountpoint: s.opts.Mountpoint, Version: s.opts.Version, Status: st}
+	if s.opts.Outputs != nil {
+		var since uint64
+		if v := r.URL.Query().Get("durable_since"); v != "" {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				s.reject(w, reject(reasonBadSince, "durable_since %q: want a non-negative integer", v))
+				return
+			}
+			since = n
+		}
+		os := s.opts.Outputs.OutputStatus(since)
+		if os.Durable == nil {
+			os.Durable = []DurableOutput{}
+		}
+		if os.NotDurable == nil {
+			os.NotDurable = []OutputFile{}
+		}
+		if os.Files == nil {
+			os.Files = map[string]int{}
+		}
+		reply.Outputs = &os
+	}
 	reply.Requests, reply.Rejected, reply.Errors = s.Counters()
 	s.writeJSON(w, http.StatusOK, reply)
 }
@@ -428,4 +473,48 @@ func (t *trackingWriter) WriteHeader(code int) {
 func (t *trackingWriter) Write(b []byte) (int, error) {
 	t.wrote = true
 	return t.ResponseWriter.Write(b)
+}
+
+func (s *Server) handleFlush(w http.ResponseWriter, r *http.Request) {
+	body, rej := s.readBody(w, r)
+	if rej != nil {
+		s.reject(w, rej)
+		return
+	}
+	var req FlushRequest
+	if rej := s.v.decode(body, &req); rej != nil {
+		s.reject(w, rej)
+		return
+	}
+	if rej := checkSchema(req.Schema); rej != nil {
+		s.reject(w, rej)
+		return
+	}
+	if req.WaitMS < 0 {
+		s.reject(w, reject(reasonBadWait, "wait_ms %d is negative", req.WaitMS))
+		return
+	}
+	reply := FlushReply{Schema: Schema, RequestID: req.RequestID}
+	wait := time.Duration(min(req.WaitMS, math.MaxInt64/int64(time.Millisecond))) * time.Millisecond
+	if wait > s.opts.MaxWait {
+		wait = s.opts.MaxWait
+		reply.WaitClampedMS = s.opts.MaxWait.Milliseconds()
+	}
+	start := time.Now()
+	res, err := s.opts.Outputs.Flush(r.Context(), Flush{Wait: wait, RetryFailed: req.RetryFailed})
+	reply.WaitedMS = time.Since(start).Milliseconds()
+	if err != nil {
+		if r.Context().Err() != nil {
+			return
+		}
+		s.fail(w, "flush", req.RequestID, err)
+		return
+	}
+	reply.Durable, reply.NotDurable, reply.NotDurableTotal, reply.TimedOut = res.Durable, res.NotDurable, res.NotDurableTotal, res.TimedOut
+	if reply.NotDurable == nil {
+		reply.NotDurable = []OutputFile{}
+	}
+	s.log.Debug("hooks: flush", "request_id", req.RequestID, "durable", reply.Durable, "not_durable", reply.NotDurableTotal,
+		"waited_ms", reply.WaitedMS, "timed_out", reply.TimedOut)
+	s.writeJSON(w, http.StatusOK, reply)
 }

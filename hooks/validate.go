@@ -50,6 +50,9 @@ const (
 	reasonNULByte      = "nul_byte"
 	reasonPathEscapes  = "path_escapes"
 	reasonTooManyItems = "too_many_items"
+	reasonBadSince     = "bad_since"
+	reasonNoPrefetch   = "no_prefetch"        // 404: an output area's daemon
+	reasonNoOutputs    = "no_outputs"         // 404: a daemon without an output area
 	reasonNotFound     = "not_found"          // 404
 	reasonBadMethod    = "method_not_allowed" // 405
 )

@@ -128,8 +128,10 @@ type StatusReply struct {
 	Mountpoint string `json:"mountpoint"`
 	Version    string `json:"version"`
 	Status
+	// Outputs is present when the daemon serves an output area.
+	Outputs *OutputStatus `json:"outputs,omitempty"`
 	// Requests counts requests by endpoint (prefetch, release, status,
-	// health, other).
+	// health, flush, other).
 	Requests map[string]int64 `json:"requests"`
 	// Rejected counts 4xx replies by reason (see ErrorReply.Reason).
 	Rejected map[string]int64 `json:"rejected"`
@@ -164,4 +166,33 @@ type APIError struct {
 
 func (e *APIError) Error() string {
 	return fmt.Sprintf("hooks: daemon replied %d %s: %s", e.StatusCode, e.Reason, e.Message)
+}
+
+// FlushRequest is the body of POST /v1/flush, served by daemons of output
+// areas.
+type FlushRequest struct {
+	Schema    string `json:"schema"`
+	RequestID string `json:"request_id,omitempty"`
+	// WaitMS > 0 holds the reply until every output is durable or the wait
+	// runs out; the server clamps it to its MaxWait (clients that wait
+	// longer repeat the request).
+	WaitMS int64 `json:"wait_ms,omitempty"`
+	// RetryFailed re-queues uploads that failed permanently (after, say,
+	// fixing the bucket's permissions) before waiting.
+	RetryFailed bool `json:"retry_failed,omitempty"`
+}
+
+// FlushReply is the body of a 200 reply to POST /v1/flush.
+type FlushReply struct {
+	Schema    string `json:"schema"`
+	RequestID string `json:"request_id,omitempty"`
+	// Durable is true when every output written so far is in GCS, verified.
+	Durable bool `json:"durable"`
+	// NotDurable lists up to 1000 outputs that are not, with their state;
+	// NotDurableTotal counts them all.
+	NotDurable      []OutputFile `json:"not_durable"`
+	NotDurableTotal int          `json:"not_durable_total"`
+	WaitedMS        int64        `json:"waited_ms"`
+	TimedOut        bool         `json:"timed_out"`
+	WaitClampedMS   int64        `json:"wait_clamped_ms,omitempty"`
 }
