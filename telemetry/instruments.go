@@ -1,0 +1,327 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sys/unix"
+)
+
+// Kind is how an instrument is recorded.
+type Kind string
+
+// The instrument kinds: synchronous ones are recorded as things happen,
+// observable ones read a Snapshot at collection time.
+const (
+	Counter           Kind = "counter"
+	Histogram         Kind = "histogram"
+	ObservableCounter Kind = "observable counter"
+	ObservableGauge   Kind = "observable gauge"
+)
+
+// Def describes one instrument. Prometheus names follow from Name and
+// Unit: dots become underscores, the unit is appended (By → _bytes,
+// s → _seconds) and counters end in _total.
+type Def struct {
+	Name  string
+	Unit  string
+	Kind  Kind
+	Attrs []string
+	Desc  string
+}
+
+// The instrument names, for code that records them.
+const (
+	FUSEOperations      = "jitfs.fuse.operations"
+	FUSEDuration        = "jitfs.fuse.duration"
+	CacheRead           = "jitfs.cache.read"
+	CacheReads          = "jitfs.cache.reads"
+	CacheFetched        = "jitfs.cache.fetched"
+	CacheEvictions      = "jitfs.cache.evictions"
+	CacheEvicted        = "jitfs.cache.evicted"
+	CacheUsage          = "jitfs.cache.usage"
+	CacheBudget         = "jitfs.cache.budget"
+	CachePinned         = "jitfs.cache.pinned"
+	CacheIntegrity      = "jitfs.cache.integrity_failures"
+	GCSRequests         = "jitfs.gcs.requests"
+	GCSRetries          = "jitfs.gcs.retries"
+	GCSReceived         = "jitfs.gcs.received"
+	GCSFirstByte        = "jitfs.gcs.first_byte.duration"
+	PrefetchFetched     = "jitfs.prefetch.fetched"
+	PrefetchWasted      = "jitfs.prefetch.wasted"
+	PrefetchQueue       = "jitfs.prefetch.queue.depth"
+	PrefetchInFlight    = "jitfs.prefetch.in_flight"
+	PrefetchWait        = "jitfs.prefetch.wait.duration"
+	HookRequests        = "jitfs.hook.requests"
+	OutputStaged        = "jitfs.output.staged"
+	OutputUploaded      = "jitfs.output.uploaded"
+	OutputDurable       = "jitfs.output.durable"
+	OutputPending       = "jitfs.output.pending"
+	OutputFailed        = "jitfs.output.failed"
+	OutputUploadLatency = "jitfs.output.upload.duration"
+	Errors              = "jitfs.errors"
+)
+
+// Catalog is every instrument jitfs exports. docs/metrics.md lists it
+// (TestCatalogDocumented keeps the two in step).
+var Catalog = []Def{
+	{FUSEOperations, "{operation}", Counter, []string{"op", "result"}, "FUSE operations served, by operation and result (ok, or the errno's name)"},
+	{FUSEDuration, "s", Histogram, []string{"op"}, "time to serve a FUSE operation"},
+	{CacheRead, "By", ObservableCounter, []string{"outcome"}, "bytes read through the mount, by whether the cache held them (hit) or they waited on GCS (miss); passthrough reads bypass the daemon and are not counted"},
+	{CacheReads, "{read}", ObservableCounter, []string{"outcome"}, "reads through the mount: hit (all bytes local), miss (none), partial"},
+	{CacheFetched, "By", ObservableCounter, []string{"cause"}, "bytes fetched from GCS into the cache, by cause: read (a reader waited), readahead, prefetch"},
+	{CacheEvictions, "{object}", ObservableCounter, nil, "objects evicted from the cache to stay within budget"},
+	{CacheEvicted, "By", ObservableCounter, nil, "bytes evicted from the cache"},
+	{CacheUsage, "By", ObservableGauge, nil, "bytes the cache holds on disk"},
+	{CacheBudget, "By", ObservableGauge, nil, "the cache's byte budget (--cache-size)"},
+	{CachePinned, "By", ObservableGauge, nil, "bytes pinned by running jobs"},
+	{CacheIntegrity, "{failure}", ObservableCounter, []string{"kind"}, "checksum mismatches and cache-disk write errors: bytes never served"},
+	{GCSRequests, "{request}", ObservableCounter, []string{"kind"}, "GCS requests, by kind: stat, list, read, upload"},
+	{GCSRetries, "{request}", ObservableCounter, nil, "GCS attempts retried after a transient error"},
+	{GCSReceived, "By", ObservableCounter, nil, "object bytes received from GCS"},
+	{GCSFirstByte, "s", Histogram, []string{"kind"}, "time from sending a GCS request to its first response byte"},
+	{PrefetchFetched, "By", ObservableCounter, nil, "bytes the prefetch engine fetched"},
+	{PrefetchWasted, "By", ObservableCounter, nil, "prefetched bytes evicted before anyone read them"},
+	{PrefetchQueue, "{file}", ObservableGauge, nil, "prefetch work waiting for a fetch slot"},
+	{PrefetchInFlight, "{file}", ObservableGauge, nil, "prefetch fetches running"},
+	{PrefetchWait, "s", Histogram, []string{"scope", "timed_out"}, "how long a hook request with wait_ms held its frame"},
+	{HookRequests, "{request}", Counter, []string{"endpoint", "status"}, "hook API requests, by endpoint and HTTP status"},
+	{OutputStaged, "By", ObservableGauge, nil, "output bytes staged on local disk and not yet durable in GCS"},
+	{OutputUploaded, "By", ObservableCounter, nil, "output bytes uploaded and confirmed by GCS"},
+	{OutputDurable, "{file}", ObservableCounter, nil, "output files made durable in GCS"},
+	{OutputPending, "{file}", ObservableGauge, nil, "closed output files waiting for or in upload"},
+	{OutputFailed, "{file}", ObservableGauge, nil, "output files whose upload failed permanently; their data stays staged"},
+	{OutputUploadLatency, "s", Histogram, nil, "time from an output file's close to its being durable in GCS"},
+	{Errors, "{error}", Counter, []string{"layer", "errno"}, "errors returned to a user, by layer (fuse, hook, output) and errno category"},
+}
+
+// Snapshot is the daemon's counters at one moment. Zero fields are
+// reported as zero; a daemon without outputs leaves those at zero.
+type Snapshot struct {
+	HitBytes, MissBytes                             int64
+	Hits, Misses, Partials                          int64
+	FetchedRead, FetchedReadAhead, FetchedPrefetch  int64
+	Evictions, EvictedBytes                         int64
+	CacheUsed, CacheBudget, Pinned                  int64
+	ChecksumMismatches, DiskErrors                  int64
+	GCSStats, GCSLists, GCSReads, GCSUploads        int64
+	GCSRetries, GCSBytes                            int64
+	PrefetchWasted, PrefetchQueue, PrefetchInFlight int64
+	OutputStaged, OutputUploaded                    int64
+	OutputDurable, OutputPending, OutputFailed      int64
+}
+
+// Metrics holds jitfs's instruments. A nil *Metrics records nothing, so
+// code can call it unconditionally.
+type Metrics struct {
+	fuseOps      metric.Int64Counter
+	fuseDur      metric.Float64Histogram
+	gcsFirstByte metric.Float64Histogram
+	prefetchWait metric.Float64Histogram
+	hookReqs     metric.Int64Counter
+	uploadDur    metric.Float64Histogram
+	errs         metric.Int64Counter
+	reg          metric.Registration
+}
+
+// Latency buckets in seconds: FUSE hits are tens of microseconds, GCS
+// first bytes tens of milliseconds, frame waits seconds.
+var latencyBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// New creates the instruments on mp. snap, if not nil, is called at each
+// collection for the observable instruments; it must be cheap and safe
+// from any goroutine.
+func New(mp metric.MeterProvider, snap func() Snapshot) (*Metrics, error) {
+	m := mp.Meter("github.com/jitfs/jitfs")
+	defs := map[string]Def{}
+	for _, d := range Catalog {
+		defs[d.Name] = d
+	}
+	var errs []error
+	counter := func(name string) metric.Int64Counter {
+		d := defs[name]
+		c, err := m.Int64Counter(name, metric.WithUnit(d.Unit), metric.WithDescription(d.Desc))
+		errs = append(errs, err)
+		return c
+	}
+	hist := func(name string) metric.Float64Histogram {
+		d := defs[name]
+		h, err := m.Float64Histogram(name, metric.WithUnit(d.Unit), metric.WithDescription(d.Desc),
+			metric.WithExplicitBucketBoundaries(latencyBuckets...))
+		errs = append(errs, err)
+		return h
+	}
+	out := &Metrics{
+		fuseOps:      counter(FUSEOperations),
+		fuseDur:      hist(FUSEDuration),
+		gcsFirstByte: hist(GCSFirstByte),
+		prefetchWait: hist(PrefetchWait),
+		hookReqs:     counter(HookRequests),
+		uploadDur:    hist(OutputUploadLatency),
+		errs:         counter(Errors),
+	}
+	if snap != nil {
+		obs := map[string]metric.Observable{}
+		var list []metric.Observable
+		for _, d := range Catalog {
+			var o metric.Observable
+			var err error
+			switch d.Kind {
+			case ObservableCounter:
+				o, err = m.Int64ObservableCounter(d.Name, metric.WithUnit(d.Unit), metric.WithDescription(d.Desc))
+			case ObservableGauge:
+				o, err = m.Int64ObservableGauge(d.Name, metric.WithUnit(d.Unit), metric.WithDescription(d.Desc))
+			default:
+				continue
+			}
+			errs = append(errs, err)
+			obs[d.Name] = o
+			list = append(list, o)
+		}
+		reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+			s := snap()
+			put := func(name string, v int64, kv ...attribute.KeyValue) {
+				o.ObserveInt64(obs[name].(metric.Int64Observable), v, metric.WithAttributes(kv...))
+			}
+			outcome := func(v string) attribute.KeyValue { return attribute.String("outcome", v) }
+			put(CacheRead, s.HitBytes, outcome("hit"))
+			put(CacheRead, s.MissBytes, outcome("miss"))
+			put(CacheReads, s.Hits, outcome("hit"))
+			put(CacheReads, s.Misses, outcome("miss"))
+			put(CacheReads, s.Partials, outcome("partial"))
+			cause := func(v string) attribute.KeyValue { return attribute.String("cause", v) }
+			put(CacheFetched, s.FetchedRead, cause("read"))
+			put(CacheFetched, s.FetchedReadAhead, cause("readahead"))
+			put(CacheFetched, s.FetchedPrefetch, cause("prefetch"))
+			put(CacheEvictions, s.Evictions)
+			put(CacheEvicted, s.EvictedBytes)
+			put(CacheUsage, s.CacheUsed)
+			put(CacheBudget, s.CacheBudget)
+			put(CachePinned, s.Pinned)
+			put(CacheIntegrity, s.ChecksumMismatches, attribute.String("kind", "checksum"))
+			put(CacheIntegrity, s.DiskErrors, attribute.String("kind", "disk"))
+			kind := func(v string) attribute.KeyValue { return attribute.String("kind", v) }
+			put(GCSRequests, s.GCSStats, kind("stat"))
+			put(GCSRequests, s.GCSLists, kind("list"))
+			put(GCSRequests, s.GCSReads, kind("read"))
+			put(GCSRequests, s.GCSUploads, kind("upload"))
+			put(GCSRetries, s.GCSRetries)
+			put(GCSReceived, s.GCSBytes)
+			put(PrefetchFetched, s.FetchedPrefetch)
+			put(PrefetchWasted, s.PrefetchWasted)
+			put(PrefetchQueue, s.PrefetchQueue)
+			put(PrefetchInFlight, s.PrefetchInFlight)
+			put(OutputStaged, s.OutputStaged)
+			put(OutputUploaded, s.OutputUploaded)
+			put(OutputDurable, s.OutputDurable)
+			put(OutputPending, s.OutputPending)
+			put(OutputFailed, s.OutputFailed)
+			return nil
+		}, list...)
+		errs = append(errs, err)
+		out.reg = reg
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("telemetry: creating instruments: %w", err)
+	}
+	return out, nil
+}
+
+// Close unregisters the snapshot callback.
+func (m *Metrics) Close() error {
+	if m == nil || m.reg == nil {
+		return nil
+	}
+	return m.reg.Unregister()
+}
+
+// FUSE records one FUSE operation that started at start.
+func (m *Metrics) FUSE(ctx context.Context, op string, start time.Time, errno syscall.Errno) {
+	if m == nil {
+		return
+	}
+	opAttr := attribute.String("op", op)
+	m.fuseDur.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(opAttr))
+	m.fuseOps.Add(ctx, 1, metric.WithAttributes(opAttr, attribute.String("result", errnoName(errno))))
+	if errno != 0 && errno != syscall.ENOENT {
+		// ENOENT is a lookup's normal answer, not an error a user sees as one.
+		m.Error(ctx, "fuse", errno)
+	}
+}
+
+// GCSFirstByte records the time to the first byte of a GCS response.
+func (m *Metrics) GCSFirstByte(ctx context.Context, kind string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.gcsFirstByte.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("kind", kind)))
+}
+
+// PrefetchWaited records how long a hook request held its caller.
+func (m *Metrics) PrefetchWaited(ctx context.Context, scope string, d time.Duration, timedOut bool) {
+	if m == nil {
+		return
+	}
+	m.prefetchWait.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("scope", scope),
+		attribute.Bool("timed_out", timedOut)))
+}
+
+// HookRequest counts one hook API request.
+func (m *Metrics) HookRequest(ctx context.Context, endpoint string, status int) {
+	if m == nil {
+		return
+	}
+	m.hookReqs.Add(ctx, 1, metric.WithAttributes(attribute.String("endpoint", endpoint), attribute.Int("status", status)))
+}
+
+// OutputDurableAfter records the time from an output's close to its being durable.
+func (m *Metrics) OutputDurableAfter(ctx context.Context, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.uploadDur.Record(ctx, d.Seconds())
+}
+
+// Error counts an error returned to a user.
+func (m *Metrics) Error(ctx context.Context, layer string, errno syscall.Errno) {
+	if m == nil {
+		return
+	}
+	m.errs.Add(ctx, 1, metric.WithAttributes(attribute.String("layer", layer), attribute.String("errno", errnoName(errno))))
+}
+
+// errnoName is "ok" or the errno's symbolic name (EIO, ENOENT, …): a
+// bounded set, so it is safe as a metric attribute.
+func errnoName(e syscall.Errno) string {
+	if e == 0 {
+		return "ok"
+	}
+	if n := unix.ErrnoName(e); n != "" {
+		return n
+	}
+	return "errno_" + fmt.Sprint(uint(e))
+}
+
+// PromName is the name under which Prometheus scrapes d: dots become
+// underscores, the unit's Prometheus suffix is appended, and counters end
+// in _total (the OpenTelemetry Prometheus exporter's default translation).
+func PromName(d Def) string {
+	n := strings.ReplaceAll(d.Name, ".", "_")
+	switch d.Unit {
+	case "By":
+		n += "_bytes"
+	case "s":
+		n += "_seconds"
+	}
+	if d.Kind == Counter || d.Kind == ObservableCounter {
+		n += "_total"
+	}
+	return n
+}

@@ -1,0 +1,205 @@
+package telemetry
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+// sum finds the int64 sum point of name whose attributes include kv.
+func sum(t *testing.T, rm metricdata.ResourceMetrics, name string, kv ...attribute.KeyValue) (int64, bool) {
+	t.Helper()
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			var pts []metricdata.DataPoint[int64]
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				pts = d.DataPoints
+			case metricdata.Gauge[int64]:
+				pts = d.DataPoints
+			default:
+				t.Fatalf("%s is %T", name, m.Data)
+			}
+		next:
+			for _, p := range pts {
+				for _, want := range kv {
+					if v, ok := p.Attributes.Value(want.Key); !ok || v != want.Value {
+						continue next
+					}
+				}
+				return p.Value, true
+			}
+		}
+	}
+	return 0, false
+}
+
+func TestSnapshotIsObservedAtCollection(t *testing.T) {
+	r := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(r))
+	defer mp.Shutdown(context.Background())
+	s := Snapshot{HitBytes: 4096, MissBytes: 100, Hits: 3, FetchedPrefetch: 7, CacheUsed: 10, CacheBudget: 20, GCSReads: 5}
+	m, err := New(mp, func() Snapshot { return s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var rm metricdata.ResourceMetrics
+	collect := func() {
+		if err := r.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	collect()
+	for _, c := range []struct {
+		name string
+		kv   []attribute.KeyValue
+		want int64
+	}{
+		{CacheRead, []attribute.KeyValue{attribute.String("outcome", "hit")}, 4096},
+		{CacheRead, []attribute.KeyValue{attribute.String("outcome", "miss")}, 100},
+		{CacheReads, []attribute.KeyValue{attribute.String("outcome", "hit")}, 3},
+		{CacheFetched, []attribute.KeyValue{attribute.String("cause", "prefetch")}, 7},
+		{PrefetchFetched, nil, 7},
+		{CacheUsage, nil, 10},
+		{CacheBudget, nil, 20},
+		{GCSRequests, []attribute.KeyValue{attribute.String("kind", "read")}, 5},
+	} {
+		if got, ok := sum(t, rm, c.name, c.kv...); !ok || got != c.want {
+			t.Errorf("%s%v = %d (found %v), want %d", c.name, c.kv, got, ok, c.want)
+		}
+	}
+	// The counters are read at collection, not copied at creation.
+	s.HitBytes = 8192
+	collect()
+	if got, _ := sum(t, rm, CacheRead, attribute.String("outcome", "hit")); got != 8192 {
+		t.Errorf("after the snapshot moved: %d, want 8192", got)
+	}
+	m.FUSE(context.Background(), "read", time.Now(), 0)
+	m.FUSE(context.Background(), "lookup", time.Now(), syscall.ENOENT)
+	m.FUSE(context.Background(), "open", time.Now(), syscall.EIO)
+	collect()
+	if got, _ := sum(t, rm, FUSEOperations, attribute.String("op", "lookup"), attribute.String("result", "ENOENT")); got != 1 {
+		t.Errorf("lookup ENOENT counted %d times", got)
+	}
+	if got, _ := sum(t, rm, Errors, attribute.String("layer", "fuse"), attribute.String("errno", "EIO")); got != 1 {
+		t.Errorf("EIO errors = %d, want 1 (ENOENT is not an error)", got)
+	}
+	if got, ok := sum(t, rm, Errors, attribute.String("errno", "ENOENT")); ok {
+		t.Errorf("ENOENT counted as an error %d times", got)
+	}
+}
+
+func TestNilMetricsRecordNothing(t *testing.T) {
+	var m *Metrics
+	m.FUSE(context.Background(), "read", time.Now(), syscall.EIO)
+	m.GCSFirstByte(context.Background(), "read", time.Millisecond)
+	m.PrefetchWaited(context.Background(), "frame", time.Second, true)
+	m.HookRequest(context.Background(), "prefetch", 200)
+	m.OutputDurableAfter(context.Background(), time.Second)
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPrometheusEndpoint scrapes the endpoint over HTTP: every instrument
+// of the catalog appears under PromName, the name docs/metrics.md lists.
+func TestPrometheusEndpoint(t *testing.T) {
+	tel, err := Setup(context.Background(), Options{MetricsAddr: "127.0.0.1:0", Version: "test",
+		Env: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	m, err := New(tel.Meters, func() Snapshot { return Snapshot{HitBytes: 12345} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	m.FUSE(ctx, "read", time.Now(), syscall.EIO)
+	m.GCSFirstByte(ctx, "read", 20*time.Millisecond)
+	m.PrefetchWaited(ctx, "frame", time.Second, false)
+	m.HookRequest(ctx, "prefetch", 200)
+	m.OutputDurableAfter(ctx, time.Second)
+
+	resp, err := http.Get(tel.MetricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, text)
+	}
+	for _, d := range Catalog {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(PromName(d)) + `(_bucket|_sum|_count)?[{ ]`).MatchString(text) {
+			t.Errorf("%s (%s) is not in the scrape", PromName(d), d.Name)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^jitfs_cache_read_bytes_total\{[^}]*outcome="hit"[^}]*\} 12345$`).MatchString(text) {
+		t.Errorf("hit bytes not scraped as 12345:\n%s", grepLines(text, "jitfs_cache_read"))
+	}
+}
+
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestCatalogDocumented: docs/metrics.md names every instrument.
+func TestCatalogDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range Catalog {
+		if !strings.Contains(string(doc), "`"+PromName(d)+"`") {
+			t.Errorf("docs/metrics.md does not list `%s`", PromName(d))
+		}
+	}
+}
+
+func TestOTLPOnlyWhenConfigured(t *testing.T) {
+	env := map[string]string{}
+	get := func(k string) string { return env[k] }
+	if otlpWanted(get, "TRACES") || otlpWanted(get, "METRICS") {
+		t.Fatal("OTLP wanted with no endpoint")
+	}
+	env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://127.0.0.1:4318"
+	if !otlpWanted(get, "TRACES") || otlpWanted(get, "METRICS") {
+		t.Fatal("a traces endpoint must enable traces only")
+	}
+	env["OTEL_TRACES_EXPORTER"] = "none"
+	if otlpWanted(get, "TRACES") {
+		t.Fatal("OTEL_TRACES_EXPORTER=none must win")
+	}
+	tel, err := Setup(context.Background(), Options{Env: func(k string) string {
+		if k == "OTEL_SDK_DISABLED" {
+			return "true"
+		}
+		return ""
+	}, MetricsAddr: "127.0.0.1:0"})
+	if err != nil || tel.MetricsURL != "" {
+		t.Fatalf("OTEL_SDK_DISABLED=true still served metrics: %v %q", err, tel.MetricsURL)
+	}
+}
