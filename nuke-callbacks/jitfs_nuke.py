@@ -78,6 +78,7 @@ class _State(object):
         self.task = []                 # the task's frames, in order
         self.views = []
         self.predicted = set()         # every path requested so far: the filter's "already known"
+        self.static = set()            # paths sent with scope job: needed by every frame
         self.missed = set()
         self.outputs = []              # regexes of Write outputs, never reported
         self.color = []                # OCIO config and LUT items, needed by every frame
@@ -757,7 +758,10 @@ def _precomp_frame_items(nuke, node, frames, views):
             continue
         for t in frames:
             for p in _precomp_paths(cls, knobs, pattern, t, views):
-                items.append({"path": p, "kind": "image_seq_frame", "source": owner, "frame": int(t)})
+                it = {"path": p, "kind": "image_seq_frame", "source": owner, "frame": int(t)}
+                if cls in _WRITERS:
+                    it["required"] = False  # read only once the Precomp has been rendered
+                items.append(it)
     return items
 
 
@@ -928,6 +932,7 @@ def on_script_load():
         seq.extend(s)
     _S.color = _color_items(nuke)
     job.extend(_S.color)
+    _S.static.update(it["path"] for it in job)
     _send("job", job)
     _send("job_seq", seq)
 
@@ -976,7 +981,9 @@ def before_frame_render():
             items.extend(_frame_items(nuke, ev, r, ahead, views))
         except Exception as e:
             _log("%s: lookahead: %s: %s" % (r.fullName(), type(e).__name__, e))
-    _send("lookahead", items, frame=n)
+    # Files every frame reads were asked for at job scope and are in this
+    # frame's request: only what changes with the frame goes ahead.
+    _send("lookahead", [it for it in items if it["path"] not in _S.static], frame=n)
 
 
 @_guard("afterFrameRender", frame_callback=True)

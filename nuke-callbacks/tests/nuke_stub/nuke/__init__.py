@@ -1463,9 +1463,16 @@ class _Render(object):
             if ff is None:
                 return  # black
             oc.setFrame(ff)
-            path = k.getEvaluatedValue(oc)
+            soft = node['on_error'].value() != 'error'
+            try:
+                path = k.getEvaluatedValue(oc)
+            except _tcl.TclError as e:
+                # A name that cannot be evaluated is a Read error like a
+                # missing file: on_error decides.
+                if not soft:
+                    self.fail("%s: %s" % (node.fullName(), e))
+                return
             if path:
-                soft = node['on_error'].value() != 'error'
                 self.open(path, node, f, view, 'frame', may_fail=soft)
             return
         if cls in _EXECUTABLE:
