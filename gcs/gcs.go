@@ -17,6 +17,8 @@ import (
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
+
+	"github.com/jitfs/jitfs/telemetry"
 )
 
 // Sentinel errors, namespaced in their text.
@@ -45,6 +47,8 @@ type Options struct {
 	// HTTPClient, when set, replaces the transport (tests inject faults
 	// this way). It is used only together with an emulator endpoint.
 	HTTPClient *http.Client
+	// Metrics, when set, records the time to each response's first byte.
+	Metrics *telemetry.Metrics
 }
 
 func (o *Options) setDefaults() {
@@ -226,7 +230,12 @@ func (c *Client) ReadRange(ctx context.Context, name string, gen, off int64, p [
 		if gen > 0 {
 			o = o.Generation(gen)
 		}
+		start := time.Now()
 		r, err := o.NewRangeReader(ctx, off, int64(len(p)))
+		if err == nil {
+			// NewRangeReader returns once the response headers arrived.
+			c.opts.Metrics.GCSFirstByte(ctx, "read", time.Since(start))
+		}
 		if err != nil {
 			if errors.Is(err, storage.ErrObjectNotExist) {
 				return fmt.Errorf("%w: gs://%s/%s#%d", ErrNotFound, c.opts.Bucket, name, gen)

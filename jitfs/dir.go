@@ -176,8 +176,8 @@ func validName(n string) bool {
 func (d *dirNode) Opendir(ctx context.Context) syscall.Errno { return 0 }
 
 func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if d.f.tracing() {
-		d.f.record(ctx, time.Now(), trace.Event{Op: trace.OpGetattr, Path: d.f.mountPath(d.prefix), Dir: true}, 0)
+	if d.f.observing() {
+		d.f.done(ctx, time.Now(), trace.Event{Op: trace.OpGetattr, Path: d.f.mountPath(d.prefix), Dir: true}, 0)
 	}
 	d.f.setAttr(&out.Attr, d.ino, syscall.S_IFDIR|0o555, 4096, d.mtime)
 	out.Nlink = 2
@@ -186,7 +186,7 @@ func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if !d.f.tracing() {
+	if !d.f.observing() {
 		return d.lookup(ctx, name, out)
 	}
 	start := time.Now()
@@ -196,7 +196,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		ev.Size = int64(out.Attr.Size)
 		ev.Dir = out.Attr.Mode&syscall.S_IFDIR != 0
 	}
-	d.f.record(ctx, start, ev, errno)
+	d.f.done(ctx, start, ev, errno)
 	return in, errno
 }
 
@@ -315,13 +315,13 @@ func (d *dirNode) child(ctx context.Context, name string, e *entry, out *fuse.En
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	if !d.f.tracing() {
+	if !d.f.observing() {
 		ds, _, errno := d.readdir(ctx)
 		return ds, errno
 	}
 	start := time.Now()
 	ds, n, errno := d.readdir(ctx)
-	d.f.record(ctx, start, trace.Event{Op: trace.OpReaddir, Path: d.f.mountPath(d.prefix), N: int64(n), Dir: true}, errno)
+	d.f.done(ctx, start, trace.Event{Op: trace.OpReaddir, Path: d.f.mountPath(d.prefix), N: int64(n), Dir: true}, errno)
 	return ds, errno
 }
 

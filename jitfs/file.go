@@ -63,9 +63,9 @@ func (n *fileNode) fillAttr(out *fuse.Attr) {
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fillAttr(&out.Attr)
-	if n.f.tracing() {
+	if n.f.observing() {
 		a := n.pinned()
-		n.f.record(ctx, time.Now(), trace.Event{Op: trace.OpGetattr, Path: n.f.mountPath(a.Name), Size: a.Size}, 0)
+		n.f.done(ctx, time.Now(), trace.Event{Op: trace.OpGetattr, Path: n.f.mountPath(a.Name), Size: a.Size}, 0)
 	}
 	out.SetTimeout(n.f.KernelTimeout())
 	return 0
@@ -95,7 +95,7 @@ func (h *handle) PassthroughFd() (int, bool) {
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	if !n.f.tracing() {
+	if !n.f.observing() {
 		return n.open(ctx, flags)
 	}
 	start := time.Now()
@@ -107,7 +107,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		h.path = ev.Path
 		ev.Fh = h.id
 	}
-	n.f.record(ctx, start, ev, errno)
+	n.f.done(ctx, start, ev, errno)
 	return fh, fl, errno
 }
 
@@ -153,7 +153,7 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		return nil, syscall.EBADF
 	}
 	n.f.Stats.Reads.Add(1)
-	if !n.f.tracing() {
+	if !n.f.observing() {
 		k, _, errno := n.read(ctx, h, dest, off)
 		if errno != 0 {
 			return nil, errno
@@ -162,7 +162,7 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	}
 	start := time.Now()
 	k, info, errno := n.read(ctx, h, dest, off)
-	n.f.record(ctx, start, trace.Event{Op: trace.OpRead, Path: h.path, Fh: h.id, Off: off, Len: int64(len(dest)),
+	n.f.done(ctx, start, trace.Event{Op: trace.OpRead, Path: h.path, Fh: h.id, Off: off, Len: int64(len(dest)),
 		N: int64(k), Cache: info.Outcome.String(), Fetched: info.Fetched}, errno)
 	if errno != 0 {
 		return nil, errno
@@ -196,8 +196,8 @@ func (n *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno 
 
 // Release ends the open: the cache may evict the object again.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
-	if h.n.f.tracing() {
-		h.n.f.record(ctx, time.Now(), trace.Event{Op: trace.OpRelease, Path: h.path, Fh: h.id}, 0)
+	if h.n.f.observing() {
+		h.n.f.done(ctx, time.Now(), trace.Event{Op: trace.OpRelease, Path: h.path, Fh: h.id}, 0)
 	}
 	h.n.mu.Lock()
 	if h.backing != nil {

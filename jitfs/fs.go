@@ -18,6 +18,7 @@ import (
 
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/telemetry"
 	"github.com/jitfs/jitfs/trace"
 )
 
@@ -49,6 +50,8 @@ type Options struct {
 	// recorder never blocks, so tracing cannot slow a render down by more
 	// than the cost of building each event.
 	Trace *trace.Recorder
+	// Metrics, when set, records every operation's result and latency.
+	Metrics *telemetry.Metrics
 }
 
 // Validate checks and fills in defaults.
@@ -192,7 +195,16 @@ func (f *FS) nextIno() uint64 { return f.ino.Add(1) }
 
 // tracing reports whether operations are being recorded; callers skip the
 // clock and path work otherwise.
-func (f *FS) tracing() bool { return f.opts.Trace != nil }
+// observing: some operation needs timing, for the trace or the metrics.
+func (f *FS) observing() bool { return f.opts.Trace != nil || f.opts.Metrics != nil }
+
+// done reports one finished operation to the metrics and the trace.
+func (f *FS) done(ctx context.Context, start time.Time, ev trace.Event, errno syscall.Errno) {
+	f.opts.Metrics.FUSE(ctx, string(ev.Op), start, errno)
+	if f.opts.Trace != nil {
+		f.record(ctx, start, ev, errno)
+	}
+}
 
 // mountPath turns an object name or prefix into the path a process sees.
 func (f *FS) mountPath(name string) string {
