@@ -569,6 +569,8 @@ func (f *sfile) stateLocked() string {
 		return StateOpen
 	case f.rec.State == stateInterrupted:
 		return StateInterrupted
+	case f.up == stateDurable:
+		return ""
 	case f.up == "":
 		return StateQueued
 	}

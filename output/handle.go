@@ -30,6 +30,11 @@ type Handle struct {
 	obj      gcs.Attrs
 	write    bool
 	released atomic.Bool
+	// wrote is set by this handle's first write: a flush (close of one
+	// descriptor) commits only a handle that wrote, so the close of a
+	// dup'ed descriptor right after open (a shell's redirection) does not
+	// publish an empty file.
+	wrote atomic.Bool
 }
 
 // Open opens (or creates) the file rel. Opening a staged file for writing
@@ -178,7 +183,7 @@ func (a *Area) reopenLocked(f *sfile) error {
 	if f.cancel != nil {
 		f.cancel()
 	}
-	if f.up == StateFailed {
+	if f.up == StateFailed || f.up == stateDurable {
 		f.up, f.lastErr = "", ""
 	}
 	a.notifyLocked()
@@ -211,6 +216,7 @@ func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 		return 0, ErrReadOnly
 	}
 	f := h.f
+	h.wrote.Store(true)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.open.Load() {
@@ -313,7 +319,7 @@ func (h *Handle) Fsync() error {
 // queued, all before close returns, so a daemon killed right after still
 // uploads it.
 func (h *Handle) Flush() error {
-	if h.f == nil || !h.write || h.released.Load() {
+	if h.f == nil || !h.write || h.released.Load() || !h.wrote.Load() {
 		return nil
 	}
 	return h.a.commit(h.f, false)
@@ -339,6 +345,11 @@ func (h *Handle) Release() error {
 		err = a.commit(f, true)
 	}
 	a.mu.Lock()
+	if last && f.node != nil && f.up == stateDurable && f.rec.State == stateClosed {
+		// Uploaded while this handle was still open: detach it now.
+		f.node.file = nil
+		f.node = nil
+	}
 	a.dropDataIfUnusedLocked(f)
 	a.mu.Unlock()
 	return err

@@ -193,9 +193,14 @@ func (a *Area) finishLocked(f *sfile, rec record, attrs gcs.Attrs) {
 		}
 		n := f.node
 		n.obj = &attrs
-		n.file = nil
-		f.node = nil
 		f.up = stateDurable
+		if f.writers == 0 {
+			n.file = nil
+			f.node = nil
+		}
+		// Else a writer still has it open (close(2) of a dup'ed descriptor
+		// committed it): it stays in place, and a later write makes it
+		// open again; the last writer's release detaches it.
 		now := time.Now()
 		seq, err := a.j.nextSeq()
 		if err != nil {
@@ -372,7 +377,7 @@ func (a *Area) Status(since uint64) Status {
 func (a *Area) notDurableLocked() []FileState {
 	var out []FileState
 	for _, f := range a.files {
-		if f.node == nil {
+		if f.node == nil || f.up == stateDurable {
 			continue
 		}
 		out = append(out, FileState{Path: f.rec.Name, Object: a.objectName(f.rec.Name), State: f.stateLocked(),

@@ -20,6 +20,9 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"mount", "mount gs://BUCKET[/PREFIX] MOUNTPOINT [flags]: serve a bucket prefix until SIGINT/SIGTERM", runMount},
+		{"output", "output gs://BUCKET[/PREFIX] MOUNTPOINT [flags]: serve a writable output area, uploading files to GCS as they are closed", runOutput},
+		{"flush", "flush [--wait] [--timeout D] [--retry-failed] [--json] MOUNT: check (or wait) that every output written to an output area is durable in GCS", runFlush},
+		{"run", "run --mount gs://B/P:DIR [--output gs://B/P:DIR] [--prefetch MANIFEST] -- CMD ARGS...: mount, run a render command, flush its outputs, unmount", runRun},
 		{"demo", "demo: mount the embedded sample scene from an in-process emulator and read one frame", runDemo},
 		{"emulator", "emulator [--data DIR] [--addr HOST:PORT]: run a local GCS emulator", runEmulator},
 		{"trace", "trace import-strace|summary ...: convert an strace of a render into a trace; print a trace's totals", func(args []string, stdout, stderr io.Writer) error {
@@ -37,6 +40,23 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // errUsage marks errors caused by the command line (exit status 2).
 var errUsage = errors.New("usage")
 
+// exitError ends a command with a chosen exit status: jitfs run passes its
+// command's through, and flush and run have codes of their own (see
+// docs/outputs.md). err, when set, is printed as the one error line.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(stderr)
@@ -50,9 +70,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		err := c.run(args[1:], stdout, stderr)
+		var ee *exitError
 		switch {
 		case err == nil:
 			return 0
+		case errors.As(err, &ee):
+			if ee.err != nil {
+				fmt.Fprintf(stderr, "jitfs %s: %v\n", c.name, ee.err)
+			}
+			return ee.code
 		case errors.Is(err, flag.ErrHelp):
 			return 0
 		case errors.Is(err, errUsage):

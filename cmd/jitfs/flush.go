@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/jitfs/jitfs/hooks"
+)
+
+// Exit statuses of jitfs flush and jitfs run (docs/outputs.md).
+const (
+	// exitNotDurable: some outputs are not durable in GCS (EX_TEMPFAIL:
+	// they are staged, and a later flush or daemon may still upload them).
+	exitNotDurable = 75
+	// exitSetup: jitfs run could not set up its mounts; the command did
+	// not run (EX_UNAVAILABLE).
+	exitSetup = 69
+	// exitNoCommand: the command could not be started (as shells report).
+	exitNoCommand = 127
+)
+
+func runFlush(args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("flush", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	wait := fl.Bool("wait", false, "wait until every output is durable (or cannot progress, or --timeout)")
+	timeout := fl.Duration("timeout", 0, "with --wait: give up after this long (0: no limit)")
+	retry := fl.Bool("retry-failed", false, "retry uploads that failed permanently (after fixing the cause) before waiting")
+	socket := fl.String("socket", "", "hook API socket (default: the socket of the output mount holding MOUNT, else $JITFS_SOCKET)")
+	asJSON := fl.Bool("json", false, "print the daemon's reply as JSON")
+	pos, err := parseInterspersed(fl, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want the output area's MOUNT directory, got %d arguments", errUsage, len(pos))
+	}
+	if *timeout < 0 {
+		return fmt.Errorf("%w: --timeout must not be negative", errUsage)
+	}
+	sock := *socket
+	if sock == "" {
+		if sock, err = outputSocket(pos[0]); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if *wait && *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	cl := hooks.NewClient(sock, 30*time.Second)
+	defer cl.Close()
+	rep, err := flushOnce(ctx, cl, *wait, *retry)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	} else {
+		printFlush(stdout, rep)
+	}
+	if !rep.Durable {
+		return &exitError{code: exitNotDurable}
+	}
+	return nil
+}
+
+// flushOnce asks the daemon, repeating while outputs are still moving and
+// ctx allows: the daemon holds one request at most its own wait limit.
+func flushOnce(ctx context.Context, cl *hooks.Client, wait, retry bool) (hooks.FlushReply, error) {
+	var total time.Duration
+	for {
+		req := hooks.FlushRequest{RetryFailed: retry}
+		if wait {
+			req.WaitMS = hooks.DefaultMaxWait.Milliseconds()
+			if dl, ok := ctx.Deadline(); ok {
+				req.WaitMS = max(min(req.WaitMS, time.Until(dl).Milliseconds()), 1)
+			}
+		}
+		start := time.Now()
+		rep, err := cl.Flush(ctx, req)
+		total += time.Since(start)
+		if err != nil {
+			if ctx.Err() != nil {
+				return hooks.FlushReply{}, fmt.Errorf("flush: gave up after %s: %w", total.Round(time.Second), ctx.Err())
+			}
+			var apiErr *hooks.APIError
+			if errors.As(err, &apiErr) && apiErr.Reason == "no_outputs" {
+				return hooks.FlushReply{}, fmt.Errorf("flush: %s", apiErr.Message)
+			}
+			return hooks.FlushReply{}, err
+		}
+		retry = false
+		if rep.Durable || !wait || !rep.TimedOut || ctx.Err() != nil {
+			rep.WaitedMS = total.Milliseconds()
+			return rep, nil
+		}
+	}
+}
+
+func printFlush(w io.Writer, rep hooks.FlushReply) {
+	if rep.Durable {
+		fmt.Fprintf(w, "jitfs flush: every output is durable in GCS (waited %d ms)\n", rep.WaitedMS)
+		return
+	}
+	fmt.Fprintf(w, "jitfs flush: %d outputs are NOT durable (waited %d ms):\n", rep.NotDurableTotal, rep.WaitedMS)
+	for _, f := range rep.NotDurable {
+		line := fmt.Sprintf("  %-11s %s (%d bytes)", f.State, f.Path, f.Size)
+		if f.Error != "" {
+			line += ": " + f.Error
+		}
+		fmt.Fprintln(w, line)
+	}
+	if rep.NotDurableTotal > len(rep.NotDurable) {
+		fmt.Fprintf(w, "  ... and %d more\n", rep.NotDurableTotal-len(rep.NotDurable))
+	}
+}
+
+// outputSocket finds the socket of the daemon serving the output area at
+// dir. The mount's own default socket comes first: inside `jitfs run`,
+// $JITFS_SOCKET names the scene mount's daemon, not the output area's.
+func outputSocket(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	for d := abs; ; d = filepath.Dir(d) {
+		s := hooks.DefaultSocket(d)
+		if fi, err := os.Stat(s); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			return s, nil
+		}
+		if d == "/" {
+			break
+		}
+	}
+	if s := os.Getenv(hooks.EnvSocket); s != "" {
+		return s, nil
+	}
+	return "", fmt.Errorf("%w for %s (is it a jitfs output area? give --socket)", hooks.ErrNoDaemon, abs)
+}
