@@ -400,6 +400,18 @@ class TestFailOpen(_Base):
         return path
 
 
+class TestPython37(unittest.TestCase):
+    """Nuke 13 ships Python 3.7: the plug-in's files must parse as 3.7."""
+
+    def test_plugin_files_parse_as_python_3_7(self):
+        import ast
+        names = [n for n in os.listdir(testutil.PLUGIN) if n.endswith(".py")]
+        self.assertIn("jitfs_nuke.py", names)
+        for n in names:
+            with open(os.path.join(testutil.PLUGIN, n)) as f:
+                ast.parse(f.read(), n, feature_version=(3, 7))
+
+
 class TestSubprocess(unittest.TestCase):
     """The same start-up as a farm: a separate process running nuke_cli.py
     with NUKE_PATH, talking to the recording daemon."""

@@ -263,7 +263,10 @@ def views():
     names = []
     text = text.strip()
     if text.startswith('{'):
-        for w in _tcl.words(text, _Ctx(r, None)):
+        items = _tcl.words(text, _Ctx(r, None))
+        if len(items) == 1 and items[0].strip().startswith('{'):
+            items = _tcl.words(items[0], _Ctx(r, None))
+        for w in items:
             parts = w.split()
             if parts:
                 names.append(parts[0])
