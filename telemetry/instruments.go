@@ -136,9 +136,10 @@ var latencyBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 
 	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 
 // New creates the instruments on mp. snap, if not nil, is called at each
-// collection for the observable instruments; it must be cheap and safe
-// from any goroutine.
-func New(mp metric.MeterProvider, snap func() Snapshot) (*Metrics, error) {
+// collection for the observable instruments, which carry attrs as well
+// (a process serving several mounts tells them apart by mountpoint); it
+// must be cheap and safe from any goroutine.
+func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyValue) (*Metrics, error) {
 	m := mp.Meter("github.com/jitfs/jitfs")
 	defs := map[string]Def{}
 	for _, d := range Catalog {
@@ -188,7 +189,7 @@ func New(mp metric.MeterProvider, snap func() Snapshot) (*Metrics, error) {
 		reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 			s := snap()
 			put := func(name string, v int64, kv ...attribute.KeyValue) {
-				o.ObserveInt64(obs[name].(metric.Int64Observable), v, metric.WithAttributes(kv...))
+				o.ObserveInt64(obs[name].(metric.Int64Observable), v, metric.WithAttributes(append(kv, attrs...)...))
 			}
 			outcome := func(v string) attribute.KeyValue { return attribute.String("outcome", v) }
 			put(CacheRead, s.HitBytes, outcome("hit"))

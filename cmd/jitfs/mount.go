@@ -11,17 +11,20 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/jitfs"
 	"github.com/jitfs/jitfs/prefetch"
+	"github.com/jitfs/jitfs/telemetry"
 	"github.com/jitfs/jitfs/trace"
 )
 
@@ -42,6 +45,8 @@ type mountConfig struct {
 	socketGroup    string
 	prefetchers    int
 	log            *slog.Logger
+	// tel exports this process's metrics; nil records none.
+	tel *telemetry.Telemetry
 }
 
 // mounted is a serving mount and what it owns.
@@ -53,6 +58,7 @@ type mounted struct {
 	srv   *fuse.Server
 	rec   *trace.Recorder
 	eng   *prefetch.Engine
+	met   *telemetry.Metrics
 	hooks *hooks.Server
 }
 
@@ -73,6 +79,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	socket := fl.String("socket", "", "Unix socket of the hook API (jitfs.prefetch/v1); default: "+hooks.DefaultSocketDir+"/<mountpoint>.sock; \"none\" disables it")
 	socketGroup := fl.String("socket-group", "", "group (name or gid) allowed to use the hook socket (mode 0660)")
 	prefetchers := fl.Int("prefetch-workers", 32, "files prefetched at once (prefetch has its own fetch budget and never takes a blocked read's)")
+	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9464); OTLP export follows the standard OTEL_EXPORTER_OTLP_* variables (docs/metrics.md)")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err
@@ -98,6 +105,17 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cfg.tel, err = telemetry.Setup(ctx, telemetry.Options{MetricsAddr: *metricsAddr, Version: buildVersion(), Log: cfg.log}); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cfg.tel.Shutdown(sctx)
+	}()
+	if cfg.tel.MetricsURL != "" {
+		cfg.log.Info("metrics", "url", cfg.tel.MetricsURL)
+	}
 	m, err := startMount(ctx, cfg)
 	if err != nil {
 		return err
@@ -141,7 +159,17 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 			os.Remove(cfg.traceFile)
 		}
 	}()
-	gc, err := gcs.New(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint, AttemptTimeout: cfg.attemptTimeout})
+	// The instruments exist before the clients that record into them; the
+	// snapshot callback is registered once the mount is up.
+	tel := cfg.tel
+	if tel == nil {
+		tel = telemetry.Noop()
+	}
+	met, err := telemetry.New(tel.Meters, nil)
+	if err != nil {
+		return nil, err
+	}
+	gc, err := gcs.New(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint, AttemptTimeout: cfg.attemptTimeout, Metrics: met})
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +186,7 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 		return nil, err
 	}
 	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Prefix: cfg.prefix, MetadataTTL: cfg.metadataTTL,
-		Passthrough: cfg.passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.log, Trace: rec})
+		Passthrough: cfg.passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.log, Trace: rec, Metrics: met})
 	if err != nil {
 		c.Close()
 		gc.Close()
@@ -180,6 +208,10 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 			m.Close()
 			return nil, err
 		}
+	}
+	if m.met, err = telemetry.New(tel.Meters, m.snapshot, attribute.String("mountpoint", mp)); err != nil {
+		m.Close()
+		return nil, err
 	}
 	ok = true
 	return m, nil
@@ -209,6 +241,39 @@ func (m *mounted) startHooks() error {
 	return nil
 }
 
+// buildVersion is the module version the binary was built from.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// snapshot is the mount's counters for the metrics' observable instruments.
+func (m *mounted) snapshot() telemetry.Snapshot {
+	cs, gs := &m.cache.Stats, &m.gcs.Stats
+	used, budget := m.cache.Used()
+	s := telemetry.Snapshot{
+		HitBytes: cs.HitBytes.Load(), MissBytes: cs.MissBytes.Load(),
+		Hits: cs.Hits.Load(), Misses: cs.Misses.Load(), Partials: cs.Partials.Load(),
+		FetchedReadAhead: cs.ReadAheadBytes.Load(), FetchedPrefetch: cs.PrefetchedBytes.Load(),
+		Evictions: cs.Evictions.Load(), EvictedBytes: cs.EvictedBytes.Load(),
+		CacheUsed: used, CacheBudget: budget,
+		ChecksumMismatches: cs.ChecksumMismatches.Load(), DiskErrors: cs.DiskErrors.Load(),
+		GCSStats: gs.Stats.Load(), GCSLists: gs.Lists.Load(), GCSReads: gs.Reads.Load(),
+		GCSRetries: gs.Retries.Load(), GCSBytes: gs.BytesRead.Load(),
+		PrefetchWasted: cs.WastedPrefetchBytes.Load(),
+	}
+	// Every fetch counts in FetchedBytes; what neither read-ahead nor the
+	// engine fetched, a reader waited for.
+	s.FetchedRead = max(0, cs.FetchedBytes.Load()-s.FetchedReadAhead-s.FetchedPrefetch)
+	if m.eng != nil {
+		st := m.eng.Status()
+		s.PrefetchQueue, s.PrefetchInFlight, s.Pinned = st.QueueDepth, st.InFlight, st.PinnedBytes
+	}
+	return s
+}
+
 // openTrace starts recording to cfg.traceFile. The file is created before
 // mounting so that a bad path fails the mount rather than losing the trace.
 func openTrace(cfg mountConfig, mp string) (*trace.Recorder, error) {
@@ -231,6 +296,7 @@ func openTrace(cfg mountConfig, mp string) (*trace.Recorder, error) {
 // cache lock is released for a successor.
 func (m *mounted) Close() error {
 	var errs []error
+	m.met.Close()
 	// The engine resolves paths through the mount: stop it (and the
 	// socket feeding it) before unmounting.
 	if m.hooks != nil {

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/jitfs/jitfs/telemetry"
+)
+
+// metricReader collects a manual reader into flat values.
+type metricReader struct {
+	t *testing.T
+	r *sdkmetric.ManualReader
+}
+
+// value is the int64 sum or gauge of name with the given attributes, or a
+// histogram's count.
+func (m metricReader) value(name string, kv ...attribute.KeyValue) int64 {
+	m.t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := m.r.Collect(context.Background(), &rm); err != nil {
+		m.t.Fatal(err)
+	}
+	match := func(set attribute.Set) bool {
+		for _, want := range kv {
+			if v, ok := set.Value(want.Key); !ok || v != want.Value {
+				return false
+			}
+		}
+		return true
+	}
+	var total int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, md := range sm.Metrics {
+			if md.Name != name {
+				continue
+			}
+			switch d := md.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					if match(p.Attributes) {
+						total += p.Value
+					}
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					if match(p.Attributes) {
+						total += p.Value
+					}
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					if match(p.Attributes) {
+						total += int64(p.Count)
+					}
+				}
+			default:
+				m.t.Fatalf("%s is %T", name, md.Data)
+			}
+		}
+	}
+	return total
+}
+
+// TestMetricsOnMount reads through a real mount (in this process, so the
+// SDK's manual reader sees the daemon's instruments): a cold read moves
+// the miss and GCS byte counters by the object's size, a warm read only
+// the hit counter.
+func TestMetricsOnMount(t *testing.T) {
+	w := newWorld(t, false)
+	const size = 3<<20 + 12345
+	want := w.put("show/shots/a.exr", size)
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	os.MkdirAll(mnt, 0o755)
+	cfg := mountConfig{bucket: testBucket, prefix: "show/", mountpoint: mnt, cacheDir: filepath.Join(t.TempDir(), "cache"),
+		cacheSize: 1 << 30, endpoint: w.proxy.Addr(), attemptTimeout: time.Minute, socket: "none", prefetchers: 4,
+		// Without passthrough every read reaches the daemon, so warm reads
+		// are counted too.
+		passthrough: false,
+		log:         slog.New(slog.DiscardHandler),
+		tel:         &telemetry.Telemetry{Meters: mp, Tracers: tracenoop.NewTracerProvider()}}
+	m, err := startMount(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	mr := metricReader{t: t, r: reader}
+	hit, miss := attribute.String("outcome", "hit"), attribute.String("outcome", "miss")
+	p := filepath.Join(mnt, "shots/a.exr")
+
+	gcs0, media0 := mr.value(telemetry.GCSReceived), w.proxy.MediaBytes.Load()
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqualBytes(t, "cold read", got, want)
+	gcsCold, mediaCold := mr.value(telemetry.GCSReceived)-gcs0, w.proxy.MediaBytes.Load()-media0
+	hitCold, missCold := mr.value(telemetry.CacheRead, hit), mr.value(telemetry.CacheRead, miss)
+	if gcsCold != size || mediaCold != size {
+		t.Errorf("cold read: GCS bytes %d (the proxy saw %d), want %d", gcsCold, mediaCold, size)
+	}
+	if hitCold+missCold != size || missCold == 0 {
+		t.Errorf("cold read: hit %d + miss %d bytes, want %d with some missed", hitCold, missCold, size)
+	}
+	if n := mr.value(telemetry.GCSFirstByte, attribute.String("kind", "read")); n == 0 {
+		t.Error("no GCS first-byte latency recorded")
+	}
+	reads := mr.value(telemetry.FUSEOperations, attribute.String("op", "read"), attribute.String("result", "ok"))
+	if reads == 0 || mr.value(telemetry.FUSEDuration, attribute.String("op", "read")) != reads {
+		t.Errorf("FUSE reads counted %d, latency samples %d", reads, mr.value(telemetry.FUSEDuration, attribute.String("op", "read")))
+	}
+
+	// Warm: the kernel's page cache dropped, so the reads reach the daemon
+	// again and are served from the cache disk.
+	dropPageCache(t, p)
+	if got, err = os.ReadFile(p); err != nil {
+		t.Fatal(err)
+	}
+	mustEqualBytes(t, "warm read", got, want)
+	if d := mr.value(telemetry.GCSReceived) - gcs0 - gcsCold; d != 0 {
+		t.Errorf("warm read moved %d GCS bytes", d)
+	}
+	if d := mr.value(telemetry.CacheRead, miss) - missCold; d != 0 {
+		t.Errorf("warm read missed %d bytes", d)
+	}
+	if d := mr.value(telemetry.CacheRead, hit) - hitCold; d != size {
+		t.Errorf("warm read hit %d bytes, want %d", d, size)
+	}
+	if used := mr.value(telemetry.CacheUsage); used < size {
+		t.Errorf("cache usage %d < the object's %d bytes", used, size)
+	}
+	if b := mr.value(telemetry.CacheBudget, attribute.String("mountpoint", mnt)); b != 1<<30 {
+		t.Errorf("cache budget %d for mountpoint %s", b, mnt)
+	}
+
+	if _, err := os.Stat(filepath.Join(mnt, "shots/nope.exr")); !os.IsNotExist(err) {
+		t.Fatalf("stat of a missing file: %v", err)
+	}
+	if n := mr.value(telemetry.FUSEOperations, attribute.String("op", "lookup"), attribute.String("result", "ENOENT")); n == 0 {
+		t.Error("the failed lookup was not counted")
+	}
+}
+
+// TestMetricsEndpoint scrapes a real daemon's --metrics-addr over HTTP.
+func TestMetricsEndpoint(t *testing.T) {
+	w := newWorld(t, false)
+	w.put("show/tex/wood.png", 200_000)
+	d := w.mountForTest("show", "", "--metrics-addr", "127.0.0.1:0", "--socket", "none")
+	if _, err := os.ReadFile(d.path("tex/wood.png")); err != nil {
+		t.Fatal(err)
+	}
+	var url string
+	re := regexp.MustCompile(`url=(http://\S+/metrics)`)
+	for deadline := time.Now().Add(10 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(d.stderr.String()); m != nil {
+			url = m[1]
+		}
+	}
+	if url == "" {
+		t.Fatalf("the daemon logged no metrics URL:\n%s", d.stderr)
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []string{
+		`jitfs_gcs_received_bytes_total{mountpoint="` + d.mnt + `"`,
+		`jitfs_cache_budget_bytes{mountpoint="` + d.mnt + `"`,
+		`jitfs_fuse_operations_total{`,
+		`jitfs_fuse_duration_seconds_bucket{`,
+		`jitfs_gcs_first_byte_duration_seconds_count{`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("scrape lacks %s", want)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^jitfs_gcs_received_bytes_total\{[^}]*\} 200000$`).MatchString(text) {
+		t.Errorf("GCS bytes received not 200000:\n%s", grepLines(text, "jitfs_gcs_received"))
+	}
+}
+
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
