@@ -108,7 +108,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		mcfgs = append(mcfgs, mountConfig{bucket: b, prefix: p, mountpoint: dir, cacheSize: csize, endpoint: *endpoint,
-			cacheDir: filepath.Join(*cacheDir, strings.ReplaceAll(strings.TrimSuffix(b+"/"+p, "/"), "/", "%2F")),
+			cacheDir:    filepath.Join(*cacheDir, strings.ReplaceAll(strings.TrimSuffix(b+"/"+p, "/"), "/", "%2F")),
 			passthrough: true, allowOther: *allowOther, attemptTimeout: 60 * time.Second, prefetchers: 32, log: log})
 	}
 	var ocfgs []outputConfig
