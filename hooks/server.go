@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/jitfs/jitfs/telemetry"
 )
 
 // Defaults for ServerOptions' limits.
@@ -53,6 +55,9 @@ type ServerOptions struct {
 	// UDIM tiles that exist. The default reads the directory through the
 	// mount with os.ReadDir; the daemon may answer from its own index.
 	ListDir func(dir string) ([]string, error)
+	// Metrics, when set, counts requests and records how long waiting
+	// requests held their callers.
+	Metrics *telemetry.Metrics
 }
 
 // Validate reports options no default can fix.
@@ -218,6 +223,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	endpoint, method := routes[r.URL.Path].name, routes[r.URL.Path].method
+	defer func() {
+		name := endpoint
+		if name == "" {
+			name = "other"
+		}
+		s.opts.Metrics.HookRequest(r.Context(), name, tw.status)
+	}()
 	if endpoint == "" {
 		s.count("other")
 		s.reject(tw, &rejection{status: http.StatusNotFound, reason: reasonNotFound, msg: "no endpoint " + r.URL.Path})
@@ -337,6 +349,9 @@ func (s *Server) handlePrefetch(w http.ResponseWriter, r *http.Request) {
 		if !reply.TimedOut {
 			reply.Pending = reply.Pending[:0]
 		}
+	}
+	if p.Wait > 0 && len(p.Wants) > 0 {
+		s.opts.Metrics.PrefetchWaited(r.Context(), string(p.Scope), time.Duration(reply.WaitedMS)*time.Millisecond, reply.TimedOut)
 	}
 	s.log.Debug("hooks: prefetch", "request_id", pln.requestID, "job", p.Job.ID, "scope", p.Scope, "priority", p.Priority,
 		"files", len(p.Wants), "resident", reply.Resident, "queued", reply.Queued, "missing", len(reply.Missing),
@@ -462,15 +477,20 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 // handler does not write a second status line.
 type trackingWriter struct {
 	http.ResponseWriter
-	wrote bool
+	wrote  bool
+	status int
 }
 
 func (t *trackingWriter) WriteHeader(code int) {
 	t.wrote = true
+	t.status = code
 	t.ResponseWriter.WriteHeader(code)
 }
 
 func (t *trackingWriter) Write(b []byte) (int, error) {
+	if !t.wrote {
+		t.status = http.StatusOK
+	}
 	t.wrote = true
 	return t.ResponseWriter.Write(b)
 }

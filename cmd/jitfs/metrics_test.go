@@ -161,7 +161,13 @@ func TestMetricsOnMount(t *testing.T) {
 func TestMetricsEndpoint(t *testing.T) {
 	w := newWorld(t, false)
 	w.put("show/tex/wood.png", 200_000)
-	d := w.mountForTest("show", "", "--metrics-addr", "127.0.0.1:0", "--socket", "none")
+	w.put("show/tex/grain.png", 50_000)
+	sock := filepath.Join(t.TempDir(), "jitfs.sock")
+	d := w.mountForTest("show", "", "--metrics-addr", "127.0.0.1:0", "--socket", sock)
+	waitSocket(t, sock)
+	if out, code := runJitfs(t, "prefetch", "--socket", sock, "--wait", "30s", d.path("tex/grain.png")); code != 0 {
+		t.Fatalf("prefetch: exit %d: %s", code, out)
+	}
 	if _, err := os.ReadFile(d.path("tex/wood.png")); err != nil {
 		t.Fatal(err)
 	}
@@ -188,13 +194,18 @@ func TestMetricsEndpoint(t *testing.T) {
 		`jitfs_fuse_operations_total{`,
 		`jitfs_fuse_duration_seconds_bucket{`,
 		`jitfs_gcs_first_byte_duration_seconds_count{`,
+		`jitfs_prefetch_wait_duration_seconds_count{`,
+		`jitfs_prefetch_fetched_bytes_total{`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("scrape lacks %s", want)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^jitfs_gcs_received_bytes_total\{[^}]*\} 200000$`).MatchString(text) {
-		t.Errorf("GCS bytes received not 200000:\n%s", grepLines(text, "jitfs_gcs_received"))
+	if !regexp.MustCompile(`(?m)^jitfs_gcs_received_bytes_total\{[^}]*\} 250000$`).MatchString(text) {
+		t.Errorf("GCS bytes received not 250000:\n%s", grepLines(text, "jitfs_gcs_received"))
+	}
+	if !regexp.MustCompile(`(?m)^jitfs_hook_requests_total\{[^}]*endpoint="prefetch"[^}]*status="200"[^}]*\} 1$`).MatchString(text) {
+		t.Errorf("the prefetch request is not counted:\n%s", grepLines(text, "jitfs_hook_requests"))
 	}
 }
 

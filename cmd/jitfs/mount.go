@@ -58,7 +58,8 @@ type mounted struct {
 	srv   *fuse.Server
 	rec   *trace.Recorder
 	eng   *prefetch.Engine
-	met   *telemetry.Metrics
+	ops   *telemetry.Metrics // records operations as they happen
+	met   *telemetry.Metrics // observes the counters at collection
 	hooks *hooks.Server
 }
 
@@ -202,7 +203,7 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 	}
 	cfg.log.Info("mounted", "bucket", cfg.bucket, "prefix", cfg.prefix, "mountpoint", mp,
 		"cache_dir", cfg.cacheDir, "budget_bytes", cfg.cacheSize, "passthrough", cfg.passthrough)
-	m := &mounted{cfg: cfg, gcs: gc, cache: c, fs: f, srv: srv, rec: rec}
+	m := &mounted{cfg: cfg, gcs: gc, cache: c, fs: f, srv: srv, rec: rec, ops: met}
 	if cfg.socket != "none" {
 		if err := m.startHooks(); err != nil {
 			m.Close()
@@ -225,7 +226,7 @@ func (m *mounted) startHooks() error {
 		return err
 	}
 	hs, err := hooks.NewServer(hooks.ServerOptions{Mountpoint: m.cfg.mountpoint, Backend: eng, SocketPath: m.cfg.socket,
-		SocketGroup: m.cfg.socketGroup, Logger: m.cfg.log})
+		SocketGroup: m.cfg.socketGroup, Logger: m.cfg.log, Metrics: m.ops})
 	if err != nil {
 		eng.Close()
 		return err
