@@ -33,12 +33,14 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"golang.org/x/sys/unix"
 
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/internal/emulator"
 	"github.com/jitfs/jitfs/jitfs"
+	"github.com/jitfs/jitfs/telemetry"
 )
 
 const (
@@ -141,12 +143,18 @@ type mount struct {
 
 func newMount(b *testing.B, gc *gcs.Client, cacheDir string, passthrough bool) *mount {
 	b.Helper()
+	return newMountWith(b, gc, cacheDir, passthrough, nil)
+}
+
+// newMountWith mounts with met recording every operation (nil: none).
+func newMountWith(b *testing.B, gc *gcs.Client, cacheDir string, passthrough bool, met *telemetry.Metrics) *mount {
+	b.Helper()
 	c, err := cache.New(cache.Options{Dir: cacheDir, Budget: 4 << 30, Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Passthrough: passthrough,
-		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: quietLogger()})
+		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: quietLogger(), Metrics: met})
 	if err != nil {
 		c.Close()
 		b.Fatal(err)
@@ -425,6 +433,30 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 		b.ReportMetric(float64(m2.fs.Stats.PassthroughOpens.Load()-pt0)/float64(opens), "passthrough-opens/open")
 		b.ReportMetric(float64(m2.fs.Stats.Reads.Load()-rd0)/float64(b.N), "daemon-reads/op")
 		b.ReportMetric(float64(gc.Stats.Reads.Load()-g0), "gcs-reads")
+	})
+
+	// The same, with every operation recorded into OpenTelemetry's SDK (a
+	// counter and a latency histogram per read): the metrics' cost on the
+	// read path. Its ratio-vs-native against the sub-benchmark above is
+	// the overhead (docs/metrics.md).
+	m2.close(b)
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	b.Cleanup(func() { mp.Shutdown(context.Background()) })
+	met, err := telemetry.New(mp, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m3 := newMountWith(b, gc, cacheDir, false, met)
+	file3 := filepath.Join(m3.dir, name)
+	if _, err := os.Stat(file3); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("jitfs-no-passthrough-metrics", func(b *testing.B) {
+		b.SetBytes(size)
+		rd0 := m3.fs.Stats.Reads.Load()
+		pairs(b, file3)
+		b.ReportMetric(float64(m3.fs.Stats.Reads.Load()-rd0)/float64(b.N), "daemon-reads/op")
 	})
 }
 

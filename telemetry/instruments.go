@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -128,6 +129,14 @@ type Metrics struct {
 	uploadDur    metric.Float64Histogram
 	errs         metric.Int64Counter
 	reg          metric.Registration
+	// opts caches the attribute options of (op, result) pairs: a bounded
+	// set, and building them per operation cost more than recording.
+	opts sync.Map // opKey -> [2]metric.MeasurementOption{duration, count}
+}
+
+type opKey struct {
+	op    string
+	errno syscall.Errno
 }
 
 // Latency buckets in seconds: FUSE hits are tens of microseconds, GCS
@@ -248,9 +257,18 @@ func (m *Metrics) FUSE(ctx context.Context, op string, start time.Time, errno sy
 	if m == nil {
 		return
 	}
-	opAttr := attribute.String("op", op)
-	m.fuseDur.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(opAttr))
-	m.fuseOps.Add(ctx, 1, metric.WithAttributes(opAttr, attribute.String("result", errnoName(errno))))
+	k := opKey{op, errno}
+	v, ok := m.opts.Load(k)
+	if !ok {
+		opAttr := attribute.String("op", op)
+		v, _ = m.opts.LoadOrStore(k, [2]metric.MeasurementOption{
+			metric.WithAttributeSet(attribute.NewSet(opAttr)),
+			metric.WithAttributeSet(attribute.NewSet(opAttr, attribute.String("result", errnoName(errno)))),
+		})
+	}
+	o := v.([2]metric.MeasurementOption)
+	m.fuseDur.Record(ctx, time.Since(start).Seconds(), o[0])
+	m.fuseOps.Add(ctx, 1, o[1])
 	if errno != 0 && errno != syscall.ENOENT {
 		// ENOENT is a lookup's normal answer, not an error a user sees as one.
 		m.Error(ctx, "fuse", errno)

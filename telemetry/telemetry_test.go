@@ -203,3 +203,24 @@ func TestOTLPOnlyWhenConfigured(t *testing.T) {
 		t.Fatalf("OTEL_SDK_DISABLED=true still served metrics: %v %q", err, tel.MetricsURL)
 	}
 }
+
+// BenchmarkFUSERecord is the cost the metrics add to one FUSE operation: a
+// counter and a histogram sample through the SDK. docs/metrics.md sets it
+// against the time of a warm read through the daemon.
+func BenchmarkFUSERecord(b *testing.B) {
+	r := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(r))
+	defer mp.Shutdown(context.Background())
+	m, err := New(mp, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	start := time.Now()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m.FUSE(ctx, "read", start, 0)
+		}
+	})
+}
