@@ -121,7 +121,13 @@ func (a *Area) uploadFile(f *sfile, name string) {
 			return
 		}
 		if a.closed || f.node == nil || f.rec.Seq != rec.Seq {
+			moved := !a.closed && (f.node == nil || f.rec.Name != rec.Name)
 			a.mu.Unlock()
+			if moved {
+				// Cancelled because the file was renamed or removed; the
+				// upload may have committed all the same.
+				a.reapAbandoned(rec)
+			}
 			continue // the top of the loop sorts out what changed
 		}
 		if gcs.IsPermanent(err) && !errors.Is(err, gcs.ErrPrecondition) {
@@ -448,5 +454,24 @@ func (a *Area) Flush(ctx context.Context, retryFailed bool) FlushResult {
 			a.mu.Unlock()
 			return FlushResult{Durable: len(nd) == 0, NotDurable: nd, TimedOut: len(nd) > 0}
 		}
+	}
+}
+
+// reapAbandoned deletes the object an abandoned upload of rec may have
+// created at rec's old name, recognised by this staging directory's id and
+// rec's sequence number in its metadata.
+func (a *Area) reapAbandoned(rec record) {
+	st, err := a.opts.Remote.Stat(a.ctx, a.objectName(rec.Name))
+	if err != nil || st.Metadata[MetaStaging] != a.info.Staging || st.Metadata[MetaSeq] != strconv.FormatUint(rec.Seq, 10) {
+		return // not committed (or not ours): nothing to undo
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.addTombLocked(rec.Name, st.Generation); err != nil {
+		a.log.Error("output: journal the delete of an abandoned upload", "object", st.Name, "err", err)
+	}
+	if n := a.peekLocked(rec.Name); n != nil && n.file == nil && n.obj != nil && n.obj.Generation == st.Generation {
+		n.obj = nil
+		a.pruneLocked(n)
 	}
 }

@@ -34,6 +34,7 @@ type outputConfig struct {
 	stagingSize    int64
 	spaceWait      time.Duration
 	workers        int
+	maxBackoff     time.Duration
 	endpoint       string
 	allowOther     bool
 	debugFUSE      bool
@@ -64,6 +65,7 @@ type outputFlags struct {
 	stagingDir, stagingSize *string
 	spaceWait               *time.Duration
 	workers                 *int
+	maxBackoff              *time.Duration
 }
 
 func addOutputFlags(fl *flag.FlagSet, stagingHelp string) outputFlags {
@@ -72,6 +74,7 @@ func addOutputFlags(fl *flag.FlagSet, stagingHelp string) outputFlags {
 		stagingSize: fl.String("staging-size", "10GiB", "bytes of outputs staged at most; a writer past it waits for uploads, then gets ENOSPC"),
 		spaceWait:   fl.Duration("staging-wait", 60*time.Second, "how long a writer waits for staging space before ENOSPC"),
 		workers:     fl.Int("upload-workers", 4, "uploads running at once"),
+		maxBackoff:  fl.Duration("upload-max-backoff", 30*time.Second, "longest pause between attempts of an upload that keeps failing transiently"),
 	}
 }
 
@@ -86,7 +89,10 @@ func (f outputFlags) apply(cfg *outputConfig) error {
 	if *f.workers < 1 {
 		return fmt.Errorf("%w: --upload-workers must be at least 1", errUsage)
 	}
-	cfg.spaceWait, cfg.workers = *f.spaceWait, *f.workers
+	if *f.maxBackoff <= 0 {
+		return fmt.Errorf("%w: --upload-max-backoff must be positive", errUsage)
+	}
+	cfg.spaceWait, cfg.workers, cfg.maxBackoff = *f.spaceWait, *f.workers, *f.maxBackoff
 	return nil
 }
 
@@ -184,7 +190,8 @@ func startOutput(ctx context.Context, cfg outputConfig) (*outputMount, error) {
 		return nil, fmt.Errorf("cannot use gs://%s: %w", cfg.bucket, err)
 	}
 	area, err := output.New(output.Options{Remote: gc, Bucket: cfg.bucket, Prefix: cfg.prefix, StagingDir: cfg.stagingDir,
-		StagingBytes: cfg.stagingSize, SpaceWait: cfg.spaceWait, Workers: cfg.workers, Logger: cfg.log})
+		StagingBytes: cfg.stagingSize, SpaceWait: cfg.spaceWait, Workers: cfg.workers, MaxBackoff: cfg.maxBackoff,
+		InitialBackoff: min(250*time.Millisecond, cfg.maxBackoff), Logger: cfg.log})
 	if err != nil {
 		gc.Close()
 		return nil, err

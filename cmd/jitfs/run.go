@@ -72,6 +72,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("%w: no command: jitfs run [flags] -- CMD ARGS...", errUsage)
 	}
+	if *manifest != "" && len(scenes) == 0 {
+		return fmt.Errorf("%w: --prefetch needs a --mount", errUsage)
+	}
 	if len(scenes)+len(outs) == 0 {
 		return fmt.Errorf("%w: give at least one --mount or --output", errUsage)
 	}
