@@ -1044,7 +1044,9 @@ func (a *Area) download(ctx context.Context, obj gcs.Attrs, rel string) (*sfile,
 }
 
 func (a *Area) noSpace(rel string, err error) error {
-	if errors.Is(err, ErrNoSpace) {
+	// One line per episode: a writer retrying a short write, or several
+	// writers, would otherwise repeat it until uploads free space.
+	if errors.Is(err, ErrNoSpace) && !a.space.fullLogged.Swap(true) {
 		a.log.Error("output: staging full: a write failed with ENOSPC after waiting for uploads to free space",
 			"path", rel, "staging_dir", a.opts.StagingDir, "staged_bytes", a.space.usedNow(), "budget_bytes", a.opts.StagingBytes,
 			"waited", a.opts.SpaceWait)
@@ -1058,6 +1060,9 @@ type space struct {
 	used   int64
 	budget int64
 	freed  chan struct{} // closed and replaced when bytes are released
+	// fullLogged is set when a full staging area was logged, and cleared
+	// when space is released.
+	fullLogged atomic.Bool
 }
 
 func (s *space) usedNow() int64 {
@@ -1103,6 +1108,7 @@ func (s *space) release(n int64) {
 	}
 	s.mu.Lock()
 	s.used = max(s.used-n, 0)
+	s.fullLogged.Store(false)
 	close(s.freed)
 	s.freed = make(chan struct{})
 	s.mu.Unlock()
