@@ -235,11 +235,14 @@ def make_show(root, mount=None):
     return write_show(mount, mount, os.path.join(root, "local"))
 
 
-def write_show(files_root, script_root, local):
+def write_show(files_root, script_root, local, out=None):
     """Writes the show's files under files_root, with scripts naming them
     under script_root (the same directory, or a bucket seen through a
-    mount), and a slate outside the mount under local."""
+    mount), and a slate outside the mount under local. Write1 renders into
+    out (default: inside script_root, which only a writable directory
+    allows)."""
     m = script_root
+    out = out or os.path.join(m, "renders", "comp")
     frames = range(1001, 1011)
 
     def put(rel, data=None):
@@ -282,14 +285,14 @@ def write_show(files_root, script_root, local):
         "Write {\n file %(m)s/renders/precomp/fx.####.exr\n name WritePre\n}\n" % {"m": m}).encode())
     _touch(os.path.join(local, "slate.exr"))
     comp = os.path.join(files_root, "scripts", "comp.nk")
-    text = COMP % {"m": m, "local": local}
+    text = COMP % {"m": m, "local": local, "out": out}
     _touch(comp, text.encode())
     return {
         "mount": m, "files": files_root, "local": local, "comp": os.path.join(m, "scripts", "comp.nk"),
         "particles": os.path.join(m, "caches", "particles.nkpc"),
         "missing": os.path.join(m, "textures", "missing.exr"),
         "disabled": os.path.join(m, "elements", "disabled"),
-        "outputs": os.path.join(m, "renders", "comp"),
+        "outputs": out,
         "slate": os.path.join(local, "slate.exr"),
     }
 
@@ -467,7 +470,7 @@ Merge2 {
  name Merge11
 }
 Write {
- file %(m)s/renders/comp/%%V/comp.####.exr
+ file %(out)s/%%V/comp.####.exr
  create_directories true
  name Write1
 }
