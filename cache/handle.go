@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"sync"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Handle is one open file's view of an object. ReadAt is safe for
@@ -169,12 +171,13 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 	h.mu.Unlock()
 
 	var stack [8]segment
-	segs, err := o.prepare(off, end, fetchMin, stack[:0])
+	cause := trace.SpanContextFromContext(ctx)
+	segs, err := o.prepare(off, end, fetchMin, stack[:0], cause)
 	if err != nil {
 		return 0, ReadInfo{}, err
 	}
 	if raTo > raFrom {
-		if got := o.readAhead(raFrom, raTo); got < raTo {
+		if got := o.readAhead(raFrom, raTo, cause); got < raTo {
 			// Out of read-ahead slots (other files are being read ahead):
 			// a later read of this run retries from where it stopped,
 			// unless another read has moved raIssued since.

@@ -17,6 +17,11 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -24,6 +29,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // ErrChecksum reports bytes from the Source that do not match the object's
 // CRC32C; they are never served.
 var ErrChecksum = errors.New("cache: CRC32C mismatch")
+
+// tracer makes the fill spans. It is the global provider's: a daemon with
+// tracing on sets one (telemetry.Setup); otherwise spans cost nothing.
+var tracer = otel.Tracer("github.com/jitfs/jitfs/cache")
 
 const journalVersion = 1
 
@@ -54,6 +63,9 @@ type fill struct {
 	stored chan struct{}
 	buf    []byte
 	err    error
+	// cause is the span of the operation that started the fill (a FUSE
+	// read, a prefetch), linked from the fill's own span.
+	cause trace.SpanContext
 }
 
 // Object is the cache's state for one object generation.
@@ -402,7 +414,7 @@ type segment struct {
 // prepare works out where each byte of [off,end) will come from, starting
 // fills for missing blocks. fetchMin is how far a new fill may extend past
 // the first missing block (up to the next present or in-flight block).
-func (o *Object) prepare(off, end, fetchMin int64, segs []segment) ([]segment, error) {
+func (o *Object) prepare(off, end, fetchMin int64, segs []segment, cause trace.SpanContext) ([]segment, error) {
 	bs := o.c.opts.BlockSize
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -436,7 +448,7 @@ func (o *Object) prepare(off, end, fetchMin int64, segs []segment) ([]segment, e
 			for e*bs < fe && !o.has(e) && o.inflight[e] == nil {
 				e++
 			}
-			f = o.startFillLocked(fs, min(e*bs, o.meta.Size), false)
+			f = o.startFillLocked(fs, min(e*bs, o.meta.Size), false, cause)
 		}
 		segs = append(segs, segment{max(f.start, off), min(f.end, end), f})
 		b = (f.end + bs - 1) / bs
@@ -448,7 +460,7 @@ func (o *Object) prepare(off, end, fetchMin int64, segs []segment) ([]segment, e
 // slots are free; it never waits. It returns how far read-ahead is in place:
 // end, or where it ran out of slots, so the caller can try the rest again
 // on a later read instead of leaving it to small foreground fetches.
-func (o *Object) readAhead(start, end int64) int64 {
+func (o *Object) readAhead(start, end int64, cause trace.SpanContext) int64 {
 	ps, bs := o.c.opts.PartSize, o.c.opts.BlockSize
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -475,20 +487,20 @@ func (o *Object) readAhead(start, end int64) int64 {
 		if !o.c.ra.TryAcquire(1) {
 			return max(b*bs, start)
 		}
-		o.startFillLocked(b*bs, min(e*bs, pe), true)
+		o.startFillLocked(b*bs, min(e*bs, pe), true, cause)
 	}
 	return end
 }
 
-func (o *Object) startFillLocked(start, end int64, readAhead bool) *fill {
-	f := o.newFillLocked(start, end, readAhead)
+func (o *Object) startFillLocked(start, end int64, readAhead bool, cause trace.SpanContext) *fill {
+	f := o.newFillLocked(start, end, readAhead, cause)
 	o.launchFillLocked(f)
 	return f
 }
 
 // newFillLocked registers a fill for [start,end) as in flight.
-func (o *Object) newFillLocked(start, end int64, readAhead bool) *fill {
-	f := &fill{start: start, end: end, readAhead: readAhead, done: make(chan struct{}), stored: make(chan struct{})}
+func (o *Object) newFillLocked(start, end int64, readAhead bool, cause trace.SpanContext) *fill {
+	f := &fill{start: start, end: end, readAhead: readAhead, done: make(chan struct{}), stored: make(chan struct{}), cause: cause}
 	bs := o.c.opts.BlockSize
 	for b := start / bs; b < (end+bs-1)/bs; b++ {
 		o.inflight[b] = f
@@ -522,6 +534,19 @@ func (o *Object) runFill(f *fill) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
 	defer cancel()
+	ctx, span := tracer.Start(ctx, "jitfs.cache.fill", trace.WithLinks(trace.Link{SpanContext: f.cause}))
+	defer span.End()
+	if span.IsRecording() {
+		kind := "read"
+		switch {
+		case f.pfWeight > 0:
+			kind = "prefetch"
+		case f.readAhead:
+			kind = "readahead"
+		}
+		span.SetAttributes(attribute.String("gcs.object", o.meta.Name), attribute.Int64("gcs.generation", o.meta.Gen),
+			attribute.Int64("offset", f.start), attribute.Int64("length", f.end-f.start), attribute.String("cause", kind))
+	}
 
 	wholeObj := f.start == 0 && f.end == o.meta.Size
 	buf := make([]byte, f.end-f.start)
@@ -545,6 +570,7 @@ func (o *Object) runFill(f *fill) {
 	}
 	if err != nil {
 		c.Stats.FetchErrors.Add(1)
+		span.SetStatus(codes.Error, err.Error())
 		o.finishFill(f, nil, fmt.Errorf("cache: fill %s [%d,%d): %w", o.meta, f.start, f.end, err))
 		return
 	}

@@ -3,6 +3,8 @@ package cache
 import (
 	"context"
 	"errors"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Fetch makes [off,end) of the object resident without copying it to a
@@ -86,7 +88,7 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 			c.pf.Release(weight - n)
 			weight = n
 		}
-		f := o.newFillLocked(fs, fe, true)
+		f := o.newFillLocked(fs, fe, true, trace.SpanContextFromContext(ctx))
 		f.pfWeight = weight // released by runFill when done
 		o.launchFillLocked(f)
 		o.prefetched += fe - fs

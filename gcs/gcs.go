@@ -14,12 +14,19 @@ import (
 	"time"
 
 	"cloud.google.com/go/storage"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 
 	"github.com/jitfs/jitfs/telemetry"
 )
+
+// tracer makes a span per GCS read attempt, a child of the cache fill that
+// needed the bytes (the global provider's: see telemetry.Setup).
+var tracer = otel.Tracer("github.com/jitfs/jitfs/gcs")
 
 // Sentinel errors, namespaced in their text.
 var (
@@ -225,6 +232,12 @@ func (c *Client) ReadRange(ctx context.Context, name string, gen, off int64, p [
 	return c.retry(ctx, fmt.Sprintf("read %s#%d [%d,%d)", name, gen, off, off+int64(len(p))), func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
 		defer cancel()
+		ctx, span := tracer.Start(ctx, "jitfs.gcs.read")
+		defer span.End()
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("gcs.bucket", c.opts.Bucket), attribute.String("gcs.object", name),
+				attribute.Int64("gcs.generation", gen), attribute.Int64("offset", off), attribute.Int("length", len(p)))
+		}
 		c.Stats.Reads.Add(1)
 		o := c.bucket.Object(name)
 		if gen > 0 {
@@ -237,14 +250,19 @@ func (c *Client) ReadRange(ctx context.Context, name string, gen, off int64, p [
 			c.opts.Metrics.GCSFirstByte(ctx, "read", time.Since(start))
 		}
 		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
 			if errors.Is(err, storage.ErrObjectNotExist) {
 				return fmt.Errorf("%w: gs://%s/%s#%d", ErrNotFound, c.opts.Bucket, name, gen)
 			}
 			return err
 		}
+		span.AddEvent("first byte")
 		defer r.Close()
 		n, err := io.ReadFull(r, p)
 		c.Stats.BytesRead.Add(int64(n))
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
 		if err == io.ErrUnexpectedEOF || err == io.EOF {
 			return errShortBody
 		}

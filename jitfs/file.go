@@ -15,6 +15,8 @@ import (
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/trace"
+
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // fileNode is one object, pinned to one generation.
@@ -153,6 +155,12 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		return nil, syscall.EBADF
 	}
 	n.f.Stats.Reads.Add(1)
+	ctx, span := tracer.Start(ctx, "jitfs.fuse.read")
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("gcs.object", h.h.Meta().Name), attribute.Int64("offset", off),
+			attribute.Int("length", len(dest)))
+	}
 	if !n.f.observing() {
 		k, _, errno := n.read(ctx, h, dest, off)
 		if errno != 0 {

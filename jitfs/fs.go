@@ -20,6 +20,8 @@ import (
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/telemetry"
 	"github.com/jitfs/jitfs/trace"
+
+	"go.opentelemetry.io/otel"
 )
 
 // Remote is what the filesystem needs of the bucket. *gcs.Client fits.
@@ -195,6 +197,11 @@ func (f *FS) nextIno() uint64 { return f.ino.Add(1) }
 
 // tracing reports whether operations are being recorded; callers skip the
 // clock and path work otherwise.
+// tracer makes a span per FUSE read; cache fills link to it, so a slow
+// frame can be followed from the renderer's read to the GCS request. It is
+// the global provider's (telemetry.Setup sets one when tracing is on).
+var tracer = otel.Tracer("github.com/jitfs/jitfs/jitfs")
+
 // observing: some operation needs timing, for the trace or the metrics.
 func (f *FS) observing() bool { return f.opts.Trace != nil || f.opts.Metrics != nil }
 

@@ -12,9 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/jitfs/jitfs/telemetry"
@@ -217,4 +221,61 @@ func grepLines(text, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestTraceFollowsAReadToGCS: with tracing on, a cold read through the
+// mount makes a FUSE read span, a cache fill span linked to it, and a GCS
+// read span under the fill, so one slow frame can be followed from the
+// renderer's read to the GCS request.
+func TestTraceFollowsAReadToGCS(t *testing.T) {
+	w := newWorld(t, false)
+	want := w.put("show/vdb/smoke.0001.vdb", 1<<20)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(prev); tp.Shutdown(context.Background()) })
+
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	os.MkdirAll(mnt, 0o755)
+	m, err := startMount(context.Background(), mountConfig{bucket: testBucket, prefix: "show/", mountpoint: mnt,
+		cacheDir: filepath.Join(t.TempDir(), "cache"), cacheSize: 1 << 30, endpoint: w.proxy.Addr(),
+		attemptTimeout: time.Minute, socket: "none", prefetchers: 4, log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	got, err := os.ReadFile(filepath.Join(mnt, "vdb/smoke.0001.vdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqualBytes(t, "read", got, want)
+
+	spans := rec.Ended()
+	byID := map[trace.SpanID]sdktrace.ReadOnlySpan{}
+	count := map[string]int{}
+	for _, s := range spans {
+		byID[s.SpanContext().SpanID()] = s
+		count[s.Name()]++
+	}
+	linked := 0
+	for _, s := range spans {
+		if s.Name() != "jitfs.gcs.read" {
+			continue
+		}
+		fill, ok := byID[s.Parent().SpanID()]
+		if !ok || fill.Name() != "jitfs.cache.fill" {
+			t.Errorf("GCS read span's parent is not a cache fill: %v", s.Parent())
+			continue
+		}
+		for _, l := range fill.Links() {
+			if r, ok := byID[l.SpanContext.SpanID()]; ok && r.Name() == "jitfs.fuse.read" {
+				linked++
+			}
+		}
+	}
+	if linked == 0 {
+		t.Errorf("no GCS read leads back to a FUSE read; spans: %v", count)
+	}
+	t.Logf("spans: %v; %d GCS reads traced back to the FUSE read that caused them", count, linked)
 }
