@@ -405,8 +405,7 @@ def _arith(expr, frame):
             return frame
         if isinstance(n, ast.Constant) and isinstance(n.value, (int, float)) and not isinstance(n.value, bool):
             return n.value
-        num = getattr(ast, "Num", None)  # Python 3.7
-        if num is not None and isinstance(n, num) and type(n) is not getattr(ast, "Constant", None):
+        if type(n).__name__ == "Num":  # Python 3.7 parses numbers as ast.Num
             return n.n
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _FUNCS and not n.keywords:
             return _FUNCS[n.func.id](*[ev(a) for a in n.args])

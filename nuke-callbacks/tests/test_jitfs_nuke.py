@@ -131,6 +131,9 @@ class TestPrediction(_Base):
         self.assertEqual([p for p in requested if p.startswith(self.show["outputs"] + "/")], [])
         self.assertEqual([p for p in requested if p.startswith(self.show["disabled"] + "/")], [])
         self.assertNotIn(norm(self.show["slate"]), requested)
+        self.assertNotIn(self.show["unused_cam"], requested)
+        for rel in ("geo/cam.abc", "luts/vf.cube", "audio/temp.wav", "elements/deep/deep.1004.exr"):
+            self.assertIn(self.mount + "/" + rel, set(p for _, p in opened))
 
     def test_time_controls_map_each_frame_to_the_file_it_opens(self):
         self.assertEqual(self.render(), 0)

@@ -225,7 +225,8 @@ def make_show(root, mount=None):
     of what is where. The comp exercises two views (%V), Reads with offset +
     hold, start at + loop, and an expression + bounce, a Read inside a Group,
     a disabled Read, an OCIO config with a LUT search path and an
-    OCIOFileTransform, a Precomp, a Write with reading=True, a missing file,
+    OCIOFileTransform, a DeepRead, cameras reading and not reading their file,
+    a Vectorfield, an AudioRead, a Precomp, a Write with reading=True, a missing file,
     an environment variable, a file outside the mount and a node the hook
     does not know (a ParticleCache: the filename filter's case).
 
@@ -262,6 +263,12 @@ def write_show(files_root, script_root, local, out=None):
         put("elements/grain/grain.%04d.exr" % f)
         put("elements/disabled/never.%04d.exr" % f)
         put("elements/spark/spark.%04d.exr" % f)
+    for f in frames:
+        put("elements/deep/deep.%04d.exr" % f)
+    put("geo/cam.abc")
+    put("geo/unused_cam.abc")              # read_from_file is off: never read
+    put("luts/vf.cube")
+    put("audio/temp.wav")
     put("textures/wood.exr")
     put("luts/look.cube")
     put("ocio/luts/film.spi1d")
@@ -292,6 +299,7 @@ def write_show(files_root, script_root, local, out=None):
         "particles": os.path.join(m, "caches", "particles.nkpc"),
         "missing": os.path.join(m, "textures", "missing.exr"),
         "disabled": os.path.join(m, "elements", "disabled"),
+        "unused_cam": os.path.join(m, "geo", "unused_cam.abc"),
         "outputs": out,
         "slate": os.path.join(local, "slate.exr"),
     }
@@ -468,6 +476,49 @@ ReadGeo2 {
 Merge2 {
  inputs 2
  name Merge11
+}
+DeepRead {
+ inputs 0
+ file elements/deep/deep.####.exr
+ first 1001
+ last 1010
+ name Deep
+}
+Merge2 {
+ inputs 2
+ name Merge12
+}
+Camera2 {
+ inputs 0
+ read_from_file true
+ file geo/cam.abc
+ name Cam
+}
+Merge2 {
+ inputs 2
+ name Merge13
+}
+Camera2 {
+ inputs 0
+ file geo/unused_cam.abc
+ name CamNotFromFile
+}
+Merge2 {
+ inputs 2
+ name Merge14
+}
+Vectorfield {
+ vfield_file luts/vf.cube
+ name VF
+}
+AudioRead {
+ inputs 0
+ file audio/temp.wav
+ name Audio
+}
+Merge2 {
+ inputs 2
+ name Merge15
 }
 Write {
  file %(out)s/%%V/comp.####.exr

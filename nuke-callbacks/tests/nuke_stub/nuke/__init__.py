@@ -545,8 +545,8 @@ _CLASSES = {
 _CODE_KNOBS = ('onCreate', 'onDestroy', 'knobChanged')
 _EXECUTABLE = ('Write', 'DeepWrite', 'WriteGeo')
 # Nodes with no inputs unless the script says otherwise.
-_SOURCES = ('Read', 'DeepRead', 'ReadGeo', 'ReadGeo2', 'AudioRead', 'Precomp', 'Root', 'Input', 'ParticleCache',
-            'Vectorfield', 'Constant', 'CheckerBoard2', 'ColorBars')
+_SOURCES = ('Read', 'DeepRead', 'ReadGeo', 'ReadGeo2', 'AudioRead', 'Precomp', 'Root', 'Input', 'Constant',
+            'CheckerBoard2', 'ColorBars')
 
 
 def _make_knob(name, kcls, arg):
