@@ -94,7 +94,8 @@ type sfile struct {
 
 	// GUARDED_BY(Area.mu):
 	rec      record
-	node     *node // nil once unlinked or durable
+	due      time.Time // not uploaded before then (Options.UploadDelay)
+	node     *node     // nil once unlinked or durable
 	handles  int
 	writers  int
 	up       string // "", queued, uploading, retrying, failed, durable
@@ -754,6 +755,16 @@ func (a *Area) enqueueLocked(w work) {
 			return // the worker picks up its current state
 		}
 		w.f.up = StateQueued
+		// Renderers rename a closed temporary file at once: waiting a
+		// moment uploads it under its final name only.
+		if d := a.opts.UploadDelay; d > 0 {
+			w.f.due = time.Now().Add(d)
+			time.AfterFunc(d, func() {
+				a.mu.Lock()
+				a.cond.Broadcast()
+				a.mu.Unlock()
+			})
+		}
 	}
 	a.queue = append(a.queue, w)
 	a.cond.Broadcast()

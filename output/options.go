@@ -39,6 +39,11 @@ type Options struct {
 	SpaceWait    time.Duration
 	// Workers is how many uploads run at once (default 4).
 	Workers int
+	// UploadDelay holds a closed file this long before its upload starts,
+	// so that the rename a renderer makes right after closing a temporary
+	// file lands first and the bytes go up once, under the final name.
+	// Negative means none; zero takes the default, 100ms.
+	UploadDelay time.Duration
 	// InitialBackoff (default 250ms) doubles up to MaxBackoff (default
 	// 30s) between attempts of an upload that keeps failing transiently.
 	InitialBackoff, MaxBackoff time.Duration
@@ -67,6 +72,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Workers == 0 {
 		o.Workers = 4
+	}
+	if o.UploadDelay == 0 {
+		o.UploadDelay = 100 * time.Millisecond
 	}
 	if o.InitialBackoff <= 0 {
 		o.InitialBackoff = 250 * time.Millisecond

@@ -74,8 +74,9 @@ func (a *Area) worker() {
 // working on: uploads and deletes of one name run in the order queued, so
 // an older version never lands after a newer one.
 func (a *Area) nextWorkLocked() int {
+	now := time.Now()
 	for i, w := range a.queue {
-		if !a.busy[w.name()] {
+		if !a.busy[w.name()] && (w.f == nil || !now.Before(w.f.due)) {
 			return i
 		}
 	}

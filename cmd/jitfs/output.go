@@ -35,6 +35,7 @@ type outputConfig struct {
 	spaceWait      time.Duration
 	workers        int
 	maxBackoff     time.Duration
+	uploadDelay    time.Duration
 	endpoint       string
 	allowOther     bool
 	debugFUSE      bool
@@ -66,6 +67,7 @@ type outputFlags struct {
 	spaceWait               *time.Duration
 	workers                 *int
 	maxBackoff              *time.Duration
+	uploadDelay             *time.Duration
 }
 
 func addOutputFlags(fl *flag.FlagSet, stagingHelp string) outputFlags {
@@ -75,6 +77,7 @@ func addOutputFlags(fl *flag.FlagSet, stagingHelp string) outputFlags {
 		spaceWait:   fl.Duration("staging-wait", 60*time.Second, "how long a writer waits for staging space before ENOSPC"),
 		workers:     fl.Int("upload-workers", 4, "uploads running at once"),
 		maxBackoff:  fl.Duration("upload-max-backoff", 30*time.Second, "longest pause between attempts of an upload that keeps failing transiently"),
+		uploadDelay: fl.Duration("upload-delay", 100*time.Millisecond, "hold a closed file this long before uploading it, so a rename right after close (temp file -> frame) uploads it once, under its final name"),
 	}
 }
 
@@ -92,7 +95,13 @@ func (f outputFlags) apply(cfg *outputConfig) error {
 	if *f.maxBackoff <= 0 {
 		return fmt.Errorf("%w: --upload-max-backoff must be positive", errUsage)
 	}
-	cfg.spaceWait, cfg.workers, cfg.maxBackoff = *f.spaceWait, *f.workers, *f.maxBackoff
+	if *f.uploadDelay < 0 {
+		return fmt.Errorf("%w: --upload-delay must not be negative", errUsage)
+	}
+	cfg.spaceWait, cfg.workers, cfg.maxBackoff, cfg.uploadDelay = *f.spaceWait, *f.workers, *f.maxBackoff, *f.uploadDelay
+	if cfg.uploadDelay == 0 {
+		cfg.uploadDelay = -1 // none (the area's zero value means its default)
+	}
 	return nil
 }
 
@@ -190,7 +199,7 @@ func startOutput(ctx context.Context, cfg outputConfig) (*outputMount, error) {
 		return nil, fmt.Errorf("cannot use gs://%s: %w", cfg.bucket, err)
 	}
 	area, err := output.New(output.Options{Remote: gc, Bucket: cfg.bucket, Prefix: cfg.prefix, StagingDir: cfg.stagingDir,
-		StagingBytes: cfg.stagingSize, SpaceWait: cfg.spaceWait, Workers: cfg.workers, MaxBackoff: cfg.maxBackoff,
+		StagingBytes: cfg.stagingSize, SpaceWait: cfg.spaceWait, Workers: cfg.workers, MaxBackoff: cfg.maxBackoff, UploadDelay: cfg.uploadDelay,
 		InitialBackoff: min(250*time.Millisecond, cfg.maxBackoff), Logger: cfg.log})
 	if err != nil {
 		gc.Close()
