@@ -65,6 +65,7 @@ class _State(object):
     def __init__(self):
         self.client = None
         self.registered = False
+        self.filtering = False         # True while we run the filter chain ourselves
         self.reset_script()
         self.hook_seconds = 0.0        # time spent in the callbacks (filter excluded)
         self.frame_seconds = 0.0       # of which beforeFrameRender/afterFrameRender
@@ -867,13 +868,37 @@ def _output_regex(pattern):
     return re.compile("^" + "".join(out) + "$")
 
 
+def _final(name):
+    """The name Nuke hands to the OS: name through the other filename
+    filters (a studio's path remap, say). Ours ignores the call."""
+    try:
+        import nuke
+        _S.filtering = True
+        try:
+            out = nuke.callbacks.filenameFilter(name)
+        finally:
+            _S.filtering = False
+        if isinstance(out, str) and out:
+            return os.path.normpath(out) if out.startswith("/") else out
+    except Exception as e:
+        _log("filename filters on %s: %s: %s" % (name, type(e).__name__, e))
+    return name
+
+
 def _send(scope, items, frame=None, wait=False):
+    """Sends items as Nuke will open them; returns them so."""
+    out = []
     for it in items:
+        it = dict(it)
         if "path" in it:
+            it["path"] = _final(it["path"])
             _S.predicted.add(it["path"])
-    if not items:
-        return None
-    return _S.client.prefetch(scope, items, frame=frame, wait=wait)
+        elif "seq" in it:
+            it["seq"] = dict(it["seq"], pattern=_final(it["seq"]["pattern"]))
+        out.append(it)
+    if out:
+        _S.client.prefetch(scope, out, frame=frame, wait=wait)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -931,8 +956,7 @@ def on_script_load():
         seq.extend(s)
     _S.color = _color_items(nuke)
     job.extend(_S.color)
-    _S.static.update(it["path"] for it in job)
-    _send("job", job)
+    _S.static.update(it["path"] for it in _send("job", job) if "path" in it)
     _send("job_seq", seq)
 
 
@@ -982,7 +1006,7 @@ def before_frame_render():
             _log("%s: lookahead: %s: %s" % (r.fullName(), type(e).__name__, e))
     # Files every frame reads were asked for at job scope and are in this
     # frame's request: only what changes with the frame goes ahead.
-    _send("lookahead", [it for it in items if it["path"] not in _S.static], frame=n)
+    _send("lookahead", [it for it in items if _final(it["path"]) not in _S.static], frame=n)
 
 
 @_guard("afterFrameRender", frame_callback=True)
@@ -1012,6 +1036,8 @@ def after_render():
 def filename_filter(name):
     """Reports a file under a jitfs mount that no request named as a miss.
     Returns None (the name unchanged); never blocks, never raises."""
+    if _S.filtering:
+        return None
     t0 = time.monotonic()
     try:
         _S.filter_calls += 1
