@@ -36,6 +36,9 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted" >&2; exit 1; fi
 echo "== go vet"
 go vet ./...
+echo "== Python hook tests (the Nuke callbacks against the nuke stub; standard library only)"
+python3 -m unittest discover -s nuke-callbacks/tests -t nuke-callbacks/tests
+python3 scripts/sync-hook-client.py --check
 echo "== go test -race"
 go test -race -count=1 -timeout 30m ./...
 echo "== benchmarks, short mode (so they cannot rot; figures in docs/BENCHMARKS.md come from the full run)"
