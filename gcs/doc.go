@@ -1,5 +1,7 @@
 // Package gcs is jitfs's adapter over cloud.google.com/go/storage: object
-// stat, delimiter listing and ranged reads pinned to a generation.
+// stat, delimiter listing and ranged reads pinned to a generation, and for
+// output areas uploads (CRC32C sent so GCS verifies the bytes, generation
+// preconditions, ErrPrecondition) and generation-exact deletes.
 //
 // Production reaches Google Cloud Storage with Application Default
 // Credentials. The standard STORAGE_EMULATOR_HOST variable, or an explicit

@@ -22,6 +22,13 @@
 // fully cached files are handed to the kernel with FUSE passthrough where the
 // kernel supports it.
 //
+// # Output areas
+//
+// OutputFS (output.go) is the read-write front end of an output.Area, a
+// separate mount: each FUSE operation becomes one call into the area by
+// path, and the area owns staging, journal and uploads. Its errors become
+// errnos in OutputFS.errno, the output side's one mapping.
+//
 // # Errors
 //
 // errno.go is the one place where errors become syscall.Errno; the original
