@@ -180,8 +180,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body io.Reader = resp.Body
 	if kind == Media && resp.StatusCode < 300 && take(&p.TruncateMedia) {
 		body = io.LimitReader(resp.Body, max(resp.ContentLength/2, 0))
-		n, _ := io.Copy(w, body)
-		p.MediaBytes.Add(n)
+		io.Copy(&countingWriter{w, &p.MediaBytes}, body)
 		// Abort the connection so the client sees a short body.
 		panic(http.ErrAbortHandler)
 	}
@@ -190,10 +189,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for {
 			n, err := resp.Body.Read(buf)
 			if n > 0 {
-				if _, werr := w.Write(buf[:n]); werr != nil {
+				if _, werr := (&countingWriter{w, &p.MediaBytes}).Write(buf[:n]); werr != nil {
 					return
 				}
-				p.MediaBytes.Add(int64(n))
 				if f, ok := w.(http.Flusher); ok {
 					f.Flush()
 				}
@@ -204,10 +202,25 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	n, _ := io.Copy(w, body)
 	if kind == Media {
-		p.MediaBytes.Add(n)
+		io.Copy(&countingWriter{w, &p.MediaBytes}, body)
+		return
 	}
+	io.Copy(w, body)
+}
+
+// countingWriter counts media bytes before handing them to the client, so
+// a test that has received the bytes always sees them counted.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	c.n.Add(int64(len(b)))
+	k, err := c.w.Write(b)
+	c.n.Add(int64(k - len(b))) // what the client never got
+	return k, err
 }
 
 func (p *Proxy) uploadFails() bool {
