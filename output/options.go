@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/telemetry"
 )
 
 // Remote is what an output area needs of the bucket. *gcs.Client fits.
@@ -50,6 +51,8 @@ type Options struct {
 	// RecentDurable is how many durable events status keeps (default 1000).
 	RecentDurable int
 	Logger        *slog.Logger
+	// Metrics, when set, records each output's time from close to durable.
+	Metrics *telemetry.Metrics
 }
 
 // Validate checks the options and fills in defaults.

@@ -216,6 +216,7 @@ func (a *Area) finishLocked(f *sfile, rec record, attrs gcs.Attrs) {
 		ev := DurableEvent{Seq: seq, Path: rec.Name, Object: attrs.Name, Generation: attrs.Generation, Size: attrs.Size,
 			CRC32C: attrs.CRC32C, ClosedAt: f.closedAt, DurableAt: now}
 		a.events = append(a.events, ev)
+		a.opts.Metrics.OutputDurableAfter(context.Background(), ev.DurableAt.Sub(ev.ClosedAt))
 		if len(a.events) > a.opts.RecentDurable {
 			a.events = a.events[len(a.events)-a.opts.RecentDurable:]
 		}

@@ -279,3 +279,41 @@ func TestTraceFollowsAReadToGCS(t *testing.T) {
 	}
 	t.Logf("spans: %v; %d GCS reads traced back to the FUSE read that caused them", count, linked)
 }
+
+// TestOutputMetrics scrapes an output daemon: a frame written and made
+// durable moves the durable counters and the close-to-durable histogram.
+func TestOutputMetrics(t *testing.T) {
+	w := newWorld(t, false)
+	d := w.outputForTest("jobs/j1/out/", "", "--metrics-addr", "127.0.0.1:0")
+	data := randBytes("frame", 300_001)
+	if err := writeFrame(d.mnt, "f_0001.png", data); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runJitfs(t, "flush", "--wait", "--timeout", "60s", d.mnt); code != 0 {
+		t.Fatalf("flush: exit %d: %s", code, out)
+	}
+	var url string
+	re := regexp.MustCompile(`url=(http://\S+/metrics)`)
+	if m := re.FindStringSubmatch(d.stderr.String()); m != nil {
+		url = m[1]
+	} else {
+		t.Fatalf("the output daemon logged no metrics URL:\n%s", d.stderr)
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^jitfs_output_durable_total\{[^}]*mountpoint="` + regexp.QuoteMeta(d.mnt) + `"[^}]*\} 1$`),
+		regexp.MustCompile(`(?m)^jitfs_output_uploaded_bytes_total\{[^}]*\} 300001$`),
+		regexp.MustCompile(`(?m)^jitfs_output_upload_duration_seconds_count(\{[^}]*\})? 1$`),
+		regexp.MustCompile(`(?m)^jitfs_output_staged_bytes\{[^}]*\} 0$`),
+	} {
+		if !want.MatchString(text) {
+			t.Errorf("scrape lacks %s:\n%s", want, grepLines(text, "jitfs_output"))
+		}
+	}
+}

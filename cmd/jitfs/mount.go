@@ -106,17 +106,10 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if cfg.tel, err = telemetry.Setup(ctx, telemetry.Options{MetricsAddr: *metricsAddr, Version: buildVersion(), Log: cfg.log}); err != nil {
+	if cfg.tel, err = startTelemetry(ctx, *metricsAddr, cfg.log); err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		cfg.tel.Shutdown(sctx)
-	}()
-	if cfg.tel.MetricsURL != "" {
-		cfg.log.Info("metrics", "url", cfg.tel.MetricsURL)
-	}
+	defer stopTelemetry(cfg.tel)
 	m, err := startMount(ctx, cfg)
 	if err != nil {
 		return err
@@ -240,6 +233,27 @@ func (m *mounted) startHooks() error {
 	}()
 	m.cfg.log.Info("hook API listening", "socket", hs.SocketPath())
 	return nil
+}
+
+// startTelemetry sets up this process's metrics (and traces, when the
+// OTEL_* variables ask for them).
+func startTelemetry(ctx context.Context, metricsAddr string, log *slog.Logger) (*telemetry.Telemetry, error) {
+	tel, err := telemetry.Setup(ctx, telemetry.Options{MetricsAddr: metricsAddr, Version: buildVersion(), Log: log})
+	if err != nil {
+		return nil, err
+	}
+	if tel.MetricsURL != "" {
+		log.Info("metrics", "url", tel.MetricsURL)
+	}
+	return tel, nil
+}
+
+// stopTelemetry flushes the exporters, bounded so a dead collector cannot
+// hold up the exit.
+func stopTelemetry(tel *telemetry.Telemetry) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tel.Shutdown(ctx)
 }
 
 // buildVersion is the module version the binary was built from.

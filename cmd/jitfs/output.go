@@ -16,11 +16,13 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/jitfs"
 	"github.com/jitfs/jitfs/output"
+	"github.com/jitfs/jitfs/telemetry"
 )
 
 // defaultStagingRoot holds one staging directory per output prefix.
@@ -42,6 +44,8 @@ type outputConfig struct {
 	socket         string // "" = the mount's default; "none" = no hook API
 	socketGroup    string
 	log            *slog.Logger
+	// tel exports this process's metrics; nil records none.
+	tel *telemetry.Telemetry
 }
 
 // outputMount is a serving output area and what it owns.
@@ -52,6 +56,7 @@ type outputMount struct {
 	fs    *jitfs.OutputFS
 	srv   *fuse.Server
 	hooks *hooks.Server
+	met   *telemetry.Metrics
 }
 
 // stagingDirFor is the default staging directory of an output prefix: one
@@ -117,6 +122,7 @@ func runOutput(args []string, stdout, stderr io.Writer) error {
 	stopFlush := fl.Duration("stop-flush-timeout", 60*time.Second, "on SIGINT/SIGTERM, wait this long for pending uploads before unmounting (what is left stays staged for the next start)")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
+	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9465); OTLP export follows the standard OTEL_EXPORTER_OTLP_* variables (docs/metrics.md)")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err
@@ -143,6 +149,10 @@ func runOutput(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cfg.tel, err = startTelemetry(ctx, *metricsAddr, cfg.log); err != nil {
+		return err
+	}
+	defer stopTelemetry(cfg.tel)
 	m, err := startOutput(ctx, cfg)
 	if err != nil {
 		return err
@@ -179,6 +189,21 @@ func logFlush(log *slog.Logger, m *outputMount, res output.FlushResult) {
 	}
 }
 
+// snapshot is the area's counters for the metrics' observable instruments.
+func (m *outputMount) snapshot() telemetry.Snapshot {
+	st := m.area.Status(^uint64(0)) // no events: only the counters
+	gs := &m.gcs.Stats
+	s := telemetry.Snapshot{OutputStaged: st.StagedBytes, OutputUploaded: st.DurableBytes, OutputDurable: st.DurableFiles,
+		OutputFailed: int64(st.Counts["failed"]), GCSStats: gs.Stats.Load(), GCSLists: gs.Lists.Load(),
+		GCSReads: gs.Reads.Load(), GCSRetries: gs.Retries.Load(), GCSBytes: gs.BytesRead.Load()}
+	for state, n := range st.Counts {
+		if state != "failed" && state != "interrupted" && state != "open" {
+			s.OutputPending += int64(n) // queued, uploading, retrying, deleting
+		}
+	}
+	return s
+}
+
 // startOutput checks the bucket, opens the staging directory (recovering
 // what a previous daemon left), mounts the area and serves its hook API.
 func startOutput(ctx context.Context, cfg outputConfig) (*outputMount, error) {
@@ -198,7 +223,16 @@ func startOutput(ctx context.Context, cfg outputConfig) (*outputMount, error) {
 		gc.Close()
 		return nil, fmt.Errorf("cannot use gs://%s: %w", cfg.bucket, err)
 	}
-	area, err := output.New(output.Options{Remote: gc, Bucket: cfg.bucket, Prefix: cfg.prefix, StagingDir: cfg.stagingDir,
+	tel := cfg.tel
+	if tel == nil {
+		tel = telemetry.Noop()
+	}
+	met, err := telemetry.New(tel.Meters, nil)
+	if err != nil {
+		gc.Close()
+		return nil, err
+	}
+	area, err := output.New(output.Options{Metrics: met, Remote: gc, Bucket: cfg.bucket, Prefix: cfg.prefix, StagingDir: cfg.stagingDir,
 		StagingBytes: cfg.stagingSize, SpaceWait: cfg.spaceWait, Workers: cfg.workers, MaxBackoff: cfg.maxBackoff, UploadDelay: cfg.uploadDelay,
 		InitialBackoff: min(250*time.Millisecond, cfg.maxBackoff), Logger: cfg.log})
 	if err != nil {
@@ -221,6 +255,10 @@ func startOutput(ctx context.Context, cfg outputConfig) (*outputMount, error) {
 	cfg.log.Info("output area mounted", "bucket", cfg.bucket, "prefix", cfg.prefix, "mountpoint", mp,
 		"staging_dir", cfg.stagingDir, "staging_budget_bytes", cfg.stagingSize)
 	m := &outputMount{cfg: cfg, gcs: gc, area: area, fs: ofs, srv: srv}
+	if m.met, err = telemetry.New(tel.Meters, m.snapshot, attribute.String("mountpoint", mp)); err != nil {
+		m.Close()
+		return nil, err
+	}
 	if cfg.socket != "none" {
 		hs, err := hooks.NewServer(hooks.ServerOptions{Mountpoint: mp, Outputs: outputsAPI{m: m}, SocketPath: cfg.socket,
 			SocketGroup: cfg.socketGroup, Logger: cfg.log})
@@ -241,6 +279,7 @@ func startOutput(ctx context.Context, cfg outputConfig) (*outputMount, error) {
 // Close unmounts and stops the uploaders; staged work stays journalled.
 func (m *outputMount) Close() error {
 	var errs []error
+	m.met.Close()
 	if m.hooks != nil {
 		if err := m.hooks.Close(); err != nil {
 			errs = append(errs, err)

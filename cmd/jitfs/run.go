@@ -57,6 +57,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	allowOther := fl.Bool("allow-other", true, "let every user on the node use the mounts")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
+	metricsAddr := fl.String("metrics-addr", "", "serve the mounts' Prometheus metrics at http://ADDR/metrics while the command runs (docs/metrics.md)")
 	// Everything after the first non-flag argument (or --) is the command
 	// and its own arguments, which jitfs must not parse.
 	if err := fl.Parse(args); err != nil {
@@ -89,6 +90,11 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tel, err := startTelemetry(context.Background(), *metricsAddr, log)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry(tel)
 	var mcfgs []mountConfig
 	seen := map[string]string{}
 	dirOK := func(flagName, v, dir string) error {
@@ -112,7 +118,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		}
 		mcfgs = append(mcfgs, mountConfig{bucket: b, prefix: p, mountpoint: dir, cacheSize: csize, endpoint: *endpoint,
 			cacheDir:    filepath.Join(*cacheDir, strings.ReplaceAll(strings.TrimSuffix(b+"/"+p, "/"), "/", "%2F")),
-			passthrough: true, allowOther: *allowOther, attemptTimeout: 60 * time.Second, prefetchers: 32, log: log})
+			passthrough: true, allowOther: *allowOther, attemptTimeout: 60 * time.Second, prefetchers: 32, log: log, tel: tel})
 	}
 	var ocfgs []outputConfig
 	for _, v := range outs {
@@ -123,7 +129,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		if err := dirOK("output", v, dir); err != nil {
 			return err
 		}
-		c := outputConfig{bucket: b, prefix: p, mountpoint: dir, endpoint: *endpoint, allowOther: *allowOther, log: log}
+		c := outputConfig{bucket: b, prefix: p, mountpoint: dir, endpoint: *endpoint, allowOther: *allowOther, log: log, tel: tel}
 		if err := of.apply(&c); err != nil {
 			return err
 		}
