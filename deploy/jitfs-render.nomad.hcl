@@ -50,7 +50,9 @@ job "render-sh010" {
           "--flush-timeout", "4m",
           "--log-format", "json",
           "--",
-          "blender", "-b", "${NOMAD_TASK_DIR}/show/shots/sh010/sh010.blend",
+          # The prefetch hooks go before the scene (docs/blender.md).
+          "blender", "-b", "-P", "/opt/jitfs/blender-hooks/jitfs_prefetch.py",
+          "${NOMAD_TASK_DIR}/show/shots/sh010/sh010.blend",
           "-o", "${NOMAD_TASK_DIR}/out/sh010_####", "-F", "OPEN_EXR",
           "-s", "${NOMAD_META_frame_start}", "-e", "${NOMAD_META_frame_end}", "-a",
         ]
