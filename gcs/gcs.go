@@ -306,11 +306,30 @@ func retryable(err error) bool {
 	return !errors.Is(err, storage.ErrObjectNotExist)
 }
 
+// requestResult classifies one attempt for the metrics: a bounded set.
+func requestResult(err error, ctx context.Context) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrNotFound), errors.Is(err, storage.ErrObjectNotExist), errors.Is(err, storage.ErrBucketNotExist):
+		return "not_found"
+	case errors.Is(err, ErrPrecondition):
+		return "precondition_failed"
+	case ctx.Err() != nil:
+		return "canceled"
+	case retryable(err) || errors.Is(err, context.Canceled):
+		return "transient"
+	}
+	return "error"
+}
+
 func (c *Client) retry(ctx context.Context, what string, fn func(context.Context) error) error {
 	backoff := c.opts.InitialBackoff
 	var err error
+	kind, _, _ := strings.Cut(what, " ")
 	for attempt := 1; ; attempt++ {
 		err = fn(ctx)
+		c.opts.Metrics.GCSRequest(ctx, kind, requestResult(err, ctx))
 		// A cancellation that is not ours came from inside the client
 		// (a torn connection, an internal timeout): transient, retry it.
 		spurious := errors.Is(err, context.Canceled) && ctx.Err() == nil

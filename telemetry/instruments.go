@@ -83,7 +83,7 @@ var Catalog = []Def{
 	{CacheBudget, "By", ObservableGauge, nil, "the cache's byte budget (--cache-size)"},
 	{CachePinned, "By", ObservableGauge, nil, "bytes pinned by running jobs"},
 	{CacheIntegrity, "{failure}", ObservableCounter, []string{"kind"}, "checksum mismatches and cache-disk write errors: bytes never served"},
-	{GCSRequests, "{request}", ObservableCounter, []string{"kind"}, "GCS requests, by kind: stat, list, read, upload"},
+	{GCSRequests, "{request}", Counter, []string{"kind", "result"}, "GCS request attempts, by kind (stat, list, read, upload, delete, bucket) and result (ok, not_found, precondition_failed, transient, canceled, error)"},
 	{GCSRetries, "{request}", ObservableCounter, nil, "GCS attempts retried after a transient error"},
 	{GCSReceived, "By", ObservableCounter, nil, "object bytes received from GCS"},
 	{GCSFirstByte, "s", Histogram, []string{"kind"}, "time from sending a GCS request to its first response byte"},
@@ -111,7 +111,6 @@ type Snapshot struct {
 	Evictions, EvictedBytes                         int64
 	CacheUsed, CacheBudget, Pinned                  int64
 	ChecksumMismatches, DiskErrors                  int64
-	GCSStats, GCSLists, GCSReads, GCSUploads        int64
 	GCSRetries, GCSBytes                            int64
 	PrefetchWasted, PrefetchQueue, PrefetchInFlight int64
 	OutputStaged, OutputUploaded                    int64
@@ -126,6 +125,7 @@ type Metrics struct {
 	gcsFirstByte metric.Float64Histogram
 	prefetchWait metric.Float64Histogram
 	hookReqs     metric.Int64Counter
+	gcsReqs      metric.Int64Counter
 	uploadDur    metric.Float64Histogram
 	errs         metric.Int64Counter
 	reg          metric.Registration
@@ -174,6 +174,7 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 		gcsFirstByte: hist(GCSFirstByte),
 		prefetchWait: hist(PrefetchWait),
 		hookReqs:     counter(HookRequests),
+		gcsReqs:      counter(GCSRequests),
 		uploadDur:    hist(OutputUploadLatency),
 		errs:         counter(Errors),
 	}
@@ -217,11 +218,6 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 			put(CachePinned, s.Pinned)
 			put(CacheIntegrity, s.ChecksumMismatches, attribute.String("kind", "checksum"))
 			put(CacheIntegrity, s.DiskErrors, attribute.String("kind", "disk"))
-			kind := func(v string) attribute.KeyValue { return attribute.String("kind", v) }
-			put(GCSRequests, s.GCSStats, kind("stat"))
-			put(GCSRequests, s.GCSLists, kind("list"))
-			put(GCSRequests, s.GCSReads, kind("read"))
-			put(GCSRequests, s.GCSUploads, kind("upload"))
 			put(GCSRetries, s.GCSRetries)
 			put(GCSReceived, s.GCSBytes)
 			put(PrefetchFetched, s.FetchedPrefetch)
@@ -281,6 +277,14 @@ func (m *Metrics) GCSFirstByte(ctx context.Context, kind string, d time.Duration
 		return
 	}
 	m.gcsFirstByte.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("kind", kind)))
+}
+
+// GCSRequest counts one GCS request attempt.
+func (m *Metrics) GCSRequest(ctx context.Context, kind, result string) {
+	if m == nil {
+		return
+	}
+	m.gcsReqs.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", kind), attribute.String("result", result)))
 }
 
 // PrefetchWaited records how long a hook request held its caller.

@@ -51,7 +51,7 @@ func TestSnapshotIsObservedAtCollection(t *testing.T) {
 	r := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(r))
 	defer mp.Shutdown(context.Background())
-	s := Snapshot{HitBytes: 4096, MissBytes: 100, Hits: 3, FetchedPrefetch: 7, CacheUsed: 10, CacheBudget: 20, GCSReads: 5}
+	s := Snapshot{HitBytes: 4096, MissBytes: 100, Hits: 3, FetchedPrefetch: 7, CacheUsed: 10, CacheBudget: 20, GCSBytes: 5}
 	m, err := New(mp, func() Snapshot { return s })
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func TestSnapshotIsObservedAtCollection(t *testing.T) {
 		{PrefetchFetched, nil, 7},
 		{CacheUsage, nil, 10},
 		{CacheBudget, nil, 20},
-		{GCSRequests, []attribute.KeyValue{attribute.String("kind", "read")}, 5},
+		{GCSReceived, nil, 5},
 	} {
 		if got, ok := sum(t, rm, c.name, c.kv...); !ok || got != c.want {
 			t.Errorf("%s%v = %d (found %v), want %d", c.name, c.kv, got, ok, c.want)
@@ -110,6 +110,8 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	m.PrefetchWaited(context.Background(), "frame", time.Second, true)
 	m.HookRequest(context.Background(), "prefetch", 200)
 	m.OutputDurableAfter(context.Background(), time.Second)
+	m.GCSRequest(context.Background(), "read", "ok")
+	m.Error(context.Background(), "fuse", syscall.EIO)
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +137,7 @@ func TestPrometheusEndpoint(t *testing.T) {
 	m.PrefetchWaited(ctx, "frame", time.Second, false)
 	m.HookRequest(ctx, "prefetch", 200)
 	m.OutputDurableAfter(ctx, time.Second)
+	m.GCSRequest(ctx, "read", "ok")
 
 	resp, err := http.Get(tel.MetricsURL)
 	if err != nil {

@@ -122,6 +122,9 @@ func TestMetricsOnMount(t *testing.T) {
 	if hitCold+missCold != size || missCold == 0 {
 		t.Errorf("cold read: hit %d + miss %d bytes, want %d with some missed", hitCold, missCold, size)
 	}
+	if n := mr.value(telemetry.GCSRequests, attribute.String("kind", "read"), attribute.String("result", "ok")); n == 0 {
+		t.Error("no successful GCS read counted")
+	}
 	if n := mr.value(telemetry.GCSFirstByte, attribute.String("kind", "read")); n == 0 {
 		t.Error("no GCS first-byte latency recorded")
 	}

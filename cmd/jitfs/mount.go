@@ -275,7 +275,6 @@ func (m *mounted) snapshot() telemetry.Snapshot {
 		Evictions: cs.Evictions.Load(), EvictedBytes: cs.EvictedBytes.Load(),
 		CacheUsed: used, CacheBudget: budget,
 		ChecksumMismatches: cs.ChecksumMismatches.Load(), DiskErrors: cs.DiskErrors.Load(),
-		GCSStats: gs.Stats.Load(), GCSLists: gs.Lists.Load(), GCSReads: gs.Reads.Load(),
 		GCSRetries: gs.Retries.Load(), GCSBytes: gs.BytesRead.Load(),
 		PrefetchWasted: cs.WastedPrefetchBytes.Load(),
 	}

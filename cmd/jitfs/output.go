@@ -194,8 +194,7 @@ func (m *outputMount) snapshot() telemetry.Snapshot {
 	st := m.area.Status(^uint64(0)) // no events: only the counters
 	gs := &m.gcs.Stats
 	s := telemetry.Snapshot{OutputStaged: st.StagedBytes, OutputUploaded: st.DurableBytes, OutputDurable: st.DurableFiles,
-		OutputFailed: int64(st.Counts["failed"]), GCSStats: gs.Stats.Load(), GCSLists: gs.Lists.Load(),
-		GCSReads: gs.Reads.Load(), GCSRetries: gs.Retries.Load(), GCSBytes: gs.BytesRead.Load()}
+		OutputFailed: int64(st.Counts["failed"]), GCSRetries: gs.Retries.Load(), GCSBytes: gs.BytesRead.Load()}
 	for state, n := range st.Counts {
 		if state != "failed" && state != "interrupted" && state != "open" {
 			s.OutputPending += int64(n) // queued, uploading, retrying, deleting
@@ -212,7 +211,15 @@ func startOutput(ctx context.Context, cfg outputConfig) (*outputMount, error) {
 		return nil, err
 	}
 	cfg.mountpoint = mp
-	gc, err := gcs.New(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint})
+	tel := cfg.tel
+	if tel == nil {
+		tel = telemetry.Noop()
+	}
+	met, err := telemetry.New(tel.Meters, nil)
+	if err != nil {
+		return nil, err
+	}
+	gc, err := gcs.New(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint, Metrics: met})
 	if err != nil {
 		return nil, err
 	}
@@ -222,15 +229,6 @@ func startOutput(ctx context.Context, cfg outputConfig) (*outputMount, error) {
 	if err != nil {
 		gc.Close()
 		return nil, fmt.Errorf("cannot use gs://%s: %w", cfg.bucket, err)
-	}
-	tel := cfg.tel
-	if tel == nil {
-		tel = telemetry.Noop()
-	}
-	met, err := telemetry.New(tel.Meters, nil)
-	if err != nil {
-		gc.Close()
-		return nil, err
 	}
 	area, err := output.New(output.Options{Metrics: met, Remote: gc, Bucket: cfg.bucket, Prefix: cfg.prefix, StagingDir: cfg.stagingDir,
 		StagingBytes: cfg.stagingSize, SpaceWait: cfg.spaceWait, Workers: cfg.workers, MaxBackoff: cfg.maxBackoff, UploadDelay: cfg.uploadDelay,
