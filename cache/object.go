@@ -534,7 +534,11 @@ func (o *Object) runFill(f *fill) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
 	defer cancel()
-	ctx, span := tracer.Start(ctx, "jitfs.cache.fill", trace.WithLinks(trace.Link{SpanContext: f.cause}))
+	var links []trace.SpanStartOption
+	if f.cause.IsValid() {
+		links = append(links, trace.WithLinks(trace.Link{SpanContext: f.cause}))
+	}
+	ctx, span := tracer.Start(ctx, "jitfs.cache.fill", links...)
 	defer span.End()
 	if span.IsRecording() {
 		kind := "read"

@@ -17,8 +17,14 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
+
 	"github.com/jitfs/jitfs/telemetry"
 )
+
+// tracer makes a span per hook request (the global provider's; see
+// telemetry.Setup).
+var tracer = otel.Tracer("github.com/jitfs/jitfs/hooks")
 
 // Defaults for ServerOptions' limits.
 const (
@@ -223,6 +229,12 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	endpoint, method := routes[r.URL.Path].name, routes[r.URL.Path].method
+	if endpoint != "" {
+		// The engine links the fills it starts to this span.
+		ctx, span := tracer.Start(r.Context(), "jitfs.hook."+endpoint)
+		defer span.End()
+		r = r.WithContext(ctx)
+	}
 	defer func() {
 		name := endpoint
 		if name == "" {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/hooks"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Resolver maps a mount-relative path to the object generation the mount
@@ -71,6 +73,9 @@ type task struct {
 	size  int64
 	// pins: the jobs (and frames) that asked for it pinned.
 	pins []pinReq
+	// cause is the span of the request that queued the task; its fills
+	// link to it, so a frame's wait can be followed to the GCS reads.
+	cause trace.SpanContext
 }
 
 type pinReq struct {
@@ -234,7 +239,7 @@ func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result
 		t := e.tasks[k]
 		if t == nil {
 			e.seq++
-			t = &task{key: k, want: w, priority: prio, seq: e.seq, done: make(chan struct{})}
+			t = &task{key: k, want: w, priority: prio, seq: e.seq, done: make(chan struct{}), cause: trace.SpanContextFromContext(ctx)}
 			e.tasks[k] = t
 			heap.Push(&e.queue, t)
 			e.cond.Signal()
@@ -350,7 +355,7 @@ func (e *Engine) worker() {
 
 // run makes one task's file resident and returns its open handle.
 func (e *Engine) run(t *task) (*cache.Handle, error) {
-	ctx := e.ctx
+	ctx := trace.ContextWithSpanContext(e.ctx, t.cause)
 	meta, err := e.opts.Resolver.Resolve(ctx, t.want.Rel)
 	if err != nil {
 		return nil, err

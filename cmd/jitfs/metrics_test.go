@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/telemetry"
 )
 
@@ -233,6 +234,7 @@ func grepLines(text, sub string) string {
 func TestTraceFollowsAReadToGCS(t *testing.T) {
 	w := newWorld(t, false)
 	want := w.put("show/vdb/smoke.0001.vdb", 1<<20)
+	w.put("show/vdb/smoke.0002.vdb", 1<<20)
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	prev := otel.GetTracerProvider()
@@ -243,11 +245,19 @@ func TestTraceFollowsAReadToGCS(t *testing.T) {
 	os.MkdirAll(mnt, 0o755)
 	m, err := startMount(context.Background(), mountConfig{bucket: testBucket, prefix: "show/", mountpoint: mnt,
 		cacheDir: filepath.Join(t.TempDir(), "cache"), cacheSize: 1 << 30, endpoint: w.proxy.Addr(),
-		attemptTimeout: time.Minute, socket: "none", prefetchers: 4, log: slog.New(slog.DiscardHandler)})
+		attemptTimeout: time.Minute, socket: filepath.Join(t.TempDir(), "hooks.sock"), prefetchers: 4,
+		log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
+	// A frame's prefetch: its fills link to the hook request's span.
+	cl := hooks.NewClient(m.hooks.SocketPath(), 30*time.Second)
+	defer cl.Close()
+	if _, err := cl.Prefetch(context.Background(), hooks.PrefetchRequest{Schema: hooks.Schema, Job: hooks.JobInfo{Job: hooks.Job{ID: "j"}},
+		Scope: hooks.ScopeFrame, WaitMS: 20000, Items: []hooks.Item{{Path: filepath.Join(mnt, "vdb/smoke.0002.vdb")}}}); err != nil {
+		t.Fatal(err)
+	}
 	got, err := os.ReadFile(filepath.Join(mnt, "vdb/smoke.0001.vdb"))
 	if err != nil {
 		t.Fatal(err)
@@ -261,7 +271,7 @@ func TestTraceFollowsAReadToGCS(t *testing.T) {
 		byID[s.SpanContext().SpanID()] = s
 		count[s.Name()]++
 	}
-	linked := 0
+	linked, fromHook := 0, 0
 	for _, s := range spans {
 		if s.Name() != "jitfs.gcs.read" {
 			continue
@@ -274,13 +284,18 @@ func TestTraceFollowsAReadToGCS(t *testing.T) {
 		for _, l := range fill.Links() {
 			if r, ok := byID[l.SpanContext.SpanID()]; ok && r.Name() == "jitfs.fuse.read" {
 				linked++
+			} else if ok && r.Name() == "jitfs.hook.prefetch" {
+				fromHook++
 			}
 		}
 	}
 	if linked == 0 {
 		t.Errorf("no GCS read leads back to a FUSE read; spans: %v", count)
 	}
-	t.Logf("spans: %v; %d GCS reads traced back to the FUSE read that caused them", count, linked)
+	if fromHook == 0 {
+		t.Errorf("no GCS read leads back to the hook request that prefetched it; spans: %v", count)
+	}
+	t.Logf("spans: %v; GCS reads traced back to the FUSE read that caused them: %d, to a hook request: %d", count, linked, fromHook)
 }
 
 // TestOutputMetrics scrapes an output daemon: a frame written and made
