@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/internal/emulator"
 	"github.com/jitfs/jitfs/internal/faultproxy"
 )
@@ -142,7 +144,7 @@ func (d *daemon) start() {
 		// until the root answers.
 		if ok, _ := isMountpoint(d.mnt); ok {
 			var sfs syscall.Statfs_t
-			if syscall.Statfs(d.mnt, &sfs) == nil {
+			if syscall.Statfs(d.mnt, &sfs) == nil && d.socketReady() {
 				return
 			}
 		}
@@ -156,6 +158,24 @@ func (d *daemon) start() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// socketReady: the daemon's default hook socket, which is bound just
+// after the mount goes live, exists (or the daemon was given its own
+// socket, which the test waits for itself).
+func (d *daemon) socketReady() bool {
+	for _, a := range d.args {
+		if a == "--socket" || strings.HasPrefix(a, "--socket=") {
+			return true
+		}
+	}
+	// A killed daemon leaves its socket file behind: only a live one answers.
+	c, err := net.DialTimeout("unix", hooks.DefaultSocket(d.mnt), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // stop sends SIGTERM and waits for a clean unmount.

@@ -380,7 +380,7 @@ func TestOutputKillRestartCycles(t *testing.T) {
 	}
 	for _, p := range leftOpen {
 		if !interrupted[p] {
-			t.Fatalf("%s was open when the daemon died but is not reported interrupted: %v", p, interrupted)
+			t.Fatalf("%s was open when the daemon died but is not reported interrupted: %v\nlast daemon's log:\n%s", p, interrupted, d.stderr)
 		}
 		if _, err := c.Stat(context.Background(), "jobs/k/out/"+p); !errors.Is(err, gcs.ErrNotFound) {
 			t.Fatalf("%s was open when the daemon died but reached GCS: %v", p, err)
