@@ -177,7 +177,9 @@ func (d *dirNode) Opendir(ctx context.Context) syscall.Errno { return 0 }
 
 func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if d.f.observing() {
-		d.f.done(ctx, time.Now(), trace.Event{Op: trace.OpGetattr, Path: d.f.mountPath(d.prefix), Dir: true}, 0)
+		d.f.done(ctx, time.Now(), trace.OpGetattr, 0, func() trace.Event {
+			return trace.Event{Op: trace.OpGetattr, Path: d.f.mountPath(d.prefix), Dir: true}
+		})
 	}
 	d.f.setAttr(&out.Attr, d.ino, syscall.S_IFDIR|0o555, 4096, d.mtime)
 	out.Nlink = 2
@@ -191,12 +193,14 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	start := time.Now()
 	in, errno := d.lookup(ctx, name, out)
-	ev := trace.Event{Op: trace.OpLookup, Path: d.f.mountPath(d.prefix + name)}
-	if errno == 0 {
-		ev.Size = int64(out.Attr.Size)
-		ev.Dir = out.Attr.Mode&syscall.S_IFDIR != 0
-	}
-	d.f.done(ctx, start, ev, errno)
+	d.f.done(ctx, start, trace.OpLookup, errno, func() trace.Event {
+		ev := trace.Event{Op: trace.OpLookup, Path: d.f.mountPath(d.prefix + name)}
+		if errno == 0 {
+			ev.Size = int64(out.Attr.Size)
+			ev.Dir = out.Attr.Mode&syscall.S_IFDIR != 0
+		}
+		return ev
+	})
 	return in, errno
 }
 
@@ -321,7 +325,9 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	}
 	start := time.Now()
 	ds, n, errno := d.readdir(ctx)
-	d.f.done(ctx, start, trace.Event{Op: trace.OpReaddir, Path: d.f.mountPath(d.prefix), N: int64(n), Dir: true}, errno)
+	d.f.done(ctx, start, trace.OpReaddir, errno, func() trace.Event {
+		return trace.Event{Op: trace.OpReaddir, Path: d.f.mountPath(d.prefix), N: int64(n), Dir: true}
+	})
 	return ds, errno
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/jitfs/jitfs/trace"
 
 	"go.opentelemetry.io/otel/attribute"
+	oteltrace "go.opentelemetry.io/otel/trace"
 )
 
 // fileNode is one object, pinned to one generation.
@@ -66,8 +67,10 @@ func (n *fileNode) fillAttr(out *fuse.Attr) {
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fillAttr(&out.Attr)
 	if n.f.observing() {
-		a := n.pinned()
-		n.f.done(ctx, time.Now(), trace.Event{Op: trace.OpGetattr, Path: n.f.mountPath(a.Name), Size: a.Size}, 0)
+		n.f.done(ctx, time.Now(), trace.OpGetattr, 0, func() trace.Event {
+			a := n.pinned()
+			return trace.Event{Op: trace.OpGetattr, Path: n.f.mountPath(a.Name), Size: a.Size}
+		})
 	}
 	out.SetTimeout(n.f.KernelTimeout())
 	return 0
@@ -102,14 +105,18 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	start := time.Now()
 	fh, fl, errno := n.open(ctx, flags)
-	a := n.pinned()
-	ev := trace.Event{Op: trace.OpOpen, Path: n.f.mountPath(a.Name), Size: a.Size}
-	if h, ok := fh.(*handle); ok {
-		h.id = n.f.fh.Add(1)
-		h.path = ev.Path
-		ev.Fh = h.id
-	}
-	n.f.done(ctx, start, ev, errno)
+	n.f.done(ctx, start, trace.OpOpen, errno, func() trace.Event {
+		a := n.pinned()
+		ev := trace.Event{Op: trace.OpOpen, Path: n.f.mountPath(a.Name), Size: a.Size}
+		// The handle's number and path pair its reads and release with
+		// this open in the trace.
+		if h, ok := fh.(*handle); ok {
+			h.id = n.f.fh.Add(1)
+			h.path = ev.Path
+			ev.Fh = h.id
+		}
+		return ev
+	})
 	return fh, fl, errno
 }
 
@@ -155,11 +162,11 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		return nil, syscall.EBADF
 	}
 	n.f.Stats.Reads.Add(1)
-	ctx, span := tracer.Start(ctx, "jitfs.fuse.read")
-	defer span.End()
-	if span.IsRecording() {
-		span.SetAttributes(attribute.String("gcs.object", h.h.Meta().Name), attribute.Int64("offset", off),
-			attribute.Int("length", len(dest)))
+	if tr := n.f.opts.Tracer; tr != nil {
+		var span oteltrace.Span
+		ctx, span = tr.Start(ctx, "jitfs.fuse.read", oteltrace.WithAttributes(attribute.String("gcs.object", h.h.Meta().Name),
+			attribute.Int64("offset", off), attribute.Int("length", len(dest))))
+		defer span.End()
 	}
 	if !n.f.observing() {
 		k, _, errno := n.read(ctx, h, dest, off)
@@ -170,8 +177,10 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	}
 	start := time.Now()
 	k, info, errno := n.read(ctx, h, dest, off)
-	n.f.done(ctx, start, trace.Event{Op: trace.OpRead, Path: h.path, Fh: h.id, Off: off, Len: int64(len(dest)),
-		N: int64(k), Cache: info.Outcome.String(), Fetched: info.Fetched}, errno)
+	n.f.done(ctx, start, trace.OpRead, errno, func() trace.Event {
+		return trace.Event{Op: trace.OpRead, Path: h.path, Fh: h.id, Off: off, Len: int64(len(dest)),
+			N: int64(k), Cache: info.Outcome.String(), Fetched: info.Fetched}
+	})
 	if errno != 0 {
 		return nil, errno
 	}
@@ -205,7 +214,9 @@ func (n *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno 
 // Release ends the open: the cache may evict the object again.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.n.f.observing() {
-		h.n.f.done(ctx, time.Now(), trace.Event{Op: trace.OpRelease, Path: h.path, Fh: h.id}, 0)
+		h.n.f.done(ctx, time.Now(), trace.OpRelease, 0, func() trace.Event {
+			return trace.Event{Op: trace.OpRelease, Path: h.path, Fh: h.id}
+		})
 	}
 	h.n.mu.Lock()
 	if h.backing != nil {

@@ -21,7 +21,7 @@ import (
 	"github.com/jitfs/jitfs/telemetry"
 	"github.com/jitfs/jitfs/trace"
 
-	"go.opentelemetry.io/otel"
+	oteltrace "go.opentelemetry.io/otel/trace"
 )
 
 // Remote is what the filesystem needs of the bucket. *gcs.Client fits.
@@ -54,6 +54,11 @@ type Options struct {
 	Trace *trace.Recorder
 	// Metrics, when set, records every operation's result and latency.
 	Metrics *telemetry.Metrics
+	// Tracer, when set, makes a span per read that reaches the daemon;
+	// cache fills link to it, so a slow frame can be followed from the
+	// renderer's read to the GCS request. Nil (tracing off) costs the read
+	// path nothing, not even the context a no-op span would need.
+	Tracer oteltrace.Tracer
 }
 
 // Validate checks and fills in defaults.
@@ -197,19 +202,16 @@ func (f *FS) nextIno() uint64 { return f.ino.Add(1) }
 
 // tracing reports whether operations are being recorded; callers skip the
 // clock and path work otherwise.
-// tracer makes a span per FUSE read; cache fills link to it, so a slow
-// frame can be followed from the renderer's read to the GCS request. It is
-// the global provider's (telemetry.Setup sets one when tracing is on).
-var tracer = otel.Tracer("github.com/jitfs/jitfs/jitfs")
-
 // observing: some operation needs timing, for the trace or the metrics.
 func (f *FS) observing() bool { return f.opts.Trace != nil || f.opts.Metrics != nil }
 
-// done reports one finished operation to the metrics and the trace.
-func (f *FS) done(ctx context.Context, start time.Time, ev trace.Event, errno syscall.Errno) {
-	f.opts.Metrics.FUSE(ctx, string(ev.Op), start, errno)
+// done reports one finished operation to the metrics and the trace. The
+// trace event is built only when tracing: its paths cost allocations that
+// the metrics alone do not need (ev does not escape, so neither does it).
+func (f *FS) done(ctx context.Context, start time.Time, op trace.Op, errno syscall.Errno, ev func() trace.Event) {
+	f.opts.Metrics.FUSE(ctx, string(op), start, errno)
 	if f.opts.Trace != nil {
-		f.record(ctx, start, ev, errno)
+		f.record(ctx, start, ev(), errno)
 	}
 }
 

@@ -46,6 +46,9 @@ type Options struct {
 type Telemetry struct {
 	Meters  metric.MeterProvider
 	Tracers trace.TracerProvider
+	// Tracing is set when spans are exported; code on hot paths makes
+	// spans only then.
+	Tracing bool
 	// MetricsURL is the Prometheus endpoint's URL, when one is served.
 	MetricsURL string
 
@@ -132,6 +135,7 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		// The SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG.
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 		t.Tracers = tp
+		t.Tracing = true
 		// The packages that make spans (jitfs, cache, gcs, and the GCS
 		// client library itself) take their tracer from the global provider.
 		otel.SetTracerProvider(tp)

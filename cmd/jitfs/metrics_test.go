@@ -14,6 +14,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -246,7 +247,7 @@ func TestTraceFollowsAReadToGCS(t *testing.T) {
 	m, err := startMount(context.Background(), mountConfig{bucket: testBucket, prefix: "show/", mountpoint: mnt,
 		cacheDir: filepath.Join(t.TempDir(), "cache"), cacheSize: 1 << 30, endpoint: w.proxy.Addr(),
 		attemptTimeout: time.Minute, socket: filepath.Join(t.TempDir(), "hooks.sock"), prefetchers: 4,
-		log: slog.New(slog.DiscardHandler)})
+		log: slog.New(slog.DiscardHandler), tel: &telemetry.Telemetry{Meters: noop.NewMeterProvider(), Tracers: tp, Tracing: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

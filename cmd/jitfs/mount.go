@@ -18,6 +18,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"go.opentelemetry.io/otel/attribute"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
@@ -180,7 +181,7 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 		return nil, err
 	}
 	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Prefix: cfg.prefix, MetadataTTL: cfg.metadataTTL,
-		Passthrough: cfg.passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.log, Trace: rec, Metrics: met})
+		Passthrough: cfg.passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.log, Trace: rec, Metrics: met, Tracer: fuseTracer(tel)})
 	if err != nil {
 		c.Close()
 		gc.Close()
@@ -254,6 +255,15 @@ func stopTelemetry(tel *telemetry.Telemetry) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	tel.Shutdown(ctx)
+}
+
+// fuseTracer is the tracer for the FUSE read path: nil unless spans are
+// exported.
+func fuseTracer(tel *telemetry.Telemetry) oteltrace.Tracer {
+	if !tel.Tracing {
+		return nil
+	}
+	return tel.Tracers.Tracer("github.com/jitfs/jitfs/jitfs")
 }
 
 // buildVersion is the module version the binary was built from.
