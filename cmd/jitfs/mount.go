@@ -156,24 +156,13 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 	}()
 	// The instruments exist before the clients that record into them; the
 	// snapshot callback is registered once the mount is up.
-	tel := cfg.tel
-	if tel == nil {
-		tel = telemetry.Noop()
-	}
-	met, err := telemetry.New(tel.Meters, nil)
+	tel, met, err := operationMetrics(cfg.tel)
 	if err != nil {
 		return nil, err
 	}
-	gc, err := gcs.New(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint, AttemptTimeout: cfg.attemptTimeout, Metrics: met})
+	gc, err := openBucket(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint, AttemptTimeout: cfg.attemptTimeout, Metrics: met})
 	if err != nil {
 		return nil, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = gc.CheckBucket(cctx)
-	cancel()
-	if err != nil {
-		gc.Close()
-		return nil, fmt.Errorf("cannot use gs://%s: %w", cfg.bucket, err)
 	}
 	c, err := cache.New(cache.Options{Dir: cfg.cacheDir, Budget: cfg.cacheSize, Logger: cfg.log})
 	if err != nil {
@@ -257,6 +246,49 @@ func stopTelemetry(tel *telemetry.Telemetry) {
 	tel.Shutdown(ctx)
 }
 
+// operationMetrics is the telemetry a daemon records into (no-op when the
+// caller set none up) and its instruments for operations as they happen.
+func operationMetrics(tel *telemetry.Telemetry) (*telemetry.Telemetry, *telemetry.Metrics, error) {
+	if tel == nil {
+		tel = telemetry.Noop()
+	}
+	met, err := telemetry.New(tel.Meters, nil)
+	return tel, met, err
+}
+
+// openBucket creates the GCS client and checks the bucket, so a bad bucket
+// or credentials fail the start with one line.
+func openBucket(ctx context.Context, opts gcs.Options) (*gcs.Client, error) {
+	gc, err := gcs.New(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = gc.CheckBucket(cctx)
+	cancel()
+	if err != nil {
+		gc.Close()
+		return nil, fmt.Errorf("cannot use gs://%s: %w", opts.Bucket, err)
+	}
+	return gc, nil
+}
+
+// unmount unmounts a FUSE server; open files make a plain unmount fail,
+// and then the mount is detached so the daemon can exit. After a clean
+// unmount it waits for requests already read from the device to finish
+// (and be traced or journalled) before the caller closes what they use.
+func unmount(srv *fuse.Server, mountpoint string, log *slog.Logger) error {
+	if err := srv.Unmount(); err != nil {
+		log.Warn("unmount busy; detaching lazily", "mountpoint", mountpoint, "err", err)
+		if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmount %s: %w", mountpoint, err)
+		}
+		return nil
+	}
+	srv.Wait()
+	return nil
+}
+
 // fuseTracer is the tracer for the FUSE read path: nil unless spans are
 // exported.
 func fuseTracer(tel *telemetry.Telemetry) oteltrace.Tracer {
@@ -331,15 +363,8 @@ func (m *mounted) Close() error {
 	if m.eng != nil {
 		m.eng.Close()
 	}
-	if err := m.srv.Unmount(); err != nil {
-		m.cfg.log.Warn("unmount busy; detaching lazily", "mountpoint", m.cfg.mountpoint, "err", err)
-		if err := syscall.Unmount(m.cfg.mountpoint, syscall.MNT_DETACH); err != nil {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", m.cfg.mountpoint, err))
-		}
-	} else {
-		// Let requests already read from the device finish (and be
-		// traced) before the cache and the trace close under them.
-		m.srv.Wait()
+	if err := unmount(m.srv, m.cfg.mountpoint, m.cfg.log); err != nil {
+		errs = append(errs, err)
 	}
 	m.fs.Close()
 	if m.rec != nil {

@@ -211,24 +211,13 @@ func startOutput(ctx context.Context, cfg outputConfig) (*outputMount, error) {
 		return nil, err
 	}
 	cfg.mountpoint = mp
-	tel := cfg.tel
-	if tel == nil {
-		tel = telemetry.Noop()
-	}
-	met, err := telemetry.New(tel.Meters, nil)
+	tel, met, err := operationMetrics(cfg.tel)
 	if err != nil {
 		return nil, err
 	}
-	gc, err := gcs.New(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint, Metrics: met})
+	gc, err := openBucket(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint, Metrics: met})
 	if err != nil {
 		return nil, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = gc.CheckBucket(cctx)
-	cancel()
-	if err != nil {
-		gc.Close()
-		return nil, fmt.Errorf("cannot use gs://%s: %w", cfg.bucket, err)
 	}
 	area, err := output.New(output.Options{Metrics: met, Remote: gc, Bucket: cfg.bucket, Prefix: cfg.prefix, StagingDir: cfg.stagingDir,
 		StagingBytes: cfg.stagingSize, SpaceWait: cfg.spaceWait, Workers: cfg.workers, MaxBackoff: cfg.maxBackoff, UploadDelay: cfg.uploadDelay,
@@ -283,13 +272,8 @@ func (m *outputMount) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	if err := m.srv.Unmount(); err != nil {
-		m.cfg.log.Warn("unmount busy; detaching lazily", "mountpoint", m.cfg.mountpoint, "err", err)
-		if err := syscall.Unmount(m.cfg.mountpoint, syscall.MNT_DETACH); err != nil {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", m.cfg.mountpoint, err))
-		}
-	} else {
-		m.srv.Wait()
+	if err := unmount(m.srv, m.cfg.mountpoint, m.cfg.log); err != nil {
+		errs = append(errs, err)
 	}
 	if err := m.area.Close(); err != nil {
 		errs = append(errs, err)
