@@ -68,16 +68,12 @@ import hashlib
 import http.client
 import json
 import os
+import queue
 import socket
 import sys
 import threading
 import time
 import uuid
-
-try:
-    import queue
-except ImportError:  # pragma: no cover - Python 2 is not supported, but never raise on import
-    queue = None
 
 SCHEMA = "jitfs.prefetch/v1"
 SOCKET_DIR = "/run/jitfs"
@@ -244,10 +240,9 @@ class Client(object):
         if not self.mounts and reply.get("mountpoint"):
             self.mounts = [os.path.normpath(reply["mountpoint"])]
         self.enabled = True
-        if queue is not None:
-            self._queue = queue.Queue()
-            self._thread = threading.Thread(target=self._worker, name="jitfs-hook", daemon=True)
-            self._thread.start()
+        self._queue = queue.Queue()
+        self._thread = threading.Thread(target=self._worker, name="jitfs-hook", daemon=True)
+        self._thread.start()
         self._log("daemon %s (mount %s), job %s" % (self.socket, ":".join(self.mounts), self.job.get("id")), debug=True)
 
     # -- paths -------------------------------------------------------------
@@ -264,11 +259,6 @@ class Client(object):
             return False
         except Exception:
             return False
-
-    def sent_paths(self, scope=None):
-        """Paths this process has asked for (in scope, if given)."""
-        with self._lock:
-            return set(k[2] for k in self._sent if scope is None or k[0] == scope)
 
     # -- requests ----------------------------------------------------------
 
@@ -515,17 +505,6 @@ def with_frame(path, frame):
     width = len(m.group(1))
     digits = "%0*d" % (width, frame) if frame >= 0 else "-%0*d" % (width - 1, -frame)
     return os.path.join(d, name[:m.start(1)] + digits + name[m.end(1):])
-
-
-def seq_pattern(path):
-    """path as a printf pattern for the wire's seq form, or None if it has no frame digits."""
-    d, name = os.path.split(path)
-    m = _DIGITS.search(name)
-    if m is None:
-        return None
-    name = name.replace("%", "%%")
-    m = _DIGITS.search(name)
-    return os.path.join(d, name[:m.start(1)] + "%%0%dd" % len(m.group(1)) + name[m.end(1):])
 
 
 def frames_spec(frames):

@@ -19,16 +19,12 @@ import hashlib
 import http.client
 import json
 import os
+import queue
 import socket
 import sys
 import threading
 import time
 import uuid
-
-try:
-    import queue
-except ImportError:  # pragma: no cover - Python 2 is not supported, but never raise on import
-    queue = None
 
 SCHEMA = "jitfs.prefetch/v1"
 SOCKET_DIR = "/run/jitfs"
@@ -195,10 +191,9 @@ class Client(object):
         if not self.mounts and reply.get("mountpoint"):
             self.mounts = [os.path.normpath(reply["mountpoint"])]
         self.enabled = True
-        if queue is not None:
-            self._queue = queue.Queue()
-            self._thread = threading.Thread(target=self._worker, name="jitfs-hook", daemon=True)
-            self._thread.start()
+        self._queue = queue.Queue()
+        self._thread = threading.Thread(target=self._worker, name="jitfs-hook", daemon=True)
+        self._thread.start()
         self._log("daemon %s (mount %s), job %s" % (self.socket, ":".join(self.mounts), self.job.get("id")), debug=True)
 
     # -- paths -------------------------------------------------------------
@@ -215,11 +210,6 @@ class Client(object):
             return False
         except Exception:
             return False
-
-    def sent_paths(self, scope=None):
-        """Paths this process has asked for (in scope, if given)."""
-        with self._lock:
-            return set(k[2] for k in self._sent if scope is None or k[0] == scope)
 
     # -- requests ----------------------------------------------------------
 

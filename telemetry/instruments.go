@@ -54,7 +54,6 @@ const (
 	GCSRetries          = "jitfs.gcs.retries"
 	GCSReceived         = "jitfs.gcs.received"
 	GCSFirstByte        = "jitfs.gcs.first_byte.duration"
-	PrefetchFetched     = "jitfs.prefetch.fetched"
 	PrefetchWasted      = "jitfs.prefetch.wasted"
 	PrefetchQueue       = "jitfs.prefetch.queue.depth"
 	PrefetchInFlight    = "jitfs.prefetch.in_flight"
@@ -87,7 +86,6 @@ var Catalog = []Def{
 	{GCSRetries, "{request}", ObservableCounter, nil, "GCS attempts retried after a transient error"},
 	{GCSReceived, "By", ObservableCounter, nil, "object bytes received from GCS"},
 	{GCSFirstByte, "s", Histogram, []string{"kind"}, "time from sending a GCS request to its first response byte"},
-	{PrefetchFetched, "By", ObservableCounter, nil, "bytes the prefetch engine fetched"},
 	{PrefetchWasted, "By", ObservableCounter, nil, "prefetched bytes evicted before anyone read them"},
 	{PrefetchQueue, "{file}", ObservableGauge, nil, "prefetch work waiting for a fetch slot"},
 	{PrefetchInFlight, "{file}", ObservableGauge, nil, "prefetch fetches running"},
@@ -220,7 +218,6 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 			put(CacheIntegrity, s.DiskErrors, attribute.String("kind", "disk"))
 			put(GCSRetries, s.GCSRetries)
 			put(GCSReceived, s.GCSBytes)
-			put(PrefetchFetched, s.FetchedPrefetch)
 			put(PrefetchWasted, s.PrefetchWasted)
 			put(PrefetchQueue, s.PrefetchQueue)
 			put(PrefetchInFlight, s.PrefetchInFlight)

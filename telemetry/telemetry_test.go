@@ -73,7 +73,6 @@ func TestSnapshotIsObservedAtCollection(t *testing.T) {
 		{CacheRead, []attribute.KeyValue{attribute.String("outcome", "miss")}, 100},
 		{CacheReads, []attribute.KeyValue{attribute.String("outcome", "hit")}, 3},
 		{CacheFetched, []attribute.KeyValue{attribute.String("cause", "prefetch")}, 7},
-		{PrefetchFetched, nil, 7},
 		{CacheUsage, nil, 10},
 		{CacheBudget, nil, 20},
 		{GCSReceived, nil, 5},

@@ -204,7 +204,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`jitfs_fuse_duration_seconds_bucket{`,
 		`jitfs_gcs_first_byte_duration_seconds_count{`,
 		`jitfs_prefetch_wait_duration_seconds_count{`,
-		`jitfs_prefetch_fetched_bytes_total{`,
+		`jitfs_cache_fetched_bytes_total{cause="prefetch"`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("scrape lacks %s", want)
