@@ -87,3 +87,8 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/tomb.v1 v1.0.0-20141024135613-dd632973f1e7 // indirect
 )
+
+// go-fuse v2.12.1 with one fix carried until upstream has it: a released
+// handle drops a passthrough backing reference only if its open took one
+// (third_party/go-fuse/JITFS-PATCH.md).
+replace github.com/hanwen/go-fuse/v2 => ./third_party/go-fuse
