@@ -96,6 +96,9 @@ func (h *handle) PassthroughFd() (int, bool) {
 		return -1, false
 	}
 	h.n.f.Stats.PassthroughOpens.Add(1)
+	if hk := h.n.f.hooks; hk != nil && hk.passthroughGranted != nil {
+		hk.passthroughGranted()
+	}
 	return int(h.backing.Fd()), true
 }
 
@@ -219,13 +222,22 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		})
 	}
 	h.n.mu.Lock()
-	if h.backing != nil {
+	cached := h.backing == nil
+	if cached {
+		h.n.cachedIO--
+	} else {
 		h.backing.Close()
 		h.backing = nil
-	} else {
-		h.n.cachedIO--
 	}
 	h.n.mu.Unlock()
 	h.h.Close()
+	// From here until go-fuse has finished this release, a new open of the
+	// inode may be given passthrough. That is safe only because go-fuse
+	// (third_party/go-fuse, JITFS-PATCH.md) drops a backing reference at
+	// release only for handles whose open took one; upstream v2.12.1 drops
+	// one for this cached handle too and closes the new open's backing id.
+	if hk := h.n.f.hooks; cached && hk != nil && hk.cachedReleased != nil {
+		hk.cachedReleased()
+	}
 	return 0
 }

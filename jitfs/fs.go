@@ -113,8 +113,22 @@ type FS struct {
 	// onOpen, when set, hears of every successful open (the prefetch
 	// engine learns frames from it).
 	onOpen atomic.Pointer[func(rel string)]
+	// hooks lets internal tests hold a request at a point where a race
+	// lives, to replay that race deterministically. Nil outside tests.
+	hooks *testHooks
 
 	Stats Stats
+}
+
+// testHooks are the points where internal tests can hold a request.
+type testHooks struct {
+	// cachedReleased runs in a cached-mode handle's release, after the
+	// handle stopped counting against passthrough and before go-fuse
+	// finishes the release (the window of the passthrough backing race).
+	cachedReleased func()
+	// passthroughGranted runs when go-fuse asks for a handle's backing fd
+	// and gets one (go-fuse holds its backing lock meanwhile).
+	passthroughGranted func()
 }
 
 // New builds the filesystem; mount it with Mount.

@@ -52,6 +52,14 @@ type fileEntry struct {
 	// Handle number which we communicate to the kernel.
 	fh uint32
 
+	// hasBackingRef is set when this handle's open took a reference on
+	// the node's passthrough backing id. Only such handles may drop one
+	// at release: a handle opened in cached mode never took a reference,
+	// and dropping one on its behalf closes the backing id under another
+	// open (the kernel then fails that open with EIO if its reply is
+	// still in flight). Protected by rawBridge.backingMu.
+	hasBackingRef bool
+
 	// Protects directory fields. Must be acquired before rawBridge.ids'
 	// and rawBridge.backingMu's locks.
 	mu sync.Mutex
@@ -578,7 +586,9 @@ func (b *rawBridge) Create(cancel <-chan struct{}, input *fuse.CreateIn, name st
 	out.OpenFlags = flags
 
 	b.backingMu.Lock()
-	b.addBackingID(entry, f, &out.OpenOut)
+	if ref := b.addBackingID(entry, f, &out.OpenOut); fe != nil {
+		fe.hasBackingRef = ref
+	}
 	b.backingMu.Unlock()
 	child.setEntryOut(&out.EntryOut)
 	b.setEntryOutTimeout(&out.EntryOut)
@@ -606,7 +616,9 @@ func (b *rawBridge) Tmpfile(cancel <-chan struct{}, input *fuse.CreateIn, out *f
 	out.OpenFlags = flags
 
 	b.backingMu.Lock()
-	b.addBackingID(entry, f, &out.OpenOut)
+	if ref := b.addBackingID(entry, f, &out.OpenOut); fe != nil {
+		fe.hasBackingRef = ref
+	}
 	b.backingMu.Unlock()
 	child.setEntryOut(&out.EntryOut)
 	b.setEntryOutTimeout(&out.EntryOut)
@@ -836,31 +848,35 @@ func (b *rawBridge) Open(cancel <-chan struct{}, input *fuse.OpenIn, out *fuse.O
 
 		b.backingMu.Lock()
 		defer b.backingMu.Unlock()
-		b.addBackingID(e, f, out)
+		fe.hasBackingRef = b.addBackingID(e, f, out)
 	}
 	return fuse.OK
 }
 
+// addBackingID reports whether the open took a reference on the node's
+// backing id; the caller records it in the handle's fileEntry so that
+// only that handle's release drops it.
+//
 // must hold backingMu
-func (b *rawBridge) addBackingID(e *nodeEntry, f FileHandle, out *fuse.OpenOut) {
+func (b *rawBridge) addBackingID(e *nodeEntry, f FileHandle, out *fuse.OpenOut) bool {
 	if b.disableBackingFiles {
-		return
+		return false
 	}
 
 	bc, ok := b.server.(serverBackingFdCallbacks)
 	if !ok {
 		b.disableBackingFiles = true
-		return
+		return false
 	}
 	pth, ok := f.(FilePassthroughFder)
 	if !ok {
-		return
+		return false
 	}
 
 	if e.backingID == 0 {
 		fd, ok := pth.PassthroughFd()
 		if !ok {
-			return
+			return false
 		}
 		m := fuse.BackingMap{
 			Fd: int32(fd),
@@ -879,7 +895,9 @@ func (b *rawBridge) addBackingID(e *nodeEntry, f FileHandle, out *fuse.OpenOut) 
 		out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
 		out.OpenFlags &= ^uint32(fuse.FOPEN_KEEP_CACHE)
 		e.backingIDRefcount++
+		return true
 	}
+	return false
 }
 
 // must hold backingMu
@@ -972,7 +990,9 @@ func (b *rawBridge) Release(cancel <-chan struct{}, input *fuse.ReleaseIn) {
 	b.backingMu.Lock()
 	defer b.backingMu.Unlock()
 
-	b.releaseBackingIDRef(e)
+	if f.hasBackingRef {
+		b.releaseBackingIDRef(e)
+	}
 	b.ids.recycleFile(uint32(input.Fh))
 }
 
@@ -992,7 +1012,9 @@ func (b *rawBridge) ReleaseDir(input *fuse.ReleaseIn) {
 
 	b.backingMu.Lock()
 	defer b.backingMu.Unlock()
-	b.releaseBackingIDRef(e)
+	if f.hasBackingRef {
+		b.releaseBackingIDRef(e)
+	}
 	b.ids.recycleFile(uint32(input.Fh))
 }
 
