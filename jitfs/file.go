@@ -96,7 +96,7 @@ func (h *handle) PassthroughFd() (int, bool) {
 		return -1, false
 	}
 	h.n.f.Stats.PassthroughOpens.Add(1)
-	if hk := h.n.f.hooks; hk != nil && hk.passthroughGranted != nil {
+	if hk := h.n.f.hooks.Load(); hk != nil && hk.passthroughGranted != nil {
 		hk.passthroughGranted()
 	}
 	return int(h.backing.Fd()), true
@@ -236,7 +236,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	// (third_party/go-fuse, JITFS-PATCH.md) drops a backing reference at
 	// release only for handles whose open took one; upstream v2.12.1 drops
 	// one for this cached handle too and closes the new open's backing id.
-	if hk := h.n.f.hooks; cached && hk != nil && hk.cachedReleased != nil {
+	if hk := h.n.f.hooks.Load(); cached && hk != nil && hk.cachedReleased != nil {
 		hk.cachedReleased()
 	}
 	return 0

@@ -115,7 +115,7 @@ type FS struct {
 	onOpen atomic.Pointer[func(rel string)]
 	// hooks lets internal tests hold a request at a point where a race
 	// lives, to replay that race deterministically. Nil outside tests.
-	hooks *testHooks
+	hooks atomic.Pointer[testHooks]
 
 	Stats Stats
 }
@@ -129,6 +129,23 @@ type testHooks struct {
 	// passthroughGranted runs when go-fuse asks for a handle's backing fd
 	// and gets one (go-fuse holds its backing lock meanwhile).
 	passthroughGranted func()
+	// releaseDone runs after go-fuse has finished a RELEASE, its
+	// backing-id bookkeeping included: a fence for a test.
+	releaseDone func()
+}
+
+// releaseFence wraps go-fuse's raw filesystem so that internal tests hear
+// when a RELEASE is wholly done; go-fuse itself offers no such signal.
+type releaseFence struct {
+	fuse.RawFileSystem
+	f *FS
+}
+
+func (r releaseFence) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	r.RawFileSystem.Release(cancel, in)
+	if hk := r.f.hooks.Load(); hk != nil && hk.releaseDone != nil {
+		hk.releaseDone()
+	}
 }
 
 // New builds the filesystem; mount it with Mount.
@@ -174,6 +191,9 @@ type MountOptions struct {
 	FsName     string
 	AllowOther bool
 	Debug      bool
+
+	// testFence wraps the raw filesystem in releaseFence (internal tests).
+	testFence bool
 }
 
 // Mount mounts f at dir and returns the running server.
@@ -205,8 +225,18 @@ func (f *FS) Mount(dir string, mo MountOptions) (*fuse.Server, error) {
 	} else {
 		f.mnt = dir
 	}
-	srv, err := fs.Mount(dir, f.root, opts)
+	// fs.Mount, spelled out so internal tests can fence RELEASE.
+	var raw fuse.RawFileSystem = fs.NewNodeFS(f.root, opts)
+	if mo.testFence {
+		raw = releaseFence{RawFileSystem: raw, f: f}
+	}
+	srv, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("jitfs: mount %s: %w", dir, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		_ = srv.Unmount()
 		return nil, fmt.Errorf("jitfs: mount %s: %w", dir, err)
 	}
 	return srv, nil
