@@ -48,3 +48,21 @@ func rate(bps int64) string {
 	}
 	return strings.TrimSuffix(fmt.Sprintf("%.0f MB/s", float64(bps)/1e6), ".0")
 }
+
+// Markdown writes the soak's figure: failed operations over replays, by
+// phase.
+func (r *SoakReport) Markdown(w io.Writer, l Link) {
+	fmt.Fprintf(w, "Soak: %d rounds × %d concurrent replayers of %v; link %s round trip, %s; %s; %.0f s\n\n",
+		r.Rounds, r.Replayers, r.Workloads, l.RTT, rate(l.Bandwidth), r.Started.Format("2006-01-02 15:04 UTC"), r.Wall)
+	fmt.Fprintln(w, "| phase | replays | failed replays | operations | failed operations |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+	for _, name := range SoakPhases {
+		p := r.Phases[name]
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %d |\n", name, p.Replays, p.Failed, p.Ops, p.FailedOps)
+	}
+	fmt.Fprintf(w, "| all | %d | %d | %d | %d |\n", r.Replays, r.Failed, r.Ops, r.FailedOps)
+	for _, e := range r.FirstErrors {
+		fmt.Fprintf(w, "\n- %s", e)
+	}
+	fmt.Fprintln(w)
+}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,6 +31,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	asJSON := fl.Bool("json", false, "print the report as JSON instead of markdown")
 	workDir := fl.String("work-dir", "", "directory for caches, mountpoints and pre-synced copies (default: a new temporary directory)")
 	logLevel := fl.String("log-level", "warn", "log level for the mounts' messages")
+	soakRounds := fl.Int("soak", 0, "instead of the matrix, soak: this many rounds of concurrent replays (cold, warm, after a restart) of --soak-traces on a fresh cache each; exits 1 on any failed operation")
+	soakTraces := fl.String("soak-traces", "blender_sh010_f02,blender_sh010_f03,povray_balcony", "comma-separated trace names (in --traces) the soak replays")
+	replayers := fl.Int("replayers", 4, "concurrent replayers in each soak phase")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err
@@ -49,6 +53,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	// loopback is never touched: run the rest of the command there.
 	if err := wan.Reexec(); err != nil {
 		return err
+	}
+	if *soakRounds > 0 {
+		return runSoak(*traces, *soakTraces, *soakRounds, *replayers, *workDir, *asJSON, link, log, stdout, stderr)
 	}
 	files := pos
 	if *traces != "" {
@@ -148,4 +155,55 @@ func previousFrame(name string) string {
 		return ""
 	}
 	return fmt.Sprintf("%s_f%0*d", name[:i], len(digits), n-1)
+}
+
+// runSoak is `jitfs bench --soak N`: the reliability soak whose figure
+// docs/BENCHMARKS.md records (failed operations over replays).
+func runSoak(traces, names string, rounds, replayers int, workDir string, asJSON bool, link bench.Link, log *slog.Logger, stdout, stderr io.Writer) error {
+	if replayers <= 0 {
+		return fmt.Errorf("%w: --replayers must be positive", errUsage)
+	}
+	var wls []*bench.Workload
+	for _, name := range strings.Split(names, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		h, evs, err := readTraceFile(filepath.Join(traces, name+".jsonl.zst"), stderr)
+		if err != nil {
+			return err
+		}
+		w, err := bench.NewWorkload(name, h, evs)
+		if err != nil {
+			return err
+		}
+		wls = append(wls, w)
+	}
+	if len(wls) == 0 {
+		return fmt.Errorf("%w: --soak-traces names no trace", errUsage)
+	}
+	dir := workDir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "jitfs-soak-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Soak(ctx, bench.SoakConfig{Workloads: wls, Rounds: rounds, Replayers: replayers,
+		Network: emulatedWAN(link), WorkDir: dir, Log: log, Progress: stderr})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		rep.Markdown(stdout, link)
+	}
+	return rep.Err()
 }
