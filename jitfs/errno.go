@@ -23,7 +23,12 @@ func (f *FS) errno(err error, op string, attrs ...any) syscall.Errno {
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
 	case errors.As(err, &e):
-		// Already an errno from the kernel or the cache disk.
+		// An errno from the kernel or the cache disk passes through only
+		// if it means something for a file: a network errno deep in a GCS
+		// error (ECONNRESET, ETIMEDOUT, …) is an I/O error to a reader.
+		if !fileErrno[e] {
+			e = syscall.EIO
+		}
 	case errors.Is(err, gcs.ErrNotFound):
 		// A pinned generation that vanished: the snapshot can no longer be
 		// served, which is an I/O error, not a missing file.
@@ -39,6 +44,14 @@ func (f *FS) errno(err error, op string, attrs ...any) syscall.Errno {
 	f.log.LogAttrs(context.Background(), slog.LevelError, "jitfs: "+op+" failed",
 		append([]slog.Attr{slog.String("errno", e.Error()), slog.Any("err", err)}, toAttrs(attrs)...)...)
 	return e
+}
+
+// fileErrno are the errnos a reader of a file may see as they came.
+var fileErrno = map[syscall.Errno]bool{
+	syscall.ENOENT: true, syscall.EACCES: true, syscall.EPERM: true, syscall.ENOSPC: true,
+	syscall.EDQUOT: true, syscall.EROFS: true, syscall.EISDIR: true, syscall.ENOTDIR: true,
+	syscall.EINVAL: true, syscall.EBADF: true, syscall.EINTR: true, syscall.ENAMETOOLONG: true,
+	syscall.EFBIG: true, syscall.EEXIST: true, syscall.ENOTEMPTY: true, syscall.EIO: true,
 }
 
 func toAttrs(kv []any) []slog.Attr {

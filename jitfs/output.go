@@ -331,7 +331,11 @@ func (o *OutputFS) errno(err error, op string, attrs ...any) syscall.Errno {
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
 	case errors.As(err, &e):
-		// From the staging disk: ENOSPC, EIO, EDQUOT reach the writer as they are.
+		// From the staging disk: ENOSPC, EIO, EDQUOT reach the writer as
+		// they are; a network errno from an upload is EIO (fileErrno).
+		if !fileErrno[e] {
+			e = syscall.EIO
+		}
 	case errors.Is(err, gcs.ErrNotFound):
 		e = syscall.EIO
 	default:
