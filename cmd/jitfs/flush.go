@@ -87,13 +87,30 @@ func flushOnce(ctx context.Context, cl *hooks.Client, wait, retry bool) (hooks.F
 		if wait {
 			req.WaitMS = hooks.DefaultMaxWait.Milliseconds()
 			if dl, ok := ctx.Deadline(); ok {
-				req.WaitMS = max(min(req.WaitMS, time.Until(dl).Milliseconds()), 1)
+				// The daemon answers a moment before our own deadline, so
+				// its reply (what is not durable) arrives before we give up.
+				left := time.Until(dl)
+				left -= min(left/10, flushReplyMargin)
+				req.WaitMS = max(min(req.WaitMS, left.Milliseconds()), 1)
 			}
 		}
 		start := time.Now()
 		rep, err := cl.Flush(ctx, req)
 		total += time.Since(start)
 		if err != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				// --timeout ran out mid-request: not durable is the answer
+				// (exit 75), so ask once more without waiting for what is
+				// left rather than failing the command.
+				qctx, cancel := context.WithTimeout(context.Background(), flushReplyMargin*10)
+				rep, qerr := cl.Flush(qctx, hooks.FlushRequest{})
+				cancel()
+				if qerr == nil {
+					rep.WaitedMS = total.Milliseconds()
+					rep.TimedOut = !rep.Durable
+					return rep, nil
+				}
+			}
 			if ctx.Err() != nil {
 				return hooks.FlushReply{}, fmt.Errorf("flush: gave up after %s: %w", total.Round(time.Second), ctx.Err())
 			}
@@ -110,6 +127,10 @@ func flushOnce(ctx context.Context, cl *hooks.Client, wait, retry bool) (hooks.F
 		}
 	}
 }
+
+// flushReplyMargin is how long before --timeout the last wait ends, at
+// most (a tenth of what is left when that is less).
+const flushReplyMargin = time.Second
 
 func printFlush(w io.Writer, rep hooks.FlushReply) {
 	if rep.Durable {
