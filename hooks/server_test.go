@@ -818,8 +818,10 @@ func TestClose(t *testing.T) {
 	if err := <-replied; err == nil {
 		t.Error("the waiting prefetch got a reply from a closed server")
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("Close took %v with a prefetch waiting", d)
+	// The property is that Close does not sit out the request's 60 s
+	// wait; half of it leaves a loaded machine all the slack it needs.
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("Close took %v with a prefetch waiting 60 s", d)
 	}
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket left behind: %v", err)

@@ -161,10 +161,8 @@ func TestRoundTrip(t *testing.T) {
 	if rtts[0] < rtt*9/10 {
 		t.Errorf("fastest round trip %v, want at least %v", rtts[0], rtt*9/10)
 	}
-	// Twice the RTT would mean the latency applied twice each way.
-	if rtts[0] >= 2*rtt {
-		t.Errorf("fastest round trip %v, want under %v", rtts[0], 2*rtt)
-	}
+	// No upper bound on the time: a loaded machine stretches it. That the
+	// latency is applied once each way is checked on the toxics below.
 	var total int64
 	for _, tx := range s.proxy.Toxics.GetToxicArray() {
 		w := tx.(*toxics.ToxicWrapper)
