@@ -156,6 +156,7 @@ func New(opts Options) (*Area, error) {
 	a.cond = sync.NewCond(&a.mu)
 	a.space.budget = opts.StagingBytes
 	a.space.freed = make(chan struct{})
+	a.space.wanted = make(chan struct{})
 	if err := a.recover(); err != nil {
 		a.closeFiles()
 		j.close()
@@ -1071,6 +1072,10 @@ type space struct {
 	used   int64
 	budget int64
 	freed  chan struct{} // closed and replaced when bytes are released
+	// wanted is closed and replaced when a writer starts waiting for
+	// space: uploaders sleeping out a backoff retry at once, so space
+	// comes back as soon as GCS does rather than after a grown backoff.
+	wanted chan struct{}
 	// fullLogged is set when a full staging area was logged, and cleared
 	// when space is released.
 	fullLogged atomic.Bool
@@ -1097,6 +1102,10 @@ func (s *space) reserve(ctx context.Context, n int64, wait time.Duration) error 
 			return nil
 		}
 		ch := s.freed
+		if timer == nil {
+			close(s.wanted)
+			s.wanted = make(chan struct{})
+		}
 		s.mu.Unlock()
 		if timer == nil {
 			t := time.NewTimer(wait)
@@ -1111,6 +1120,13 @@ func (s *space) reserve(ctx context.Context, n int64, wait time.Duration) error 
 			return ctx.Err()
 		}
 	}
+}
+
+// wantedCh is closed when a writer next starts waiting for space.
+func (s *space) wantedCh() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.wanted
 }
 
 func (s *space) release(n int64) {

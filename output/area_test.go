@@ -100,3 +100,45 @@ func TestRecoveryAfterCrash(t *testing.T) {
 		t.Fatalf("second daemon: %v", err)
 	}
 }
+
+// TestWaitingWriterCutsUploadBackoff: when GCS comes back, a writer
+// waiting for staging space gets it promptly, even though the uploader's
+// backoff grew during the outage (here a first backoff of a minute, longer
+// than the writer's wait: without the wake-up the write would fail with
+// ENOSPC).
+func TestWaitingWriterCutsUploadBackoff(t *testing.T) {
+	w := testworld.New(t, testworld.Options{Bucket: "b", Client: gcs.Options{InitialBackoff: time.Millisecond}})
+	w.Put("seed", []byte("x"))
+	a, err := output.New(output.Options{Remote: w.GCS, Bucket: w.Bucket, Prefix: "out/", StagingDir: filepath.Join(t.TempDir(), "staging"),
+		StagingBytes: 4 << 20, SpaceWait: 20 * time.Second, UploadDelay: -1,
+		InitialBackoff: time.Minute, MaxBackoff: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	w.Proxy.UploadOutage.Store(true)
+	first := testworld.RandBytes("a", 3<<20)
+	write(t, a, "a.exr", first, true)
+	// Wait for the first failed attempt: the uploader now sleeps 30–90 s.
+	for a.Status(0).Retries == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	w.Proxy.UploadOutage.Store(false)
+	ctx := context.Background()
+	h, err := a.Open(ctx, "b.exr", output.OpenFlags{Write: true, Create: true, Truncate: true, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt(ctx, testworld.RandBytes("b", 3<<20), 0); err != nil {
+		t.Fatalf("write while the uploader sat in a long backoff after GCS came back: %v", err)
+	}
+	if err := h.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stat(t, "out/a.exr"); st.Size != int64(len(first)) {
+		t.Fatalf("a.exr: %+v", st)
+	}
+}

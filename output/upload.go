@@ -149,11 +149,20 @@ func (a *Area) uploadFile(f *sfile, name string) {
 			d = 0 // someone wrote the object since the stat: stat again now
 		}
 		a.log.Warn("output: upload failed; retrying", "path", name, "attempt", attempt, "in", d.Round(time.Millisecond), "err", err)
+		wanted := a.space.wantedCh()
+		t := time.NewTimer(d)
 		select {
 		case <-a.ctx.Done():
-		case <-time.After(d):
+			backoff = min(backoff*2, a.opts.MaxBackoff)
+		case <-t.C:
+			backoff = min(backoff*2, a.opts.MaxBackoff)
+		case <-wanted:
+			// A writer waits for staging space: retry now, and from the
+			// first backoff again, so its wait is not outlasted by a
+			// backoff grown during the outage.
+			backoff = a.opts.InitialBackoff
 		}
-		backoff = min(backoff*2, a.opts.MaxBackoff)
+		t.Stop()
 	}
 }
 

@@ -475,7 +475,10 @@ func TestOutputUploadFailures(t *testing.T) {
 
 func TestOutputStagingFull(t *testing.T) {
 	w := newWorld(t, false)
-	d := w.outputForTest("jobs/s", "", "--staging-size", "4MiB", "--staging-wait", "1500ms")
+	// A staging wait with room for a loaded machine: once GCS is back, a
+	// waiting writer wakes the uploader at once (output's
+	// TestWaitingWriterCutsUploadBackoff), so only load stretches it.
+	d := w.outputForTest("jobs/s", "", "--staging-size", "4MiB", "--staging-wait", "5s")
 	c := w.gcsClient()
 	w.proxy.UploadOutage.Store(true) // 503: uploads retry, staging stays full
 	a := randBytes("a", 3<<20)
@@ -489,7 +492,7 @@ func TestOutputStagingFull(t *testing.T) {
 	if errnoOf(err) != syscall.ENOSPC {
 		t.Fatalf("write past the staging budget: %v", err)
 	}
-	if el := time.Since(start); el < 1400*time.Millisecond {
+	if el := time.Since(start); el < 4900*time.Millisecond {
 		t.Fatalf("ENOSPC after %v, before the staging wait", el)
 	}
 	if n := strings.Count(d.stderr.String(), "staging full"); n != 1 {
