@@ -187,7 +187,10 @@ func TestOutputRenderWriters(t *testing.T) {
 	if err := writeFrame(d.path(""), "big.exr", big); err != nil {
 		t.Fatal(err)
 	}
+	// The writers fill want under mu while this goroutine adds the big frame.
+	mu.Lock()
 	want["jobs/j1/out/big.exr"] = big
+	mu.Unlock()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
