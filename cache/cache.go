@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"container/list"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -64,7 +65,11 @@ type Stats struct {
 	DiskErrors              atomic.Int64 // failed writes to the cache disk
 	ChecksumMismatches      atomic.Int64 // whole-object or range CRC32C mismatches
 	Evictions, EvictedBytes atomic.Int64
-	UnverifiedObjectsServed atomic.Int64 // objects without CRC32C
+	// MemoryBytes is what is held in memory now because the cache disk
+	// refused it; MemoryHitBytes were served from there instead of being
+	// fetched again.
+	MemoryBytes, MemoryHitBytes atomic.Int64
+	UnverifiedObjectsServed     atomic.Int64 // objects without CRC32C
 	// PrefetchedBytes were fetched by Handle.Fetch (the prefetch engine);
 	// WastedPrefetchBytes of them were evicted before any reader read
 	// their object.
@@ -87,6 +92,13 @@ type Cache struct {
 	lru     *simplelru.LRU[string, *Object] // recency of objects with bytes on disk
 	used    int64                           // bytes allocated on disk by data files
 	closed  bool
+
+	// memMu guards the memory LRU: fills the disk refused, served from
+	// their buffers (Object.mem), most recently read at the front, at most
+	// Options.MemoryBytes in all. Lock order: Object.mu, then memMu.
+	memMu   sync.Mutex
+	memLRU  *list.List
+	memUsed int64
 
 	evictKick chan struct{}
 	done      chan struct{}
@@ -124,6 +136,7 @@ func New(opts Options) (*Cache, error) {
 		pf:        semaphore.NewWeighted(opts.PrefetchBytes),
 		objects:   map[string]*Object{},
 		lru:       lru,
+		memLRU:    list.New(),
 		evictKick: make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
@@ -299,6 +312,54 @@ func (c *Cache) account(o *Object, delta int64) {
 	}
 }
 
+// memAdd starts bounding a fill kept in memory (Object.keepInMemLocked),
+// pushing out the least recently read fills past Options.MemoryBytes.
+func (c *Cache) memAdd(f *fill) {
+	c.memMu.Lock()
+	var victims []*fill
+	if f.memElem == nil {
+		f.memElem = c.memLRU.PushFront(f)
+		c.memUsed += int64(len(f.buf))
+	}
+	for c.memUsed > c.opts.MemoryBytes && c.memLRU.Len() > 0 {
+		v := c.memLRU.Remove(c.memLRU.Back()).(*fill)
+		v.memElem = nil
+		c.memUsed -= int64(len(v.buf))
+		victims = append(victims, v)
+	}
+	c.Stats.MemoryBytes.Store(c.memUsed)
+	c.memMu.Unlock()
+	for _, v := range victims {
+		v.o.mu.Lock()
+		v.o.dropMemLocked(v)
+		v.o.mu.Unlock()
+	}
+}
+
+// memTouch marks a fill held in memory as just read. Called with the
+// fill's Object.mu held.
+func (c *Cache) memTouch(f *fill) {
+	c.memMu.Lock()
+	if f.memElem != nil {
+		c.memLRU.MoveToFront(f.memElem)
+	}
+	c.memMu.Unlock()
+}
+
+// memRemove stops holding fills of an object that is gone (evicted).
+func (c *Cache) memRemove(fills []*fill) {
+	c.memMu.Lock()
+	for _, f := range fills {
+		if f.memElem != nil {
+			c.memLRU.Remove(f.memElem)
+			f.memElem = nil
+			c.memUsed -= int64(len(f.buf))
+		}
+	}
+	c.Stats.MemoryBytes.Store(c.memUsed)
+	c.memMu.Unlock()
+}
+
 func (c *Cache) kickEviction() {
 	select {
 	case c.evictKick <- struct{}{}:
@@ -369,9 +430,14 @@ func (c *Cache) evict() {
 	c.mu.Unlock()
 
 	var freed int64
+	var memFills []*fill
 	for _, o := range victims {
 		o.mu.Lock()
 		freed += o.bytes
+		for _, f := range o.mem {
+			memFills = append(memFills, f)
+		}
+		clear(o.mem)
 		o.closeFilesLocked()
 		data, jnl := c.paths(o.key)
 		// Journal first: data without a journal is never trusted.
@@ -383,6 +449,7 @@ func (c *Cache) evict() {
 		}
 		o.mu.Unlock()
 	}
+	c.memRemove(memFills)
 	if len(victims) > 0 {
 		c.Stats.Evictions.Add(int64(len(victims)))
 		c.Stats.EvictedBytes.Add(freed)

@@ -140,16 +140,38 @@ func TestRandomReadsFetchOnlyTouchedBlocks(t *testing.T) {
 	}
 }
 
-// TestFullDiskServesFromMemory puts the cache on a 1 MiB tmpfs: reads of a
-// larger object still succeed, and the condition is counted.
-func TestFullDiskServesFromMemory(t *testing.T) {
-	e := newEnv(t)
-	content, m := e.put(t, "plate.exr", 6<<20)
+// mountTmpfs mounts a tmpfs of the given size (the tests run as root) as a
+// small cache disk.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
 	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
 		t.Fatalf("mount tmpfs (the tests run as root): %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+// readWhole reads a handle in 128 KiB reads, as the kernel sends them.
+func readWhole(t *testing.T, h *cache.Handle, size int) []byte {
+	t.Helper()
+	got := make([]byte, size)
+	for off := 0; off < size; off += 128 << 10 {
+		if _, err := h.ReadAt(context.Background(), got[off:min(off+128<<10, size)], int64(off)); err != nil {
+			t.Fatalf("read at %d on a full disk: %v", off, err)
+		}
+	}
+	return got
+}
+
+// TestFullDiskServesFromMemory puts the cache on a 1 MiB tmpfs: reads of a
+// larger object still succeed, each byte is fetched once (what the disk
+// refused is served from memory, not fetched again per read), and the
+// condition is counted.
+func TestFullDiskServesFromMemory(t *testing.T) {
+	e := newEnv(t)
+	content, m := e.put(t, "plate.exr", 6<<20)
+	dir := mountTmpfs(t, "1m")
 	c, err := cache.New(cache.Options{Dir: dir, Budget: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
@@ -160,17 +182,126 @@ func TestFullDiskServesFromMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	got := make([]byte, len(content))
-	for off := 0; off < len(content); off += 128 << 10 {
-		if _, err := h.ReadAt(context.Background(), got[off:min(off+128<<10, len(got))], int64(off)); err != nil {
-			t.Fatalf("read at %d on a full disk: %v", off, err)
-		}
-	}
-	if !bytes.Equal(got, content) {
+	if !bytes.Equal(readWhole(t, h, len(content)), content) {
 		t.Fatal("wrong bytes from a full cache disk")
 	}
 	if c.Stats.DiskErrors.Load() == 0 {
 		t.Fatal("disk errors were not counted")
+	}
+	if got := c.Stats.FetchedBytes.Load(); got != int64(len(content)) {
+		t.Fatalf("reading a %d-byte object onto a full disk fetched %d bytes; each byte should be fetched once", len(content), got)
+	}
+	// Read again: from disk and memory, no fetch.
+	before := c.Stats.Fetches.Load()
+	if !bytes.Equal(readWhole(t, h, len(content)), content) {
+		t.Fatal("wrong bytes on the second read")
+	}
+	if n := c.Stats.Fetches.Load() - before; n != 0 {
+		t.Fatalf("second read of an object held in memory made %d fetches", n)
+	}
+	if c.Stats.MemoryHitBytes.Load() == 0 || c.Stats.MemoryBytes.Load() == 0 {
+		t.Fatalf("memory not reported: held %d, served %d", c.Stats.MemoryBytes.Load(), c.Stats.MemoryHitBytes.Load())
+	}
+}
+
+// TestFullDiskOpensSucceed fills the cache disk to the last byte before
+// any object is opened: creating an object's journal fails with ENOSPC, yet
+// every open and read succeeds from memory, small objects and large.
+func TestFullDiskOpensSucceed(t *testing.T) {
+	e := newEnv(t)
+	dir := mountTmpfs(t, "1m")
+	c, err := cache.New(cache.Options{Dir: dir, Budget: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Fill what is left of the disk (another tenant of the cache disk,
+	// or the budget set larger than the disk).
+	filler, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := filler.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	filler.Close()
+	if err := os.WriteFile(filepath.Join(dir, "probe"), []byte("x"), 0o644); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("the disk is not full: %v", err)
+	}
+
+	var total int64
+	for i := 0; i < 20; i++ {
+		size := 3000 + i*40_000
+		if i%5 == 4 {
+			size = 3<<20 + i
+		}
+		content, m := e.put(t, fmt.Sprintf("tex/t%02d.tx", i), size)
+		total += int64(size)
+		h, err := c.Open(m, e.GCS)
+		if err != nil {
+			t.Fatalf("open on a full cache disk: %v", err)
+		}
+		if !bytes.Equal(readWhole(t, h, size), content) {
+			t.Fatalf("wrong bytes for %s", m.Name)
+		}
+		h.Close()
+	}
+	if c.Stats.DiskErrors.Load() == 0 {
+		t.Fatal("disk errors were not counted")
+	}
+	if got := c.Stats.FetchedBytes.Load(); got != total {
+		t.Fatalf("fetched %d bytes for %d bytes of objects", got, total)
+	}
+	// Once the disk has room again, new objects are stored as before.
+	if err := os.Remove(filepath.Join(dir, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	content, m := e.put(t, "tex/after.tx", 100_000)
+	h, err := c.Open(m, e.GCS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if !bytes.Equal(readWhole(t, h, len(content)), content) {
+		t.Fatal("wrong bytes after the disk had room again")
+	}
+	if !h.Resident(0, int64(len(content))) {
+		t.Fatal("an object read after the disk had room again is not on disk")
+	}
+}
+
+// TestMemoryHoldIsBounded: with a 1 MiB memory budget and no disk space,
+// what is held stays within the budget; bytes pushed out are fetched again.
+func TestMemoryHoldIsBounded(t *testing.T) {
+	e := newEnv(t)
+	content, m := e.put(t, "plate.exr", 6<<20)
+	dir := mountTmpfs(t, "256k")
+	c, err := cache.New(cache.Options{Dir: dir, Budget: 1 << 30, MemoryBytes: 1 << 20, PartSize: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h, err := c.Open(m, e.GCS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for pass := 0; pass < 2; pass++ {
+		if !bytes.Equal(readWhole(t, h, len(content)), content) {
+			t.Fatalf("pass %d: wrong bytes", pass)
+		}
+		if held := c.Stats.MemoryBytes.Load(); held > 1<<20 {
+			t.Fatalf("pass %d: %d bytes held in memory, budget 1 MiB", pass, held)
+		}
+	}
+	if got := c.Stats.FetchedBytes.Load(); got <= int64(len(content)) {
+		t.Fatalf("fetched %d bytes over two passes; with 1 MiB of memory most of the second pass must be fetched again", got)
 	}
 }
 

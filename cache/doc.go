@@ -57,7 +57,13 @@
 //
 // # Errors
 //
-// A full or failing cache disk never fails a read: fetched bytes are served
-// from memory, and the condition is logged and counted (Stats.DiskErrors).
+// A full or failing cache disk never fails an open or a read. An object
+// whose files cannot be created is read through fills alone (memOnly); a
+// fill whose bytes the disk refuses is kept in memory (Object.mem) and
+// served from there, so a reader of a large object on a full disk fetches
+// each byte once rather than once per read. What is held is bounded
+// (Options.MemoryBytes, least recently read dropped first) and reported
+// (Stats.MemoryBytes, MemoryHitBytes); each condition is logged and counted
+// (Stats.DiskErrors). The next open of the object tries the disk again.
 // Source errors surface to the readers of that fill only.
 package cache

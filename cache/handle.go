@@ -189,7 +189,7 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 		}
 	}
 
-	var fromDisk, fromFill int64
+	var fromDisk, fromFill, fromMem int64
 	for _, s := range segs {
 		dst := p[s.start-off : s.end-off]
 		if s.f == nil {
@@ -208,7 +208,11 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 			return 0, ReadInfo{}, s.f.err
 		}
 		copy(dst, s.f.buf[s.start-s.f.start:])
-		fromFill += int64(len(dst))
+		if s.mem {
+			fromMem += int64(len(dst))
+		} else {
+			fromFill += int64(len(dst))
+		}
 	}
 	if !o.read.Load() {
 		o.read.Store(true)
@@ -229,6 +233,7 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 		info.Outcome = Partial
 	}
 	c.Stats.HitBytes.Add(fromDisk)
+	c.Stats.MemoryHitBytes.Add(fromMem)
 	c.Stats.MissBytes.Add(fromFill)
 	return int(end - off), info, nil
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"bufio"
 	"bytes"
+	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
@@ -51,6 +52,7 @@ type span struct {
 // fill is one fetch of a block-aligned byte range, shared by every reader
 // that needs any of its blocks.
 type fill struct {
+	o          *Object
 	start, end int64
 	readAhead  bool
 	// pfWeight is the prefetch byte budget the fill holds (Handle.Fetch);
@@ -66,6 +68,10 @@ type fill struct {
 	// cause is the span of the operation that started the fill (a FUSE
 	// read, a prefetch), linked from the fill's own span.
 	cause trace.SpanContext
+	// memElem is the fill's place in the cache's memory LRU once the disk
+	// refused its bytes and they are served from memory (guarded by
+	// Cache.memMu).
+	memElem *list.Element
 }
 
 // Object is the cache's state for one object generation.
@@ -95,8 +101,17 @@ type Object struct {
 	complete   bool // every block present and the whole object verified
 	completing bool
 	inflight   map[int64]*fill // block index -> fill covering it
-	bytes      int64           // bytes allocated on disk by the data file
-	touched    time.Time
+	// mem holds fills whose bytes the cache disk refused (full, failing):
+	// block index -> fill, served from its buffer until the memory budget
+	// (Options.MemoryBytes) pushes it out. Without it every read of a
+	// block that could not be stored would fetch it again.
+	mem map[int64]*fill
+	// memOnly: the object's files could not be created or opened (the
+	// disk is full or failing). It is read through fills and mem alone;
+	// the next open tries the disk again.
+	memOnly bool
+	bytes   int64 // bytes allocated on disk by the data file
+	touched time.Time
 	// prefetched counts bytes fetched for the prefetch engine rather than a
 	// reader; read records whether a reader has since read the object, so
 	// eviction can count prefetches that were never used (waste).
@@ -108,7 +123,7 @@ type Object struct {
 }
 
 func (c *Cache) newObject(key string, m Meta) *Object {
-	return &Object{c: c, key: key, meta: m, inflight: map[int64]*fill{}}
+	return &Object{c: c, key: key, meta: m, inflight: map[int64]*fill{}, mem: map[int64]*fill{}}
 }
 
 func (o *Object) has(b int64) bool { return o.present[b>>6]&(1<<(b&63)) != 0 }
@@ -129,19 +144,30 @@ func (o *Object) clearPresence() {
 // open loads the journal on first use, opens the object's files if they
 // were closed while it was idle, and verifies a complete object that an
 // earlier run left, so passthrough never hands the kernel unchecked bytes.
+//
+// A cache disk that cannot take the object (full, read-only, failing) does
+// not fail the open: the object is read from fetches held in memory, and
+// the condition is logged and counted like any other disk error.
 func (o *Object) open() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.loaded {
-		if err := o.loadLocked(); err != nil {
-			return err
+		err := o.loadLocked()
+		if o.present == nil {
+			return err // not a disk error: the object could not even be sized
 		}
 		o.loaded = true
+		if err != nil {
+			o.goMemOnlyLocked(err)
+			return nil
+		}
 	}
 	if o.data == nil && o.meta.Size > 0 {
 		if err := o.openFilesLocked(); err != nil {
-			return err
+			o.goMemOnlyLocked(err)
+			return nil
 		}
+		o.memOnly = false
 	}
 	if o.meta.Size > 0 && time.Since(o.touched) > time.Minute {
 		// The data file's mtime orders eviction after a restart.
@@ -159,6 +185,16 @@ func (o *Object) open() error {
 		}
 	}
 	return nil
+}
+
+// goMemOnlyLocked serves the object from memory after its files could not
+// be opened. What the presence bits said was on disk cannot be read now, so
+// it is forgotten (the journal, if any, still names it for a later run).
+func (o *Object) goMemOnlyLocked(err error) {
+	o.closeFilesLocked()
+	o.clearPresence()
+	o.memOnly = true
+	o.c.diskError(o, nil, err)
 }
 
 func (o *Object) loadLocked() error {
@@ -409,6 +445,7 @@ func (o *Object) release() {
 type segment struct {
 	start, end int64
 	f          *fill // nil: read from the data file
+	mem        bool  // f is held in memory (the disk refused it), not fetched for this read
 }
 
 // prepare works out where each byte of [off,end) will come from, starting
@@ -418,7 +455,7 @@ func (o *Object) prepare(off, end, fetchMin int64, segs []segment, cause trace.S
 	bs := o.c.opts.BlockSize
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.data == nil {
+	if o.data == nil && !o.memOnly {
 		// A handle keeps its object's files open and eviction takes only
 		// objects nobody has open, so this is reached only after
 		// Cache.Close.
@@ -428,29 +465,37 @@ func (o *Object) prepare(off, end, fetchMin int64, segs []segment, cause trace.S
 	if len(o.unverified) > 0 {
 		o.verifySpansLocked(b0*bs, b1*bs)
 	}
-	whole := o.meta.Size <= o.c.opts.WholeObjectMax && o.npresent == 0 && len(o.inflight) == 0
+	whole := o.meta.Size <= o.c.opts.WholeObjectMax && o.npresent == 0 && len(o.inflight) == 0 && len(o.mem) == 0
 	for b := b0; b < b1; {
 		if o.has(b) {
 			s := b * bs
 			for b < b1 && o.has(b) {
 				b++
 			}
-			segs = append(segs, segment{max(s, off), min(b*bs, end), nil})
+			segs = append(segs, segment{max(s, off), min(b*bs, end), nil, false})
 			continue
 		}
 		f := o.inflight[b]
+		fromMem := false
+		if f == nil {
+			f = o.mem[b]
+			if f != nil {
+				o.c.memTouch(f)
+				fromMem = true
+			}
+		}
 		if f == nil {
 			fs, fe := b*bs, min(o.meta.Size, max(end, b*bs+fetchMin))
 			if whole {
 				fs, fe = 0, o.meta.Size
 			}
 			e := b + 1
-			for e*bs < fe && !o.has(e) && o.inflight[e] == nil {
+			for e*bs < fe && o.missingLocked(e) {
 				e++
 			}
 			f = o.startFillLocked(fs, min(e*bs, o.meta.Size), false, cause)
 		}
-		segs = append(segs, segment{max(f.start, off), min(f.end, end), f})
+		segs = append(segs, segment{max(f.start, off), min(f.end, end), f, fromMem})
 		b = (f.end + bs - 1) / bs
 	}
 	return segs, nil
@@ -464,7 +509,7 @@ func (o *Object) readAhead(start, end int64, cause trace.SpanContext) int64 {
 	ps, bs := o.c.opts.PartSize, o.c.opts.BlockSize
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.data == nil {
+	if o.data == nil && !o.memOnly {
 		return end
 	}
 	// Fills end on block boundaries (or the object's end): a block is the
@@ -474,14 +519,14 @@ func (o *Object) readAhead(start, end int64, cause trace.SpanContext) int64 {
 		b, pe := max(p, start)/bs, min(p+ps, end)
 		// Skip to the first block of the part that is neither present nor
 		// being fetched; fetch up to the next one that is.
-		for b*bs < pe && (o.has(b) || o.inflight[b] != nil) {
+		for b*bs < pe && !o.missingLocked(b) {
 			b++
 		}
 		if b*bs >= pe {
 			continue
 		}
 		e := b + 1
-		for e*bs < pe && !o.has(e) && o.inflight[e] == nil {
+		for e*bs < pe && o.missingLocked(e) {
 			e++
 		}
 		if !o.c.ra.TryAcquire(1) {
@@ -492,6 +537,12 @@ func (o *Object) readAhead(start, end int64, cause trace.SpanContext) int64 {
 	return end
 }
 
+// missingLocked reports whether block b must be fetched: not on disk, not
+// being fetched, not held in memory.
+func (o *Object) missingLocked(b int64) bool {
+	return !o.has(b) && o.inflight[b] == nil && o.mem[b] == nil
+}
+
 func (o *Object) startFillLocked(start, end int64, readAhead bool, cause trace.SpanContext) *fill {
 	f := o.newFillLocked(start, end, readAhead, cause)
 	o.launchFillLocked(f)
@@ -500,7 +551,7 @@ func (o *Object) startFillLocked(start, end int64, readAhead bool, cause trace.S
 
 // newFillLocked registers a fill for [start,end) as in flight.
 func (o *Object) newFillLocked(start, end int64, readAhead bool, cause trace.SpanContext) *fill {
-	f := &fill{start: start, end: end, readAhead: readAhead, done: make(chan struct{}), stored: make(chan struct{}), cause: cause}
+	f := &fill{o: o, start: start, end: end, readAhead: readAhead, done: make(chan struct{}), stored: make(chan struct{}), cause: cause}
 	bs := o.c.opts.BlockSize
 	for b := start / bs; b < (end+bs-1)/bs; b++ {
 		o.inflight[b] = f
@@ -610,10 +661,20 @@ func (o *Object) persist(f *fill, verifiedWhole bool) {
 	// The fill is still in o.inflight, so the files stay open until it is
 	// dropped below.
 	data, jnl := o.data, o.jnl
-	if o.evicted || data == nil || jnl == nil {
+	if o.evicted {
 		o.dropFillLocked(f)
 		o.closeIfIdleLocked()
 		o.mu.Unlock()
+		return
+	}
+	if data == nil || jnl == nil {
+		// The object's files could not be opened (memOnly) or its journal
+		// could not be rewritten: the disk is not taking it.
+		o.dropFillLocked(f)
+		o.keepInMemLocked(f)
+		o.closeIfIdleLocked()
+		o.mu.Unlock()
+		c.memAdd(f)
 		return
 	}
 	o.mu.Unlock()
@@ -630,12 +691,21 @@ func (o *Object) persist(f *fill, verifiedWhole bool) {
 
 	o.mu.Lock()
 	o.dropFillLocked(f)
-	if err != nil || o.evicted {
+	if err != nil && !o.evicted {
+		// The bytes the write did get onto the disk before it failed are
+		// allocated: count them, so eviction sees what the cache holds.
+		delta := o.refreshBytesLocked(data)
+		o.keepInMemLocked(f)
 		o.closeIfIdleLocked()
 		o.mu.Unlock()
-		if err != nil {
-			c.diskError(o, f, err)
-		}
+		c.account(o, delta)
+		c.diskError(o, f, err)
+		c.memAdd(f)
+		return
+	}
+	if o.evicted {
+		o.closeIfIdleLocked()
+		o.mu.Unlock()
 		return
 	}
 	o.markPresentLocked(f.start, f.end)
@@ -646,18 +716,47 @@ func (o *Object) persist(f *fill, verifiedWhole bool) {
 	if startVerify {
 		o.completing = true
 	}
-	var st syscall.Stat_t
-	delta := int64(0)
-	if syscall.Fstat(int(data.Fd()), &st) == nil {
-		delta = st.Blocks*512 - o.bytes
-		o.bytes = st.Blocks * 512
-	}
+	delta := o.refreshBytesLocked(data)
 	o.closeIfIdleLocked()
 	o.mu.Unlock()
 	c.account(o, delta)
 	if startVerify {
 		c.wg.Add(1)
 		go o.completeVerify()
+	}
+}
+
+// refreshBytesLocked re-reads the data file's allocation and returns the
+// change, for Cache.account.
+func (o *Object) refreshBytesLocked(data *os.File) int64 {
+	var st syscall.Stat_t
+	if syscall.Fstat(int(data.Fd()), &st) != nil {
+		return 0
+	}
+	delta := st.Blocks*512 - o.bytes
+	o.bytes = st.Blocks * 512
+	return delta
+}
+
+// keepInMemLocked serves a fill the disk refused from its buffer: its
+// blocks are found in o.mem by later reads instead of being fetched again.
+// The caller then hands it to Cache.memAdd, which bounds the bytes held.
+func (o *Object) keepInMemLocked(f *fill) {
+	bs := o.c.opts.BlockSize
+	for b := f.start / bs; b < (f.end+bs-1)/bs; b++ {
+		if !o.has(b) {
+			o.mem[b] = f
+		}
+	}
+}
+
+// dropMemLocked forgets a fill held in memory.
+func (o *Object) dropMemLocked(f *fill) {
+	bs := o.c.opts.BlockSize
+	for b := f.start / bs; b < (f.end+bs-1)/bs; b++ {
+		if o.mem[b] == f {
+			delete(o.mem, b)
+		}
 	}
 }
 

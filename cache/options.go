@@ -40,6 +40,10 @@ type Options struct {
 	// stay within memory; it is separate from the slots above, so
 	// prefetch never takes one a blocked reader or read-ahead needs.
 	PrefetchBytes int64
+	// MemoryBytes bounds the fetched bytes held in memory because the cache
+	// disk refused them (full or failing), so they are served again without
+	// another fetch (default 256 MiB). Past it the least recently read go.
+	MemoryBytes int64
 	// FetchTimeout bounds one fill, retries included (5m).
 	FetchTimeout time.Duration
 	// Logger receives operational messages (default slog.Default()).
@@ -98,6 +102,12 @@ func (o *Options) Validate() error {
 	}
 	if o.PrefetchBytes < o.PartSize {
 		return fmt.Errorf("cache: PrefetchBytes (%d) must hold at least one part (%d)", o.PrefetchBytes, o.PartSize)
+	}
+	if o.MemoryBytes == 0 {
+		o.MemoryBytes = 256 << 20
+	}
+	if o.MemoryBytes < 0 {
+		return fmt.Errorf("cache: MemoryBytes %d must not be negative", o.MemoryBytes)
 	}
 	if o.FetchTimeout == 0 {
 		o.FetchTimeout = 5 * time.Minute

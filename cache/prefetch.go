@@ -39,7 +39,7 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 			return 0, err
 		}
 		o.mu.Lock()
-		if o.data == nil {
+		if o.data == nil && !o.memOnly {
 			o.mu.Unlock()
 			c.pf.Release(weight)
 			return 0, errors.New("cache: closed")
@@ -60,7 +60,7 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 				b = (f.end + bs - 1) / bs
 				continue
 			}
-			if !o.has(b) {
+			if o.missingLocked(b) {
 				break
 			}
 			b++
@@ -71,7 +71,7 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 			break
 		}
 		var fs, fe int64
-		if size <= c.opts.WholeObjectMax && o.npresent == 0 && len(o.inflight) == 0 {
+		if size <= c.opts.WholeObjectMax && o.npresent == 0 && len(o.inflight) == 0 && len(o.mem) == 0 {
 			// Small objects are fetched whole so their CRC32C is checked
 			// before any byte counts as present.
 			fs, fe = 0, size
@@ -79,7 +79,7 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 			fs = b * bs
 			limit := min(lastB*bs, fs+ps)
 			e := b + 1
-			for e*bs < limit && !o.has(e) && o.inflight[e] == nil {
+			for e*bs < limit && o.missingLocked(e) {
 				e++
 			}
 			fe = min(e*bs, size)

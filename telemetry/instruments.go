@@ -47,6 +47,7 @@ const (
 	CacheEvictions      = "jitfs.cache.evictions"
 	CacheEvicted        = "jitfs.cache.evicted"
 	CacheUsage          = "jitfs.cache.usage"
+	CacheMemory         = "jitfs.cache.memory"
 	CacheBudget         = "jitfs.cache.budget"
 	CachePinned         = "jitfs.cache.pinned"
 	CacheIntegrity      = "jitfs.cache.integrity_failures"
@@ -73,12 +74,13 @@ const (
 var Catalog = []Def{
 	{FUSEOperations, "{operation}", Counter, []string{"op", "result"}, "FUSE operations served, by operation and result (ok, or the errno's name)"},
 	{FUSEDuration, "s", Histogram, []string{"op"}, "time to serve a FUSE operation"},
-	{CacheRead, "By", ObservableCounter, []string{"outcome"}, "bytes read through the mount, by whether the cache held them (hit) or they waited on GCS (miss); passthrough reads bypass the daemon and are not counted"},
+	{CacheRead, "By", ObservableCounter, []string{"outcome"}, "bytes read through the mount, by whether the cache held them (hit), the cache disk refused them and they were held in memory (memory), or they waited on GCS (miss); passthrough reads bypass the daemon and are not counted"},
 	{CacheReads, "{read}", ObservableCounter, []string{"outcome"}, "reads through the mount: hit (all bytes local), miss (none), partial"},
 	{CacheFetched, "By", ObservableCounter, []string{"cause"}, "bytes fetched from GCS into the cache, by cause: read (a reader waited), readahead, prefetch"},
 	{CacheEvictions, "{object}", ObservableCounter, nil, "objects evicted from the cache to stay within budget"},
 	{CacheEvicted, "By", ObservableCounter, nil, "bytes evicted from the cache"},
 	{CacheUsage, "By", ObservableGauge, nil, "bytes the cache holds on disk"},
+	{CacheMemory, "By", ObservableGauge, nil, "fetched bytes held in memory because the cache disk refused them (full or failing), served from there; at most 256 MiB"},
 	{CacheBudget, "By", ObservableGauge, nil, "the cache's byte budget (--cache-size)"},
 	{CachePinned, "By", ObservableGauge, nil, "bytes pinned by running jobs"},
 	{CacheIntegrity, "{failure}", ObservableCounter, []string{"kind"}, "checksum mismatches and cache-disk write errors: bytes never served"},
@@ -108,6 +110,7 @@ type Snapshot struct {
 	FetchedRead, FetchedReadAhead, FetchedPrefetch  int64
 	Evictions, EvictedBytes                         int64
 	CacheUsed, CacheBudget, Pinned                  int64
+	MemoryHitBytes, MemoryHeld                      int64
 	ChecksumMismatches, DiskErrors                  int64
 	GCSRetries, GCSBytes                            int64
 	PrefetchWasted, PrefetchQueue, PrefetchInFlight int64
@@ -202,6 +205,7 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 			outcome := func(v string) attribute.KeyValue { return attribute.String("outcome", v) }
 			put(CacheRead, s.HitBytes, outcome("hit"))
 			put(CacheRead, s.MissBytes, outcome("miss"))
+			put(CacheRead, s.MemoryHitBytes, outcome("memory"))
 			put(CacheReads, s.Hits, outcome("hit"))
 			put(CacheReads, s.Misses, outcome("miss"))
 			put(CacheReads, s.Partials, outcome("partial"))
@@ -212,6 +216,7 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 			put(CacheEvictions, s.Evictions)
 			put(CacheEvicted, s.EvictedBytes)
 			put(CacheUsage, s.CacheUsed)
+			put(CacheMemory, s.MemoryHeld)
 			put(CacheBudget, s.CacheBudget)
 			put(CachePinned, s.Pinned)
 			put(CacheIntegrity, s.ChecksumMismatches, attribute.String("kind", "checksum"))

@@ -316,6 +316,7 @@ func (m *mounted) snapshot() telemetry.Snapshot {
 		FetchedReadAhead: cs.ReadAheadBytes.Load(), FetchedPrefetch: cs.PrefetchedBytes.Load(),
 		Evictions: cs.Evictions.Load(), EvictedBytes: cs.EvictedBytes.Load(),
 		CacheUsed: used, CacheBudget: budget,
+		MemoryHitBytes: cs.MemoryHitBytes.Load(), MemoryHeld: cs.MemoryBytes.Load(),
 		ChecksumMismatches: cs.ChecksumMismatches.Load(), DiskErrors: cs.DiskErrors.Load(),
 		GCSRetries: gs.Retries.Load(), GCSBytes: gs.BytesRead.Load(),
 		PrefetchWasted: cs.WastedPrefetchBytes.Load(),

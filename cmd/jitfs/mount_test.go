@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -395,6 +396,52 @@ func TestCorruptCachedBytesAreRefetched(t *testing.T) {
 	mustEqualBytes(t, "after corruption", mustRead(t, d.path("tex/wall.tx")), content)
 	if !strings.Contains(d.stderr.String(), "verification") {
 		t.Fatalf("corruption was not reported:\n%s", d.stderr)
+	}
+}
+
+// TestFullCacheDiskNeverFailsARead mounts with the cache on a small tmpfs
+// and fills that disk before anything is read: every open and read through
+// the mount succeeds (served from memory), each byte is fetched once, and
+// the condition is logged.
+func TestFullCacheDiskNeverFailsARead(t *testing.T) {
+	w := newWorld(t, false)
+	files := map[string][]byte{}
+	var total int
+	for i := 0; i < 40; i++ {
+		name := fmt.Sprintf("tex/t%02d.tx", i)
+		size := 1000 + i*23_000
+		if i%10 == 9 {
+			size = 6<<20 + i
+		}
+		files[name] = w.put(name, size)
+		total += size
+	}
+	cacheDir := t.TempDir()
+	if err := syscall.Mount("tmpfs", cacheDir, "tmpfs", 0, "size=2m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(cacheDir, syscall.MNT_DETACH) })
+	d := w.mountForTest("", cacheDir)
+	filler, err := os.Create(filepath.Join(cacheDir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = filler.Write(make([]byte, 4096))
+	}
+	filler.Close()
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("filling the cache disk: %v", err)
+	}
+	media := w.proxy.MediaBytes.Load()
+	for name, c := range files {
+		mustEqualBytes(t, name+" on a full cache disk", mustRead(t, d.path(name)), c)
+	}
+	if got := w.proxy.MediaBytes.Load() - media; got > int64(total) {
+		t.Fatalf("reading %d bytes onto a full cache disk fetched %d", total, got)
+	}
+	if !strings.Contains(d.stderr.String(), "serving from memory") {
+		t.Fatalf("the full cache disk was not logged:\n%s", d.stderr)
 	}
 }
 
