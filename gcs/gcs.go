@@ -48,8 +48,11 @@ type Options struct {
 	// InitialBackoff is the first retry delay (default 100ms), doubling up
 	// to MaxBackoff (default 2s), with jitter.
 	InitialBackoff, MaxBackoff time.Duration
-	// AttemptTimeout bounds one attempt of a ranged read (default 60s), so a
-	// stalled connection is abandoned and retried instead of hanging a render.
+	// AttemptTimeout bounds one attempt of a ranged read, a stat, a listing
+	// page, a bucket check or a delete (default 60s), so a stalled
+	// connection is abandoned and retried instead of hanging a render.
+	// Uploads are not bounded by it: a large output's upload takes as long
+	// as its bytes need, and a stalled one is cut by the caller's context.
 	AttemptTimeout time.Duration
 	// HTTPClient, when set, replaces the transport (tests inject faults
 	// this way). It is used only together with an emulator endpoint.
@@ -150,6 +153,8 @@ func (c *Client) Close() error { return c.client.Close() }
 // CheckBucket verifies the bucket exists and the credentials can read it.
 func (c *Client) CheckBucket(ctx context.Context) error {
 	return c.retry(ctx, "bucket attrs", func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+		defer cancel()
 		_, err := c.bucket.Attrs(ctx)
 		if errors.Is(err, storage.ErrBucketNotExist) {
 			return fmt.Errorf("%w: gs://%s", ErrBucketNotFound, c.opts.Bucket)
@@ -163,6 +168,8 @@ func (c *Client) Stat(ctx context.Context, name string) (Attrs, error) {
 	var out Attrs
 	err := c.retry(ctx, "stat "+name, func(ctx context.Context) error {
 		c.Stats.Stats.Add(1)
+		ctx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+		defer cancel()
 		a, err := c.bucket.Object(name).Attrs(ctx)
 		if err != nil {
 			if errors.Is(err, storage.ErrObjectNotExist) {
@@ -199,6 +206,8 @@ func (c *Client) ListPage(ctx context.Context, prefix, token string, pageSize in
 	var out Page
 	err := c.retry(ctx, "list "+prefix, func(ctx context.Context) error {
 		c.Stats.Lists.Add(1)
+		ctx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+		defer cancel()
 		it := c.bucket.Objects(ctx, &storage.Query{Prefix: prefix, Delimiter: "/", Projection: storage.ProjectionNoACL})
 		var attrs []*storage.ObjectAttrs
 		next, err := iterator.NewPager(it, pageSize, token).NextPage(&attrs)
@@ -429,6 +438,8 @@ func (c *Client) Upload(ctx context.Context, name string, r io.ReaderAt, size in
 // is already gone is not an error: deleting is idempotent.
 func (c *Client) Delete(ctx context.Context, name string, gen int64) error {
 	return c.retry(ctx, "delete "+name, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+		defer cancel()
 		obj := c.bucket.Object(name)
 		if gen > 0 {
 			obj = obj.If(storage.Conditions{GenerationMatch: gen})

@@ -210,11 +210,13 @@ func (d *dirNode) lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if !validName(name) {
 		return nil, syscall.ENOENT
 	}
+	ctx, cancel := f.opContext(ctx)
+	defer cancel()
 	first, finished := d.startList()
 	select {
 	case <-first:
 	case <-ctx.Done():
-		return nil, syscall.EINTR
+		return nil, f.waitErrno(ctx, "lookup", "prefix", d.prefix, "name", name)
 	}
 	d.mu.Lock()
 	e := d.entries[name]
@@ -255,7 +257,7 @@ func (d *dirNode) lookupDirect(ctx context.Context, name string) (*entry, syscal
 	var e *entry
 	p, err := f.opts.Remote.ListPage(ctx, full+"/", "", 1)
 	if err != nil {
-		return nil, f.errno(err, "lookup", "prefix", full+"/")
+		return nil, f.errno(withCause(ctx, err), "lookup", "prefix", full+"/")
 	}
 	if len(p.Objects) > 0 || len(p.Prefixes) > 0 {
 		e = &entry{isDir: true}
@@ -269,7 +271,7 @@ func (d *dirNode) lookupDirect(ctx context.Context, name string) (*entry, syscal
 			f.Stats.NegativeLookups.Add(1)
 			return nil, syscall.ENOENT
 		default:
-			return nil, f.errno(err, "lookup", "object", full)
+			return nil, f.errno(withCause(ctx, err), "lookup", "object", full)
 		}
 	}
 	d.mu.Lock()
@@ -332,11 +334,13 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 }
 
 func (d *dirNode) readdir(ctx context.Context) (fs.DirStream, int, syscall.Errno) {
+	ctx, cancel := d.f.opContext(ctx)
+	defer cancel()
 	_, finished := d.startList()
 	select {
 	case <-finished:
 	case <-ctx.Done():
-		return nil, 0, syscall.EINTR
+		return nil, 0, d.f.waitErrno(ctx, "readdir", "prefix", d.prefix)
 	}
 	d.mu.Lock()
 	if d.listErr != nil {

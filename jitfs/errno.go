@@ -3,6 +3,7 @@ package jitfs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -22,6 +23,9 @@ func (f *FS) errno(err error, op string, attrs ...any) syscall.Errno {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
+	case errors.Is(err, errOpTimeout):
+		e = syscall.EIO
+		attrs = append(attrs, "op_timeout", f.opts.OpTimeout)
 	case errors.As(err, &e):
 		// An errno from the kernel or the cache disk passes through only
 		// if it means something for a file: a network errno deep in a GCS
@@ -44,6 +48,37 @@ func (f *FS) errno(err error, op string, attrs ...any) syscall.Errno {
 	f.log.LogAttrs(context.Background(), slog.LevelError, "jitfs: "+op+" failed",
 		append([]slog.Attr{slog.String("errno", e.Error()), slog.Any("err", err)}, toAttrs(attrs)...)...)
 	return e
+}
+
+// errOpTimeout is the cause of an operation's context running out after
+// Options.OpTimeout.
+var errOpTimeout = errors.New("jitfs: operation timed out waiting on GCS (--op-timeout)")
+
+// opContext bounds one FUSE operation by Options.OpTimeout.
+func (f *FS) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if f.opts.OpTimeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeoutCause(ctx, f.opts.OpTimeout, errOpTimeout)
+}
+
+// waitErrno is the errno of a wait that ended because ctx did: the caller
+// went away (EINTR, not logged), or the operation's deadline passed (EIO,
+// logged).
+func (f *FS) waitErrno(ctx context.Context, op string, attrs ...any) syscall.Errno {
+	if err := context.Cause(ctx); errors.Is(err, errOpTimeout) {
+		return f.errno(err, op, attrs...)
+	}
+	return syscall.EINTR
+}
+
+// withCause names the operation's deadline in err when that is what ended
+// it (GCS calls report only the context's error).
+func withCause(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil && errors.Is(c, errOpTimeout) {
+		return fmt.Errorf("%w: %v", c, err)
+	}
+	return err
 }
 
 // fileErrno are the errnos a reader of a file may see as they came.

@@ -200,8 +200,13 @@ func (n *fileNode) read(ctx context.Context, h *handle, dest []byte, off int64) 
 		}
 		return k, cache.ReadInfo{Outcome: cache.Hit}, 0
 	}
+	ctx, cancel := n.f.opContext(ctx)
+	defer cancel()
 	k, info, err := h.h.ReadAtInfo(ctx, dest, off)
 	if err != nil {
+		// The cache returns the context's error; its cause says whether
+		// the reader left or the deadline passed.
+		err = withCause(ctx, err)
 		return 0, info, n.f.errno(err, "read", "object", h.h.Meta().String(), "offset", off, "length", len(dest))
 	}
 	return k, info, 0

@@ -41,6 +41,12 @@ type Options struct {
 	// MetadataTTL re-lists a directory and may re-pin generations after this
 	// long; 0 pins everything for the mount's lifetime.
 	MetadataTTL time.Duration
+	// OpTimeout bounds how long one FUSE operation (a lookup, a directory
+	// read, a file read) waits on GCS; past it the caller gets EIO and the
+	// daemon logs the operation, so a render fails fast instead of hanging
+	// a node on a stalled link. The fetch or listing it waited on carries
+	// on for later callers. 0: no bound.
+	OpTimeout time.Duration
 	// Passthrough hands fully cached files to the kernel (FUSE passthrough).
 	Passthrough bool
 	// ListPageSize is the listing page size (default 1000).
@@ -74,6 +80,9 @@ func (o *Options) Validate() error {
 	}
 	if o.ListPageSize <= 0 {
 		o.ListPageSize = 1000
+	}
+	if o.OpTimeout < 0 {
+		return fmt.Errorf("jitfs: negative operation timeout %v", o.OpTimeout)
 	}
 	if o.MetadataTTL < 0 {
 		return fmt.Errorf("jitfs: negative metadata TTL %v", o.MetadataTTL)

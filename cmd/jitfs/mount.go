@@ -29,6 +29,11 @@ import (
 	"github.com/jitfs/jitfs/trace"
 )
 
+// defaultOpTimeout is how long a FUSE operation waits on GCS before its
+// caller gets EIO: two stalled attempts (--gcs-attempt-timeout) and their
+// retries fit in it, a render on a dead link fails in minutes, not never.
+const defaultOpTimeout = 2 * time.Minute
+
 // mountConfig is everything needed to serve one mount.
 type mountConfig struct {
 	bucket, prefix string
@@ -41,6 +46,7 @@ type mountConfig struct {
 	allowOther     bool
 	debugFUSE      bool
 	attemptTimeout time.Duration
+	opTimeout      time.Duration
 	traceFile      string
 	socket         string // "" = the mount's default; "none" = no hook API
 	socketGroup    string
@@ -74,7 +80,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	passthrough := fl.Bool("passthrough", true, "let the kernel read fully cached files directly (FUSE passthrough, kernel >= 6.9)")
 	allowOther := fl.Bool("allow-other", true, "let every user on the node read the mount (renderers rarely run as the daemon's user)")
 	debugFUSE := fl.Bool("debug-fuse", false, "log every FUSE request")
-	attemptTimeout := fl.Duration("gcs-attempt-timeout", 60*time.Second, "abandon and retry one GCS read attempt after this long (a stalled connection)")
+	attemptTimeout := fl.Duration("gcs-attempt-timeout", 60*time.Second, "abandon and retry one GCS request attempt (read, stat, listing page) after this long (a stalled connection)")
+	opTimeout := fl.Duration("op-timeout", defaultOpTimeout, "fail a lookup, directory read or file read with EIO after it has waited this long on GCS (0: wait as long as GCS retries take)")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	traceFile := fl.String("trace", "", "record every operation the mount serves to this file (zstd JSON Lines; see docs/trace-format.md)")
@@ -91,7 +98,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg := mountConfig{mountpoint: pos[1], cacheDir: *cacheDir, endpoint: *endpoint, metadataTTL: *ttl,
 		passthrough: *passthrough, allowOther: *allowOther, debugFUSE: *debugFUSE, attemptTimeout: *attemptTimeout,
-		traceFile: *traceFile, socket: *socket, socketGroup: *socketGroup, prefetchers: *prefetchers}
+		opTimeout: *opTimeout, traceFile: *traceFile, socket: *socket, socketGroup: *socketGroup, prefetchers: *prefetchers}
 	if cfg.bucket, cfg.prefix, err = parseGSURL(pos[0]); err != nil {
 		return err
 	}
@@ -169,7 +176,7 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 		gc.Close()
 		return nil, err
 	}
-	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Prefix: cfg.prefix, MetadataTTL: cfg.metadataTTL,
+	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Prefix: cfg.prefix, MetadataTTL: cfg.metadataTTL, OpTimeout: cfg.opTimeout,
 		Passthrough: cfg.passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.log, Trace: rec, Metrics: met, Tracer: fuseTracer(tel)})
 	if err != nil {
 		c.Close()

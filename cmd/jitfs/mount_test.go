@@ -337,6 +337,48 @@ func TestGCSFaults(t *testing.T) {
 	mustEqualBytes(t, "after outage", mustRead(t, d.path("f/3.bin")), files["f/3.bin"])
 }
 
+// TestStalledLinkFailsFast stalls every request to GCS (a link that stops
+// passing packets): a lookup in a directory not yet listed and a read of a
+// file not yet cached each fail with EIO once --op-timeout has passed,
+// rather than hang; once the link is back, both succeed.
+func TestStalledLinkFailsFast(t *testing.T) {
+	w := newWorld(t, false)
+	unlisted := w.put("shots/sh010/plate.exr", 300_000)
+	uncached := w.put("tex/wall.tx", 3<<20)
+	d := w.mountForTest("", "", "--op-timeout", "2s", "--gcs-attempt-timeout", "1s")
+	if _, err := os.Stat(d.path("tex/wall.tx")); err != nil {
+		t.Fatal(err)
+	}
+	w.proxy.StallAll.Store(true)
+	if _, err := os.Stat(d.path("shots/sh010/plate.exr")); errnoOf(err) != syscall.EIO {
+		t.Fatalf("stat in an unlisted directory on a stalled link: %v, want EIO", err)
+	}
+	if _, err := os.ReadFile(d.path("tex/wall.tx")); errnoOf(err) != syscall.EIO {
+		t.Fatalf("read of an uncached file on a stalled link: %v, want EIO", err)
+	}
+	if w.proxy.Held.Load() == 0 {
+		t.Fatal("the proxy held no request: the link was not stalled")
+	}
+	if n := strings.Count(d.stderr.String(), "op_timeout"); n < 2 {
+		t.Fatalf("%d operations logged as timed out, want 2:\n%s", n, d.stderr)
+	}
+	w.proxy.StallAll.Store(false)
+	// The listing and fetch the failed operations started may still be in
+	// a retry backoff: try until they answer.
+	waitFor(t, "the lookup to succeed once the link is back", time.Minute, func() bool {
+		_, err := os.Stat(d.path("shots/sh010/plate.exr"))
+		return err == nil
+	})
+	mustEqualBytes(t, "unlisted file after the stall", mustRead(t, d.path("shots/sh010/plate.exr")), unlisted)
+	var got []byte
+	waitFor(t, "the read to succeed once the link is back", time.Minute, func() bool {
+		b, err := os.ReadFile(d.path("tex/wall.tx"))
+		got = b
+		return err == nil
+	})
+	mustEqualBytes(t, "uncached file after the stall", got, uncached)
+}
+
 func TestSIGKILLDuringFillThenRestart(t *testing.T) {
 	w := newWorld(t, false)
 	const size = 24 << 20

@@ -118,7 +118,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		}
 		mcfgs = append(mcfgs, mountConfig{bucket: b, prefix: p, mountpoint: dir, cacheSize: csize, endpoint: *endpoint,
 			cacheDir:    filepath.Join(*cacheDir, strings.ReplaceAll(strings.TrimSuffix(b+"/"+p, "/"), "/", "%2F")),
-			passthrough: true, allowOther: *allowOther, attemptTimeout: 60 * time.Second, prefetchers: 32, log: log, tel: tel})
+			passthrough: true, allowOther: *allowOther, attemptTimeout: 60 * time.Second, opTimeout: defaultOpTimeout, prefetchers: 32, log: log, tel: tel})
 	}
 	var ocfgs []outputConfig
 	for _, v := range outs {

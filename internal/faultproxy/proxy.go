@@ -38,6 +38,12 @@ type Proxy struct {
 	Outage        atomic.Bool  // reply 503 to everything
 	StallMedia    atomic.Int64 // nanoseconds to stall each media request before replying
 	MediaRate     atomic.Int64 // bytes per second cap per media response (0: none)
+	// StallAll holds every request (lists, stats, reads, anything) unanswered
+	// while set, as a link that stopped passing packets; a held request is
+	// released when it is cleared or the client gives up.
+	StallAll atomic.Bool
+	// Held counts requests that StallAll has held.
+	Held atomic.Int64
 
 	// Uploads counts upload requests (every chunk of a resumable upload);
 	// UploadBytes, the request body bytes forwarded for them.
@@ -118,6 +124,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.MediaReqs.Add(1)
 	case Upload:
 		p.Uploads.Add(1)
+	}
+	if p.StallAll.Load() {
+		p.Held.Add(1)
+		for p.StallAll.Load() {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 	}
 	if kind == Upload && p.uploadFails() {
 		code := int(p.UploadFailCode.Load())
