@@ -57,13 +57,16 @@ func (m Meta) String() string { return fmt.Sprintf("gs://%s/%s#%d", m.Bucket, m.
 
 // Stats are cumulative counters. All fields are safe to read concurrently.
 type Stats struct {
-	HitBytes, MissBytes     atomic.Int64 // bytes served from disk / from fresh fetches
-	Hits, Misses, Partials  atomic.Int64 // reads fully present / fully missing / mixed
-	FetchedBytes, Fetches   atomic.Int64 // bytes and requests fetched from the Source
-	ReadAheadBytes          atomic.Int64 // of FetchedBytes, fetched by read-ahead
-	FetchErrors             atomic.Int64
-	DiskErrors              atomic.Int64 // failed writes to the cache disk
-	ChecksumMismatches      atomic.Int64 // whole-object or range CRC32C mismatches
+	HitBytes, MissBytes    atomic.Int64 // bytes served from disk / from fresh fetches
+	Hits, Misses, Partials atomic.Int64 // reads fully present / fully missing / mixed
+	FetchedBytes, Fetches  atomic.Int64 // bytes and requests fetched from the Source
+	ReadAheadBytes         atomic.Int64 // of FetchedBytes, fetched by read-ahead
+	FetchErrors            atomic.Int64
+	DiskErrors             atomic.Int64 // failed writes to the cache disk
+	ChecksumMismatches     atomic.Int64 // whole-object or range CRC32C mismatches
+	// LateMismatches are assembled objects that failed their CRC32C after
+	// some of their bytes had been served (Options.Strict prevents them).
+	LateMismatches          atomic.Int64
 	Evictions, EvictedBytes atomic.Int64
 	// MemoryBytes is what is held in memory now because the cache disk
 	// refused it; MemoryHitBytes were served from there instead of being

@@ -17,7 +17,11 @@
 // them in parallel) and fetched ahead in whole parts (8 MiB by default) with
 // parallel ranged GETs, bounded per handle and globally. Objects up to WholeObjectMax are fetched
 // whole in one request and checked against their CRC32C before any byte is
-// served.
+// served. Larger objects are served as their ranges arrive and checked when
+// assembled (GCS checksums whole objects only); a late mismatch is logged
+// with the readers it reached (Handle.SetReader) and fails their handles'
+// next reads. Options.Strict instead makes a read wait for the whole object
+// and its check. docs/integrity.md has the threat model.
 //
 // # On-disk format
 //

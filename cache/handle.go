@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"sync"
 
@@ -21,7 +23,34 @@ type Handle struct {
 	runEnd   int64 // high-water mark: the furthest end read in the run
 	runBytes int64 // bytes read in the run, re-reads included
 	raIssued int64 // read-ahead has been started up to here
+
+	// reader names who opened the handle (SetReader), for the log line of
+	// a late mismatch; readerID deduplicates it (0: unnamed).
+	reader   string
+	readerID uint32
+	// servedUnverified: the handle was served bytes of the object before
+	// the object's CRC32C was checked, in epoch servedEpoch (guarded by
+	// Object.mu). If the object later fails its check, the epoch moves on
+	// and the handle's reads fail.
+	servedUnverified bool
+	servedEpoch      int64
 }
+
+// MayServeUnchecked reports whether reads may be served bytes the object's
+// CRC32C has not covered yet: a large object not yet complete, outside
+// strict mode. The FUSE layer names the reader (SetReader) only then.
+func (h *Handle) MayServeUnchecked() bool {
+	o := h.o
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return !o.complete && o.meta.HasCRC32C && o.meta.Size > o.c.opts.WholeObjectMax && !o.c.opts.Strict
+}
+
+// SetReader names who reads through the handle (the FUSE layer gives the
+// opening process's pid and command), so a checksum mismatch found after
+// bytes were served can say whose reads it affected. id deduplicates
+// readers of one object; call it before the first read.
+func (h *Handle) SetReader(id uint32, name string) { h.readerID, h.reader = id, name }
 
 // sequentialLocked folds a read of [off,end) into the handle's run and
 // returns how many bytes the run has read in sequence; 0 means the reader
@@ -172,7 +201,15 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 
 	var stack [8]segment
 	cause := trace.SpanContextFromContext(ctx)
-	segs, err := o.prepare(off, end, fetchMin, stack[:0], cause)
+	waited := false
+	if c.opts.Strict && o.meta.HasCRC32C && size > c.opts.WholeObjectMax {
+		var err error
+		if waited, err = h.awaitVerified(ctx); err != nil {
+			return 0, ReadInfo{}, err
+		}
+		raTo = raFrom // the whole object is on disk
+	}
+	segs, err := o.prepare(h, off, end, fetchMin, stack[:0], cause)
 	if err != nil {
 		return 0, ReadInfo{}, err
 	}
@@ -222,6 +259,11 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 	}
 	info := ReadInfo{Fetched: fromFill}
 	switch {
+	case waited:
+		// Strict: the read waited for the whole object to be fetched and
+		// verified, then was served from disk.
+		c.Stats.Misses.Add(1)
+		info.Outcome, info.Fetched = Miss, end-off
 	case fromFill == 0:
 		c.Stats.Hits.Add(1)
 		info.Outcome = Hit
@@ -253,5 +295,58 @@ func (h *Handle) Close() {
 	if h.o != nil {
 		h.o.release()
 		h.o = nil
+	}
+}
+
+// ErrNotStored is returned by strict reads (Options.Strict) of an object the
+// cache disk could not store whole, so it could not be verified.
+var ErrNotStored = errors.New("cache: strict verification: the object could not be stored whole on the cache disk (full or failing), so it cannot be checked before it is served")
+
+// awaitVerified makes the whole object present and verified before a strict
+// read is served: it fetches what is missing (sharing fills with other
+// readers and the prefetch engine) and waits for the whole-object check. A
+// mismatch discards the object and fetches it once more; a second mismatch
+// fails the read. It reports whether the read had to wait.
+func (h *Handle) awaitVerified(ctx context.Context) (bool, error) {
+	o := h.o
+	for attempt := 0; ; attempt++ {
+		o.mu.Lock()
+		if o.complete && len(o.unverified) == 0 {
+			o.mu.Unlock()
+			return attempt > 0, nil
+		}
+		resets := o.resets
+		o.mu.Unlock()
+		if attempt == 2 {
+			return true, fmt.Errorf("%w: %s: fetched twice, failed its CRC32C both times", ErrChecksum, o.meta)
+		}
+		if _, err := h.Fetch(ctx, 0, o.meta.Size); err != nil {
+			return true, err
+		}
+		o.mu.Lock()
+		if o.complete {
+			o.mu.Unlock()
+			return true, nil
+		}
+		if !o.completing {
+			failed := o.resets != resets
+			o.mu.Unlock()
+			if failed {
+				continue // checked meanwhile and discarded: fetch again
+			}
+			// Fetch returned, yet not every block is on disk and no check
+			// runs: the disk refused some of them.
+			return true, fmt.Errorf("%w: %s", ErrNotStored, o.meta)
+		}
+		if o.verifyWait == nil {
+			o.verifyWait = make(chan struct{})
+		}
+		ch := o.verifyWait
+		o.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return true, ctx.Err()
+		}
 	}
 }

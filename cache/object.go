@@ -100,7 +100,23 @@ type Object struct {
 	unverified []span
 	complete   bool // every block present and the whole object verified
 	completing bool
-	inflight   map[int64]*fill // block index -> fill covering it
+	// verifyWait, when set, is closed when the running whole-object
+	// verification ends (either way): strict readers wait on it.
+	verifyWait chan struct{}
+	// epoch counts late mismatches: an assembled object that failed its
+	// CRC32C after some of its bytes had been served. A handle that served
+	// unverified bytes in an earlier epoch fails its next read.
+	epoch int64
+	// resets counts resetLocked calls (checksum failures), so a strict
+	// reader can tell a failed check from a disk that refused bytes.
+	resets int64
+	// readers names the handles (Handle.SetReader) that were served bytes
+	// of the object before it was verified whole, for the log line of a
+	// late mismatch; at most maxReaders, the rest counted in moreReaders.
+	readers     []string
+	readerIDs   map[uint32]bool
+	moreReaders int
+	inflight    map[int64]*fill // block index -> fill covering it
 	// mem holds fills whose bytes the cache disk refused (full, failing):
 	// block index -> fill, served from its buffer until the memory budget
 	// (Options.MemoryBytes) pushes it out. Without it every read of a
@@ -340,6 +356,7 @@ func (o *Object) markPresentLocked(start, end int64) {
 // resetLocked forgets every cached range of the object (after a checksum
 // failure). The data file's bytes stay but are no longer trusted.
 func (o *Object) resetLocked() {
+	o.resets++
 	o.clearPresence()
 	if o.jnl == nil {
 		return
@@ -451,7 +468,7 @@ type segment struct {
 // prepare works out where each byte of [off,end) will come from, starting
 // fills for missing blocks. fetchMin is how far a new fill may extend past
 // the first missing block (up to the next present or in-flight block).
-func (o *Object) prepare(off, end, fetchMin int64, segs []segment, cause trace.SpanContext) ([]segment, error) {
+func (o *Object) prepare(h *Handle, off, end, fetchMin int64, segs []segment, cause trace.SpanContext) ([]segment, error) {
 	bs := o.c.opts.BlockSize
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -460,6 +477,17 @@ func (o *Object) prepare(off, end, fetchMin int64, segs []segment, cause trace.S
 		// objects nobody has open, so this is reached only after
 		// Cache.Close.
 		return nil, errors.New("cache: closed")
+	}
+	if h.servedUnverified && h.servedEpoch != o.epoch {
+		return nil, fmt.Errorf("%w: %s: bytes this handle read earlier failed the object's CRC32C once it was assembled; reopen the file", ErrChecksum, o.meta)
+	}
+	if !o.complete && o.meta.HasCRC32C && o.meta.Size > o.c.opts.WholeObjectMax {
+		// These bytes are served before the object's CRC32C can be
+		// checked (it covers the whole object): remember who read them.
+		if !h.servedUnverified {
+			h.servedUnverified, h.servedEpoch = true, o.epoch
+		}
+		o.noteReaderLocked(h)
 	}
 	b0, b1 := off/bs, (end+bs-1)/bs
 	if len(o.unverified) > 0 {
@@ -499,6 +527,24 @@ func (o *Object) prepare(off, end, fetchMin int64, segs []segment, cause trace.S
 		b = (f.end + bs - 1) / bs
 	}
 	return segs, nil
+}
+
+// maxReaders bounds the readers named in a late mismatch's log line.
+const maxReaders = 8
+
+func (o *Object) noteReaderLocked(h *Handle) {
+	if h.readerID == 0 || o.readerIDs[h.readerID] {
+		return
+	}
+	if o.readerIDs == nil {
+		o.readerIDs = map[uint32]bool{}
+	}
+	o.readerIDs[h.readerID] = true
+	if len(o.readers) >= maxReaders {
+		o.moreReaders++
+		return
+	}
+	o.readers = append(o.readers, h.reader)
 }
 
 // readAhead starts fills for missing parts of [start,end) if read-ahead
@@ -767,17 +813,36 @@ func (o *Object) completeVerify() {
 	defer o.mu.Unlock()
 	defer o.closeIfIdleLocked()
 	o.completing = false
+	if o.verifyWait != nil {
+		defer func(ch chan struct{}) { close(ch) }(o.verifyWait)
+		o.verifyWait = nil
+	}
 	if o.data == nil || o.evicted || o.npresent != o.nblocks {
 		return
 	}
 	if err := o.verifyWholeLocked(); err != nil {
-		o.c.log.Error("cache: assembled object does not match its CRC32C; discarding cached ranges", "object", o.meta.String(), "err", err)
+		args := []any{"object", o.meta.String(), "err", err}
+		if len(o.readers) > 0 {
+			// Bytes of this object were served before the check could be
+			// made (GCS gives a CRC32C for the whole object only): say who
+			// read them, and fail those handles' next reads.
+			o.c.Stats.LateMismatches.Add(1)
+			o.epoch++
+			args = append(args, "served_before_check_to", o.readers, "more_readers", o.moreReaders)
+			o.c.log.Error("cache: assembled object does not match its CRC32C after some of its bytes were served; discarding cached ranges, failing the next read of each handle that read them", args...)
+		} else {
+			o.c.log.Error("cache: assembled object does not match its CRC32C; discarding cached ranges", args...)
+		}
+		o.readers, o.readerIDs, o.moreReaders = nil, nil, 0
 		o.resetLocked()
 		return
 	}
-	if _, err := o.jnl.Write([]byte("C\n")); err != nil {
+	o.readers, o.readerIDs, o.moreReaders = nil, nil, 0
+	if o.jnl == nil {
+		o.c.diskError(o, nil, errors.New("journal not open"))
+	} else if _, err := o.jnl.Write([]byte("C\n")); err != nil {
+		// Verified all the same; only a restart must check it again.
 		o.c.diskError(o, nil, err)
-		return
 	}
 	o.complete = true
 }

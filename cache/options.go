@@ -40,6 +40,14 @@ type Options struct {
 	// stay within memory; it is separate from the slots above, so
 	// prefetch never takes one a blocked reader or read-ahead needs.
 	PrefetchBytes int64
+	// Strict serves no byte of an object larger than WholeObjectMax before
+	// the whole object is fetched and checked against its CRC32C: a read
+	// waits for all of it. Without it such objects are served as their
+	// ranges arrive and checked when complete (GCS checksums whole objects
+	// only); see docs/integrity.md. With Strict, an object the cache disk
+	// cannot store fails its reads (ErrNotStored) rather than be served
+	// unchecked.
+	Strict bool
 	// MemoryBytes bounds the fetched bytes held in memory because the cache
 	// disk refused them (full or failing), so they are served again without
 	// another fetch (default 256 MiB). Past it the least recently read go.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -136,6 +137,9 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if err != nil {
 		return nil, 0, f.errno(err, "open", "object", m.String())
 	}
+	if c, ok := fuse.FromContext(ctx); ok && ch.MayServeUnchecked() {
+		ch.SetReader(c.Pid, readerName(c.Pid))
+	}
 	h := &handle{n: n, h: ch}
 	n.mu.Lock()
 	if f.opts.Passthrough && n.cachedIO == 0 {
@@ -245,4 +249,13 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		hk.cachedReleased()
 	}
 	return 0
+}
+
+// readerName names a process for the log: "pid 4242 (blender)".
+func readerName(pid uint32) string {
+	comm, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/comm")
+	if err != nil {
+		return "pid " + strconv.FormatUint(uint64(pid), 10)
+	}
+	return "pid " + strconv.FormatUint(uint64(pid), 10) + " (" + strings.TrimSpace(string(comm)) + ")"
 }

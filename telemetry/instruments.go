@@ -83,7 +83,7 @@ var Catalog = []Def{
 	{CacheMemory, "By", ObservableGauge, nil, "fetched bytes held in memory because the cache disk refused them (full or failing), served from there; at most 256 MiB"},
 	{CacheBudget, "By", ObservableGauge, nil, "the cache's byte budget (--cache-size)"},
 	{CachePinned, "By", ObservableGauge, nil, "bytes pinned by running jobs"},
-	{CacheIntegrity, "{failure}", ObservableCounter, []string{"kind"}, "checksum mismatches and cache-disk write errors: bytes never served"},
+	{CacheIntegrity, "{failure}", ObservableCounter, []string{"kind"}, "integrity failures, by kind: checksum (a mismatch found before any byte was served), served_before_check (a large object failed its CRC32C once assembled, after some of its bytes were served; see docs/integrity.md), disk (a cache-disk write failed; the bytes were served from memory)"},
 	{GCSRequests, "{request}", Counter, []string{"kind", "result"}, "GCS request attempts, by kind (stat, list, read, upload, delete, bucket) and result (ok, not_found, precondition_failed, transient, canceled, error)"},
 	{GCSRetries, "{request}", ObservableCounter, nil, "GCS attempts retried after a transient error"},
 	{GCSReceived, "By", ObservableCounter, nil, "object bytes received from GCS"},
@@ -111,7 +111,7 @@ type Snapshot struct {
 	Evictions, EvictedBytes                         int64
 	CacheUsed, CacheBudget, Pinned                  int64
 	MemoryHitBytes, MemoryHeld                      int64
-	ChecksumMismatches, DiskErrors                  int64
+	ChecksumMismatches, DiskErrors, LateMismatches  int64
 	GCSRetries, GCSBytes                            int64
 	PrefetchWasted, PrefetchQueue, PrefetchInFlight int64
 	OutputStaged, OutputUploaded                    int64
@@ -221,6 +221,7 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 			put(CachePinned, s.Pinned)
 			put(CacheIntegrity, s.ChecksumMismatches, attribute.String("kind", "checksum"))
 			put(CacheIntegrity, s.DiskErrors, attribute.String("kind", "disk"))
+			put(CacheIntegrity, s.LateMismatches, attribute.String("kind", "served_before_check"))
 			put(GCSRetries, s.GCSRetries)
 			put(GCSReceived, s.GCSBytes)
 			put(PrefetchWasted, s.PrefetchWasted)

@@ -47,6 +47,7 @@ type mountConfig struct {
 	debugFUSE      bool
 	attemptTimeout time.Duration
 	opTimeout      time.Duration
+	strictVerify   bool
 	traceFile      string
 	socket         string // "" = the mount's default; "none" = no hook API
 	socketGroup    string
@@ -82,6 +83,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	debugFUSE := fl.Bool("debug-fuse", false, "log every FUSE request")
 	attemptTimeout := fl.Duration("gcs-attempt-timeout", 60*time.Second, "abandon and retry one GCS request attempt (read, stat, listing page) after this long (a stalled connection)")
 	opTimeout := fl.Duration("op-timeout", defaultOpTimeout, "fail a lookup, directory read or file read with EIO after it has waited this long on GCS (0: wait as long as GCS retries take)")
+	verify := fl.String("verify", "streaming", "when large objects are checked against their CRC32C: streaming (served as they arrive, checked when complete; see docs/integrity.md) or strict (no byte served before the whole object is checked)")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	traceFile := fl.String("trace", "", "record every operation the mount serves to this file (zstd JSON Lines; see docs/trace-format.md)")
@@ -104,6 +106,13 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.cacheSize, err = parseSize(*cacheSize); err != nil {
 		return err
+	}
+	switch *verify {
+	case "streaming":
+	case "strict":
+		cfg.strictVerify = true
+	default:
+		return fmt.Errorf("%w: --verify %q: want streaming or strict", errUsage, *verify)
 	}
 	if cfg.log, err = newLogger(stderr, *logFormat, *logLevel); err != nil {
 		return err
@@ -171,7 +180,7 @@ func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := cache.New(cache.Options{Dir: cfg.cacheDir, Budget: cfg.cacheSize, Logger: cfg.log})
+	c, err := cache.New(cache.Options{Dir: cfg.cacheDir, Budget: cfg.cacheSize, Strict: cfg.strictVerify, Logger: cfg.log})
 	if err != nil {
 		gc.Close()
 		return nil, err
@@ -325,7 +334,8 @@ func (m *mounted) snapshot() telemetry.Snapshot {
 		CacheUsed: used, CacheBudget: budget,
 		MemoryHitBytes: cs.MemoryHitBytes.Load(), MemoryHeld: cs.MemoryBytes.Load(),
 		ChecksumMismatches: cs.ChecksumMismatches.Load(), DiskErrors: cs.DiskErrors.Load(),
-		GCSRetries: gs.Retries.Load(), GCSBytes: gs.BytesRead.Load(),
+		LateMismatches: cs.LateMismatches.Load(),
+		GCSRetries:     gs.Retries.Load(), GCSBytes: gs.BytesRead.Load(),
 		PrefetchWasted: cs.WastedPrefetchBytes.Load(),
 	}
 	// Every fetch counts in FetchedBytes; what neither read-ahead nor the

@@ -487,6 +487,36 @@ func TestFullCacheDiskNeverFailsARead(t *testing.T) {
 	}
 }
 
+// TestVerifyStrictThroughTheMount flips one byte in one GCS response of a
+// large object. With --verify strict the reader gets exact bytes; in the
+// default streaming mode the daemon's log names the process that was served
+// bytes before the object failed its check.
+func TestVerifyStrictThroughTheMount(t *testing.T) {
+	w := newWorld(t, false)
+	content := w.put("cache/smoke.vdb", 6<<20)
+	w.put("cache/fire.vdb", 6<<20)
+
+	strict := w.mountForTest("", "", "--verify", "strict")
+	w.proxy.CorruptMedia.Store(1)
+	mustEqualBytes(t, "strict read of a corrupted response", mustRead(t, strict.path("cache/smoke.vdb")), content)
+	if w.proxy.CorruptMedia.Load() != 0 {
+		t.Fatal("no response was corrupted; the test checks nothing")
+	}
+	strict.stop()
+
+	streaming := w.mountForTest("", "")
+	w.proxy.CorruptMedia.Store(1)
+	cat := exec.Command("cat", streaming.path("cache/fire.vdb"))
+	cat.Stdout = io.Discard
+	cat.Run() // it may fail with EIO once the mismatch is found: either way it read unchecked bytes
+	waitFor(t, "the late mismatch to be logged", time.Minute, func() bool {
+		return strings.Contains(streaming.stderr.String(), "served_before_check_to")
+	})
+	if log := streaming.stderr.String(); !strings.Contains(log, "(cat)") {
+		t.Fatalf("the late mismatch does not name the reader:\n%s", log)
+	}
+}
+
 func TestProgramsReadTheMount(t *testing.T) {
 	w := newWorld(t, false)
 	content := w.put("shots/sh010/plate.0001.exr", 3_000_001)

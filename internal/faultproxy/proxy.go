@@ -37,6 +37,7 @@ type Proxy struct {
 	TruncateMedia atomic.Int64 // cut the body of the next N media requests in half
 	Outage        atomic.Bool  // reply 503 to everything
 	StallMedia    atomic.Int64 // nanoseconds to stall each media request before replying
+	CorruptMedia  atomic.Int64 // flip one byte in the middle of the next N media responses
 	MediaRate     atomic.Int64 // bytes per second cap per media response (0: none)
 	// StallAll holds every request (lists, stats, reads, anything) unanswered
 	// while set, as a link that stopped passing packets; a held request is
@@ -219,10 +220,32 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if kind == Media {
-		io.Copy(&countingWriter{w, &p.MediaBytes}, body)
+		var out io.Writer = &countingWriter{w, &p.MediaBytes}
+		if resp.StatusCode < 300 && resp.ContentLength > 0 && take(&p.CorruptMedia) {
+			out = &flipWriter{w: out, at: resp.ContentLength / 2}
+		}
+		io.Copy(out, body)
 		return
 	}
 	io.Copy(w, body)
+}
+
+// flipWriter inverts the byte at offset at of what passes through it: a
+// corrupt response that neither TLS nor the length would reveal.
+type flipWriter struct {
+	w   io.Writer
+	at  int64
+	pos int64
+}
+
+func (f *flipWriter) Write(b []byte) (int, error) {
+	if i := f.at - f.pos; i >= 0 && i < int64(len(b)) {
+		c := append([]byte(nil), b...)
+		c[i] ^= 0xff
+		b = c
+	}
+	f.pos += int64(len(b))
+	return f.w.Write(b)
 }
 
 // countingWriter counts media bytes before handing them to the client, so
