@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -92,7 +93,15 @@ type JobStatus struct {
 	BytesWanted   int64  `json:"bytes_wanted"`
 	BytesResident int64  `json:"bytes_resident"`
 	PinnedBytes   int64  `json:"pinned_bytes"`
+	// Missing counts the names the job asked for that are not in the
+	// bucket (they are not kept in Wanted).
+	Missing int64 `json:"missing_files"`
 }
+
+// ErrBusy is wrapped by a Backend that refuses a prefetch because the work
+// it already holds is at its bound; the server answers 503 "busy" and the
+// request changes nothing. A client may retry later.
+var ErrBusy = errors.New("busy")
 
 // Status is the daemon's prefetch and cache state.
 type Status struct {
@@ -108,9 +117,14 @@ type Status struct {
 	// LearnedPredicted counts files the daemon predicted for a job's next
 	// frame from the frames it served; LearnedUsed, those the frame then
 	// opened. 1 - used/predicted is the predictor's waste ratio.
-	LearnedPredicted int64       `json:"learned_predicted"`
-	LearnedUsed      int64       `json:"learned_used"`
-	Jobs             []JobStatus `json:"jobs"`
+	LearnedPredicted int64 `json:"learned_predicted"`
+	LearnedUsed      int64 `json:"learned_used"`
+	// MissingFiles counts prefetched names that were not in the bucket;
+	// RefusedFiles, files of requests refused because the engine was at
+	// its bound (see the hook API's limits). Both cumulative.
+	MissingFiles int64       `json:"missing_files"`
+	RefusedFiles int64       `json:"refused_files"`
+	Jobs         []JobStatus `json:"jobs"`
 }
 
 // Backend is what the server needs of the daemon: the prefetch engine.

@@ -135,7 +135,9 @@ type Server struct {
 	mu       sync.Mutex // guards the counters below
 	requests map[string]int64
 	rejected map[string]int64
-	errors   int64
+	// expand serializes request expansion (see handlePrefetch).
+	expand sync.Mutex
+	errors int64
 }
 
 // NewServer binds the socket (replacing a stale one, refusing a live one)
@@ -307,7 +309,12 @@ func (s *Server) handlePrefetch(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, rej)
 		return
 	}
+	// Expansion is what a request costs in memory before the engine
+	// bounds it (up to MaxItems paths): one request expands at a time, so
+	// twenty wide patterns at once hold one expansion, not twenty.
+	s.expand.Lock()
 	pln, rej := s.v.prefetch(body)
+	s.expand.Unlock()
 	if rej != nil {
 		s.reject(w, rej)
 		return
@@ -334,6 +341,10 @@ func (s *Server) handlePrefetch(w http.ResponseWriter, r *http.Request) {
 			if r.Context().Err() != nil {
 				// The client left or the server is closing; nobody reads a reply.
 				s.log.Debug("hooks: prefetch abandoned", "request_id", pln.requestID, "err", err)
+				return
+			}
+			if errors.Is(err, ErrBusy) {
+				s.reject(w, &rejection{status: http.StatusServiceUnavailable, reason: reasonBusy, msg: err.Error()})
 				return
 			}
 			s.fail(w, "prefetch", pln.requestID, err)

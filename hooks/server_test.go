@@ -670,6 +670,22 @@ func TestEngineErrors(t *testing.T) {
 	}
 }
 
+// TestBusyEngineIsA503 checks the mapping of an engine at its bounds
+// (hooks.ErrBusy) to a 503 "busy" reply, counted with the rejections; the
+// engine's own test (prefetch) checks the bounds themselves.
+func TestBusyEngineIsA503(t *testing.T) {
+	b := &fakeBackend{err: fmt.Errorf("%w: 150000 files are queued", ErrBusy)}
+	ts := startServer(t, b, nil)
+	_, err := ts.c.Prefetch(context.Background(), PrefetchRequest{Scope: ScopeJob, Items: []Item{{Path: ts.mount + "/a"}}})
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.StatusCode != 503 || ae.Reason != "busy" || !strings.Contains(ae.Message, "150000 files are queued") {
+		t.Fatalf("err %v", err)
+	}
+	if _, rejected, errs := ts.Counters(); rejected["busy"] != 1 || errs != 0 {
+		t.Errorf("rejected %v, errors %d: want one busy rejection and no error", rejected, errs)
+	}
+}
+
 // lockedBuffer collects log output written from handler goroutines.
 type lockedBuffer struct {
 	mu sync.Mutex

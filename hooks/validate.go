@@ -50,6 +50,7 @@ const (
 	reasonNULByte      = "nul_byte"
 	reasonPathEscapes  = "path_escapes"
 	reasonTooManyItems = "too_many_items"
+	reasonBusy         = "busy" // 503: the engine holds as much work as it may
 	reasonBadSince     = "bad_since"
 	reasonNoPrefetch   = "no_prefetch"        // 404: an output area's daemon
 	reasonNoOutputs    = "no_outputs"         // 404: a daemon without an output area

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -38,8 +39,25 @@ type Options struct {
 	// PinFraction bounds pinned bytes to this fraction of the cache
 	// budget (default 0.5).
 	PinFraction float64
+	// MaxQueued bounds the files queued or being fetched, over every
+	// request and job (default 200,000): what the engine holds in memory
+	// for work not done yet. Frame and miss requests may fill it; other
+	// scopes only three quarters of it, so a wide job or look-ahead
+	// request never keeps a frame's files out. A request that does not fit
+	// is refused whole (hooks.ErrBusy).
+	MaxQueued int
+	// MaxJobFiles bounds the distinct files one job may have asked for
+	// until it is released (default 500,000): the per-job progress the
+	// engine keeps. Names not in the bucket do not count against it.
+	MaxJobFiles int
 	Logger      *slog.Logger
 }
+
+// Defaults for Options' bounds.
+const (
+	DefaultMaxQueued   = 200_000
+	DefaultMaxJobFiles = 500_000
+)
 
 // Band returns the default priority of a scope.
 func Band(s hooks.Scope) int {
@@ -113,6 +131,7 @@ type pin struct {
 
 type jobState struct {
 	id       string
+	missing  int64            // names asked for that are not in the bucket
 	wanted   map[string]int64 // rel -> size (0 until known)
 	resident map[string]bool
 	pins     map[string]*pin
@@ -144,6 +163,13 @@ type Engine struct {
 
 	// PinRefusals counts pins refused because the pin budget was full.
 	PinRefusals atomic.Int64
+	// Missing counts prefetched names not in the bucket; Refused, files of
+	// requests refused at the engine's bounds.
+	Missing, Refused atomic.Int64
+	// lastFree rate-limits returning memory to the OS after big releases
+	// and drained queues; sinceFree counts tasks ended since (guarded by mu).
+	lastFree  atomic.Int64
+	sinceFree int
 	// learning is set once any job has opened a frame window, so the
 	// FUSE open path skips the engine's lock until then.
 	learning atomic.Bool
@@ -159,6 +185,12 @@ func New(opts Options) (*Engine, error) {
 	}
 	if opts.PinFraction <= 0 || opts.PinFraction > 1 {
 		opts.PinFraction = 0.5
+	}
+	if opts.MaxQueued <= 0 {
+		opts.MaxQueued = DefaultMaxQueued
+	}
+	if opts.MaxJobFiles <= 0 {
+		opts.MaxJobFiles = DefaultMaxJobFiles
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -220,6 +252,11 @@ func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result
 	if e.closed {
 		e.mu.Unlock()
 		return nil, errors.New("prefetch: engine closed")
+	}
+	if err := e.admitLocked(p); err != nil {
+		e.mu.Unlock()
+		e.Refused.Add(int64(len(p.Wants)))
+		return nil, err
 	}
 	var js *jobState
 	var learned []string
@@ -287,6 +324,48 @@ func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result
 	return res, nil
 }
 
+// admitLocked refuses a request that would take the engine past its bounds
+// (Options.MaxQueued, MaxJobFiles); it changes nothing.
+func (e *Engine) admitLocked(p hooks.Prefetch) error {
+	limit := e.opts.MaxQueued
+	if p.Scope != hooks.ScopeFrame && p.Scope != hooks.ScopeMiss {
+		limit = limit / 4 * 3
+	}
+	if len(e.tasks)+len(p.Wants) <= limit && p.Job.ID == "" {
+		return nil // the common case costs no pass over the wants
+	}
+	added := 0
+	for _, w := range p.Wants {
+		if e.tasks[taskKey(w)] == nil {
+			added++
+		}
+	}
+	if len(e.tasks)+added > limit {
+		return fmt.Errorf("%w: %d files are queued or being fetched and this %s request adds %d; %s requests may queue %d at most (retry when the queue drains, or ask for fewer files)",
+			hooks.ErrBusy, len(e.tasks), p.Scope, added, p.Scope, limit)
+	}
+	if p.Job.ID == "" {
+		return nil
+	}
+	j := e.jobs[p.Job.ID]
+	if j == nil {
+		if len(p.Wants) > e.opts.MaxJobFiles {
+			return fmt.Errorf("%w: job %q would name %d files, more than %d; release the job's finished files or ask for fewer", hooks.ErrBusy, p.Job.ID, len(p.Wants), e.opts.MaxJobFiles)
+		}
+		return nil
+	}
+	fresh := 0
+	for _, w := range p.Wants {
+		if _, ok := j.wanted[w.Rel]; !ok {
+			fresh++
+		}
+	}
+	if len(j.wanted)+fresh > e.opts.MaxJobFiles {
+		return fmt.Errorf("%w: job %q names %d files and this request adds %d, more than %d; release the job's finished files or ask for fewer", hooks.ErrBusy, p.Job.ID, len(j.wanted), fresh, e.opts.MaxJobFiles)
+	}
+	return nil
+}
+
 func (e *Engine) job(id string) *jobState {
 	j := e.jobs[id]
 	if j == nil {
@@ -316,6 +395,12 @@ func (e *Engine) worker() {
 		e.mu.Lock()
 		e.inFlight--
 		delete(e.tasks, t.key)
+		if e.sinceFree++; e.sinceFree >= freeAfter && len(e.queue) == 0 && e.inFlight == 0 {
+			// A large burst of work just ended: hand its memory back now,
+			// not over the runtime's next minutes of an idle daemon.
+			e.sinceFree = 0
+			e.freeMemory()
+		}
 		switch {
 		case err == nil:
 			t.state = hooks.Resident
@@ -332,12 +417,26 @@ func (e *Engine) worker() {
 		if h != nil {
 			t.size = h.Size()
 		}
+		if t.state == hooks.Missing {
+			e.Missing.Add(1)
+		}
 		for _, pr := range t.pins {
-			if j := e.jobs[pr.job]; j != nil {
-				j.wanted[t.want.Rel] = t.size
-				if t.state == hooks.Resident {
-					j.resident[t.want.Rel] = true
+			j := e.jobs[pr.job]
+			if j == nil {
+				continue
+			}
+			if t.state == hooks.Missing {
+				// Counted, not kept: a wide pattern of names that do not
+				// exist must not grow the job's state.
+				if _, ok := j.wanted[t.want.Rel]; ok {
+					delete(j.wanted, t.want.Rel)
+					j.missing++
 				}
+				continue
+			}
+			j.wanted[t.want.Rel] = t.size
+			if t.state == hooks.Resident {
+				j.resident[t.want.Rel] = true
 			}
 		}
 		if h != nil {
@@ -473,8 +572,56 @@ func (e *Engine) Release(ctx context.Context, r hooks.Release) error {
 	if r.Scope == hooks.ScopeJob && len(only) == 0 {
 		delete(e.jobs, r.Job)
 		delete(e.learners, r.Job)
+		if n := e.dropQueuedLocked(r.Job); n >= freeAfter {
+			e.freeMemory()
+		}
 	}
 	return nil
+}
+
+// freeAfter is how many dropped tasks make a release hand memory back to
+// the OS at once, rather than over the runtime's next minutes.
+const freeAfter = 10_000
+
+// dropQueuedLocked removes the queued tasks that only the released job
+// asked for; they end as failed ("released"), so a request still waiting
+// on them returns. It returns how many it dropped.
+func (e *Engine) dropQueuedLocked(job string) int {
+	keep, n := e.queue[:0], 0
+	for _, t := range e.queue {
+		others := t.pins[:0]
+		for _, pr := range t.pins {
+			if pr.job != job {
+				others = append(others, pr)
+			}
+		}
+		if len(t.pins) > 0 && len(others) == 0 {
+			t.pins, t.index = nil, -1
+			t.state, t.err = hooks.Failed, errors.New("prefetch: the job was released before the file was fetched")
+			delete(e.tasks, t.key)
+			close(t.done)
+			n++
+			continue
+		}
+		t.pins = others
+		keep = append(keep, t)
+	}
+	clear(e.queue[len(keep):])
+	e.queue = keep
+	heap.Init(&e.queue)
+	return n
+}
+
+// freeMemory returns freed heap to the OS in the background, at most once
+// every 10 s: after a release of a large queue the daemon's RSS falls back
+// at once instead of staying at its peak.
+func (e *Engine) freeMemory() {
+	now := time.Now().UnixNano()
+	last := e.lastFree.Load()
+	if now-last < int64(10*time.Second) || !e.lastFree.CompareAndSwap(last, now) {
+		return
+	}
+	go debug.FreeOSMemory()
 }
 
 // Status implements hooks.Backend.
@@ -498,8 +645,9 @@ func (e *Engine) Status() hooks.Status {
 	st.InFlight = e.inFlight
 	st.PinnedBytes = e.pinned
 	st.LearnedPredicted, st.LearnedUsed = e.learnedPredicted, e.learnedUsed
+	st.MissingFiles, st.RefusedFiles = e.Missing.Load(), e.Refused.Load()
 	for _, j := range e.jobs {
-		js := hooks.JobStatus{ID: j.id, Wanted: int64(len(j.wanted)), Resident: int64(len(j.resident)), PinnedBytes: j.pinned}
+		js := hooks.JobStatus{ID: j.id, Wanted: int64(len(j.wanted)), Resident: int64(len(j.resident)), PinnedBytes: j.pinned, Missing: j.missing}
 		for rel, size := range j.wanted {
 			js.BytesWanted += size
 			if j.resident[rel] {

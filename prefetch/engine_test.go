@@ -3,9 +3,11 @@ package prefetch_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,6 +46,13 @@ func (r *recordingResolver) Resolve(ctx context.Context, rel string) (cache.Meta
 
 func newNode(t *testing.T, budget int64, workers int) *node {
 	t.Helper()
+	return newNodeWith(t, budget, prefetch.Options{Workers: workers})
+}
+
+// newNodeWith is newNode with engine options (Resolver, Cache and Source
+// are filled in).
+func newNodeWith(t *testing.T, budget int64, eo prefetch.Options) *node {
+	t.Helper()
 	w := testworld.New(t, testworld.Options{Bucket: "prefetch-test"})
 	c, err := cache.New(cache.Options{Dir: filepath.Join(t.TempDir(), "cache"), Budget: budget})
 	if err != nil {
@@ -60,7 +69,8 @@ func newNode(t *testing.T, budget int64, workers int) *node {
 		t.Fatal(err)
 	}
 	res := &recordingResolver{f: f}
-	e, err := prefetch.New(prefetch.Options{Resolver: res, Cache: c, Source: w.GCS, Workers: workers})
+	eo.Resolver, eo.Cache, eo.Source = res, c, w.GCS
+	e, err := prefetch.New(eo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +143,7 @@ func TestPrefetchMakesResidentOnceAndReadsHit(t *testing.T) {
 		t.Errorf("reads after prefetch fetched %d bytes", n.c.Stats.MissBytes.Load())
 	}
 	st := n.e.Status()
-	if len(st.Jobs) != 1 || st.Jobs[0].Resident != 21 || st.Jobs[0].Wanted != 22 || st.Jobs[0].PinnedBytes != 20*64<<10+10<<20 {
+	if len(st.Jobs) != 1 || st.Jobs[0].Resident != 21 || st.Jobs[0].Wanted != 21 || st.Jobs[0].Missing != 1 || st.MissingFiles != 1 || st.Jobs[0].PinnedBytes != 20*64<<10+10<<20 {
 		t.Errorf("status = %+v", st)
 	}
 	if st.PrefetchedBytes != bytesMoved || st.HitRatio != 1 {
@@ -239,5 +249,81 @@ func TestPinsAreBoundedAndReleased(t *testing.T) {
 	n.e.Release(ctx, hooks.Release{Job: "j", Scope: hooks.ScopeFrame, Frame: &frame})
 	if got := n.e.Status().PinnedBytes; got != 0 {
 		t.Errorf("after the frame's release %d bytes stay pinned", got)
+	}
+}
+
+func names(pattern string, from, n int) []hooks.Want {
+	var rels []string
+	for i := from; i < from+n; i++ {
+		rels = append(rels, fmt.Sprintf(pattern, i))
+	}
+	return wants(rels...)
+}
+
+// TestQueueIsBoundedAndReleaseFreesIt: with the link stalled the engine's
+// one worker is stuck on its first file, so everything asked for stays
+// queued. Requests past the engine's bounds are refused whole (ErrBusy) and
+// counted, a frame request still fits where a job request does not,
+// releasing a job drops its queued files, and names not in the bucket are
+// counted, not kept.
+func TestQueueIsBoundedAndReleaseFreesIt(t *testing.T) {
+	n := newNodeWith(t, 1<<30, prefetch.Options{Workers: 1, MaxQueued: 4000, MaxJobFiles: 3000})
+	n.w.PutRandom("show/seq/real.0001.exr", 1000)
+	n.w.Proxy.StallAll.Store(true)
+	ctx := context.Background()
+	job := func(id string, scope hooks.Scope, ws []hooks.Want) error {
+		_, err := n.e.Prefetch(ctx, hooks.Prefetch{Job: hooks.Job{ID: id}, Scope: scope, Wants: ws})
+		return err
+	}
+	// Job scopes may queue three quarters of MaxQueued.
+	if err := job("flood", hooks.ScopeJob, names("seq/nope.%06d.exr", 0, 2000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := job("flood2", hooks.ScopeJob, names("seq/other.%06d.exr", 0, 2000)); !errors.Is(err, hooks.ErrBusy) {
+		t.Fatalf("a job request past the queue bound: %v, want ErrBusy", err)
+	}
+	// A frame request still fits.
+	if err := job("render", hooks.ScopeFrame, names("seq/frame.%06d.exr", 0, 1500)); err != nil {
+		t.Fatalf("a frame request within the bound: %v", err)
+	}
+	st := n.e.Status()
+	if st.RefusedFiles != 2000 || st.QueueDepth+st.InFlight != 3500 {
+		t.Fatalf("refused %d files, %d queued and %d in flight; want 2000 refused and 3500 held", st.RefusedFiles, st.QueueDepth, st.InFlight)
+	}
+	// Releasing the flood drops its queued files (one may be in flight).
+	if err := n.e.Release(ctx, hooks.Release{Job: "flood", Scope: hooks.ScopeJob}); err != nil {
+		t.Fatal(err)
+	}
+	if st := n.e.Status(); st.QueueDepth > 1500 {
+		t.Fatalf("%d files still queued after the flood's release; the render's 1500 should be all", st.QueueDepth)
+	}
+	// The queue has room now, but one job may not name more than
+	// MaxJobFiles files.
+	err := job("render", hooks.ScopeFrame, names("seq/frame.%06d.exr", 1500, 1600))
+	if !errors.Is(err, hooks.ErrBusy) || !strings.Contains(err.Error(), `job "render"`) {
+		t.Fatalf("a job past its file bound: %v, want ErrBusy naming the job", err)
+	}
+	if st := n.e.Status(); st.RefusedFiles != 3600 {
+		t.Fatalf("refused %d files, want 3600", st.RefusedFiles)
+	}
+	n.w.Proxy.StallAll.Store(false)
+	deadline := time.Now().Add(2 * time.Minute)
+	for st = n.e.Status(); st.QueueDepth+st.InFlight > 0; st = n.e.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the queue did not drain: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var render *hooks.JobStatus
+	for i := range st.Jobs {
+		if st.Jobs[i].ID == "render" {
+			render = &st.Jobs[i]
+		}
+	}
+	if render == nil || render.Missing != 1500 || render.Wanted != 0 {
+		t.Fatalf("render job %+v: want its 1500 absent names counted as missing, none kept as wanted", render)
+	}
+	if st.MissingFiles < 1500 {
+		t.Fatalf("%d missing names counted, want at least 1500", st.MissingFiles)
 	}
 }

@@ -253,13 +253,16 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 	fmt.Fprintf(w, "  prefetch    %d queued, %d in flight, %.1f MiB outstanding; %.1f MiB prefetched, %.1f MiB evicted unread\n",
 		st.QueueDepth, st.InFlight, mib(st.BytesOutstanding), mib(st.PrefetchedBytes), mib(st.WastedBytes))
 	fmt.Fprintf(w, "  pinned      %.1f MiB\n", mib(st.PinnedBytes))
+	if st.MissingFiles > 0 || st.RefusedFiles > 0 {
+		fmt.Fprintf(w, "  asked for   %d names not in the bucket; %d files refused (daemon busy)\n", st.MissingFiles, st.RefusedFiles)
+	}
 	for _, j := range st.Jobs {
 		pct := 100.0
 		if j.BytesWanted > 0 {
 			pct = 100 * float64(j.BytesResident) / float64(j.BytesWanted)
 		}
-		fmt.Fprintf(w, "  job %-20s %d/%d files, %.1f/%.1f MiB (%.0f%%), %.1f MiB pinned\n", j.ID, j.Resident, j.Wanted,
-			mib(j.BytesResident), mib(j.BytesWanted), pct, mib(j.PinnedBytes))
+		fmt.Fprintf(w, "  job %-20s %d/%d files, %.1f/%.1f MiB (%.0f%%), %.1f MiB pinned, %d missing\n", j.ID, j.Resident, j.Wanted,
+			mib(j.BytesResident), mib(j.BytesWanted), pct, mib(j.PinnedBytes), j.Missing)
 	}
 }
 
