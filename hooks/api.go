@@ -142,7 +142,7 @@ type Backend interface {
 type OutputFile struct {
 	Path   string `json:"path"`   // absolute, under the mountpoint
 	Object string `json:"object"` // gs://BUCKET/NAME
-	// State is open, queued, uploading, retrying, failed, interrupted or
+	// State is open, queued, uploading, retrying, failed, interrupted, cut_short or
 	// deleting (a removed file whose object is being deleted).
 	State string `json:"state"`
 	Size  int64  `json:"size"`
@@ -204,7 +204,7 @@ type FlushResult struct {
 // Outputs is what the server needs of a daemon serving an output area.
 type Outputs interface {
 	// Flush returns once every output written so far is durable, nothing
-	// can progress without help (interrupted or failed files), or the
+	// can progress without help (interrupted, cut_short or failed files), or the
 	// wait ran out (ctx ends it early too).
 	Flush(ctx context.Context, f Flush) (FlushResult, error)
 	OutputStatus(durableSince uint64) OutputStatus

@@ -90,18 +90,28 @@ type sfile struct {
 	writeGen uint64 // GUARDED_BY(mu): bumped by every change of the bytes
 	size     atomic.Int64
 	open     atomic.Bool // mirrors rec.State == open, read on the write path
-	data     *os.File    // the staged bytes; nil once dropped
+	// cutShort is set when a write failed for want of space (staging
+	// budget or disk); [cutAt,cutEnd) is the first range that failed. It
+	// clears when a later write covers that range or a truncate drops it.
+	cutShort      atomic.Bool
+	cutAt, cutEnd int64    // GUARDED_BY(mu)
+	data          *os.File // the staged bytes; nil once dropped
 
 	// GUARDED_BY(Area.mu):
-	rec      record
-	due      time.Time // not uploaded before then (Options.UploadDelay)
-	node     *node     // nil once unlinked or durable
-	handles  int
-	writers  int
-	up       string // "", queued, uploading, retrying, failed, durable
-	lastErr  string
-	cancel   context.CancelFunc
-	closedAt time.Time
+	rec     record
+	due     time.Time // not uploaded before then (Options.UploadDelay)
+	node    *node     // nil once unlinked or durable
+	handles int
+	writers int
+	up      string // "", queued, uploading, retrying, failed, durable
+	lastErr string
+	// commitErr: the last close could not be journalled (the staging disk
+	// failed). The file is reported failed, not open, so a flush or a
+	// shutdown does not wait for a close that already happened; a flush
+	// with retryFailed journals it again.
+	commitErr string
+	cancel    context.CancelFunc
+	closedAt  time.Time
 }
 
 // tomb is an object generation to delete from GCS.
@@ -132,8 +142,12 @@ const (
 	StateRetrying    = "retrying"
 	StateFailed      = "failed"
 	StateInterrupted = "interrupted"
-	StateDeleting    = "deleting"
-	stateDurable     = "durable"
+	// StateCutShort: closed after a write to it failed with ENOSPC; kept
+	// staged and not uploaded (Options.UploadCutShort) until it is written
+	// again, truncated or removed.
+	StateCutShort = "cut_short"
+	StateDeleting = "deleting"
+	stateDurable  = "durable"
 )
 
 // New opens (or creates) the staging directory, recovers what a previous
@@ -226,7 +240,7 @@ func (a *Area) recover() error {
 		switch f.rec.State {
 		case stateClosed:
 			resumed++
-		case stateInterrupted:
+		case stateInterrupted, stateCutShort:
 			interrupted++
 		}
 	}
@@ -567,10 +581,14 @@ func (a *Area) fileInfoLocked(f *sfile, mtime time.Time) Info {
 
 func (f *sfile) stateLocked() string {
 	switch {
+	case f.rec.State == stateOpen && f.commitErr != "":
+		return StateFailed
 	case f.rec.State == stateOpen:
 		return StateOpen
 	case f.rec.State == stateInterrupted:
 		return StateInterrupted
+	case f.rec.State == stateCutShort:
+		return StateCutShort
 	case f.up == stateDurable:
 		return ""
 	case f.up == "":
@@ -1119,6 +1137,31 @@ func (s *space) reserve(ctx context.Context, n int64, wait time.Duration) error 
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// waitFreed waits until uploads release space or deadline passes, for a
+// writer the disk itself refused; it wakes uploaders sleeping out a
+// backoff, as reserve does.
+func (s *space) waitFreed(ctx context.Context, deadline time.Time) bool {
+	d := time.Until(deadline)
+	if d <= 0 {
+		return false
+	}
+	s.mu.Lock()
+	ch := s.freed
+	close(s.wanted)
+	s.wanted = make(chan struct{})
+	s.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
 	}
 }
 

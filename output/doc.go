@@ -51,7 +51,7 @@
 //	data/ID       the staged bytes of file ID
 //
 // A record is {"v":1,"id","kind":"file"|"delete","name","seq","state":
-// "open"|"closed"|"interrupted","size","crc32c","mode","mtime_ns",
+// "open"|"closed"|"interrupted"|"cut_short","size","crc32c","mode","mtime_ns",
 // "closed_ns","gen"}. It is replaced atomically (temporary file, fsync,
 // rename, fsync of the directory) and every write takes a new seq, so of
 // two records naming one path the newer wins. A data file is created
@@ -79,7 +79,15 @@
 // Options.StagingBytes bounds the bytes staged. A write that would pass
 // it waits up to Options.SpaceWait for uploads to free space, then fails
 // with ErrNoSpace (ENOSPC) and one log line naming the file. A full disk
-// under the staging directory fails the write the same way.
+// under the staging directory is treated the same way: the write waits up
+// to SpaceWait for uploads to free space, retries, then fails.
+//
+// A file closed after one of its writes failed for want of space is cut
+// short: journalled as "cut_short", kept staged, never uploaded as is
+// (unless Options.UploadCutShort, which uploads it marked jitfs-cut-short)
+// until a write covers the failed range or a truncate drops it. A close
+// that cannot be journalled is reported failed, so nothing waits on it; a
+// Flush with retryFailed journals it again.
 //
 // # Concurrency
 //

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jitfs/jitfs/gcs"
@@ -233,11 +234,14 @@ func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 		}
 	}
 	end := off + int64(len(p))
+	var n int
+	var err error
 	if grow := end - f.size.Load(); grow > 0 {
 		if err := h.a.space.reserve(ctx, grow, h.a.opts.SpaceWait); err != nil {
+			f.markCutLocked(off, end, err)
 			return 0, h.a.noSpace(f.rec.Name, err)
 		}
-		n, err := f.data.WriteAt(p, off)
+		n, err = h.a.writeData(ctx, f, p, off)
 		f.writeGen++
 		if got := off + int64(n); got > f.size.Load() {
 			h.a.space.release(end - got)
@@ -245,11 +249,49 @@ func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 		} else {
 			h.a.space.release(grow)
 		}
-		return n, err
+	} else {
+		n, err = h.a.writeData(ctx, f, p, off)
+		f.writeGen++
 	}
-	n, err := f.data.WriteAt(p, off)
-	f.writeGen++
+	if err != nil {
+		f.markCutLocked(off+int64(n), end, err)
+		err = h.a.noSpace(f.rec.Name, err)
+	} else if f.cutShort.Load() && off <= f.cutAt && end >= f.cutEnd {
+		// The writer wrote the range that failed again, and it went in.
+		f.cutShort.Store(false)
+	}
 	return n, err
+}
+
+// markCutLocked records a write of [off,end) that failed for want of space:
+// closed as it is, the file is not the file its writer meant to write.
+func (f *sfile) markCutLocked(off, end int64, err error) {
+	if !errors.Is(err, ErrNoSpace) || f.cutShort.Load() {
+		return
+	}
+	f.cutAt, f.cutEnd = off, end
+	f.cutShort.Store(true)
+}
+
+// writeData writes staged bytes. A full disk under the staging directory
+// is treated like a full staging budget: the writer waits up to SpaceWait
+// for uploads to free space and retries, and only then gets ErrNoSpace.
+func (a *Area) writeData(ctx context.Context, f *sfile, p []byte, off int64) (int, error) {
+	var deadline time.Time
+	done := 0
+	for {
+		n, err := f.data.WriteAt(p[done:], off+int64(done))
+		done += n
+		if err == nil || !(errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
+			return done, err
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(a.opts.SpaceWait)
+		}
+		if !a.space.waitFreed(ctx, deadline) {
+			return done, fmt.Errorf("%w: staging disk: %v", ErrNoSpace, err)
+		}
+	}
 }
 
 // Truncate sets the staged file's size.
@@ -263,6 +305,7 @@ func (h *Handle) Truncate(ctx context.Context, size int64) error {
 	cur := f.size.Load()
 	if size > cur {
 		if err := h.a.space.reserve(ctx, size-cur, h.a.opts.SpaceWait); err != nil {
+			f.markCutLocked(cur, size, err)
 			return h.a.noSpace(f.rec.Name, err)
 		}
 	}
@@ -274,6 +317,10 @@ func (h *Handle) Truncate(ctx context.Context, size int64) error {
 	}
 	if size < cur {
 		h.a.space.release(cur - size)
+	}
+	if size <= f.cutAt {
+		// What failed to be written is cut off: the file is what is left.
+		f.cutShort.Store(false)
 	}
 	f.size.Store(size)
 	f.writeGen++
@@ -391,14 +438,31 @@ func (a *Area) commit(f *sfile, final bool) error {
 	if f.node != nil {
 		rec.MtimeNS = f.node.mtime.UnixNano()
 	}
+	cut := f.cutShort.Load() && !a.opts.UploadCutShort
+	rec.CutShort = f.cutShort.Load() && a.opts.UploadCutShort
+	if cut {
+		rec.State = stateCutShort
+	}
 	if err := a.j.put(&rec); err != nil {
-		a.log.Error("output: cannot journal a closed file; it stays open and will not upload", "path", rec.Name, "err", err)
+		// Reported failed, so nothing waits for this close any more; a
+		// flush with retryFailed journals it again.
+		f.commitErr = err.Error()
+		a.notifyLocked()
+		a.log.Error("output: cannot journal a closed file; not uploaded until a flush with --retry-failed journals it",
+			"path", rec.Name, "err", err)
 		return err
 	}
+	f.commitErr = ""
 	f.rec = rec
 	f.open.Store(false)
 	f.closedAt = now
 	f.node.mtime = now
+	if cut {
+		a.notifyLocked()
+		a.log.Error("output: a write to this file failed with ENOSPC before it was closed; kept staged, not uploaded as is (write it again, truncate or remove it, or run with --upload-cut-short)",
+			"path", rec.Name, "size", size, "failed_at", f.cutAt)
+		return nil
+	}
 	a.enqueueLocked(work{f: f})
 	return nil
 }

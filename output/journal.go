@@ -21,6 +21,7 @@ const (
 	stateOpen        = "open"        // a writer has the file open; its bytes are not final
 	stateClosed      = "closed"      // the last writer closed it: size and CRC32C are final
 	stateInterrupted = "interrupted" // it was open when a daemon died: never uploaded as is
+	stateCutShort    = "cut_short"   // closed after a write to it failed for want of space: never uploaded as is
 )
 
 const recordVersion = 1
@@ -46,6 +47,9 @@ type record struct {
 	Mode     uint32 `json:"mode,omitempty"`
 	MtimeNS  int64  `json:"mtime_ns,omitempty"`
 	ClosedNS int64  `json:"closed_ns,omitempty"`
+	// CutShort: closed after a write failed with ENOSPC and uploaded anyway
+	// (Options.UploadCutShort); the object is marked so.
+	CutShort bool `json:"cut_short,omitempty"`
 
 	// Deletes: the generation to remove; another live generation is left.
 	Gen int64 `json:"gen,omitempty"`

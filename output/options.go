@@ -40,6 +40,12 @@ type Options struct {
 	SpaceWait    time.Duration
 	// Workers is how many uploads run at once (default 4).
 	Workers int
+	// UploadCutShort uploads a file that was closed after a write to it
+	// failed with ENOSPC (staging budget or disk full), marked with the
+	// object metadata jitfs-cut-short=true. Without it such a file is kept
+	// staged and never uploaded as is (StateCutShort): a renderer that hit
+	// ENOSPC and closed its file would otherwise publish a truncated frame.
+	UploadCutShort bool
 	// UploadDelay holds a closed file this long before its upload starts,
 	// so that the rename a renderer makes right after closing a temporary
 	// file lands first and the bytes go up once, under the final name.

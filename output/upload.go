@@ -20,6 +20,9 @@ import (
 const (
 	MetaStaging = "jitfs-staging"
 	MetaSeq     = "jitfs-seq"
+	// MetaCutShort ("true") marks an object uploaded from a file a write
+	// to which had failed with ENOSPC (Options.UploadCutShort).
+	MetaCutShort = "jitfs-cut-short"
 )
 
 // DurableEvent says one output reached GCS, verified.
@@ -171,7 +174,11 @@ func (a *Area) uploadFile(f *sfile, name string) {
 func (a *Area) put(ctx context.Context, f *sfile, rec record) (gcs.Attrs, error) {
 	object := a.objectName(rec.Name)
 	seq := strconv.FormatUint(rec.Seq, 10)
-	opts := gcs.UploadOptions{CRC32C: rec.CRC32C, Metadata: map[string]string{MetaStaging: a.info.Staging, MetaSeq: seq},
+	meta := map[string]string{MetaStaging: a.info.Staging, MetaSeq: seq}
+	if rec.CutShort {
+		meta[MetaCutShort] = "true"
+	}
+	opts := gcs.UploadOptions{CRC32C: rec.CRC32C, Metadata: meta,
 		ContentType: mime.TypeByExtension(path.Ext(rec.Name))}
 	st, err := a.opts.Remote.Stat(ctx, object)
 	switch {
@@ -397,8 +404,15 @@ func (a *Area) notDurableLocked() []FileState {
 		if f.node == nil || f.up == stateDurable {
 			continue
 		}
+		errText := f.lastErr
+		switch {
+		case f.commitErr != "" && f.rec.State == stateOpen:
+			errText = "close could not be journalled: " + f.commitErr
+		case f.rec.State == stateCutShort:
+			errText = "a write failed with ENOSPC before the file was closed; not uploaded as is"
+		}
 		out = append(out, FileState{Path: f.rec.Name, Object: a.objectName(f.rec.Name), State: f.stateLocked(),
-			Size: f.size.Load(), Error: f.lastErr, ClosedAt: f.closedAt})
+			Size: f.size.Load(), Error: errText, ClosedAt: f.closedAt})
 	}
 	for _, t := range a.tombs {
 		if !t.done {
@@ -427,6 +441,9 @@ type FlushResult struct {
 // retryFailed) end the wait early. With retryFailed, failed uploads are
 // tried again first.
 func (a *Area) Flush(ctx context.Context, retryFailed bool) FlushResult {
+	if retryFailed {
+		a.recommit()
+	}
 	a.mu.Lock()
 	if retryFailed {
 		for _, t := range a.tombs {
@@ -446,7 +463,7 @@ func (a *Area) Flush(ctx context.Context, retryFailed bool) FlushResult {
 		nd := a.notDurableLocked()
 		moving := false
 		for _, fs := range nd {
-			if fs.State != StateFailed && fs.State != StateInterrupted {
+			if fs.State != StateFailed && fs.State != StateInterrupted && fs.State != StateCutShort {
 				moving = true
 			}
 		}
@@ -465,6 +482,22 @@ func (a *Area) Flush(ctx context.Context, retryFailed bool) FlushResult {
 			a.mu.Unlock()
 			return FlushResult{Durable: len(nd) == 0, NotDurable: nd, TimedOut: len(nd) > 0}
 		}
+	}
+}
+
+// recommit journals again the closes that could not be journalled
+// (sfile.commitErr) of files no writer has open any more.
+func (a *Area) recommit() {
+	a.mu.Lock()
+	var again []*sfile
+	for _, f := range a.files {
+		if f.node != nil && f.commitErr != "" && f.rec.State == stateOpen && f.writers == 0 {
+			again = append(again, f)
+		}
+	}
+	a.mu.Unlock()
+	for _, f := range again {
+		_ = a.commit(f, true) // a failure is logged and recorded again
 	}
 }
 

@@ -38,6 +38,7 @@ type outputConfig struct {
 	workers        int
 	maxBackoff     time.Duration
 	uploadDelay    time.Duration
+	uploadCutShort bool
 	endpoint       string
 	allowOther     bool
 	debugFUSE      bool
@@ -73,16 +74,18 @@ type outputFlags struct {
 	workers                 *int
 	maxBackoff              *time.Duration
 	uploadDelay             *time.Duration
+	uploadCutShort          *bool
 }
 
 func addOutputFlags(fl *flag.FlagSet, stagingHelp string) outputFlags {
 	return outputFlags{
-		stagingDir:  fl.String("staging-dir", "", stagingHelp),
-		stagingSize: fl.String("staging-size", "10GiB", "bytes of outputs staged at most; a writer past it waits for uploads, then gets ENOSPC"),
-		spaceWait:   fl.Duration("staging-wait", 60*time.Second, "how long a writer waits for staging space before ENOSPC"),
-		workers:     fl.Int("upload-workers", 4, "uploads running at once"),
-		maxBackoff:  fl.Duration("upload-max-backoff", 30*time.Second, "longest pause between attempts of an upload that keeps failing transiently"),
-		uploadDelay: fl.Duration("upload-delay", 100*time.Millisecond, "hold a closed file this long before uploading it, so a rename right after close (temp file -> frame) uploads it once, under its final name"),
+		stagingDir:     fl.String("staging-dir", "", stagingHelp),
+		stagingSize:    fl.String("staging-size", "10GiB", "bytes of outputs staged at most; a writer past it waits for uploads, then gets ENOSPC"),
+		spaceWait:      fl.Duration("staging-wait", 60*time.Second, "how long a writer waits for staging space before ENOSPC"),
+		workers:        fl.Int("upload-workers", 4, "uploads running at once"),
+		maxBackoff:     fl.Duration("upload-max-backoff", 30*time.Second, "longest pause between attempts of an upload that keeps failing transiently"),
+		uploadCutShort: fl.Bool("upload-cut-short", false, "upload a file even if a write to it failed with ENOSPC before it was closed (marked jitfs-cut-short=true); by default it stays staged, not uploaded, so a truncated frame is never published"),
+		uploadDelay:    fl.Duration("upload-delay", 100*time.Millisecond, "hold a closed file this long before uploading it, so a rename right after close (temp file -> frame) uploads it once, under its final name"),
 	}
 }
 
@@ -104,6 +107,7 @@ func (f outputFlags) apply(cfg *outputConfig) error {
 		return fmt.Errorf("%w: --upload-delay must not be negative", errUsage)
 	}
 	cfg.spaceWait, cfg.workers, cfg.maxBackoff, cfg.uploadDelay = *f.spaceWait, *f.workers, *f.maxBackoff, *f.uploadDelay
+	cfg.uploadCutShort = *f.uploadCutShort
 	if cfg.uploadDelay == 0 {
 		cfg.uploadDelay = -1 // none (the area's zero value means its default)
 	}
@@ -196,7 +200,7 @@ func (m *outputMount) snapshot() telemetry.Snapshot {
 	s := telemetry.Snapshot{OutputStaged: st.StagedBytes, OutputUploaded: st.DurableBytes, OutputDurable: st.DurableFiles,
 		OutputFailed: int64(st.Counts["failed"]), GCSRetries: gs.Retries.Load(), GCSBytes: gs.BytesRead.Load()}
 	for state, n := range st.Counts {
-		if state != "failed" && state != "interrupted" && state != "open" {
+		if state != output.StateFailed && state != output.StateInterrupted && state != output.StateCutShort && state != output.StateOpen {
 			s.OutputPending += int64(n) // queued, uploading, retrying, deleting
 		}
 	}
@@ -220,7 +224,7 @@ func startOutput(ctx context.Context, cfg outputConfig) (*outputMount, error) {
 		return nil, err
 	}
 	area, err := output.New(output.Options{Metrics: met, Remote: gc, Bucket: cfg.bucket, Prefix: cfg.prefix, StagingDir: cfg.stagingDir,
-		StagingBytes: cfg.stagingSize, SpaceWait: cfg.spaceWait, Workers: cfg.workers, MaxBackoff: cfg.maxBackoff, UploadDelay: cfg.uploadDelay,
+		StagingBytes: cfg.stagingSize, SpaceWait: cfg.spaceWait, Workers: cfg.workers, MaxBackoff: cfg.maxBackoff, UploadDelay: cfg.uploadDelay, UploadCutShort: cfg.uploadCutShort,
 		InitialBackoff: min(250*time.Millisecond, cfg.maxBackoff), Logger: cfg.log})
 	if err != nil {
 		gc.Close()
