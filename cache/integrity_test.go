@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -203,5 +205,67 @@ func TestFetchedChecksumMismatchIsRefetched(t *testing.T) {
 	}
 	if c.Stats.LateMismatches.Load() != 0 {
 		t.Fatal("a small object's mismatch was found after serving")
+	}
+}
+
+// TestFlippedByteRefetchesOnlyItsRange: a complete cached object with one
+// byte flipped on disk fails its whole-object check after a restart; only
+// the journalled range holding the byte is fetched again, and a further
+// restart serves everything with no fetch (the refetched range supersedes
+// the damaged one in the journal).
+func TestFlippedByteRefetchesOnlyItsRange(t *testing.T) {
+	e := newEnv(t)
+	const size = 24 << 20
+	content, m := e.put(t, "cache/big.vdb", size)
+	dir := t.TempDir()
+	c, _ := newLoggedCache(t, cache.Options{Dir: dir})
+	h, err := c.Open(m, e.GCS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readWhole(t, h, size)
+	waitUntil(t, "the object to be verified whole", h.Complete)
+	h.Close()
+	c.Close()
+
+	datas, _ := filepath.Glob(filepath.Join(dir, "objects", "*", "*.data"))
+	if len(datas) != 1 {
+		t.Fatalf("%d data files", len(datas))
+	}
+	f, err := os.OpenFile(datas[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const at = 13<<20 + 12345
+	f.WriteAt([]byte{^content[at]}, at)
+	f.Close()
+
+	c2, lb := newLoggedCache(t, cache.Options{Dir: dir})
+	h2, err := c2.Open(m, e.GCS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readWhole(t, h2, size), content) {
+		t.Fatal("a flipped cached byte was served")
+	}
+	fetched := c2.Stats.FetchedBytes.Load()
+	if fetched == 0 || fetched > 8<<20 {
+		t.Fatalf("refetched %d bytes of a %d-byte object for one flipped byte; want only its range (at most one 8 MiB part)\n%s", fetched, size, lb)
+	}
+	waitUntil(t, "the repaired object to be verified whole", h2.Complete)
+	h2.Close()
+	c2.Close()
+
+	c3, _ := newLoggedCache(t, cache.Options{Dir: dir})
+	h3, err := c3.Open(m, e.GCS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h3.Close()
+	if !bytes.Equal(readWhole(t, h3, size), content) {
+		t.Fatal("wrong bytes after the second restart")
+	}
+	if n := c3.Stats.Fetches.Load(); n != 0 {
+		t.Fatalf("the second restart fetched %d times; the repaired range should have superseded the damaged one", n)
 	}
 }

@@ -194,8 +194,19 @@ func (o *Object) open() error {
 	}
 	if o.complete && len(o.unverified) > 0 {
 		if err := o.verifyWholeLocked(); err != nil {
-			o.c.log.Error("cache: cached object failed verification; refetching", "object", o.meta.String(), "err", err)
-			o.resetLocked()
+			// Each range was journalled with its own CRC32C: refetch only
+			// those that no longer match (a flipped bit, a torn write). If
+			// every range matches what was written, the bytes were wrong
+			// when they were fetched: refetch the whole object.
+			before := o.npresent
+			o.verifySpansLocked(0, o.meta.Size)
+			if o.npresent == before {
+				o.c.log.Error("cache: cached object failed verification; refetching", "object", o.meta.String(), "err", err)
+				o.resetLocked()
+			} else {
+				o.c.log.Error("cache: cached object failed verification; refetching the damaged ranges", "object", o.meta.String(),
+					"refetch_bytes", (before-o.npresent)*o.c.opts.BlockSize, "err", err)
+			}
 		} else {
 			o.unverified = nil
 		}
@@ -320,9 +331,21 @@ func (o *Object) parseJournal(b []byte) bool {
 			if e1 != nil || e2 != nil || e3 != nil || s < 0 || e > o.meta.Size || s >= e || s%o.c.opts.BlockSize != 0 {
 				continue
 			}
-			o.unverified = append(o.unverified, span{s, e, uint32(crc)})
-			o.markPresentLocked(s, e)
+			// A range written again (refetched after it failed its check)
+			// supersedes what an earlier line said of those bytes: the old
+			// CRC32C no longer describes them. What the old range held
+			// outside the new one is dropped with it and fetched again.
+			keep := o.unverified[:0]
+			for _, old := range o.unverified {
+				if old.end <= s || old.start >= e {
+					keep = append(keep, old)
+				}
+			}
+			o.unverified = append(keep, span{s, e, uint32(crc)})
 		}
+	}
+	for _, sp := range o.unverified {
+		o.markPresentLocked(sp.start, sp.end)
 	}
 	o.complete = sawComplete && o.npresent == o.nblocks
 	return true
