@@ -959,8 +959,9 @@ def on_render_done(*_args):
             c.release("job")
             c.drain(2.0)
         st = c.stats
-        _log("hooks: %d frames, %.1f ms in hooks (%.1f ms waiting for files), %d requests, %d failures, %d breaker trips" % (
-            S.frames_done, S.hook_seconds * 1000, st["blocked_seconds"] * 1000, st["requests"], st["failures"], st["breaker_trips"]))
+        _log("hooks: %d frames, %.1f ms in hooks (%.1f ms waiting for files), %d requests, %d failures, %d breaker trips, %d skipped" % (
+            S.frames_done, S.hook_seconds * 1000, st["blocked_seconds"] * 1000, st["requests"], st["failures"], st["breaker_trips"],
+            st["skipped_breaker"]))
     except Exception as e:
         _log("render end: %s" % e)
 

@@ -192,16 +192,21 @@ func TestPrefetchPriorities(t *testing.T) {
 	for _, rel := range []string{"seq/a", "seq/b", "look/c", "job/d", "frame/e", "block"} {
 		n.w.PutRandom("show/"+rel, 4<<10)
 	}
-	n.w.Proxy.StallMedia.Store(int64(300 * time.Millisecond))
+	// The link holds every request until the rest are queued, so the
+	// first request occupies the only worker however slowly this test
+	// runs (a stall of fixed length could end before they are).
+	n.w.Proxy.StallAll.Store(true)
 	ctx := context.Background()
-	// The first request occupies the only worker while the rest queue.
 	n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeSequence, Wants: wants("block")})
-	for st := n.e.Status(); st.InFlight != 1 || st.QueueDepth != 0; st = n.e.Status() {
-		time.Sleep(time.Millisecond) // until the worker has taken it
+	for st := n.e.Status(); st.InFlight != 1 || st.QueueDepth != 0 || n.w.Proxy.Held.Load() == 0; st = n.e.Status() {
+		time.Sleep(time.Millisecond) // until the worker has taken it and waits on the link
 	}
 	n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeSequence, Wants: wants("seq/a", "seq/b")})
 	n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeLookahead, Wants: wants("look/c")})
 	n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeJob, Wants: wants("job/d")})
+	n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeFrame, Wants: wants("frame/e")})
+	n.w.Proxy.StallAll.Store(false)
+	// Wait for the frame's file (this request joins the queued task).
 	res, _ := n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeFrame, Wait: time.Minute, Wants: wants("frame/e")})
 	if res[0].State != hooks.Resident {
 		t.Fatalf("frame item: %+v", res)

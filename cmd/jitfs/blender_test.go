@@ -30,7 +30,7 @@ import (
 var (
 	hookScript  = mustAbs("../../blender-hooks/jitfs_prefetch.py")
 	fixtureGen  = mustAbs("../../blender-hooks/tests/make_fixture.py")
-	hookSummary = regexp.MustCompile(`jitfs: hooks: (\d+) frames, ([\d.]+) ms in hooks \(([\d.]+) ms waiting for files\), (\d+) requests, (\d+) failures, (\d+) breaker trips`)
+	hookSummary = regexp.MustCompile(`jitfs: hooks: (\d+) frames, ([\d.]+) ms in hooks \(([\d.]+) ms waiting for files\), (\d+) requests, (\d+) failures, (\d+) breaker trips, (\d+) skipped`)
 )
 
 func mustAbs(p string) string {
@@ -468,17 +468,19 @@ func TestBlenderHooksFailOpen(t *testing.T) {
 		name string
 		sock string
 		env  []string
-		// onlyHealth: the start-up health check fails, so nothing else is sent.
+		// onlyHealth: the start-up health check fails, so nothing else is
+		// sent: the render pays at most the health check's 0.5 s timeout.
 		onlyHealth bool
-		maxHookMS  float64
 	}{
-		{name: "no-daemon", sock: filepath.Join(t.TempDir(), "absent.sock"), onlyHealth: true, maxHookMS: 3000},
-		{name: "hung-daemon", sock: hung, onlyHealth: true, maxHookMS: 3000},
+		{name: "no-daemon", sock: filepath.Join(t.TempDir(), "absent.sock"), onlyHealth: true},
+		{name: "hung-daemon", sock: hung, onlyHealth: true},
 		// The first frame waits its frame wait (2 s) plus the transport
-		// allowance; the failures open the breaker, so the other two frames
-		// cost nothing. Without the breaker it would be 3 x 3 s.
-		{name: "stalled-engine", sock: stalled, env: []string{"JITFS_FRAME_WAIT_MS=2000", "JITFS_TIMEOUT_MS=300"}, maxHookMS: 6000},
-		{name: "failing-daemon", sock: failing, maxHookMS: 3000},
+		// allowance; the failures open the breaker, so the other frames'
+		// calls are skipped and cost nothing. What the render pays follows
+		// from how many calls were sent, which is what is checked: a time
+		// bound would be stretched by a loaded machine.
+		{name: "stalled-engine", sock: stalled, env: []string{"JITFS_FRAME_WAIT_MS=2000", "JITFS_TIMEOUT_MS=300"}},
+		{name: "failing-daemon", sock: failing},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -505,17 +507,20 @@ func TestBlenderHooksFailOpen(t *testing.T) {
 			}
 			hookMS, _ := strconv.ParseFloat(m[2], 64)
 			requests, _ := strconv.Atoi(m[4])
-			if hookMS > c.maxHookMS {
-				t.Errorf("the hooks added %.0f ms to the render (bound %.0f ms)\n%s", hookMS, c.maxHookMS, o)
-			}
+			failures, _ := strconv.Atoi(m[5])
+			skipped, _ := strconv.Atoi(m[7])
 			switch {
-			case c.onlyHealth && (requests != 1 || m[5] != "1"):
-				t.Errorf("%d requests, %s failures; want only the failed health check\n%s", requests, m[5], o)
-			case !c.onlyHealth && m[6] == "0":
-				t.Errorf("repeated failures did not open the circuit breaker\n%s", o)
+			case c.onlyHealth && (requests != 1 || failures != 1):
+				t.Errorf("%d requests, %d failures; want only the failed health check\n%s", requests, failures, o)
+			case !c.onlyHealth && (m[6] == "0" || skipped == 0):
+				t.Errorf("repeated failures did not open the circuit breaker (%s trips, %d calls skipped)\n%s", m[6], skipped, o)
+			case !c.onlyHealth && failures > 3:
+				// The breaker opens after three failures in a row: a fourth
+				// failed call (another full frame wait) means it did not.
+				t.Errorf("%d failed calls; the breaker should stop them at 3\n%s", failures, o)
 			}
-			t.Logf("%s: hooks added %.1f ms over 3 frames; %d requests, %s failures, %s breaker trips; render wall %v",
-				c.name, hookMS, requests, m[5], m[6], wall.Round(time.Millisecond))
+			t.Logf("%s: hooks added %.1f ms over 3 frames; %d requests, %d failures, %s breaker trips, %d skipped; render wall %v",
+				c.name, hookMS, requests, failures, m[6], skipped, wall.Round(time.Millisecond))
 		})
 	}
 

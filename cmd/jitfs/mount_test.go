@@ -323,7 +323,15 @@ func TestGCSFaults(t *testing.T) {
 	mustEqualBytes(t, "after truncation", mustRead(t, d.path("f/1.bin")), files["f/1.bin"])
 	// A stalled response is abandoned after the attempt timeout and retried.
 	w.proxy.StallMedia.Store(int64(3 * time.Second))
-	go func() { time.Sleep(1500 * time.Millisecond); w.proxy.StallMedia.Store(0) }()
+	stalled := w.proxy.MediaReqs.Load()
+	go func() {
+		// Lift the stall once an attempt has been abandoned and retried
+		// (a second request reached the proxy), however long that takes.
+		for w.proxy.MediaReqs.Load()-stalled < 2 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		w.proxy.StallMedia.Store(0)
+	}()
 	mustEqualBytes(t, "after stall", mustRead(t, d.path("f/2.bin")), files["f/2.bin"])
 
 	// An outage fails the reader with EIO, and only that reader.
@@ -394,7 +402,10 @@ func TestSIGKILLDuringFillThenRestart(t *testing.T) {
 		_, err := exec.Command("cat", d.path("sim/cache.vdb")).Output()
 		done <- err
 	}()
-	time.Sleep(1200 * time.Millisecond)
+	// Kill once a fill is certainly in flight: some of the object's bytes
+	// have crossed the link, far fewer than one 8 MiB part.
+	sent := w.proxy.MediaBytes.Load()
+	waitFor(t, "the fill to start", time.Minute, func() bool { return w.proxy.MediaBytes.Load()-sent >= 1<<20 })
 	d.kill()
 	<-done // the reader fails with ENOTCONN; that is expected after a crash
 	w.proxy.MediaRate.Store(0)
