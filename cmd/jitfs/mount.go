@@ -299,9 +299,11 @@ func unmount(srv *fuse.Server, mountpoint string, log *slog.Logger) error {
 		if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil {
 			return fmt.Errorf("unmount %s: %w", mountpoint, err)
 		}
+		detachDead(mountpoint, log)
 		return nil
 	}
 	srv.Wait()
+	detachDead(mountpoint, log)
 	return nil
 }
 
@@ -409,10 +411,25 @@ func checkMountpoint(dir string, log *slog.Logger) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
 	}
-	// statfs is never answered from the kernel's attribute cache, so it
-	// tells a live mount from the dead one a killed daemon leaves.
-	var sfs syscall.Statfs_t
-	if err := syscall.Statfs(abs, &sfs); errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {
+	if deadMount(abs) && os.Geteuid() == 0 {
+		// A killed daemon's mount. Detaching it first would show readers
+		// the bare directory (ENOENT: a renderer may take a texture for
+		// optional and render a wrong frame) until the new mount is up.
+		// Mount on top of it instead: until then they get ENOTCONN, and
+		// the dead mount is detached when this daemon stops. Older dead
+		// mounts stacked beneath it by earlier crashes go now.
+		for deadMount(abs) && mountsAt(abs) > 1 {
+			if err := syscall.Unmount(abs, syscall.MNT_DETACH); err != nil {
+				break
+			}
+		}
+		if deadMount(abs) {
+			log.Warn("mounting over a dead FUSE mount left by an earlier daemon; it is detached when this daemon stops", "mountpoint", abs)
+			return abs, nil
+		}
+	}
+	if deadMount(abs) {
+		// Without root, fusermount cannot mount over it: detach it.
 		log.Warn("detaching a dead FUSE mount left by an earlier daemon", "mountpoint", abs)
 		if uerr := syscall.Unmount(abs, syscall.MNT_DETACH); uerr != nil {
 			return "", fmt.Errorf("mountpoint %s holds a dead mount that cannot be detached: %w", abs, uerr)
@@ -437,6 +454,45 @@ func checkMountpoint(dir string, log *slog.Logger) (string, error) {
 		return "", fmt.Errorf("mountpoint %s is busy: something is already mounted there", abs)
 	}
 	return abs, nil
+}
+
+// deadMount reports whether dir is a FUSE mount whose daemon is gone.
+// statfs is never answered from the kernel's attribute cache, so it tells a
+// live mount from the dead one a killed daemon leaves.
+func deadMount(dir string) bool {
+	var sfs syscall.Statfs_t
+	err := syscall.Statfs(dir, &sfs)
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
+}
+
+// mountsAt counts the mounts stacked at dir.
+func mountsAt(dir string) int {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
+			n++
+		}
+	}
+	return n
+}
+
+// detachDead detaches the dead mounts left at dir once this daemon's own
+// mount is gone (see checkMountpoint), so a stopped daemon leaves a plain
+// directory.
+func detachDead(dir string, log *slog.Logger) {
+	for deadMount(dir) {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			log.Warn("cannot detach a dead FUSE mount", "mountpoint", dir, "err", err)
+			return
+		}
+	}
 }
 
 func isMountpoint(dir string) (bool, error) {

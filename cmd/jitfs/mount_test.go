@@ -217,6 +217,61 @@ func TestRestartServesCacheWithZeroDownloads(t *testing.T) {
 	}
 }
 
+// TestRestartNeverShowsTheBareDirectory: after a daemon is killed, a reader's
+// open gets ENOTCONN until the next daemon's mount is live, and never the bare
+// mountpoint directory beneath (ENOENT), which a renderer could take for a
+// missing optional file. A stopped daemon leaves a plain directory (the
+// harness checks that no mount is left).
+func TestRestartNeverShowsTheBareDirectory(t *testing.T) {
+	w := newWorld(t, false)
+	content := w.put("tex/a.tx", 100_000)
+	d := w.mountForTest("", "")
+	mustEqualBytes(t, "before the kill", mustRead(t, d.path("tex/a.tx")), content)
+	d.kill()
+
+	var mu sync.Mutex
+	seen := map[syscall.Errno]int{}
+	stop := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// An open reaches the daemon (a stat could be answered from
+			// the kernel's attribute cache of the dead mount).
+			f, err := os.Open(d.path("tex/a.tx"))
+			if err == nil {
+				f.Close()
+			}
+			mu.Lock()
+			seen[errnoOf(err)]++
+			mu.Unlock()
+		}
+	}()
+	waitFor(t, "a reader to see the dead mount", time.Minute, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[syscall.ENOTCONN] > 0
+	})
+	d.start()
+	waitFor(t, "the restarted mount to answer", time.Minute, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[0] > 0
+	})
+	close(stop)
+	<-finished
+	if seen[syscall.ENOENT] > 0 {
+		t.Fatalf("a reader saw ENOENT %d times during the restart (stats by errno: %v)", seen[syscall.ENOENT], seen)
+	}
+	mustEqualBytes(t, "after the restart", mustRead(t, d.path("tex/a.tx")), content)
+	t.Logf("stats during the restart, by errno: %v", seen)
+}
+
 func TestEvictionUnderSmallBudget(t *testing.T) {
 	w := newWorld(t, false)
 	var names []string

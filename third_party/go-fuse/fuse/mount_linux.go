@@ -6,6 +6,7 @@ package fuse
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -42,6 +43,13 @@ func mountDirect(mountPoint string, opts *MountOptions, ready chan<- error) (fd 
 
 	var st syscall.Stat_t
 	err = syscall.Stat(mountPoint, &st)
+	if errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {
+		// jitfs patch: the mountpoint is a dead FUSE mount (its daemon
+		// was killed). Mounting on top of it is allowed, and is how a
+		// restarted daemon replaces it without a window in which readers
+		// see the bare directory; its root is a directory.
+		st.Mode, err = syscall.S_IFDIR, nil
+	}
 	if err != nil {
 		return
 	}
