@@ -271,6 +271,12 @@ func TestFullDiskOpensSucceed(t *testing.T) {
 	if !bytes.Equal(readWhole(t, h, len(content)), content) {
 		t.Fatal("wrong bytes after the disk had room again")
 	}
+	// A reader gets its bytes before the fill is written to disk; Fetch
+	// waits for fills still being stored (and fetches nothing here, as the
+	// blocks are present, in flight or held in memory).
+	if _, err := h.Fetch(context.Background(), 0, int64(len(content))); err != nil {
+		t.Fatal(err)
+	}
 	if !h.Resident(0, int64(len(content))) {
 		t.Fatal("an object read after the disk had room again is not on disk")
 	}
