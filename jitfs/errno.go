@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"syscall"
@@ -97,7 +96,3 @@ func toAttrs(kv []any) []slog.Attr {
 	}
 	return out
 }
-
-var ioEOF = io.EOF
-
-func errorsIsNotFound(err error) bool { return errors.Is(err, gcs.ErrNotFound) }

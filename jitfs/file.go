@@ -3,6 +3,7 @@ package jitfs
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -199,7 +200,7 @@ func (n *fileNode) read(ctx context.Context, h *handle, dest []byte, off int64) 
 		// The kernel normally reads the backing file itself; if it asks
 		// us anyway (passthrough refused), read the verified file.
 		k, err := h.backing.ReadAt(dest, off)
-		if err != nil && !errors.Is(err, ioEOF) {
+		if err != nil && !errors.Is(err, io.EOF) {
 			return 0, cache.ReadInfo{}, n.f.errno(err, "read", "object", h.h.Meta().String(), "offset", off, "length", len(dest))
 		}
 		return k, cache.ReadInfo{Outcome: cache.Hit}, 0

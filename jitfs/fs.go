@@ -11,13 +11,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dgraph-io/ristretto/v2"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/namespace"
 	"github.com/jitfs/jitfs/telemetry"
 	"github.com/jitfs/jitfs/trace"
 
@@ -36,6 +36,11 @@ type Remote interface {
 type Options struct {
 	Remote Remote
 	Cache  *cache.Cache
+	// Namespace, when set, is the snapshot the mount serves (several
+	// mounts may serve one); its prefix, TTL and page size are its own and
+	// Prefix, MetadataTTL and ListPageSize must be left zero. The caller
+	// closes it. Nil: New makes one from those three options.
+	Namespace *namespace.Namespace
 	// Prefix is the object prefix shown at the mount root ("" or "a/b/").
 	Prefix string
 	// MetadataTTL re-lists a directory and may re-pin generations after this
@@ -72,6 +77,9 @@ func (o *Options) Validate() error {
 	if o.Remote == nil || o.Cache == nil {
 		return errors.New("jitfs: Remote and Cache are required")
 	}
+	if o.Namespace != nil && (o.Prefix != "" || o.MetadataTTL != 0 || o.ListPageSize != 0) {
+		return errors.New("jitfs: Prefix, MetadataTTL and ListPageSize belong to the Namespace given")
+	}
 	if o.Prefix != "" && !strings.HasSuffix(o.Prefix, "/") {
 		o.Prefix += "/"
 	}
@@ -95,8 +103,10 @@ func (o *Options) Validate() error {
 
 // Stats are cumulative counters of the filesystem layer.
 type Stats struct {
-	Lookups, NegativeLookups, DirectLookups atomic.Int64
-	Opens, Reads                            atomic.Int64
+	// Lookups counts the kernel's lookups (the namespace counts what they
+	// cost: listings, direct lookups, absent names).
+	Lookups      atomic.Int64
+	Opens, Reads atomic.Int64
 	// PassthroughOpens counts opens for which jitfs handed the kernel a
 	// backing file. The kernel can still refuse it (then reads reach
 	// jitfs and are served from the same verified file).
@@ -109,12 +119,10 @@ type FS struct {
 	opts  Options
 	log   *slog.Logger
 	root  *dirNode
-	ino   atomic.Uint64
 	start time.Time
-	// neg remembers names found absent by direct lookups in directories
-	// whose listing was still in progress. Best effort: a dropped entry
-	// only costs one more request.
-	neg *ristretto.Cache[string, struct{}]
+	// ns holds the listings and generation pins; the nodes only adapt it.
+	ns    *namespace.Namespace
+	ownNS bool // made by New, closed by Close
 	// mnt is the absolute mountpoint, the root of traced paths.
 	mnt string
 	// fh numbers open handles so a trace can pair reads with their open.
@@ -162,23 +170,29 @@ func New(opts Options) (*FS, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	neg, err := ristretto.NewCache(&ristretto.Config[string, struct{}]{
-		NumCounters: 1e6, MaxCost: 1 << 17, BufferItems: 64,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("jitfs: negative cache: %w", err)
+	f := &FS{opts: opts, log: opts.Logger, start: time.Now(), ns: opts.Namespace}
+	if f.ns == nil {
+		ns, err := namespace.New(namespace.Options{Remote: opts.Remote, Prefix: opts.Prefix,
+			TTL: opts.MetadataTTL, PageSize: opts.ListPageSize})
+		if err != nil {
+			return nil, fmt.Errorf("jitfs: %w", err)
+		}
+		f.ns, f.ownNS = ns, true
 	}
-	f := &FS{opts: opts, log: opts.Logger, neg: neg, start: time.Now()}
-	f.ino.Store(1)
-	f.root = f.newDir(opts.Prefix, time.Now())
+	f.root = &dirNode{f: f, ino: namespace.RootIno, mtime: f.start}
 	return f, nil
 }
 
-// Close releases the filesystem's background resources. Call it after the
-// server has unmounted.
+// Close releases the filesystem's background resources (the namespace New
+// made). Call it after the server has unmounted.
 func (f *FS) Close() {
-	f.neg.Close()
+	if f.ownNS {
+		f.ns.Close()
+	}
 }
+
+// Namespace is the snapshot the filesystem serves.
+func (f *FS) Namespace() *namespace.Namespace { return f.ns }
 
 // SetOpenObserver makes fn hear the mount-relative path of every
 // successful open. fn runs on the read path and must not block.
@@ -189,8 +203,8 @@ func (f *FS) Root() fs.InodeEmbedder { return f.root }
 
 // KernelTimeout is how long the kernel may cache entries and attributes.
 func (f *FS) KernelTimeout() time.Duration {
-	if f.opts.MetadataTTL > 0 {
-		return f.opts.MetadataTTL
+	if ttl := f.ns.TTL(); ttl > 0 {
+		return ttl
 	}
 	return 24 * time.Hour
 }
@@ -251,8 +265,6 @@ func (f *FS) Mount(dir string, mo MountOptions) (*fuse.Server, error) {
 	return srv, nil
 }
 
-func (f *FS) nextIno() uint64 { return f.ino.Add(1) }
-
 // tracing reports whether operations are being recorded; callers skip the
 // clock and path work otherwise.
 // observing: some operation needs timing, for the trace or the metrics.
@@ -270,7 +282,7 @@ func (f *FS) done(ctx context.Context, start time.Time, op trace.Op, errno sysca
 
 // mountPath turns an object name or prefix into the path a process sees.
 func (f *FS) mountPath(name string) string {
-	rel := strings.TrimSuffix(strings.TrimPrefix(name, f.opts.Prefix), "/")
+	rel := strings.TrimSuffix(strings.TrimPrefix(name, f.ns.Prefix()), "/")
 	if rel == "" {
 		return f.mnt
 	}
@@ -304,8 +316,3 @@ func (f *FS) setAttr(a *fuse.Attr, ino uint64, mode uint32, size int64, mtime ti
 	a.Uid, a.Gid = f.opts.UID, f.opts.GID
 	a.SetTimes(&mtime, &mtime, &mtime)
 }
-
-var (
-	_ = (fs.NodeStatfser)((*dirNode)(nil))
-	_ = (syscall.Errno)(0)
-)

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/jitfs/jitfs/cache"
+	"github.com/jitfs/jitfs/namespace"
 )
 
 // ErrNotFile is returned by Resolve for a directory.
@@ -16,44 +16,44 @@ var ErrNotFile = errors.New("jitfs: not a file")
 
 // Resolve returns the object generation a path in the mount (relative to
 // its root) reads, as the renderer will see it: the prefetch engine warms
-// exactly the generation the tree has pinned. It resolves through the
-// mount itself, so the kernel's dentry cache is warm for the renderer too.
-// A missing path returns an error satisfying errors.Is(err, fs.ErrNotExist).
-// It must not be called from inside a FUSE request of this mount.
+// exactly the generation the namespace has pinned. It asks the namespace
+// directly (never the kernel), so it may be called from anywhere, a FUSE
+// request of this mount included. A missing path returns an error
+// satisfying errors.Is(err, fs.ErrNotExist).
 func (f *FS) Resolve(ctx context.Context, rel string) (cache.Meta, error) {
-	if f.mnt == "" {
-		return cache.Meta{}, errors.New("jitfs: not mounted")
-	}
-	if err := ctx.Err(); err != nil {
-		return cache.Meta{}, err
-	}
-	st, err := os.Stat(f.mnt + "/" + rel)
+	e, err := f.ns.Lookup(ctx, rel)
 	if err != nil {
 		return cache.Meta{}, err
 	}
-	if st.IsDir() {
+	if e.IsDir {
 		return cache.Meta{}, fmt.Errorf("%s: %w", rel, ErrNotFile)
 	}
-	in := f.root.EmbeddedInode()
-	for _, name := range strings.Split(rel, "/") {
-		if in = in.GetChild(name); in == nil {
-			// The kernel answered from its cache and go-fuse has since
-			// forgotten the node; cannot happen while the kernel holds
-			// the dentry, but never guess.
-			return cache.Meta{}, fmt.Errorf("%s: %w", rel, fs.ErrNotExist)
-		}
-	}
-	n, ok := in.Operations().(*fileNode)
-	if !ok {
-		return cache.Meta{}, fmt.Errorf("%s: %w", rel, ErrNotFile)
-	}
-	a := n.pinned()
+	a := e.Attrs
 	return cache.Meta{Bucket: f.opts.Remote.Bucket(), Name: a.Name, Gen: a.Generation, Size: a.Size,
 		CRC32C: a.CRC32C, HasCRC32C: a.HasCRC32C}, nil
 }
 
-// Cache returns the cache the filesystem reads through.
-func (f *FS) Cache() *cache.Cache { return f.opts.Cache }
-
-// Source returns the bucket the filesystem reads from.
-func (f *FS) Source() cache.Source { return f.opts.Remote }
+// ListDir names the entries of a directory of the mount, given as an
+// absolute path under the mountpoint, from the namespace (the hook API
+// finds UDIM tiles with it without a round trip through the kernel).
+func (f *FS) ListDir(dir string) ([]string, error) {
+	rel, err := filepath.Rel(f.mnt, filepath.Clean(dir))
+	if f.mnt == "" || err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil, fmt.Errorf("jitfs: %s is not inside the mount %s: %w", dir, f.mnt, namespace.ErrNotExist)
+	}
+	if rel == "." {
+		rel = ""
+	}
+	// Bounded like a FUSE readdir of the same directory would be.
+	ctx, cancel := f.opContext(context.Background())
+	defer cancel()
+	ents, err := f.ns.List(ctx, rel)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return names, nil
+}

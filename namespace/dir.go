@@ -1,0 +1,161 @@
+package namespace
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jitfs/jitfs/gcs"
+)
+
+// entry is one name in a directory, pinned when first seen.
+type entry struct {
+	ino   uint64
+	isDir bool
+	attrs gcs.Attrs // files only
+}
+
+func (e *entry) entry(p string) Entry {
+	return Entry{Path: p, IsDir: e.isDir, Ino: e.ino, Attrs: e.attrs}
+}
+
+type listState int
+
+const (
+	listNone listState = iota
+	listRunning
+	listDone
+)
+
+// dir is the listing state of one "/"-delimited prefix.
+type dir struct {
+	ns   *Namespace
+	path string // relative to the root, "" for the root
+
+	// mu guards the listing state. INVARIANT: once in entries, a name keeps
+	// its generation until a TTL re-list replaces the map.
+	mu        sync.Mutex
+	state     listState
+	entries   map[string]*entry
+	firstPage chan struct{} // closed when the first page (or an error) is in
+	finished  chan struct{} // closed when the listing ends
+	listErr   error
+	listedAt  time.Time
+}
+
+// startList begins listing the directory if it is not listed (or its TTL
+// ran out, or its last listing failed) and returns the channels to wait on.
+func (d *dir) startList() (first, finished chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ttl := d.ns.opts.TTL
+	if d.state == listDone && (d.listErr != nil || (ttl > 0 && d.ns.opts.Now().Sub(d.listedAt) > ttl)) {
+		d.state = listNone
+	}
+	if d.state == listNone {
+		d.state = listRunning
+		d.listErr = nil
+		d.firstPage = make(chan struct{})
+		d.finished = make(chan struct{})
+		d.ns.Stats.Listings.Add(1)
+		go d.list(d.firstPage, d.finished)
+	}
+	return d.firstPage, d.finished
+}
+
+// list runs detached from any one request: a listing that a cancelled
+// lookup started still completes for the next one.
+func (d *dir) list(first, finished chan struct{}) {
+	ns := d.ns
+	ctx := ns.ctx
+	prefix := ns.ObjectPrefix(d.path)
+	fresh := map[string]*entry{}
+	token := ""
+	var err error
+	for page := 0; ; page++ {
+		if ctx.Err() != nil {
+			err = ErrClosed
+			break
+		}
+		var p gcs.Page
+		p, err = ns.opts.Remote.ListPage(ctx, prefix, token, ns.opts.PageSize)
+		if err != nil {
+			err = fmt.Errorf("namespace: list %s: %w", prefix, err)
+			break
+		}
+		d.mu.Lock()
+		for _, pre := range p.Prefixes {
+			name := strings.TrimSuffix(strings.TrimPrefix(pre, prefix), "/")
+			if ValidName(name) {
+				d.mergeLocked(fresh, name, &entry{isDir: true})
+			}
+		}
+		for _, a := range p.Objects {
+			name := strings.TrimPrefix(a.Name, prefix)
+			if ValidName(name) {
+				d.mergeLocked(fresh, name, &entry{attrs: a})
+			}
+		}
+		if page == 0 {
+			close(first)
+		}
+		d.mu.Unlock()
+		if p.Next == "" {
+			break
+		}
+		token = p.Next
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.listErr = err
+		select {
+		case <-first:
+		default:
+			close(first)
+		}
+	} else {
+		if ns.opts.TTL == 0 {
+			// Without a TTL nothing once seen is forgotten: keep names a
+			// direct lookup pinned that the listing did not return.
+			for name, e := range d.entries {
+				if _, ok := fresh[name]; !ok {
+					fresh[name] = e
+				}
+			}
+		}
+		d.entries = fresh
+	}
+	d.listedAt = ns.opts.Now()
+	d.state = listDone
+	close(finished)
+}
+
+// mergeLocked adds a listed name to the listing being built, keeping an
+// entry already pinned (by an earlier listing or a direct lookup) when it
+// is still the same kind and, without a TTL, the same generation.
+func (d *dir) mergeLocked(fresh map[string]*entry, name string, e *entry) {
+	if prev, ok := fresh[name]; ok {
+		// A prefix and an object of the same name: the directory wins,
+		// as in every POSIX view of a bucket.
+		if prev.isDir {
+			return
+		}
+	}
+	if old, ok := d.entries[name]; ok && old.isDir == e.isDir {
+		if e.isDir || d.ns.opts.TTL == 0 || old.attrs.Generation == e.attrs.Generation {
+			fresh[name] = old
+			return
+		}
+		e.ino = old.ino // new generation, same path
+	}
+	if e.ino == 0 {
+		e.ino = d.ns.nextIno()
+	}
+	fresh[name] = e
+	// Visible at once to lookups that do not wait for the whole listing.
+	if _, ok := d.entries[name]; !ok {
+		d.entries[name] = e
+	}
+}

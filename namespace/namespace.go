@@ -1,0 +1,352 @@
+package namespace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+
+	"github.com/jitfs/jitfs/gcs"
+)
+
+// Remote is what a Namespace needs of the bucket. *gcs.Client fits.
+type Remote interface {
+	Stat(ctx context.Context, name string) (gcs.Attrs, error)
+	ListPage(ctx context.Context, prefix, token string, pageSize int) (gcs.Page, error)
+}
+
+// Options configures a Namespace.
+type Options struct {
+	Remote Remote
+	// Prefix is the object prefix at the namespace's root ("" or "a/b/").
+	Prefix string
+	// TTL re-lists a directory, and may re-pin generations, once its
+	// listing is older than this; 0 pins everything for the lifetime.
+	TTL time.Duration
+	// PageSize is the listing page size (default 1000).
+	PageSize int
+	// NegativeEntries bounds the names remembered absent by direct lookups
+	// (default 131072).
+	NegativeEntries int64
+	// Now is the clock TTLs are measured on (default time.Now).
+	Now func() time.Time
+}
+
+// Entry is one name of the namespace.
+type Entry struct {
+	// Path is relative to the namespace root ("" is the root itself).
+	Path  string
+	IsDir bool
+	// Ino is stable for the Namespace's lifetime: the same path keeps its
+	// number, a new generation of a file included.
+	Ino uint64
+	// Attrs is the pinned object (files only).
+	Attrs gcs.Attrs
+}
+
+// Name is the entry's last path element.
+func (e Entry) Name() string { return e.Path[strings.LastIndexByte(e.Path, '/')+1:] }
+
+// RootIno is the inode number of the namespace root.
+const RootIno = 1
+
+var (
+	// ErrNotExist: no such name. It satisfies errors.Is(err, fs.ErrNotExist).
+	ErrNotExist = fs.ErrNotExist
+	// ErrNotDir: a path element before the last is a file.
+	ErrNotDir = errors.New("namespace: not a directory")
+	// ErrClosed: the Namespace was closed.
+	ErrClosed = errors.New("namespace: closed")
+)
+
+// Stats are cumulative counters.
+type Stats struct {
+	// Listings counts directory listings started (each may be many pages).
+	Listings atomic.Int64
+	// DirectLookups counts names asked for one by one while their
+	// directory's listing was still running.
+	DirectLookups atomic.Int64
+	// NegativeLookups counts lookups answered "absent".
+	NegativeLookups atomic.Int64
+}
+
+// Namespace is one snapshot of a bucket prefix. See the package comment.
+type Namespace struct {
+	opts   Options
+	ctx    context.Context // listings run under it; Close cancels it
+	cancel context.CancelFunc
+	ino    atomic.Uint64
+
+	mu   sync.Mutex
+	dirs map[string]*dir // by path relative to the root ("" for the root)
+
+	// neg remembers names found absent by direct lookups in directories
+	// whose listing was still in progress. Best effort: a dropped entry
+	// only costs one more request.
+	neg *ristretto.Cache[string, struct{}]
+
+	Stats Stats
+}
+
+// New makes an empty Namespace; nothing is listed before it is asked.
+func New(opts Options) (*Namespace, error) {
+	if opts.Remote == nil {
+		return nil, errors.New("namespace: Remote is required")
+	}
+	if opts.Prefix != "" && !strings.HasSuffix(opts.Prefix, "/") {
+		opts.Prefix += "/"
+	}
+	if strings.HasPrefix(opts.Prefix, "/") || strings.Contains(opts.Prefix, "//") {
+		return nil, fmt.Errorf("namespace: invalid prefix %q", opts.Prefix)
+	}
+	if opts.TTL < 0 {
+		return nil, fmt.Errorf("namespace: negative TTL %v", opts.TTL)
+	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = 1000
+	}
+	if opts.NegativeEntries <= 0 {
+		opts.NegativeEntries = 1 << 17
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	neg, err := ristretto.NewCache(&ristretto.Config[string, struct{}]{
+		NumCounters: 10 * opts.NegativeEntries, MaxCost: opts.NegativeEntries, BufferItems: 64,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("namespace: negative cache: %w", err)
+	}
+	ns := &Namespace{opts: opts, dirs: map[string]*dir{}, neg: neg}
+	ns.ctx, ns.cancel = context.WithCancel(context.Background())
+	ns.ino.Store(RootIno)
+	return ns, nil
+}
+
+// Close stops listings still running and frees the negative cache. Calls
+// made after Close fail with ErrClosed or the error of a stopped listing.
+func (ns *Namespace) Close() {
+	ns.cancel()
+	ns.neg.Close()
+}
+
+// Prefix is the object prefix at the root ("" or ending in "/").
+func (ns *Namespace) Prefix() string { return ns.opts.Prefix }
+
+// ObjectPrefix is the object prefix that lists directory dir.
+func (ns *Namespace) ObjectPrefix(dir string) string {
+	if dir == "" {
+		return ns.opts.Prefix
+	}
+	return ns.opts.Prefix + dir + "/"
+}
+
+// TTL is Options.TTL (0: pinned for the lifetime).
+func (ns *Namespace) TTL() time.Duration { return ns.opts.TTL }
+
+func (ns *Namespace) nextIno() uint64 { return ns.ino.Add(1) }
+
+// CleanPath checks a path relative to the root and returns it without
+// leading, trailing or doubled slashes. "." and ".." elements are refused:
+// a namespace path never leaves its root.
+func CleanPath(p string) (string, error) {
+	parts := strings.FieldsFunc(p, func(r rune) bool { return r == '/' })
+	for _, el := range parts {
+		if !ValidName(el) {
+			return "", fmt.Errorf("namespace: invalid path %q", p)
+		}
+	}
+	return strings.Join(parts, "/"), nil
+}
+
+// ValidName reports whether n can be one path element.
+func ValidName(n string) bool {
+	return n != "" && n != "." && n != ".." && !strings.Contains(n, "/")
+}
+
+// Lookup resolves a path relative to the root, walking its directories
+// (each listed at most once, as LookupIn does).
+func (ns *Namespace) Lookup(ctx context.Context, p string) (Entry, error) {
+	p, err := CleanPath(p)
+	if err != nil {
+		return Entry{}, fmt.Errorf("%w: %v", ErrNotExist, err)
+	}
+	e := Entry{IsDir: true, Ino: RootIno}
+	if p == "" {
+		return e, nil
+	}
+	dirPath := ""
+	for _, name := range strings.Split(p, "/") {
+		if !e.IsDir {
+			return Entry{}, fmt.Errorf("%s: %w", p, ErrNotDir)
+		}
+		if e, err = ns.LookupIn(ctx, dirPath, name); err != nil {
+			return Entry{}, err
+		}
+		dirPath = e.Path
+	}
+	return e, nil
+}
+
+// LookupIn resolves one name in directory dir, which the caller knows to
+// be a directory of this namespace (the root, or a path Lookup returned as
+// one). It waits for the listing's first page, never for the whole of a
+// large directory: a name not yet listed is asked for directly. A wait cut
+// short by ctx returns an error wrapping ctx's cause.
+func (ns *Namespace) LookupIn(ctx context.Context, dirPath, name string) (Entry, error) {
+	full := joinPath(dirPath, name)
+	if !ValidName(name) {
+		return Entry{}, fmt.Errorf("%q: %w", full, ErrNotExist)
+	}
+	d := ns.dir(dirPath)
+	first, finished := d.startList()
+	select {
+	case <-first:
+	case <-ctx.Done():
+		return Entry{}, ns.waitErr(ctx, d)
+	}
+	d.mu.Lock()
+	e := d.entries[name]
+	done := d.state == listDone
+	listErr := d.listErr
+	d.mu.Unlock()
+	if e != nil {
+		return e.entry(full), nil
+	}
+	select {
+	case <-finished:
+		done = true
+		d.mu.Lock()
+		e, listErr = d.entries[name], d.listErr
+		d.mu.Unlock()
+		if e != nil {
+			return e.entry(full), nil
+		}
+	default:
+	}
+	if done {
+		if listErr != nil {
+			return Entry{}, listErr
+		}
+		ns.Stats.NegativeLookups.Add(1)
+		return Entry{}, fmt.Errorf("%q: %w", full, ErrNotExist)
+	}
+	return ns.lookupDirect(ctx, d, name)
+}
+
+// lookupDirect answers one name in a directory whose listing has more
+// pages to go: a one-item listing of name/ and, if that is empty, a stat.
+func (ns *Namespace) lookupDirect(ctx context.Context, d *dir, name string) (Entry, error) {
+	full := joinPath(d.path, name)
+	object := ns.ObjectPrefix(d.path) + name
+	if _, ok := ns.neg.Get(object); ok {
+		ns.Stats.NegativeLookups.Add(1)
+		return Entry{}, fmt.Errorf("%q: %w", full, ErrNotExist)
+	}
+	ns.Stats.DirectLookups.Add(1)
+	var e *entry
+	p, err := ns.opts.Remote.ListPage(ctx, object+"/", "", 1)
+	if err != nil {
+		return Entry{}, fmt.Errorf("namespace: lookup of prefix %s/: %w", object, err)
+	}
+	if len(p.Objects) > 0 || len(p.Prefixes) > 0 {
+		e = &entry{isDir: true}
+	} else {
+		a, err := ns.opts.Remote.Stat(ctx, object)
+		switch {
+		case err == nil:
+			e = &entry{attrs: a}
+		case errors.Is(err, gcs.ErrNotFound):
+			ns.neg.Set(object, struct{}{}, 1)
+			// Set is buffered: without Wait, the next lookup of the same
+			// name (a renderer probing again) could miss it.
+			ns.neg.Wait()
+			ns.Stats.NegativeLookups.Add(1)
+			return Entry{}, fmt.Errorf("%q: %w", full, ErrNotExist)
+		default:
+			return Entry{}, fmt.Errorf("namespace: lookup of object %s: %w", object, err)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old, ok := d.entries[name]; ok {
+		return old.entry(full), nil // the listing pinned it meanwhile
+	}
+	e.ino = ns.nextIno()
+	d.entries[name] = e
+	return e.entry(full), nil
+}
+
+// List returns the entries of directory dirPath, sorted by name, once its
+// listing is complete.
+func (ns *Namespace) List(ctx context.Context, dirPath string) ([]Entry, error) {
+	dirPath, err := CleanPath(dirPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotExist, err)
+	}
+	if dirPath != "" {
+		e, err := ns.Lookup(ctx, dirPath)
+		if err != nil {
+			return nil, err
+		}
+		if !e.IsDir {
+			return nil, fmt.Errorf("%s: %w", dirPath, ErrNotDir)
+		}
+	}
+	return ns.ListDir(ctx, dirPath)
+}
+
+// ListDir is List for a path the caller knows to be a directory (as
+// LookupIn): it does not walk the path first.
+func (ns *Namespace) ListDir(ctx context.Context, dirPath string) ([]Entry, error) {
+	d := ns.dir(dirPath)
+	_, finished := d.startList()
+	select {
+	case <-finished:
+	case <-ctx.Done():
+		return nil, ns.waitErr(ctx, d)
+	}
+	d.mu.Lock()
+	if d.listErr != nil {
+		err := d.listErr
+		d.mu.Unlock()
+		return nil, err
+	}
+	list := make([]Entry, 0, len(d.entries))
+	for name, e := range d.entries {
+		list = append(list, e.entry(joinPath(dirPath, name)))
+	}
+	d.mu.Unlock()
+	sort.Slice(list, func(i, j int) bool { return list[i].Path < list[j].Path })
+	return list, nil
+}
+
+func (ns *Namespace) waitErr(ctx context.Context, d *dir) error {
+	return fmt.Errorf("namespace: waiting for the listing of %s: %w", ns.ObjectPrefix(d.path), context.Cause(ctx))
+}
+
+// dir returns the listing state of dirPath, creating it empty.
+func (ns *Namespace) dir(dirPath string) *dir {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	d := ns.dirs[dirPath]
+	if d == nil {
+		d = &dir{ns: ns, path: dirPath, entries: map[string]*entry{}}
+		ns.dirs[dirPath] = d
+	}
+	return d
+}
+
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
