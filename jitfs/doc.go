@@ -3,19 +3,22 @@
 //
 // # Namespace
 //
-// Objects map to files and "/"-delimited prefixes to directories, with no
-// placeholder objects needed. A directory is listed (prefix + delimiter,
-// paginated) the first time something looks inside it, and that listing
-// answers every later lookup of its names, absent ones included, without a
-// request per name. While a large directory is still being listed, a lookup
-// does not wait for the whole listing: it asks for the one name directly.
+// Which names exist and which generation each reads is package namespace's:
+// a FUSE-free snapshot of the bucket prefix (listings, pins, absent names).
+// dirNode and fileNode are thin adapters over it, as the prefetch engine's
+// Resolve and the hook API's ListDir are, so neither goes through the
+// kernel, and a tree whose inodes the kernel forgot is served again without
+// a request. Objects map to files and "/"-delimited prefixes to
+// directories; see that package for how listing works.
 //
 // # Snapshot consistency
 //
-// The generation of each object is pinned when first seen and held for the
-// mount's lifetime (or Options.MetadataTTL). Reads name that generation, so a
-// render never mixes bytes of two versions; a pinned generation that is gone
-// from the bucket fails reads with EIO and a log line naming the object.
+// The generation of each object is pinned when the namespace first sees it
+// and held for its lifetime (or Options.MetadataTTL). A fileNode keeps the
+// generation it was looked up with, and an open handle the one it opened.
+// Reads name that generation, so a render never mixes bytes of two
+// versions; a pinned generation that is gone from the bucket fails reads
+// with EIO and a log line naming the object.
 //
 // Because content is immutable per snapshot, the kernel is told to cache
 // entries, attributes, negative lookups and file pages for long periods, and
