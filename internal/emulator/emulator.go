@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,6 +38,7 @@ type Options struct {
 // Server is a running emulator.
 type Server struct {
 	*fakestorage.Server
+	http *http.Server
 	addr string
 }
 
@@ -50,15 +52,20 @@ func Start(opts Options) (*Server, error) {
 	if err != nil || port < 0 || port > 65535 {
 		return nil, fmt.Errorf("emulator: bad port in %q", opts.Addr)
 	}
-	if port == 0 {
-		// fakestorage needs a concrete port for the URLs it hands out.
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return nil, fmt.Errorf("emulator: pick port: %w", err)
-		}
-		port = l.Addr().(*net.TCPAddr).Port
-		l.Close()
+	// Listen first and keep the listener: picking a free port, closing it
+	// and letting the emulator bind it again races with every other
+	// process on the machine that binds port 0 meanwhile.
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return nil, fmt.Errorf("emulator: listen on %s: %w", net.JoinHostPort(host, portStr), err)
 	}
+	port = ln.Addr().(*net.TCPAddr).Port
+	ok := false
+	defer func() {
+		if !ok {
+			ln.Close()
+		}
+	}()
 	var objs []fakestorage.Object
 	if opts.DataDir != "" {
 		if objs, err = loadDir(opts.DataDir); err != nil {
@@ -78,7 +85,7 @@ func Start(opts Options) (*Server, error) {
 	}
 	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{
 		Host: host, Port: uint16(port), Scheme: "http", StorageRoot: opts.StorageRoot, Writer: logw,
-		PublicHost: net.JoinHostPort(host, strconv.Itoa(port)),
+		PublicHost: net.JoinHostPort(host, strconv.Itoa(port)), NoListener: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("emulator: start on %s:%d: %w", host, port, err)
@@ -96,7 +103,16 @@ func Start(opts Options) (*Server, error) {
 	for _, o := range objs {
 		srv.CreateObject(o)
 	}
-	return &Server{Server: srv, addr: net.JoinHostPort(host, strconv.Itoa(port))}, nil
+	hs := &http.Server{Handler: srv.HTTPHandler(), ReadHeaderTimeout: time.Minute}
+	go func() { _ = hs.Serve(ln) }()
+	ok = true
+	return &Server{Server: srv, http: hs, addr: net.JoinHostPort(host, strconv.Itoa(port))}, nil
+}
+
+// Stop closes the listener and every connection, then the emulator.
+func (s *Server) Stop() {
+	_ = s.http.Close()
+	s.Server.Stop()
 }
 
 // Addr is the host:port clients use as their endpoint.
