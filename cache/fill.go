@@ -51,6 +51,50 @@ func (o *Object) missingLocked(b int64) bool {
 	return !o.has(b) && o.inflight[b] == nil && o.mem[b] == nil
 }
 
+// nextMissingLocked is the one block scan behind every decision of what to
+// fetch: a read's (prepare), read-ahead's (readAhead) and the prefetch
+// engine's (Handle.Fetch).
+//
+// Starting at block b, it passes over the blocks that cost no request:
+// present on disk, held in memory, or being fetched. A fill in flight is
+// passed over whole, after it is handed to onInflight (if not nil) so the
+// caller can wait for it; this is exact because newFillLocked only claims
+// blocks nobody is fetching and dropFillLocked releases a fill's blocks
+// together. It returns the first missing block (see missingLocked) that
+// starts before the byte offset limit as first, and as next the block after
+// the run of missing blocks that begins there. The run ends before the
+// first block that is not missing, or that starts at or past limit, or
+// maxRun or more bytes after first starts (math.MaxInt64: no such bound).
+// ok is false when no block starting before limit is missing.
+func (o *Object) nextMissingLocked(b, limit, maxRun int64, onInflight func(*fill)) (first, next int64, ok bool) {
+	bs := o.c.opts.BlockSize
+	for b*bs < limit {
+		if f := o.inflight[b]; f != nil {
+			if onInflight != nil {
+				onInflight(f)
+			}
+			b = (f.end + bs - 1) / bs
+			continue
+		}
+		if o.missingLocked(b) {
+			break
+		}
+		b++
+	}
+	if b*bs >= limit {
+		return b, b, false
+	}
+	runEnd := limit
+	if maxRun < limit-b*bs {
+		runEnd = b*bs + maxRun
+	}
+	e := b + 1
+	for e*bs < runEnd && o.missingLocked(e) {
+		e++
+	}
+	return b, e, true
+}
+
 func (o *Object) startFillLocked(start, end int64, readAhead bool, cause trace.SpanContext) *fill {
 	f := o.newFillLocked(start, end, readAhead, cause)
 	o.launchFillLocked(f)

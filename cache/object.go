@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -392,10 +393,9 @@ func (o *Object) prepare(h *Handle, off, end, fetchMin int64, segs []segment, ca
 			if whole {
 				fs, fe = 0, o.meta.Size
 			}
-			e := b + 1
-			for e*bs < fe && o.missingLocked(e) {
-				e++
-			}
+			// b is missing (neither present, in flight nor in memory), so
+			// the run found starts at b.
+			_, e, _ := o.nextMissingLocked(b, fe, math.MaxInt64, nil)
 			f = o.startFillLocked(fs, min(e*bs, o.meta.Size), false, cause)
 		}
 		segs = append(segs, segment{max(f.start, off), min(f.end, end), f, fromMem})
@@ -437,18 +437,12 @@ func (o *Object) readAhead(start, end int64, cause trace.SpanContext) int64 {
 	// unit of presence.
 	end = min((end+bs-1)/bs*bs, o.meta.Size)
 	for p := start / ps * ps; p < end; p += ps {
-		b, pe := max(p, start)/bs, min(p+ps, end)
-		// Skip to the first block of the part that is neither present nor
-		// being fetched; fetch up to the next one that is.
-		for b*bs < pe && !o.missingLocked(b) {
-			b++
-		}
-		if b*bs >= pe {
+		pe := min(p+ps, end)
+		// Fetch the part's first run of blocks that are neither present
+		// nor being fetched, up to the next block that is.
+		b, e, ok := o.nextMissingLocked(max(p, start)/bs, pe, math.MaxInt64, nil)
+		if !ok {
 			continue
-		}
-		e := b + 1
-		for e*bs < pe && o.missingLocked(e) {
-			e++
 		}
 		if !o.c.ra.TryAcquire(1) {
 			return max(b*bs, start)
