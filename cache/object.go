@@ -1,27 +1,18 @@
 package cache
 
 import (
-	"bufio"
-	"bytes"
-	"container/list"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -30,49 +21,6 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // ErrChecksum reports bytes from the Source that do not match the object's
 // CRC32C; they are never served.
 var ErrChecksum = errors.New("cache: CRC32C mismatch")
-
-// tracer makes the fill spans. It is the global provider's: a daemon with
-// tracing on sets one (telemetry.Setup); otherwise spans cost nothing.
-var tracer = otel.Tracer("github.com/jitfs/jitfs/cache")
-
-const journalVersion = 1
-
-type journalHeader struct {
-	V int `json:"v"`
-	Meta
-}
-
-// span is a byte range recorded in the journal by an earlier run and not
-// yet checked against its CRC32C in this one.
-type span struct {
-	start, end int64
-	crc        uint32
-}
-
-// fill is one fetch of a block-aligned byte range, shared by every reader
-// that needs any of its blocks.
-type fill struct {
-	o          *Object
-	start, end int64
-	readAhead  bool
-	// pfWeight is the prefetch byte budget the fill holds (Handle.Fetch);
-	// 0 for reader and read-ahead fills.
-	pfWeight int64
-	done     chan struct{} // closed when buf or err is set
-	// stored is closed once the fill's bytes are on disk and present, or
-	// the fill was dropped (error, eviction, disk failure): the point at
-	// which residency is settled, which Handle.Fetch waits for.
-	stored chan struct{}
-	buf    []byte
-	err    error
-	// cause is the span of the operation that started the fill (a FUSE
-	// read, a prefetch), linked from the fill's own span.
-	cause trace.SpanContext
-	// memElem is the fill's place in the cache's memory LRU once the disk
-	// refused its bytes and they are served from memory (guarded by
-	// Cache.memMu).
-	memElem *list.Element
-}
 
 // Object is the cache's state for one object generation.
 type Object struct {
@@ -224,6 +172,8 @@ func (o *Object) goMemOnlyLocked(err error) {
 	o.c.diskError(o, nil, err)
 }
 
+// loadLocked sizes the object's presence bitset and restores it from the
+// journal (see loadJournalLocked).
 func (o *Object) loadLocked() error {
 	bs := o.c.opts.BlockSize
 	o.nblocks = (o.meta.Size + bs - 1) / bs
@@ -232,18 +182,8 @@ func (o *Object) loadLocked() error {
 		o.complete = true
 		return nil
 	}
-	_, jnlPath := o.c.paths(o.key)
-	if err := os.MkdirAll(filepath.Dir(jnlPath), 0o755); err != nil {
-		return fmt.Errorf("cache: %s: %w", o.meta, err)
-	}
-	fresh := true
-	if b, err := os.ReadFile(jnlPath); err == nil {
-		fresh = !o.parseJournal(b)
-	}
-	if fresh {
-		if err := o.writeHeaderLocked(jnlPath); err != nil {
-			return err
-		}
+	if err := o.loadJournalLocked(); err != nil {
+		return err
 	}
 	o.touched = time.Now()
 	return nil
@@ -296,73 +236,6 @@ func (o *Object) openFilesLocked() error {
 	return nil
 }
 
-// parseJournal restores presence from a journal; false means the journal
-// is unusable (absent header, other object, other version) and is rewritten.
-func (o *Object) parseJournal(b []byte) bool {
-	nl := bytes.IndexByte(b, '\n')
-	if nl < 0 {
-		return false
-	}
-	var h journalHeader
-	if json.Unmarshal(b[:nl], &h) != nil || h.V != journalVersion || h.Gen != o.meta.Gen ||
-		h.Size != o.meta.Size || h.Name != o.meta.Name || h.Bucket != o.meta.Bucket {
-		return false
-	}
-	sawComplete := false
-	sc := bufio.NewScanner(bytes.NewReader(b[nl+1:]))
-	rest := b[nl+1:]
-	for sc.Scan() {
-		line := sc.Bytes()
-		// bufio.Scanner yields a final line without its newline too; such a
-		// line is a torn append and must not count.
-		consumed := len(line) + 1
-		if consumed > len(rest) || rest[len(line)] != '\n' {
-			break
-		}
-		rest = rest[consumed:]
-		f := bytes.Fields(line)
-		switch {
-		case len(f) == 1 && string(f[0]) == "C":
-			sawComplete = true
-		case len(f) == 4 && string(f[0]) == "R":
-			s, e1 := strconv.ParseInt(string(f[1]), 10, 64)
-			e, e2 := strconv.ParseInt(string(f[2]), 10, 64)
-			crc, e3 := strconv.ParseUint(string(f[3]), 16, 32)
-			if e1 != nil || e2 != nil || e3 != nil || s < 0 || e > o.meta.Size || s >= e || s%o.c.opts.BlockSize != 0 {
-				continue
-			}
-			// A range written again (refetched after it failed its check)
-			// supersedes what an earlier line said of those bytes: the old
-			// CRC32C no longer describes them. What the old range held
-			// outside the new one is dropped with it and fetched again.
-			keep := o.unverified[:0]
-			for _, old := range o.unverified {
-				if old.end <= s || old.start >= e {
-					keep = append(keep, old)
-				}
-			}
-			o.unverified = append(keep, span{s, e, uint32(crc)})
-		}
-	}
-	for _, sp := range o.unverified {
-		o.markPresentLocked(sp.start, sp.end)
-	}
-	o.complete = sawComplete && o.npresent == o.nblocks
-	return true
-}
-
-func (o *Object) writeHeaderLocked(jnlPath string) error {
-	hb, _ := json.Marshal(journalHeader{V: journalVersion, Meta: o.meta})
-	tmp := jnlPath + ".tmp"
-	if err := os.WriteFile(tmp, append(hb, '\n'), 0o644); err != nil {
-		return fmt.Errorf("cache: write journal %s: %w", jnlPath, err)
-	}
-	if err := os.Rename(tmp, jnlPath); err != nil {
-		return fmt.Errorf("cache: write journal %s: %w", jnlPath, err)
-	}
-	return nil
-}
-
 // markPresentLocked marks the blocks wholly inside [start,end) present; the
 // object's last block counts when end is the object's end.
 func (o *Object) markPresentLocked(start, end int64) {
@@ -373,26 +246,6 @@ func (o *Object) markPresentLocked(start, end int64) {
 	}
 	for b := (start + bs - 1) / bs; b < last; b++ {
 		o.set(b)
-	}
-}
-
-// resetLocked forgets every cached range of the object (after a checksum
-// failure). The data file's bytes stay but are no longer trusted.
-func (o *Object) resetLocked() {
-	o.resets++
-	o.clearPresence()
-	if o.jnl == nil {
-		return
-	}
-	_, jnlPath := o.c.paths(o.key)
-	o.jnl.Close()
-	o.jnl = nil
-	if err := o.writeHeaderLocked(jnlPath); err != nil {
-		o.c.log.Warn("cache: reset journal", "object", o.meta.String(), "err", err)
-		return
-	}
-	if f, err := os.OpenFile(jnlPath, os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
-		o.jnl = f
 	}
 }
 
@@ -540,10 +393,9 @@ func (o *Object) prepare(h *Handle, off, end, fetchMin int64, segs []segment, ca
 			if whole {
 				fs, fe = 0, o.meta.Size
 			}
-			e := b + 1
-			for e*bs < fe && o.missingLocked(e) {
-				e++
-			}
+			// b is missing (neither present, in flight nor in memory), so
+			// the run found starts at b.
+			_, e, _ := o.nextMissingLocked(b, fe, math.MaxInt64, nil)
 			f = o.startFillLocked(fs, min(e*bs, o.meta.Size), false, cause)
 		}
 		segs = append(segs, segment{max(f.start, off), min(f.end, end), f, fromMem})
@@ -585,18 +437,12 @@ func (o *Object) readAhead(start, end int64, cause trace.SpanContext) int64 {
 	// unit of presence.
 	end = min((end+bs-1)/bs*bs, o.meta.Size)
 	for p := start / ps * ps; p < end; p += ps {
-		b, pe := max(p, start)/bs, min(p+ps, end)
-		// Skip to the first block of the part that is neither present nor
-		// being fetched; fetch up to the next one that is.
-		for b*bs < pe && !o.missingLocked(b) {
-			b++
-		}
-		if b*bs >= pe {
+		pe := min(p+ps, end)
+		// Fetch the part's first run of blocks that are neither present
+		// nor being fetched, up to the next block that is.
+		b, e, ok := o.nextMissingLocked(max(p, start)/bs, pe, math.MaxInt64, nil)
+		if !ok {
 			continue
-		}
-		e := b + 1
-		for e*bs < pe && o.missingLocked(e) {
-			e++
 		}
 		if !o.c.ra.TryAcquire(1) {
 			return max(b*bs, start)
@@ -604,229 +450,6 @@ func (o *Object) readAhead(start, end int64, cause trace.SpanContext) int64 {
 		o.startFillLocked(b*bs, min(e*bs, pe), true, cause)
 	}
 	return end
-}
-
-// missingLocked reports whether block b must be fetched: not on disk, not
-// being fetched, not held in memory.
-func (o *Object) missingLocked(b int64) bool {
-	return !o.has(b) && o.inflight[b] == nil && o.mem[b] == nil
-}
-
-func (o *Object) startFillLocked(start, end int64, readAhead bool, cause trace.SpanContext) *fill {
-	f := o.newFillLocked(start, end, readAhead, cause)
-	o.launchFillLocked(f)
-	return f
-}
-
-// newFillLocked registers a fill for [start,end) as in flight.
-func (o *Object) newFillLocked(start, end int64, readAhead bool, cause trace.SpanContext) *fill {
-	f := &fill{o: o, start: start, end: end, readAhead: readAhead, done: make(chan struct{}), stored: make(chan struct{}), cause: cause}
-	bs := o.c.opts.BlockSize
-	for b := start / bs; b < (end+bs-1)/bs; b++ {
-		o.inflight[b] = f
-	}
-	return f
-}
-
-// launchFillLocked starts fetching a registered fill.
-func (o *Object) launchFillLocked(f *fill) {
-	o.c.wg.Add(1)
-	go o.runFill(f)
-}
-
-// runFill fetches under the cache's context (never a reader's), hands the
-// bytes to waiters, then persists them.
-func (o *Object) runFill(f *fill) {
-	defer o.c.wg.Done()
-	defer close(f.stored)
-	c := o.c
-	ctx := c.ctx
-	if f.pfWeight > 0 {
-		defer c.pf.Release(f.pfWeight)
-	} else if f.readAhead {
-		defer c.ra.Release(1)
-	} else {
-		if err := c.fg.Acquire(ctx, 1); err != nil {
-			o.finishFill(f, nil, fmt.Errorf("cache: fill %s [%d,%d): %w", o.meta, f.start, f.end, err))
-			return
-		}
-		defer c.fg.Release(1)
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
-	defer cancel()
-	var links []trace.SpanStartOption
-	if f.cause.IsValid() {
-		links = append(links, trace.WithLinks(trace.Link{SpanContext: f.cause}))
-	}
-	ctx, span := tracer.Start(ctx, "jitfs.cache.fill", links...)
-	defer span.End()
-	if span.IsRecording() {
-		kind := "read"
-		switch {
-		case f.pfWeight > 0:
-			kind = "prefetch"
-		case f.readAhead:
-			kind = "readahead"
-		}
-		span.SetAttributes(attribute.String("gcs.object", o.meta.Name), attribute.Int64("gcs.generation", o.meta.Gen),
-			attribute.Int64("offset", f.start), attribute.Int64("length", f.end-f.start), attribute.String("cause", kind))
-	}
-
-	wholeObj := f.start == 0 && f.end == o.meta.Size
-	buf := make([]byte, f.end-f.start)
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		c.Stats.Fetches.Add(1)
-		err = o.src.ReadRange(ctx, o.meta.Name, o.meta.Gen, f.start, buf)
-		if err != nil {
-			break
-		}
-		c.Stats.FetchedBytes.Add(int64(len(buf)))
-		if f.readAhead {
-			c.Stats.ReadAheadBytes.Add(int64(len(buf)))
-		}
-		if !wholeObj || !o.meta.HasCRC32C || crc32.Checksum(buf, castagnoli) == o.meta.CRC32C {
-			break
-		}
-		c.Stats.ChecksumMismatches.Add(1)
-		err = fmt.Errorf("%w: %s: fetched bytes do not match the object's checksum", ErrChecksum, o.meta)
-		c.log.Warn("cache: refetching object after checksum mismatch", "object", o.meta.String(), "attempt", attempt+1)
-	}
-	if err != nil {
-		c.Stats.FetchErrors.Add(1)
-		span.SetStatus(codes.Error, err.Error())
-		o.finishFill(f, nil, fmt.Errorf("cache: fill %s [%d,%d): %w", o.meta, f.start, f.end, err))
-		return
-	}
-	o.finishFill(f, buf, nil)
-	o.persist(f, wholeObj)
-}
-
-func (o *Object) finishFill(f *fill, buf []byte, err error) {
-	f.buf, f.err = buf, err
-	close(f.done)
-	if err != nil {
-		o.mu.Lock()
-		o.dropFillLocked(f)
-		o.closeIfIdleLocked()
-		o.mu.Unlock()
-	}
-}
-
-func (o *Object) dropFillLocked(f *fill) {
-	bs := o.c.opts.BlockSize
-	for b := f.start / bs; b < (f.end+bs-1)/bs; b++ {
-		if o.inflight[b] == f {
-			delete(o.inflight, b)
-		}
-	}
-}
-
-// persist writes a fetched range to the data file and then records it in
-// the journal; only then do its blocks count as present.
-func (o *Object) persist(f *fill, verifiedWhole bool) {
-	c := o.c
-	o.mu.Lock()
-	// The fill is still in o.inflight, so the files stay open until it is
-	// dropped below.
-	data, jnl := o.data, o.jnl
-	if o.evicted {
-		o.dropFillLocked(f)
-		o.closeIfIdleLocked()
-		o.mu.Unlock()
-		return
-	}
-	if data == nil || jnl == nil {
-		// The object's files could not be opened (memOnly) or its journal
-		// could not be rewritten: the disk is not taking it.
-		o.dropFillLocked(f)
-		o.keepInMemLocked(f)
-		o.closeIfIdleLocked()
-		o.mu.Unlock()
-		c.memAdd(f)
-		return
-	}
-	o.mu.Unlock()
-
-	crc := crc32.Checksum(f.buf, castagnoli)
-	_, err := data.WriteAt(f.buf, f.start)
-	if err == nil {
-		rec := fmt.Sprintf("R %d %d %08x\n", f.start, f.end, crc)
-		if verifiedWhole {
-			rec += "C\n"
-		}
-		_, err = jnl.Write([]byte(rec))
-	}
-
-	o.mu.Lock()
-	o.dropFillLocked(f)
-	if err != nil && !o.evicted {
-		// The bytes the write did get onto the disk before it failed are
-		// allocated: count them, so eviction sees what the cache holds.
-		delta := o.refreshBytesLocked(data)
-		o.keepInMemLocked(f)
-		o.closeIfIdleLocked()
-		o.mu.Unlock()
-		c.account(o, delta)
-		c.diskError(o, f, err)
-		c.memAdd(f)
-		return
-	}
-	if o.evicted {
-		o.closeIfIdleLocked()
-		o.mu.Unlock()
-		return
-	}
-	o.markPresentLocked(f.start, f.end)
-	if verifiedWhole && o.npresent == o.nblocks {
-		o.complete = true
-	}
-	startVerify := o.npresent == o.nblocks && !o.complete && !o.completing
-	if startVerify {
-		o.completing = true
-	}
-	delta := o.refreshBytesLocked(data)
-	o.closeIfIdleLocked()
-	o.mu.Unlock()
-	c.account(o, delta)
-	if startVerify {
-		c.wg.Add(1)
-		go o.completeVerify()
-	}
-}
-
-// refreshBytesLocked re-reads the data file's allocation and returns the
-// change, for Cache.account.
-func (o *Object) refreshBytesLocked(data *os.File) int64 {
-	var st syscall.Stat_t
-	if syscall.Fstat(int(data.Fd()), &st) != nil {
-		return 0
-	}
-	delta := st.Blocks*512 - o.bytes
-	o.bytes = st.Blocks * 512
-	return delta
-}
-
-// keepInMemLocked serves a fill the disk refused from its buffer: its
-// blocks are found in o.mem by later reads instead of being fetched again.
-// The caller then hands it to Cache.memAdd, which bounds the bytes held.
-func (o *Object) keepInMemLocked(f *fill) {
-	bs := o.c.opts.BlockSize
-	for b := f.start / bs; b < (f.end+bs-1)/bs; b++ {
-		if !o.has(b) {
-			o.mem[b] = f
-		}
-	}
-}
-
-// dropMemLocked forgets a fill held in memory.
-func (o *Object) dropMemLocked(f *fill) {
-	bs := o.c.opts.BlockSize
-	for b := f.start / bs; b < (f.end+bs-1)/bs; b++ {
-		if o.mem[b] == f {
-			delete(o.mem, b)
-		}
-	}
 }
 
 // completeVerify checks an object assembled from ranges against its CRC32C.
@@ -863,32 +486,11 @@ func (o *Object) completeVerify() {
 	o.readers, o.readerIDs, o.moreReaders = nil, nil, 0
 	if o.jnl == nil {
 		o.c.diskError(o, nil, errors.New("journal not open"))
-	} else if _, err := o.jnl.Write([]byte("C\n")); err != nil {
+	} else if _, err := o.jnl.Write([]byte(completeLine)); err != nil {
 		// Verified all the same; only a restart must check it again.
 		o.c.diskError(o, nil, err)
 	}
 	o.complete = true
-}
-
-var lastDiskWarn struct {
-	sync.Mutex
-	t time.Time
-}
-
-func (c *Cache) diskError(o *Object, f *fill, err error) {
-	c.Stats.DiskErrors.Add(1)
-	c.kickEviction()
-	lastDiskWarn.Lock()
-	defer lastDiskWarn.Unlock()
-	if time.Since(lastDiskWarn.t) < 10*time.Second {
-		return
-	}
-	lastDiskWarn.t = time.Now()
-	args := []any{"object", o.meta.String(), "err", err, "disk_errors", c.Stats.DiskErrors.Load()}
-	if f != nil {
-		args = append(args, "offset", f.start, "length", f.end-f.start)
-	}
-	c.log.Warn("cache: cannot write to cache disk; serving from memory", args...)
 }
 
 func (c *Cache) kickEvictionIfOver() {

@@ -50,22 +50,15 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 			o.verifySpansLocked(off/bs*bs, lastB*bs)
 		}
 		verified = true
-		b := pos / bs
-		for b < lastB {
-			if f := o.inflight[b]; f != nil {
-				if !seen[f] {
-					seen[f] = true
-					waits = append(waits, f)
-				}
-				b = (f.end + bs - 1) / bs
-				continue
+		// Fills already fetching blocks of the range are waited for, not
+		// repeated; a new fill takes at most a part.
+		b, e, ok := o.nextMissingLocked(pos/bs, lastB*bs, ps, func(f *fill) {
+			if !seen[f] {
+				seen[f] = true
+				waits = append(waits, f)
 			}
-			if o.missingLocked(b) {
-				break
-			}
-			b++
-		}
-		if b >= lastB {
+		})
+		if !ok {
 			o.mu.Unlock()
 			c.pf.Release(weight)
 			break
@@ -76,13 +69,7 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 			// before any byte counts as present.
 			fs, fe = 0, size
 		} else {
-			fs = b * bs
-			limit := min(lastB*bs, fs+ps)
-			e := b + 1
-			for e*bs < limit && o.missingLocked(e) {
-				e++
-			}
-			fe = min(e*bs, size)
+			fs, fe = b*bs, min(e*bs, size)
 		}
 		if n := max(fe-fs, 1); n < weight {
 			c.pf.Release(weight - n)

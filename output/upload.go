@@ -519,3 +519,28 @@ func (a *Area) reapAbandoned(rec record) {
 		a.pruneLocked(n)
 	}
 }
+
+// enqueueLocked hands w to the uploaders and wakes them and flush. A file
+// already queued, uploading or retrying is not queued twice: its worker
+// acts on the file's state as it is when the worker gets to it.
+func (a *Area) enqueueLocked(w work) {
+	if w.f != nil {
+		if w.f.up == StateQueued || w.f.up == StateUploading || w.f.up == StateRetrying {
+			return // the worker picks up its current state
+		}
+		w.f.up = StateQueued
+		// Renderers rename a closed temporary file at once: waiting a
+		// moment uploads it under its final name only.
+		if d := a.opts.UploadDelay; d > 0 {
+			w.f.due = time.Now().Add(d)
+			time.AfterFunc(d, func() {
+				a.mu.Lock()
+				a.cond.Broadcast()
+				a.mu.Unlock()
+			})
+		}
+	}
+	a.queue = append(a.queue, w)
+	a.cond.Broadcast()
+	a.notifyLocked()
+}

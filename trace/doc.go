@@ -3,9 +3,10 @@
 // A trace is what a render did to its files: every lookup, open, read,
 // readdir and release that a jitfs mount served (recorded live with
 // `jitfs mount --trace`), or every file syscall a process made (imported
-// from strace with `jitfs trace import-strace`). Both sources share one
-// format so that the same tools summarise and replay either, and a studio
-// can record a trace on any workstation without jitfs.
+// from strace with `jitfs trace import-strace` by package trace/strace).
+// Both sources share one format so that the same tools summarise and
+// replay either, and a studio can record a trace on any workstation
+// without jitfs.
 //
 // The format is JSON Lines inside a zstd stream: a Header line, then one
 // Event per line, then optionally an "end" event with the recorder's

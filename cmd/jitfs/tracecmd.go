@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/jitfs/jitfs/trace"
+	"github.com/jitfs/jitfs/trace/strace"
 )
 
 const traceUsage = `usage: jitfs trace SUBCOMMAND
@@ -74,7 +75,7 @@ func runTraceImportStrace(ctx context.Context, args []string, stdout, stderr io.
 		defer f.Close()
 		in = f
 	}
-	h, evs, st, err := trace.ImportStrace(ctxReader{ctx, in}, trace.ImportOptions{Prefix: *prefix, Note: *note})
+	h, evs, st, err := strace.Import(ctxReader{ctx, in}, strace.Options{Prefix: *prefix, Note: *note})
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}

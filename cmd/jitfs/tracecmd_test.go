@@ -14,10 +14,10 @@ import (
 	"github.com/jitfs/jitfs/trace"
 )
 
-// The recorded sample and its root; trace/strace_test.go asserts its
-// events one by one.
+// The recorded sample and its root; trace/strace/strace_test.go asserts
+// its events one by one.
 const (
-	straceSample     = "../../trace/testdata/strace/sample.strace"
+	straceSample     = "../../trace/strace/testdata/sample.strace"
 	straceSampleRoot = "/tmp/jitfs-strace-sample/show"
 )
 

@@ -1,4 +1,4 @@
-package trace
+package strace
 
 import (
 	"bytes"
@@ -8,12 +8,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jitfs/jitfs/trace"
 )
 
 // brief renders events as one line each, with pids renamed p1, p2, … in
 // order of appearance and paths relative to root, so an expectation
 // reads like the program that made the trace and survives re-recording.
-func brief(evs []Event, root string) []string {
+func brief(evs []trace.Event, root string) []string {
 	pids := map[int]string{}
 	var out []string
 	for _, ev := range evs {
@@ -77,23 +79,23 @@ func equalLines(t *testing.T, got, want []string) {
 
 const sampleRoot = "/tmp/jitfs-strace-sample/show"
 
-func importSample(t *testing.T, prefix string) (Header, []Event, Stats) {
+func importSample(t *testing.T, prefix string) (trace.Header, []trace.Event, Stats) {
 	t.Helper()
-	f, err := os.Open("testdata/strace/sample.strace")
+	f, err := os.Open("testdata/sample.strace")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	h, evs, st, err := ImportStrace(f, ImportOptions{Prefix: prefix, Note: "sample.c"})
+	h, evs, st, err := Import(f, Options{Prefix: prefix, Note: "sample.c"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return h, evs, st
 }
 
-// TestImportRecordedSample imports a real recording of testdata/strace/
-// sample.c (made by record.sh with the documented strace command). The
-// comments in sample.c say why each event is what it is.
+// TestImportRecordedSample imports a real recording of testdata/sample.c
+// (made by record.sh with the documented strace command). The comments
+// in sample.c say why each event is what it is.
 func TestImportRecordedSample(t *testing.T) {
 	h, evs, st := importSample(t, sampleRoot)
 	want := []string{
@@ -149,14 +151,14 @@ func TestImportRecordedSample(t *testing.T) {
 	}
 	equalLines(t, brief(evs, sampleRoot), want)
 
-	if h.Format != Format || h.Source != "strace" || h.Root != sampleRoot || h.Note != "sample.c" {
+	if h.Format != trace.Format || h.Source != "strace" || h.Root != sampleRoot || h.Note != "sample.c" {
 		t.Errorf("header = %+v", h)
 	}
 	if !reflect.DeepEqual(h.Cmd, []string{"./sample"}) {
 		t.Errorf("cmd = %q, want the first execve's path (argv is [...] under -s 0)", h.Cmd)
 	}
 	// Start is the first line's timestamp, exactly.
-	raw, err := os.ReadFile("testdata/strace/sample.strace")
+	raw, err := os.ReadFile("testdata/sample.strace")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,10 +185,10 @@ func TestImportSampleWithoutPrefix(t *testing.T) {
 	// mapping offsets strace printed in hex.
 	var sawLibcMmap bool
 	for _, ev := range evs {
-		if clean, ok := CleanAbs(ev.Path); !ok || clean != ev.Path {
+		if clean, ok := trace.CleanAbs(ev.Path); !ok || clean != ev.Path {
 			t.Errorf("path %q is not clean and absolute", ev.Path)
 		}
-		if ev.Op == OpMmap && strings.HasSuffix(ev.Path, "/libc.so.6") && ev.Off > 0 {
+		if ev.Op == trace.OpMmap && strings.HasSuffix(ev.Path, "/libc.so.6") && ev.Off > 0 {
 			sawLibcMmap = true
 		}
 	}
@@ -198,10 +200,10 @@ func TestImportSampleWithoutPrefix(t *testing.T) {
 func TestImportRoundTrip(t *testing.T) {
 	h, evs, _ := importSample(t, sampleRoot)
 	var buf bytes.Buffer
-	if err := Write(&buf, h, evs); err != nil {
+	if err := trace.Write(&buf, h, evs); err != nil {
 		t.Fatal(err)
 	}
-	gh, gevs, err := ReadAll(&buf)
+	gh, gevs, err := trace.ReadAll(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,9 +230,9 @@ func strace(lines ...string) string {
 	return b.String()
 }
 
-func importLines(t *testing.T, prefix string, lines ...string) ([]Event, Stats) {
+func importLines(t *testing.T, prefix string, lines ...string) ([]trace.Event, Stats) {
 	t.Helper()
-	_, evs, st, err := ImportStrace(strings.NewReader(strace(lines...)), ImportOptions{Prefix: prefix})
+	_, evs, st, err := Import(strings.NewReader(strace(lines...)), Options{Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +465,7 @@ func TestImportExecClosesCloexec(t *testing.T) {
 		"p1 read /s/b fh=4 off=5 len=1 n=1",
 		"p1 read /s/a fh=6 len=1 n=1",
 	})
-	h, _, _, err := ImportStrace(strings.NewReader(strace(`1 execve("/usr/bin/render", ["render", "-f", "3"], 0x7ff /* 3 vars */) = 0`)), ImportOptions{})
+	h, _, _, err := Import(strings.NewReader(strace(`1 execve("/usr/bin/render", ["render", "-f", "3"], 0x7ff /* 3 vars */) = 0`)), Options{})
 	if err != nil || !reflect.DeepEqual(h.Cmd, []string{"render", "-f", "3"}) {
 		t.Errorf("cmd = %q, %v", h.Cmd, err)
 	}
@@ -560,7 +562,7 @@ func TestImportLineFormats(t *testing.T) {
 	in := "1700000000.5 openat(AT_FDCWD, \"/s/a\", O_RDONLY) = 3 <0.1>\n" +
 		"[pid  42] 1700000001.25 open(\"/s/b\", O_RDONLY) = 4\n" +
 		"1700000002.000000001 read(3, \"\"..., 1) = 1\n"
-	h, evs, _, err := ImportStrace(strings.NewReader(in), ImportOptions{})
+	h, evs, _, err := Import(strings.NewReader(in), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -600,12 +602,12 @@ func TestImportErrors(t *testing.T) {
 		"not strace": "hello\nworld\n",
 		"no -ttt":    "123 open(\"/a\", O_RDONLY) = 3\n",
 	} {
-		_, _, _, err := ImportStrace(strings.NewReader(in), ImportOptions{})
+		_, _, _, err := Import(strings.NewReader(in), Options{})
 		if err == nil || !strings.Contains(err.Error(), "no strace system call lines") {
 			t.Errorf("%s: err = %v", name, err)
 		}
 	}
-	if _, _, _, err := ImportStrace(strings.NewReader(strace(`1 close(3) = 0`)), ImportOptions{Prefix: "show"}); err == nil {
+	if _, _, _, err := Import(strings.NewReader(strace(`1 close(3) = 0`)), Options{Prefix: "show"}); err == nil {
 		t.Error("a relative prefix was accepted")
 	}
 }
@@ -618,7 +620,7 @@ func TestImportPrefix(t *testing.T) {
 		`1 read(3, ""..., 1) = 1`,
 		`1 read(4, ""..., 1) = 1`,
 	)
-	h, evs, st, err := ImportStrace(strings.NewReader(in), ImportOptions{Prefix: "/show/"})
+	h, evs, st, err := Import(strings.NewReader(in), Options{Prefix: "/show/"})
 	if err != nil {
 		t.Fatal(err)
 	}
