@@ -59,23 +59,6 @@ const (
 	DefaultMaxJobFiles = 500_000
 )
 
-// Band returns the default priority of a scope.
-func Band(s hooks.Scope) int {
-	switch s {
-	case hooks.ScopeFrame:
-		return 100
-	case hooks.ScopeMiss:
-		return 90
-	case hooks.ScopeJob:
-		return 60
-	case hooks.ScopeLookahead:
-		return 20
-	case hooks.ScopeSequence:
-		return 10
-	}
-	return 0
-}
-
 // task is one file being made resident. Requests for the same file and
 // ranges share it.
 type task struct {
@@ -244,7 +227,9 @@ func taskKey(w hooks.Want) string {
 func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result, error) {
 	prio := p.Priority
 	if prio <= 0 {
-		prio = Band(p.Scope)
+		// In-process requests (learned look-ahead, tests) carry no
+		// priority; the scope's band comes from the hooks' one table.
+		prio = p.Scope.Priority()
 	}
 	pinned := p.Job.ID != "" && (p.Scope == hooks.ScopeFrame || p.Scope == hooks.ScopeJob || p.Scope == hooks.ScopeMiss)
 	ts := make([]*task, len(p.Wants))
