@@ -121,7 +121,7 @@ func (e *Engine) Observe(rel string) {
 	}
 }
 
-// frameStarted closes the job's previous frame window, opens one for
+// frameStartedLocked closes the job's previous frame window, opens one for
 // frame, and returns the files predicted for frame+1.
 func (e *Engine) frameStartedLocked(job string, frame int) []string {
 	l := e.learners[job]
