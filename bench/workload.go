@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path"
-	"sort"
 	"strings"
 
 	"github.com/jitfs/jitfs/hooks"
@@ -54,8 +53,6 @@ func NewWorkload(name string, h trace.Header, evs []trace.Event) (*Workload, err
 	}
 	w := &Workload{Name: name, Header: h, Events: evs, Files: map[string]int64{}}
 	dirs := map[string]bool{}
-	type span struct{ start, end int64 }
-	spans := map[string][]span{}
 	for _, ev := range evs {
 		if ev.Err != "" || ev.Path == "" || ev.Write {
 			continue
@@ -78,10 +75,9 @@ func NewWorkload(name string, h trace.Header, evs []trace.Event) (*Workload, err
 		case trace.OpRead:
 			if ev.N > 0 {
 				size = max(size, ev.Off+ev.N)
-				spans[r] = append(spans[r], span{ev.Off, ev.Off + ev.N})
 			}
 		case trace.OpMmap:
-			spans[r] = append(spans[r], span{ev.Off, ev.Off + ev.Len})
+			// Mapped: the bucket holds it, at the size seen so far.
 		default:
 			continue
 		}
@@ -97,22 +93,18 @@ func NewWorkload(name string, h trace.Header, evs []trace.Event) (*Workload, err
 	}
 	for d := range dirs {
 		delete(w.Files, d)
-		delete(spans, d)
 	}
 	w.PrefetchFromTrace(name, h, evs)
-	for f, ss := range spans {
-		size := w.Files[f]
-		sort.Slice(ss, func(i, j int) bool { return ss[i].start < ss[j].start })
-		var covered, end int64
-		for _, s := range ss {
-			s.end = min(s.end, size)
-			if s.end <= end {
-				continue
-			}
-			covered += s.end - max(s.start, end)
-			end = s.end
+	// The bytes read or mapped of each file the bucket holds, clipped to
+	// its size: a mapping past the end reads nothing over the link.
+	for p, sp := range trace.ByteSpans(evs) {
+		r, ok := rel(h.Root, p)
+		if !ok {
+			continue
 		}
-		w.Needed += covered
+		if size, ok := w.Files[r]; ok {
+			w.Needed += trace.UnionLen(sp.All(), size)
+		}
 	}
 	return w, nil
 }

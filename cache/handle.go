@@ -96,13 +96,6 @@ func (h *Handle) Meta() Meta {
 	return h.o.meta
 }
 
-// Complete reports whether every byte of the object is cached and verified.
-func (h *Handle) Complete() bool {
-	h.o.mu.Lock()
-	defer h.o.mu.Unlock()
-	return h.o.complete && len(h.o.unverified) == 0
-}
-
 // BackingFile opens the object's data file read-only for FUSE passthrough.
 // It succeeds only for complete, verified objects; the caller closes it.
 func (h *Handle) BackingFile() (*os.File, bool) {

@@ -116,7 +116,20 @@ func TestLateMismatchNamesReadersAndFailsTheirReads(t *testing.T) {
 	if !bytes.Equal(readWhole(t, h2, len(content)), content) {
 		t.Fatal("a new reader after the mismatch got wrong bytes")
 	}
-	waitUntil(t, "the refetched object to be verified", h2.Complete)
+	waitUntil(t, "the refetched object to be verified", verified(h2))
+}
+
+// verified reports whether h's object is complete and verified, through
+// BackingFile, which succeeds only then: the state that lets the FUSE
+// layer hand the file to the kernel.
+func verified(h *cache.Handle) func() bool {
+	return func() bool {
+		f, ok := h.BackingFile()
+		if ok {
+			f.Close()
+		}
+		return ok
+	}
 }
 
 // TestStrictServesOnlyVerifiedObjects: with Options.Strict the same flipped
@@ -224,7 +237,7 @@ func TestFlippedByteRefetchesOnlyItsRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	readWhole(t, h, size)
-	waitUntil(t, "the object to be verified whole", h.Complete)
+	waitUntil(t, "the object to be verified whole", verified(h))
 	h.Close()
 	c.Close()
 
@@ -252,7 +265,7 @@ func TestFlippedByteRefetchesOnlyItsRange(t *testing.T) {
 	if fetched == 0 || fetched > 8<<20 {
 		t.Fatalf("refetched %d bytes of a %d-byte object for one flipped byte; want only its range (at most one 8 MiB part)\n%s", fetched, size, lb)
 	}
-	waitUntil(t, "the repaired object to be verified whole", h2.Complete)
+	waitUntil(t, "the repaired object to be verified whole", verified(h2))
 	h2.Close()
 	c2.Close()
 

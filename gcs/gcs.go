@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 
+	"github.com/jitfs/jitfs/internal/backoff"
 	"github.com/jitfs/jitfs/telemetry"
 )
 
@@ -46,7 +46,8 @@ type Options struct {
 	// Attempts bounds how often one call is tried (default 5).
 	Attempts int
 	// InitialBackoff is the first retry delay (default 100ms), doubling up
-	// to MaxBackoff (default 2s), with jitter.
+	// to MaxBackoff (default 2s); each delay is drawn from [b/2, 3b/2)
+	// around that base (internal/backoff).
 	InitialBackoff, MaxBackoff time.Duration
 	// AttemptTimeout bounds one attempt of a ranged read, a stat, a listing
 	// page, a bucket check or a delete (default 60s), so a stalled
@@ -333,7 +334,7 @@ func requestResult(err error, ctx context.Context) string {
 }
 
 func (c *Client) retry(ctx context.Context, what string, fn func(context.Context) error) error {
-	backoff := c.opts.InitialBackoff
+	bo := backoff.New(c.opts.InitialBackoff, c.opts.MaxBackoff)
 	var err error
 	kind, _, _ := strings.Cut(what, " ")
 	for attempt := 1; ; attempt++ {
@@ -350,15 +351,13 @@ func (c *Client) retry(ctx context.Context, what string, fn func(context.Context
 			break
 		}
 		c.Stats.Retries.Add(1)
-		d := backoff/2 + time.Duration(rand.Int64N(int64(backoff)))
-		t := time.NewTimer(d)
+		t := time.NewTimer(bo.Next())
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("gcs: %s: %w (after %d attempts, last error: %v)", what, ctx.Err(), attempt, err)
 		case <-t.C:
 		}
-		backoff = min(backoff*2, c.opts.MaxBackoff)
 	}
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {

@@ -52,7 +52,8 @@ type Options struct {
 	// Negative means none; zero takes the default, 100ms.
 	UploadDelay time.Duration
 	// InitialBackoff (default 250ms) doubles up to MaxBackoff (default
-	// 30s) between attempts of an upload that keeps failing transiently.
+	// 30s) between attempts of an upload or delete that keeps failing
+	// transiently, jittered as GCS retries are (internal/backoff).
 	InitialBackoff, MaxBackoff time.Duration
 	// RecentDurable is how many durable events status keeps (default 1000).
 	RecentDurable int

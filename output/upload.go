@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"mime"
 	"path"
 	"sort"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/internal/backoff"
 )
 
 // Metadata keys stored on every uploaded object. A restarted daemon that
@@ -89,7 +89,7 @@ func (a *Area) nextWorkLocked() int {
 // uploadFile uploads f under name until it is durable, fails permanently,
 // or stops being the closed file at name.
 func (a *Area) uploadFile(f *sfile, name string) {
-	backoff := a.opts.InitialBackoff
+	bo := backoff.New(a.opts.InitialBackoff, a.opts.MaxBackoff)
 	for attempt := 1; ; attempt++ {
 		a.mu.Lock()
 		if a.closed || f.node == nil || f.rec.State != stateClosed {
@@ -147,7 +147,7 @@ func (a *Area) uploadFile(f *sfile, name string) {
 		a.counts.retries++
 		a.notifyLocked()
 		a.mu.Unlock()
-		d := backoff/2 + time.Duration(rand.Int64N(int64(backoff)))
+		d := bo.Next()
 		if errors.Is(err, gcs.ErrPrecondition) {
 			d = 0 // someone wrote the object since the stat: stat again now
 		}
@@ -156,14 +156,12 @@ func (a *Area) uploadFile(f *sfile, name string) {
 		t := time.NewTimer(d)
 		select {
 		case <-a.ctx.Done():
-			backoff = min(backoff*2, a.opts.MaxBackoff)
 		case <-t.C:
-			backoff = min(backoff*2, a.opts.MaxBackoff)
 		case <-wanted:
 			// A writer waits for staging space: retry now, and from the
 			// first backoff again, so its wait is not outlasted by a
 			// backoff grown during the outage.
-			backoff = a.opts.InitialBackoff
+			bo.Reset()
 		}
 		t.Stop()
 	}
@@ -305,7 +303,7 @@ func splitRel(rel string) []string {
 
 // deleteObject removes one generation, retrying transient failures.
 func (a *Area) deleteObject(t *tomb) {
-	backoff := a.opts.InitialBackoff
+	bo := backoff.New(a.opts.InitialBackoff, a.opts.MaxBackoff)
 	object := a.objectName(t.rec.Name)
 	for attempt := 1; ; attempt++ {
 		err := a.opts.Remote.Delete(a.ctx, object, t.rec.Gen)
@@ -338,14 +336,13 @@ func (a *Area) deleteObject(t *tomb) {
 				"object", object, "generation", t.rec.Gen, "err", err)
 			return
 		}
-		d := backoff/2 + time.Duration(rand.Int64N(int64(backoff)))
+		d := bo.Next()
 		a.log.Warn("output: delete failed; retrying", "object", object, "attempt", attempt, "err", err)
 		select {
 		case <-a.ctx.Done():
 			return
 		case <-time.After(d):
 		}
-		backoff = min(backoff*2, a.opts.MaxBackoff)
 	}
 }
 

@@ -16,4 +16,33 @@
 // held open in the cache, which never evicts an open object — until the
 // job releases them or ends, up to a fraction of the cache budget, so
 // pins can never wedge the cache. Released files are evicted first.
+//
+// # Concurrency
+//
+// Engine.mu guards the queue, the tasks, the jobs and their pins, and the
+// learners. The FUSE open path takes it too: after every successful open
+// the mount calls Observe (once any job has opened a frame window), and
+// the open's reply waits for it. So the engine holds mu only for its own
+// bookkeeping and never across a call into the cache that can block:
+//
+//   - Cache.Open and Cache.Used take the cache's lock, and Cache.Open then
+//     the object's; another open of the same object holds the object's
+//     lock across disk I/O (reading its journal, opening its files,
+//     re-checking a whole cached object's CRC32C after a restart), and
+//     Cache.Open waits for it while holding the cache's lock. A worker
+//     therefore opens its file, asks the cache's budget and the file's
+//     size before it takes mu.
+//   - Handle.Close takes the object's lock and may close its files; the
+//     worker, Release and Close decide under mu which handles to close
+//     and close them after unlocking (still before the task's waiters or
+//     Release's caller hear back, so a file not kept is no longer held by
+//     then).
+//   - Pinning a file for a second job opens nothing: pins of one object
+//     generation share one handle (held), closed when the last pin ends.
+//
+// Only Handle.Demote, which sets an atomic flag, is called under mu, and
+// a failed fetch is logged after unlocking. Nothing in the cache calls
+// back into the engine, and the FUSE open path holds no cache or node
+// lock when it calls Observe, so no lock cycle runs through mu; with the
+// rule above, a FUSE open never waits behind disk or GCS I/O there either.
 package prefetch

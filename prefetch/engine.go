@@ -59,23 +59,6 @@ const (
 	DefaultMaxJobFiles = 500_000
 )
 
-// Band returns the default priority of a scope.
-func Band(s hooks.Scope) int {
-	switch s {
-	case hooks.ScopeFrame:
-		return 100
-	case hooks.ScopeMiss:
-		return 90
-	case hooks.ScopeJob:
-		return 60
-	case hooks.ScopeLookahead:
-		return 20
-	case hooks.ScopeSequence:
-		return 10
-	}
-	return 0
-}
-
 // task is one file being made resident. Requests for the same file and
 // ranges share it.
 type task struct {
@@ -123,10 +106,19 @@ func (h *taskHeap) Pop() any {
 
 // pin is a file held open for a job.
 type pin struct {
-	h      *cache.Handle
+	f      *held
 	size   int64
 	frames map[int]bool // frames that asked; empty: job-wide
 	job    bool         // asked job-wide
+}
+
+// held is one object generation the engine holds open for its pins. Jobs
+// that pin the same generation share it, so pinning for another job never
+// opens the file again under mu; the last pin to go closes it.
+type held struct {
+	h    *cache.Handle
+	meta cache.Meta
+	refs int // pins sharing h
 }
 
 type jobState struct {
@@ -148,6 +140,7 @@ type Engine struct {
 	queue    taskHeap
 	tasks    map[string]*task // queued or in flight
 	jobs     map[string]*jobState
+	held     map[cache.Meta]*held // what pins hold open
 	seq      int64
 	pinned   int64
 	inFlight int64
@@ -196,7 +189,7 @@ func New(opts Options) (*Engine, error) {
 		opts.Logger = slog.Default()
 	}
 	e := &Engine{opts: opts, log: opts.Logger, tasks: map[string]*task{}, jobs: map[string]*jobState{},
-		learners: map[string]*learner{}}
+		held: map[cache.Meta]*held{}, learners: map[string]*learner{}}
 	e.cond = sync.NewCond(&e.mu)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	for i := 0; i < opts.Workers; i++ {
@@ -219,17 +212,20 @@ func (e *Engine) Close() {
 	e.cancel()
 	e.wg.Wait()
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	for _, t := range e.queue {
 		t.state, t.err = hooks.Failed, errors.New("prefetch: daemon shutting down")
 		close(t.done)
 	}
 	e.queue = nil
+	var closing []*cache.Handle
 	for _, j := range e.jobs {
 		for rel, p := range j.pins {
-			p.h.Close()
-			delete(j.pins, rel)
+			closing = e.unpinLocked(j, rel, p, closing)
 		}
+	}
+	e.mu.Unlock()
+	for _, h := range closing {
+		h.Close()
 	}
 }
 
@@ -244,7 +240,9 @@ func taskKey(w hooks.Want) string {
 func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result, error) {
 	prio := p.Priority
 	if prio <= 0 {
-		prio = Band(p.Scope)
+		// In-process requests (learned look-ahead, tests) carry no
+		// priority; the scope's band comes from the hooks' one table.
+		prio = p.Scope.Priority()
 	}
 	pinned := p.Job.ID != "" && (p.Scope == hooks.ScopeFrame || p.Scope == hooks.ScopeJob || p.Scope == hooks.ScopeMiss)
 	ts := make([]*task, len(p.Wants))
@@ -390,7 +388,15 @@ func (e *Engine) worker() {
 		e.inFlight++
 		e.mu.Unlock()
 
-		h, err := e.run(t)
+		h, meta, err := e.run(t)
+		// Asked before taking mu: the cache's lock can wait behind another
+		// open's disk I/O, and the FUSE open path takes mu (Observe).
+		var size, limit int64
+		if h != nil {
+			size = h.Size()
+			_, budget := e.opts.Cache.Used()
+			limit = int64(float64(budget) * e.opts.PinFraction)
+		}
 
 		e.mu.Lock()
 		e.inFlight--
@@ -401,6 +407,7 @@ func (e *Engine) worker() {
 			e.sinceFree = 0
 			e.freeMemory()
 		}
+		warn := false // logged after unlocking: a log write may block
 		switch {
 		case err == nil:
 			t.state = hooks.Resident
@@ -410,13 +417,9 @@ func (e *Engine) worker() {
 			// Shutting down: nothing failed, the work was abandoned.
 			t.state, t.err = hooks.Failed, errors.New("prefetch: daemon shutting down")
 		default:
-			t.state, t.err = hooks.Failed, err
-			e.log.Warn("prefetch failed", "path", t.want.Rel, "err", err)
+			t.state, t.err, warn = hooks.Failed, err, true
 		}
-		t.size = 0
-		if h != nil {
-			t.size = h.Size()
-		}
+		t.size = size
 		if t.state == hooks.Missing {
 			e.Missing.Add(1)
 		}
@@ -439,29 +442,34 @@ func (e *Engine) worker() {
 				j.resident[t.want.Rel] = true
 			}
 		}
+		if h != nil && t.state == hooks.Resident {
+			h = e.pinLocked(t, h, meta, size, limit)
+		}
+		e.mu.Unlock()
+		if warn {
+			e.log.Warn("prefetch failed", "path", t.want.Rel, "err", err)
+		}
+		// Closed before done, as a waiter may count on the file no longer
+		// being held once its request returns; but outside mu (see
+		// Observe).
 		if h != nil {
-			if t.state == hooks.Resident {
-				h = e.pinLocked(t, h)
-			}
-			if h != nil {
-				h.Close()
-			}
+			h.Close()
 		}
 		close(t.done)
-		e.mu.Unlock()
 	}
 }
 
-// run makes one task's file resident and returns its open handle.
-func (e *Engine) run(t *task) (*cache.Handle, error) {
+// run makes one task's file resident and returns its open handle and the
+// generation it reads.
+func (e *Engine) run(t *task) (*cache.Handle, cache.Meta, error) {
 	ctx := trace.ContextWithSpanContext(e.ctx, t.cause)
 	meta, err := e.opts.Resolver.Resolve(ctx, t.want.Rel)
 	if err != nil {
-		return nil, err
+		return nil, meta, err
 	}
 	h, err := e.opts.Cache.Open(meta, e.opts.Source)
 	if err != nil {
-		return nil, err
+		return nil, meta, err
 	}
 	ranges := t.want.Ranges
 	if len(ranges) == 0 {
@@ -481,25 +489,24 @@ func (e *Engine) run(t *task) (*cache.Handle, error) {
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return h, err
+		return h, meta, err
 	}
 	for _, r := range ranges {
 		if !h.Resident(r.Off, r.Off+r.Len) {
 			// Fetched but not stored: the cache disk is full or failing
 			// (the cache logged it). Readers are still served from GCS.
-			return h, errors.New("prefetch: fetched but not stored (cache disk full or failing; see the log)")
+			return h, meta, errors.New("prefetch: fetched but not stored (cache disk full or failing; see the log)")
 		}
 	}
-	return h, nil
+	return h, meta, nil
 }
 
-// pinLocked keeps h open for the jobs that asked for the file pinned, if
-// the pin budget allows; it returns h when nobody keeps it.
-func (e *Engine) pinLocked(t *task, h *cache.Handle) *cache.Handle {
-	_, budget := e.opts.Cache.Used()
-	limit := int64(float64(budget) * e.opts.PinFraction)
-	size := h.Size()
-	kept := false
+// pinLocked keeps h, of generation m and size bytes, open for the jobs
+// that asked for the file pinned, as far as the pin budget limit allows;
+// it returns h when nobody keeps it, for the caller to close outside mu.
+// It makes no cache call: a job pinning a generation another pin holds
+// shares that handle.
+func (e *Engine) pinLocked(t *task, h *cache.Handle, m cache.Meta, size, limit int64) *cache.Handle {
 	for _, pr := range t.pins {
 		j := e.jobs[pr.job]
 		if j == nil || !pr.pin {
@@ -511,16 +518,14 @@ func (e *Engine) pinLocked(t *task, h *cache.Handle) *cache.Handle {
 				e.PinRefusals.Add(1)
 				continue
 			}
-			hh := h
-			if kept {
-				// Another job holds h; this one needs its own handle.
-				var err error
-				if hh, err = e.opts.Cache.Open(h.Meta(), e.opts.Source); err != nil {
-					continue
-				}
+			f := e.held[m]
+			if f == nil {
+				f = &held{h: h, meta: m}
+				e.held[m] = f
+				h = nil
 			}
-			kept = true
-			p = &pin{h: hh, size: size, frames: map[int]bool{}}
+			f.refs++
+			p = &pin{f: f, size: size, frames: map[int]bool{}}
 			j.pins[t.want.Rel] = p
 			j.pinned += size
 			e.pinned += size
@@ -531,17 +536,36 @@ func (e *Engine) pinLocked(t *task, h *cache.Handle) *cache.Handle {
 			p.frames[*pr.frame] = true
 		}
 	}
-	if kept {
-		return nil
-	}
 	return h
+}
+
+// unpinLocked ends job j's pin p of rel. The file's handle is appended to
+// closing when this was the last pin holding it, for the caller to close
+// after releasing mu.
+func (e *Engine) unpinLocked(j *jobState, rel string, p *pin, closing []*cache.Handle) []*cache.Handle {
+	if p.f.refs--; p.f.refs == 0 {
+		delete(e.held, p.f.meta)
+		closing = append(closing, p.f.h)
+	}
+	delete(j.pins, rel)
+	j.pinned -= p.size
+	e.pinned -= p.size
+	return closing
 }
 
 // Release implements hooks.Backend: a frame's or a job's pins end, and
 // their files are evicted before others.
 func (e *Engine) Release(ctx context.Context, r hooks.Release) error {
+	var closing []*cache.Handle
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer func() {
+		e.mu.Unlock()
+		// Closed before Release returns, so a released file is evictable
+		// when the hook hears back, but outside mu (see Observe).
+		for _, h := range closing {
+			h.Close()
+		}
+	}()
 	j := e.jobs[r.Job]
 	if j == nil {
 		return nil
@@ -563,11 +587,10 @@ func (e *Engine) Release(ctx context.Context, r hooks.Release) error {
 				continue
 			}
 		}
-		p.h.Demote()
-		p.h.Close()
-		delete(j.pins, rel)
-		j.pinned -= p.size
-		e.pinned -= p.size
+		// Evicted before others once nothing holds it. Demote only
+		// flags the object, so it may run under mu.
+		p.f.h.Demote()
+		closing = e.unpinLocked(j, rel, p, closing)
 	}
 	if r.Scope == hooks.ScopeJob && len(only) == 0 {
 		delete(e.jobs, r.Job)

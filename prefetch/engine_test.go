@@ -332,3 +332,71 @@ func TestQueueIsBoundedAndReleaseFreesIt(t *testing.T) {
 		t.Fatalf("%d missing names counted, want at least 1500", st.MissingFiles)
 	}
 }
+
+// TestPinSharedByJobs: two jobs that pin one file share the engine's
+// handle on it. The file stays held, and so resident through eviction,
+// until the last of them releases it; then it is evicted first.
+func TestPinSharedByJobs(t *testing.T) {
+	n := newNode(t, 8<<20, 4) // pins may hold 4 MiB
+	n.w.PutRandom("show/lib/shared.blend", 1<<20)
+	for i := 0; i < 16; i++ {
+		n.w.PutRandom(fmt.Sprintf("show/fill/%d.exr", i), 1<<20)
+	}
+	ctx := context.Background()
+	for _, job := range []string{"a", "b"} {
+		res, err := n.e.Prefetch(ctx, hooks.Prefetch{Job: hooks.Job{ID: job}, Scope: hooks.ScopeJob, Wait: time.Minute, Wants: wants("lib/shared.blend")})
+		if err != nil || res[0].State != hooks.Resident {
+			t.Fatalf("job %s: %+v, %v", job, res, err)
+		}
+	}
+	if got := n.e.Status().PinnedBytes; got != 2<<20 {
+		t.Fatalf("two jobs pinning a 1 MiB file: %d bytes pinned, want %d", got, 2<<20)
+	}
+	// resident reports whether the shared file is still cached, after
+	// unpinned files worth more than the budget pushed eviction.
+	round := 0
+	resident := func() bool {
+		t.Helper()
+		evicted := n.c.Stats.Evictions.Load()
+		for i := 0; i < 8; i++ {
+			rel := fmt.Sprintf("fill/%d.exr", (round*8+i)%16)
+			if res, err := n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeSequence, Wait: time.Minute, Wants: wants(rel)}); err != nil || res[0].State != hooks.Resident {
+				t.Fatalf("%s: %+v, %v", rel, res, err)
+			}
+		}
+		round++
+		deadline := time.Now().Add(time.Minute)
+		for used, budget := n.c.Used(); used > budget || n.c.Stats.Evictions.Load() == evicted; used, budget = n.c.Used() {
+			if time.Now().After(deadline) {
+				t.Fatalf("no eviction: %d of %d bytes used", used, budget)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		reqs := n.w.Proxy.MediaReqs.Load()
+		if res, err := n.e.Prefetch(ctx, hooks.Prefetch{Scope: hooks.ScopeSequence, Wait: time.Minute, Wants: wants("lib/shared.blend")}); err != nil || res[0].State != hooks.Resident {
+			t.Fatalf("shared file: %+v, %v", res, err)
+		}
+		return n.w.Proxy.MediaReqs.Load() == reqs
+	}
+	if !resident() {
+		t.Fatal("a file two jobs pin was evicted")
+	}
+	if err := n.e.Release(ctx, hooks.Release{Job: "a", Scope: hooks.ScopeJob}); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.e.Status().PinnedBytes; got != 1<<20 {
+		t.Fatalf("after one job's release %d bytes pinned, want %d", got, 1<<20)
+	}
+	if !resident() {
+		t.Fatal("a file still pinned by one job was evicted when the other released it")
+	}
+	if err := n.e.Release(ctx, hooks.Release{Job: "b", Scope: hooks.ScopeJob}); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.e.Status().PinnedBytes; got != 0 {
+		t.Fatalf("after both releases %d bytes pinned", got)
+	}
+	if resident() {
+		t.Error("a released file survived eviction that took unpinned files")
+	}
+}

@@ -19,16 +19,16 @@ const LargeFile = 8 << 20
 // blocks). Writes, failed lookups and directories are left out.
 func WantsFromTrace(h trace.Header, evs []trace.Event) []hooks.Want {
 	type file struct {
-		size  int64
-		spans [][2]int64
+		path string // as the trace names it, to find its spans
+		size int64  // the largest an open reported
 	}
 	files := map[string]*file{}
 	var order []string
 	root := strings.TrimSuffix(h.Root, "/")
-	get := func(rel string) *file {
+	get := func(rel, path string) *file {
 		f := files[rel]
 		if f == nil {
-			f = &file{}
+			f = &file{path: path}
 			files[rel] = f
 			order = append(order, rel)
 		}
@@ -41,31 +41,34 @@ func WantsFromTrace(h trace.Header, evs []trace.Event) []hooks.Want {
 		rel := strings.TrimPrefix(ev.Path[len(root):], "/")
 		switch ev.Op {
 		case trace.OpOpen:
-			f := get(rel)
+			f := get(rel, ev.Path)
 			f.size = max(f.size, ev.Size)
 		case trace.OpRead:
 			if ev.N > 0 {
-				f := get(rel)
-				f.spans = append(f.spans, [2]int64{ev.Off, ev.Off + ev.N})
-				f.size = max(f.size, ev.Off+ev.N)
+				get(rel, ev.Path)
 			}
 		case trace.OpMmap:
-			f := get(rel)
-			f.spans = append(f.spans, [2]int64{ev.Off, ev.Off + ev.Len})
+			get(rel, ev.Path)
 		}
 	}
+	spans := trace.ByteSpans(evs)
 	var ws []hooks.Want
 	for _, rel := range order {
 		f := files[rel]
 		w := hooks.Want{Rel: rel}
-		if f.size > LargeFile && len(f.spans) > 0 {
-			w.Ranges = MergeRanges(f.spans, 64<<10)
-			var n int64
-			for _, r := range w.Ranges {
-				n += r.Len
-			}
-			if n > f.size/2 {
-				w.Ranges = nil // most of it: whole, in big parts
+		if sp := spans[f.path]; sp != nil {
+			// The trace need not show an open that reported the size;
+			// the furthest read bounds it from below.
+			size := max(f.size, sp.ReadEnd())
+			if all := sp.All(); size > LargeFile && len(all) > 0 {
+				w.Ranges = MergeRanges(all, 64<<10)
+				var n int64
+				for _, r := range w.Ranges {
+					n += r.Len
+				}
+				if n > size/2 {
+					w.Ranges = nil // most of it: whole, in big parts
+				}
 			}
 		}
 		ws = append(ws, w)
@@ -73,12 +76,13 @@ func WantsFromTrace(h trace.Header, evs []trace.Event) []hooks.Want {
 	return ws
 }
 
-// MergeRanges rounds spans out to align and merges those that touch.
-func MergeRanges(spans [][2]int64, align int64) []hooks.Range {
-	sort.Slice(spans, func(i, j int) bool { return spans[i][0] < spans[j][0] })
+// MergeRanges rounds spans out to align and merges those that touch. It
+// sorts spans in place.
+func MergeRanges(spans []trace.Span, align int64) []hooks.Range {
+	sort.Slice(spans, func(i, j int) bool { return spans[i].Lo < spans[j].Lo })
 	var out []hooks.Range
 	for _, s := range spans {
-		start, end := s[0]/align*align, (s[1]+align-1)/align*align
+		start, end := s.Lo/align*align, (s.Hi+align-1)/align*align
 		if n := len(out); n > 0 && start <= out[n-1].Off+out[n-1].Len {
 			out[n-1].Len = max(out[n-1].Len, end-out[n-1].Off)
 			continue

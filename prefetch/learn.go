@@ -100,7 +100,9 @@ func predict(l *learner, from, next int) []string {
 }
 
 // Observe records that the mount opened rel. The FS calls it on every
-// successful open; it must stay cheap.
+// successful open, so a FUSE open waits for mu here: it must stay cheap,
+// and the engine never holds mu across a call into the cache (see the
+// package's Concurrency notes).
 func (e *Engine) Observe(rel string) {
 	if !e.learning.Load() {
 		return
@@ -119,7 +121,7 @@ func (e *Engine) Observe(rel string) {
 	}
 }
 
-// frameStarted closes the job's previous frame window, opens one for
+// frameStartedLocked closes the job's previous frame window, opens one for
 // frame, and returns the files predicted for frame+1.
 func (e *Engine) frameStartedLocked(job string, frame int) []string {
 	l := e.learners[job]

@@ -99,7 +99,7 @@ var Catalog = []Def{
 	{OutputPending, "{file}", ObservableGauge, nil, "closed output files waiting for or in upload"},
 	{OutputFailed, "{file}", ObservableGauge, nil, "output files whose upload failed permanently; their data stays staged"},
 	{OutputUploadLatency, "s", Histogram, nil, "time from an output file's close to its being durable in GCS"},
-	{Errors, "{error}", Counter, []string{"layer", "errno"}, "errors returned to a user, by layer (fuse, hook, output) and errno category"},
+	{Errors, "{error}", Counter, []string{"layer", "errno"}, "errors the mount's read-only FUSE operations returned to a reader, by errno (not ENOENT, a lookup's normal answer); layer is always fuse: output-area operations are not counted, and hook API failures show in jitfs.hook.requests by status"},
 }
 
 // Snapshot is the daemon's counters at one moment. Zero fields are
@@ -315,7 +315,9 @@ func (m *Metrics) OutputDurableAfter(ctx context.Context, d time.Duration) {
 	m.uploadDur.Record(ctx, d.Seconds())
 }
 
-// Error counts an error returned to a user.
+// Error counts an error returned to a user. Only FUSE (layer "fuse")
+// calls it today; the layer attribute stays so that another layer can
+// count its errors without renaming the series.
 func (m *Metrics) Error(ctx context.Context, layer string, errno syscall.Errno) {
 	if m == nil {
 		return

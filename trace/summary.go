@@ -89,13 +89,6 @@ type FileSummary struct {
 
 const topFiles = 10
 
-type span struct{ lo, hi int64 }
-
-type fileAcc struct {
-	FileSummary
-	reads, maps []span
-}
-
 // Summarize adds up events, restricted to paths under prefix when it is
 // not empty. It accepts any events, including nonsense from a corrupt
 // file: negative offsets and lengths are left out of the byte figures.
@@ -104,11 +97,11 @@ func Summarize(events []Event, prefix string) Summary {
 	if prefix != "" && prefix != "/" {
 		s.Prefix = prefix
 	}
-	files := map[string]*fileAcc{}
-	file := func(p string) *fileAcc {
+	files := map[string]*FileSummary{}
+	file := func(p string) *FileSummary {
 		f := files[p]
 		if f == nil {
-			f = &fileAcc{FileSummary: FileSummary{Path: p}}
+			f = &FileSummary{Path: p}
 			files[p] = f
 		}
 		return f
@@ -142,7 +135,7 @@ func Summarize(events []Event, prefix string) Summary {
 				enoent[ev.Path] = true
 			}
 		}
-		var f *fileAcc
+		var f *FileSummary
 		if ev.Path != "" {
 			f = file(ev.Path)
 			if ev.Size > f.Size {
@@ -189,7 +182,6 @@ func Summarize(events []Event, prefix string) Summary {
 			s.BytesRead = addSat(s.BytesRead, ev.N)
 			if f != nil {
 				f.BytesRead = addSat(f.BytesRead, ev.N)
-				f.reads = append(f.reads, span{ev.Off, addSat(ev.Off, ev.N)})
 			}
 		case OpMmap:
 			s.Mmaps++
@@ -199,7 +191,6 @@ func Summarize(events []Event, prefix string) Summary {
 			s.MmapBytes = addSat(s.MmapBytes, ev.Len)
 			if f != nil {
 				f.MmapBytes = addSat(f.MmapBytes, ev.Len)
-				f.maps = append(f.maps, span{ev.Off, addSat(ev.Off, ev.Len)})
 			}
 		case OpLookup, OpStat, OpAccess, OpReadlink:
 			s.Lookups++
@@ -214,17 +205,24 @@ func Summarize(events []Event, prefix string) Summary {
 	if s.Events > 0 {
 		s.Duration = last - first
 	}
+	// files holds only paths under the prefix, so spans of other paths
+	// are never looked at.
+	spans := ByteSpans(events)
 	var top []FileSummary
-	for _, f := range files {
-		f.DistinctBytesRead = unionLen(f.reads, math.MaxInt64)
+	for p, f := range files {
+		sp := spans[p]
+		if sp == nil {
+			sp = &FileSpans{}
+		}
+		f.DistinctBytesRead = UnionLen(sp.Reads, math.MaxInt64)
 		s.DistinctBytesRead = addSat(s.DistinctBytesRead, f.DistinctBytesRead)
 		limit := int64(math.MaxInt64)
 		if f.Size > 0 {
 			limit = f.Size
 		}
-		s.DistinctBytesAccessed = addSat(s.DistinctBytesAccessed, unionLen(append(f.reads, f.maps...), limit))
+		s.DistinctBytesAccessed = addSat(s.DistinctBytesAccessed, UnionLen(sp.All(), limit))
 		if f.BytesRead > 0 || f.MmapBytes > 0 {
-			top = append(top, f.FileSummary)
+			top = append(top, *f)
 		}
 	}
 	sort.Slice(top, func(i, j int) bool {
@@ -239,31 +237,6 @@ func Summarize(events []Event, prefix string) Summary {
 	}
 	s.TopFiles = top
 	return s
-}
-
-// unionLen is the length of the union of spans, each clipped to [0, limit).
-func unionLen(spans []span, limit int64) int64 {
-	sort.Slice(spans, func(i, j int) bool { return spans[i].lo < spans[j].lo })
-	var total int64
-	cur := span{-1, -1}
-	for _, sp := range spans {
-		sp.hi = min(sp.hi, limit)
-		if sp.hi <= sp.lo {
-			continue
-		}
-		if sp.lo > cur.hi {
-			if cur.hi > cur.lo {
-				total = addSat(total, cur.hi-cur.lo)
-			}
-			cur = sp
-			continue
-		}
-		cur.hi = max(cur.hi, sp.hi)
-	}
-	if cur.hi > cur.lo {
-		total = addSat(total, cur.hi-cur.lo)
-	}
-	return total
 }
 
 // addSat adds non-negative counters without wrapping on hostile input.

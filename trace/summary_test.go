@@ -78,22 +78,3 @@ func TestSummarizeEmpty(t *testing.T) {
 		t.Error(err)
 	}
 }
-
-func TestUnionLen(t *testing.T) {
-	for _, c := range []struct {
-		spans []span
-		limit int64
-		want  int64
-	}{
-		{nil, 100, 0},
-		{[]span{{0, 10}, {10, 20}}, 100, 20},
-		{[]span{{5, 10}, {0, 3}, {2, 6}}, 100, 10},
-		{[]span{{0, 100}, {50, 60}}, 100, 100},
-		{[]span{{0, 200}, {300, 400}}, 250, 200},
-		{[]span{{7, 7}, {9, 3}}, 100, 0},
-	} {
-		if got := unionLen(c.spans, c.limit); got != c.want {
-			t.Errorf("unionLen(%v, %d) = %d, want %d", c.spans, c.limit, got, c.want)
-		}
-	}
-}

@@ -11,8 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	jitfsdata "github.com/jitfs/jitfs"
 	"github.com/jitfs/jitfs/internal/emulator"
+	"github.com/jitfs/jitfs/internal/scene"
 )
 
 const demoBucket = "jitfs-demo"
@@ -29,7 +29,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	emu, err := emulator.Start(emulator.Options{Bucket: demoBucket, Prefix: "show/", Objects: jitfsdata.Scene()})
+	emu, err := emulator.Start(emulator.Options{Bucket: demoBucket, Prefix: "show/", Objects: scene.FS()})
 	if err != nil {
 		return err
 	}
@@ -37,7 +37,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 
 	var presyncBytes int64
 	var presyncObjects int
-	err = fs.WalkDir(jitfsdata.Scene(), ".", func(p string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(scene.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			info, _ := d.Info()
 			presyncBytes += info.Size()

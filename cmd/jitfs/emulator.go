@@ -8,8 +8,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	jitfsdata "github.com/jitfs/jitfs"
 	"github.com/jitfs/jitfs/internal/emulator"
+	"github.com/jitfs/jitfs/internal/scene"
 )
 
 func runEmulator(args []string, stdout, stderr io.Writer) error {
@@ -27,7 +27,7 @@ func runEmulator(args []string, stdout, stderr io.Writer) error {
 	}
 	opts := emulator.Options{Addr: *addr, DataDir: *data, Versioning: *versioning}
 	if *data == "" {
-		opts.Bucket, opts.Prefix, opts.Objects = demoBucket, "show/", jitfsdata.Scene()
+		opts.Bucket, opts.Prefix, opts.Objects = demoBucket, "show/", scene.FS()
 	}
 	emu, err := emulator.Start(opts)
 	if err != nil {

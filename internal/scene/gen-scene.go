@@ -1,7 +1,7 @@
 //go:build ignore
 
-// gen-scene writes the sample show in testdata/scene deterministically:
-// run `go run testdata/gen-scene.go` from the repository root. Payloads are
+// gen-scene writes the sample show in internal/scene/scene deterministically:
+// run `go generate ./internal/scene` from the repository root. Payloads are
 // seeded pseudo-random bytes of realistic sizes (textures, a linked library,
 // per-frame simulation caches), so what a frame reads, and what a pre-sync
 // of the whole show would copy, are both known.
@@ -15,7 +15,13 @@ import (
 )
 
 func main() {
-	root := filepath.Join("testdata", "scene")
+	// go generate runs this in the package's directory; anywhere else the
+	// RemoveAll below would delete some other "scene" directory.
+	if _, err := os.Stat("scene.go"); err != nil {
+		fmt.Fprintln(os.Stderr, "gen-scene: run it with `go generate ./internal/scene`")
+		os.Exit(2)
+	}
+	root := "scene"
 	os.RemoveAll(root)
 	put := func(name string, size int) {
 		r := rand.New(rand.NewPCG(uint64(len(name)), uint64(size)))
