@@ -265,9 +265,8 @@ func (f *FS) Mount(dir string, mo MountOptions) (*fuse.Server, error) {
 	return srv, nil
 }
 
-// tracing reports whether operations are being recorded; callers skip the
-// clock and path work otherwise.
-// observing: some operation needs timing, for the trace or the metrics.
+// observing reports whether operations need timing, for the trace or the
+// metrics; callers skip the clock and path work otherwise.
 func (f *FS) observing() bool { return f.opts.Trace != nil || f.opts.Metrics != nil }
 
 // done reports one finished operation to the metrics and the trace. The
