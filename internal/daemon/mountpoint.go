@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -106,4 +107,24 @@ func unmount(srv *fuse.Server, mountpoint string, log *slog.Logger) error {
 	srv.Wait()
 	detachDead(mountpoint, log)
 	return nil
+}
+
+// orDiscard is log, or a logger that discards when there is none.
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}
+
+// closeOnce runs a Close once; later calls get its result again, so a
+// caller's explicit Close and its deferred or cleanup Close do not clash.
+type closeOnce struct {
+	once sync.Once
+	err  error
+}
+
+func (c *closeOnce) do(close func() error) error {
+	c.once.Do(func() { c.err = close() })
+	return c.err
 }

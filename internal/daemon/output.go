@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -65,17 +64,14 @@ type Output struct {
 	// Hooks is nil when Config.Socket is "none".
 	Hooks *hooks.Server
 
-	met       *telemetry.Metrics
-	closeOnce sync.Once
-	closeErr  error
+	met    *telemetry.Metrics
+	closed closeOnce
 }
 
 // StartOutput checks the bucket, opens the staging directory (recovering
 // what a previous daemon left), mounts the area and serves its hook API.
 func StartOutput(ctx context.Context, cfg OutputConfig) (*Output, error) {
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
-	}
+	cfg.Log = orDiscard(cfg.Log)
 	mp, err := checkMountpoint(cfg.Mountpoint, cfg.Log)
 	if err != nil {
 		return nil, err
@@ -146,8 +142,7 @@ func (o *Output) snapshot() telemetry.Snapshot {
 // Close unmounts and stops the uploaders; staged work stays journalled for
 // the next daemon. Later calls return the first's result.
 func (o *Output) Close() error {
-	o.closeOnce.Do(func() { o.closeErr = o.close() })
-	return o.closeErr
+	return o.closed.do(o.close)
 }
 
 func (o *Output) close() error {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -78,21 +77,18 @@ type Scene struct {
 	Engine *prefetch.Engine
 	Hooks  *hooks.Server
 
-	ownGCS    bool               // StartScene opened GCS, so Close closes it
-	rec       *trace.Recorder    // nil without a trace file
-	ops       *telemetry.Metrics // records operations as they happen
-	met       *telemetry.Metrics // observes the counters at collection
-	closeOnce sync.Once
-	closeErr  error
+	ownGCS bool               // StartScene opened GCS, so Close closes it
+	rec    *trace.Recorder    // nil without a trace file
+	ops    *telemetry.Metrics // records operations as they happen
+	met    *telemetry.Metrics // observes the counters at collection
+	closed closeOnce
 }
 
 // StartScene checks everything that can be checked before mounting, so a
 // bad bucket, credentials or mountpoint is one error, then mounts and
 // serves the hook API.
 func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
-	}
+	cfg.Log = orDiscard(cfg.Log)
 	mp, err := checkMountpoint(cfg.Mountpoint, cfg.Log)
 	if err != nil {
 		return nil, err
@@ -244,8 +240,7 @@ func openTrace(cfg SceneConfig) (*trace.Recorder, error) {
 // fail; the mount is then detached so the daemon can exit and the cache
 // lock is released for a successor. Later calls return the first's result.
 func (s *Scene) Close() error {
-	s.closeOnce.Do(func() { s.closeErr = s.close() })
-	return s.closeErr
+	return s.closed.do(s.close)
 }
 
 func (s *Scene) close() error {
