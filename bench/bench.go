@@ -12,13 +12,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/internal/emulator"
-	"github.com/jitfs/jitfs/jitfs"
 	"github.com/jitfs/jitfs/prefetch"
 	"github.com/jitfs/jitfs/replay"
 )
@@ -213,14 +210,14 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 		before := m.counters()
 		res, err := play(ctx, w, mnt)
 		if err != nil {
-			m.close()
+			m.Close()
 			return nil, info, fmt.Errorf("%s: %w", strategy, err)
 		}
 		r := rowFrom(strategy, res, nil)
 		r.LinkBytes, r.Requests = m.since(before)
 		emit(r)
 	}
-	if err := m.close(); err != nil {
+	if err := m.Close(); err != nil {
 		return nil, info, err
 	}
 	m, err = mount(ctx, cfg, addr, w.Name, cacheDir, mnt)
@@ -230,13 +227,13 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 	before := m.counters()
 	res, err = play(ctx, w, mnt)
 	if err != nil {
-		m.close()
+		m.Close()
 		return nil, info, fmt.Errorf("jitfs restarted: %w", err)
 	}
 	r = rowFrom("jitfs restarted", res, nil)
 	r.LinkBytes, r.Requests = m.since(before)
 	emit(r)
-	if err := m.close(); err != nil {
+	if err := m.Close(); err != nil {
 		return nil, info, err
 	}
 
@@ -248,21 +245,21 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 		if m, err = mount(ctx, cfg, addr, w.Name, cacheDir, mnt); err != nil {
 			return nil, info, err
 		}
-		eng, err := prefetch.New(prefetch.Options{Resolver: m.f, Cache: m.c, Source: m.gc, Logger: cfg.Log})
+		eng, err := prefetch.New(prefetch.Options{Resolver: m.FS, Cache: m.Cache, Source: m.GCS, Logger: cfg.Log})
 		if err != nil {
-			m.close()
+			m.Close()
 			return nil, info, err
 		}
 		start := time.Now()
 		if _, err := eng.Prefetch(ctx, hooks.Prefetch{Job: hooks.Job{ID: "bench"}, Scope: hooks.ScopeJob, Wants: w.Prefetch}); err != nil {
 			eng.Close()
-			m.close()
+			m.Close()
 			return nil, info, err
 		}
 		res, err := play(ctx, w, mnt)
 		if err != nil {
 			eng.Close()
-			m.close()
+			m.Close()
 			return nil, info, fmt.Errorf("jitfs cold + prefetch: %w", err)
 		}
 		// The prefetch's share of the time counts from the request.
@@ -277,7 +274,7 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 			r.Waste = float64(r.LinkBytes-cold) / float64(r.LinkBytes)
 		}
 		emit(r)
-		if err := m.close(); err != nil {
+		if err := m.Close(); err != nil {
 			return nil, info, err
 		}
 	}
@@ -301,59 +298,31 @@ func rowFrom(strategy string, res *replay.Result, gc *gcs.Client) Row {
 	return r
 }
 
-// mounted is an in-process jitfs daemon.
-type mounted struct {
-	gc  *gcs.Client
-	c   *cache.Cache
-	f   *jitfs.FS
-	srv *fuse.Server
-}
+// mounted is an in-process jitfs daemon (internal/daemon) without a hook
+// API: the bench drives the prefetch engine itself, as the hook server
+// would, so no socket is needed.
+type mounted struct{ *daemon.Scene }
 
 func mount(ctx context.Context, cfg Config, addr, prefix, cacheDir, mnt string) (*mounted, error) {
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return nil, err
 	}
-	gc, err := gcs.New(ctx, gcs.Options{Bucket: Bucket, Endpoint: addr})
+	s, err := daemon.StartScene(ctx, daemon.SceneConfig{Bucket: Bucket, Prefix: prefix + "/", Mountpoint: mnt, Endpoint: addr,
+		CacheDir: cacheDir, CacheSize: 64 << 30, Passthrough: true, Socket: "none", Log: cfg.Log})
 	if err != nil {
 		return nil, err
 	}
-	c, err := cache.New(cache.Options{Dir: cacheDir, Budget: 64 << 30, Logger: cfg.Log})
-	if err != nil {
-		gc.Close()
-		return nil, err
-	}
-	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Prefix: prefix + "/", Passthrough: true,
-		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.Log})
-	if err != nil {
-		c.Close()
-		gc.Close()
-		return nil, err
-	}
-	srv, err := f.Mount(mnt, jitfs.MountOptions{FsName: "jitfs-bench"})
-	if err != nil {
-		f.Close()
-		c.Close()
-		gc.Close()
-		return nil, err
-	}
-	return &mounted{gc: gc, c: c, f: f, srv: srv}, nil
+	return &mounted{s}, nil
 }
 
 func (m *mounted) counters() [2]int64 {
-	s := &m.gc.Stats
+	s := &m.GCS.Stats
 	return [2]int64{s.BytesRead.Load(), s.Lists.Load() + s.Stats.Load() + s.Reads.Load()}
 }
 
 func (m *mounted) since(before [2]int64) (bytes, reqs int64) {
 	now := m.counters()
 	return now[0] - before[0], now[1] - before[1]
-}
-
-func (m *mounted) close() error {
-	err := m.srv.Unmount()
-	m.srv.Wait()
-	m.f.Close()
-	return errors.Join(err, m.c.Close(), m.gc.Close())
 }
 
 // copyPrefix downloads every object under prefix into dir with n

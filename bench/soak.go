@@ -125,7 +125,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 				// A new daemon on the same cache, as after an upgrade or
 				// a crash: the journal is reopened, the kernel's caches
 				// of the old mount are gone.
-				if err := m.close(); err != nil {
+				if err := m.Close(); err != nil {
 					return rep, fmt.Errorf("bench: soak round %d: unmount: %w", round, err)
 				}
 				if m, err = mount(ctx, mcfg, addr, soakPrefix, cacheDir, mnt); err != nil {
@@ -134,11 +134,11 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 			}
 			soakPhase(ctx, cfg, m, mnt, round, phase, rep)
 			if err := ctx.Err(); err != nil {
-				m.close()
+				m.Close()
 				return rep, err
 			}
 		}
-		if err := m.close(); err != nil {
+		if err := m.Close(); err != nil {
 			return rep, fmt.Errorf("bench: soak round %d: unmount: %w", round, err)
 		}
 		os.RemoveAll(dir)

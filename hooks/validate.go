@@ -65,8 +65,8 @@ type validator struct {
 	prefix   string // mount + "/", or "/" when the mount is the root
 	maxItems int
 	maxWait  time.Duration
-	// listDir names a directory's entries; the server lists through the
-	// mount, the fuzzer through a fake.
+	// listDir names a directory's entries; the daemon answers from its
+	// namespace, the fuzzer from a fake.
 	listDir func(dir string) ([]string, error)
 }
 

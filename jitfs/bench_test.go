@@ -19,7 +19,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -32,21 +32,20 @@ import (
 	"testing/fstest"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"golang.org/x/sys/unix"
 
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/internal/emulator"
-	"github.com/jitfs/jitfs/jitfs"
+	"github.com/jitfs/jitfs/internal/testworld"
 	"github.com/jitfs/jitfs/telemetry"
 )
 
 const (
 	benchBucket = "jitfs-bench"
 	mib         = 1 << 20
-	fuseMagic   = 0x65735546 // FUSE_SUPER_MAGIC
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -131,14 +130,12 @@ func gcsRequests(gc *gcs.Client) int64 {
 	return gc.Stats.Lists.Load() + gc.Stats.Stats.Load() + gc.Stats.Reads.Load()
 }
 
-// mount is one in-process jitfs mount with its own cache.
+// mount is one in-process jitfs mount (internal/daemon) with its own
+// cache, reading through the benchmark's client, without a hook API.
 type mount struct {
+	*daemon.Scene
 	dir      string // mountpoint
 	cacheDir string
-	cache    *cache.Cache
-	fs       *jitfs.FS
-	srv      *fuse.Server
-	once     sync.Once
 }
 
 func newMount(b *testing.B, gc *gcs.Client, cacheDir string, passthrough bool) *mount {
@@ -146,45 +143,28 @@ func newMount(b *testing.B, gc *gcs.Client, cacheDir string, passthrough bool) *
 	return newMountWith(b, gc, cacheDir, passthrough, nil)
 }
 
-// newMountWith mounts with met recording every operation (nil: none).
-func newMountWith(b *testing.B, gc *gcs.Client, cacheDir string, passthrough bool, met *telemetry.Metrics) *mount {
+// newMountWith mounts with tel recording every operation (nil: none).
+func newMountWith(b *testing.B, gc *gcs.Client, cacheDir string, passthrough bool, tel *telemetry.Telemetry) *mount {
 	b.Helper()
-	c, err := cache.New(cache.Options{Dir: cacheDir, Budget: 4 << 30, Logger: quietLogger()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Passthrough: passthrough,
-		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: quietLogger(), Metrics: met})
-	if err != nil {
-		c.Close()
-		b.Fatal(err)
-	}
 	dir, err := os.MkdirTemp(b.TempDir(), "mnt")
 	if err != nil {
-		c.Close()
 		b.Fatal(err)
 	}
-	srv, err := f.Mount(dir, jitfs.MountOptions{FsName: "jitfs-bench"})
+	s, err := daemon.StartScene(context.Background(), daemon.SceneConfig{Bucket: benchBucket, Mountpoint: dir, GCS: gc,
+		CacheDir: cacheDir, CacheSize: 4 << 30, Passthrough: passthrough, Socket: "none", Log: quietLogger(), Telemetry: tel})
 	if err != nil {
-		c.Close()
 		b.Fatal(err)
 	}
-	m := &mount{dir: dir, cacheDir: cacheDir, cache: c, fs: f, srv: srv}
+	m := &mount{Scene: s, dir: s.Config.Mountpoint, cacheDir: cacheDir}
 	b.Cleanup(func() { m.close(b) })
 	return m
 }
 
 // close unmounts (detaching if busy) and closes the cache; idempotent.
 func (m *mount) close(b *testing.B) {
-	m.once.Do(func() {
-		if err := m.srv.Unmount(); err != nil {
-			b.Logf("unmount %s: %v; detaching", m.dir, err)
-			_ = syscall.Unmount(m.dir, syscall.MNT_DETACH)
-		}
-		if err := m.cache.Close(); err != nil {
-			b.Errorf("cache close: %v", err)
-		}
-	})
+	if err := m.Close(); err != nil {
+		b.Errorf("close %s: %v", m.dir, err)
+	}
 }
 
 // dropState records how page caches were dropped, for the logs.
@@ -335,16 +315,16 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 	}
 	cold := time.Since(t0)
 	coldReads, coldBytes := gc.Stats.Reads.Load()-coldReads0, gc.Stats.BytesRead.Load()-coldBytes0
-	coldRA := m.cache.Stats.ReadAheadBytes.Load()
+	coldRA := m.Cache.Stats.ReadAheadBytes.Load()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		before := m.fs.Stats.PassthroughOpens.Load()
+		before := m.FS.Stats.PassthroughOpens.Load()
 		f, err := os.Open(file)
 		if err != nil {
 			b.Fatal(err)
 		}
 		f.Close()
-		if m.fs.Stats.PassthroughOpens.Load() > before {
+		if m.FS.Stats.PassthroughOpens.Load() > before {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -402,12 +382,12 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 
 	b.Run("jitfs", func(b *testing.B) {
 		b.SetBytes(size)
-		op0, pt0 := m.fs.Stats.Opens.Load(), m.fs.Stats.PassthroughOpens.Load()
-		rd0, g0 := m.fs.Stats.Reads.Load(), gc.Stats.Reads.Load()
+		op0, pt0 := m.FS.Stats.Opens.Load(), m.FS.Stats.PassthroughOpens.Load()
+		rd0, g0 := m.FS.Stats.Reads.Load(), gc.Stats.Reads.Load()
 		pairs(b, file)
-		opens := m.fs.Stats.Opens.Load() - op0
-		b.ReportMetric(float64(m.fs.Stats.PassthroughOpens.Load()-pt0)/float64(opens), "passthrough-opens/open")
-		b.ReportMetric(float64(m.fs.Stats.Reads.Load()-rd0)/float64(b.N), "daemon-reads/op")
+		opens := m.FS.Stats.Opens.Load() - op0
+		b.ReportMetric(float64(m.FS.Stats.PassthroughOpens.Load()-pt0)/float64(opens), "passthrough-opens/open")
+		b.ReportMetric(float64(m.FS.Stats.Reads.Load()-rd0)/float64(b.N), "daemon-reads/op")
 		b.ReportMetric(float64(gc.Stats.Reads.Load()-g0), "gcs-reads")
 		// The read that filled the cache (once, before the sub-benchmarks).
 		b.ReportMetric(float64(size)/cold.Seconds()/1e6, "cold-fill-MB/s")
@@ -426,12 +406,12 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 	}
 	b.Run("jitfs-no-passthrough", func(b *testing.B) {
 		b.SetBytes(size)
-		op0, pt0 := m2.fs.Stats.Opens.Load(), m2.fs.Stats.PassthroughOpens.Load()
-		rd0, g0 := m2.fs.Stats.Reads.Load(), gc.Stats.Reads.Load()
+		op0, pt0 := m2.FS.Stats.Opens.Load(), m2.FS.Stats.PassthroughOpens.Load()
+		rd0, g0 := m2.FS.Stats.Reads.Load(), gc.Stats.Reads.Load()
 		pairs(b, file2)
-		opens := m2.fs.Stats.Opens.Load() - op0
-		b.ReportMetric(float64(m2.fs.Stats.PassthroughOpens.Load()-pt0)/float64(opens), "passthrough-opens/open")
-		b.ReportMetric(float64(m2.fs.Stats.Reads.Load()-rd0)/float64(b.N), "daemon-reads/op")
+		opens := m2.FS.Stats.Opens.Load() - op0
+		b.ReportMetric(float64(m2.FS.Stats.PassthroughOpens.Load()-pt0)/float64(opens), "passthrough-opens/open")
+		b.ReportMetric(float64(m2.FS.Stats.Reads.Load()-rd0)/float64(b.N), "daemon-reads/op")
 		b.ReportMetric(float64(gc.Stats.Reads.Load()-g0), "gcs-reads")
 	})
 
@@ -443,20 +423,16 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	b.Cleanup(func() { mp.Shutdown(context.Background()) })
-	met, err := telemetry.New(mp, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	m3 := newMountWith(b, gc, cacheDir, false, met)
+	m3 := newMountWith(b, gc, cacheDir, false, &telemetry.Telemetry{Meters: mp})
 	file3 := filepath.Join(m3.dir, name)
 	if _, err := os.Stat(file3); err != nil {
 		b.Fatal(err)
 	}
 	b.Run("jitfs-no-passthrough-metrics", func(b *testing.B) {
 		b.SetBytes(size)
-		rd0 := m3.fs.Stats.Reads.Load()
+		rd0 := m3.FS.Stats.Reads.Load()
 		pairs(b, file3)
-		b.ReportMetric(float64(m3.fs.Stats.Reads.Load()-rd0)/float64(b.N), "daemon-reads/op")
+		b.ReportMetric(float64(m3.FS.Stats.Reads.Load()-rd0)/float64(b.N), "daemon-reads/op")
 	})
 }
 
@@ -592,7 +568,7 @@ func BenchmarkLookups(b *testing.B) {
 		}
 	}
 	measure := func(b *testing.B, exist bool, batch func(i int) []string, unit string) {
-		lk0, rq0 := m.fs.Stats.Lookups.Load(), gcsRequests(gc)
+		lk0, rq0 := m.FS.Stats.Lookups.Load(), gcsRequests(gc)
 		b.ResetTimer()
 		for i := range b.N {
 			statAll(b, batch(i), exist)
@@ -600,17 +576,17 @@ func BenchmarkLookups(b *testing.B) {
 		b.StopTimer()
 		stats := float64(files) * float64(b.N)
 		b.ReportMetric(stats/b.Elapsed().Seconds(), unit)
-		b.ReportMetric(float64(m.fs.Stats.Lookups.Load()-lk0)/stats, "daemon-lookups/stat")
+		b.ReportMetric(float64(m.FS.Stats.Lookups.Load()-lk0)/stats, "daemon-lookups/stat")
 		b.ReportMetric(float64(gcsRequests(gc)-rq0), "gcs-requests")
 	}
 
 	// The first stat of each name after the listing (reported with
 	// "existing"); later passes are answered by the kernel's dentry cache.
-	lk0, rq0 := m.fs.Stats.Lookups.Load(), gcsRequests(gc)
+	lk0, rq0 := m.FS.Stats.Lookups.Load(), gcsRequests(gc)
 	t0 := time.Now()
 	statAll(b, paths, true)
 	first := time.Since(t0)
-	firstLookups, firstRequests := m.fs.Stats.Lookups.Load()-lk0, gcsRequests(gc)-rq0
+	firstLookups, firstRequests := m.FS.Stats.Lookups.Load()-lk0, gcsRequests(gc)-rq0
 
 	b.Run("existing", func(b *testing.B) {
 		measure(b, true, func(int) []string { return paths }, "warm-stats/s")
@@ -733,95 +709,36 @@ func procStatus(pid, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%s/status", field, pid)
 }
 
-func isFUSE(dir string) bool {
-	var st syscall.Statfs_t
-	return syscall.Statfs(dir, &st) == nil && st.Type == fuseMagic
-}
+// TestMain lets BenchmarkRSS100kFiles re-execute this binary as a daemon.
+func TestMain(m *testing.M) { testworld.Main(m, rssDaemon) }
 
-// buildDaemon builds cmd/jitfs into dir; "" if no Go toolchain can.
-func buildDaemon(b *testing.B, dir string) string {
-	goBin, err := exec.LookPath("go")
+// rssDaemon is BenchmarkRSS100kFiles's daemon: `jitfs mount`'s scene mount
+// with its defaults, serving gs://jitfs-bench from the emulator at
+// args[0] at args[1] with its cache in args[2] until SIGTERM.
+func rssDaemon(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s, err := daemon.StartScene(ctx, daemon.SceneConfig{Bucket: benchBucket, Endpoint: args[0], Mountpoint: args[1], CacheDir: args[2],
+		CacheSize: 1 << 30, Passthrough: true, AllowOther: true, AttemptTimeout: time.Minute, OpTimeout: 2 * time.Minute,
+		PrefetchWorkers: 32, Log: log})
 	if err != nil {
-		b.Logf("no go toolchain in PATH (%v): measuring in-process", err)
-		return ""
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	bin := filepath.Join(dir, "jitfs")
-	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/jitfs/jitfs/cmd/jitfs").CombinedOutput()
-	if err != nil {
-		b.Logf("go build ./cmd/jitfs failed (%v): measuring in-process\n%s", err, out)
-		return ""
+	<-ctx.Done()
+	if err := s.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	return bin
-}
-
-// daemon is a jitfs mount served by a separate process.
-type daemon struct {
-	cmd    *exec.Cmd
-	mnt    string
-	exited chan struct{}
-	log    string
-}
-
-func startDaemon(b *testing.B, bin, endpoint, work string) *daemon {
-	b.Helper()
-	d := &daemon{mnt: filepath.Join(work, "mnt"), exited: make(chan struct{}), log: filepath.Join(work, "daemon.log")}
-	if err := os.Mkdir(d.mnt, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	logf, err := os.Create(d.log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer logf.Close()
-	d.cmd = exec.Command(bin, "mount", "gs://"+benchBucket, d.mnt, "--endpoint", endpoint,
-		"--cache-dir", filepath.Join(work, "cache"), "--cache-size", "1GiB", "--log-level", "warn")
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	if err := d.cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); close(d.exited) }()
-	b.Cleanup(func() { d.stop(b) })
-	deadline := time.Now().Add(time.Minute)
-	for !isFUSE(d.mnt) {
-		select {
-		case <-d.exited:
-			out, _ := os.ReadFile(d.log)
-			b.Fatalf("daemon exited before mounting: %v\n%s", d.cmd.ProcessState, out)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("daemon did not mount %s within a minute", d.mnt)
-		}
-	}
-	return d
-}
-
-func (d *daemon) pid() string { return strconv.Itoa(d.cmd.Process.Pid) }
-
-func (d *daemon) stop(b *testing.B) {
-	select {
-	case <-d.exited:
-	default:
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.exited:
-		case <-time.After(30 * time.Second):
-			b.Errorf("daemon ignored SIGTERM for 30s; killing it")
-			_ = d.cmd.Process.Kill()
-			<-d.exited
-		}
-	}
-	if isFUSE(d.mnt) {
-		_ = syscall.Unmount(d.mnt, syscall.MNT_DETACH)
-	}
+	return 0
 }
 
 // BenchmarkRSS100kFiles stats every one of 100,000 objects spread over 100
 // directories and reports the daemon's resident memory afterwards. The
-// daemon is the cmd/jitfs binary, built by the benchmark and run as its own
+// daemon is this test binary re-executed (rssDaemon) and run as its own
 // process against the in-process emulator, so its RSS excludes the emulator
-// and the benchmark; if it cannot be built, an in-process mount is measured
-// instead and the figures are named inproc-*.
+// and the benchmark.
 func BenchmarkRSS100kFiles(b *testing.B) {
 	n := manyFiles(b)
 	work := b.TempDir()
@@ -833,16 +750,12 @@ func BenchmarkRSS100kFiles(b *testing.B) {
 	seed := time.Since(t0)
 	checkSeeded(b, newGCS(b, emu), names)
 
-	var mnt, pid, prefix string
-	var inproc *mount
-	if bin := buildDaemon(b, work); bin != "" {
-		d := startDaemon(b, bin, emu.Addr(), work)
-		mnt, pid, prefix = d.mnt, d.pid(), "daemon-"
-	} else {
-		runtime.GC()
-		inproc = newMount(b, newGCS(b, emu), filepath.Join(work, "cache"), true)
-		mnt, pid, prefix = inproc.dir, "self", "inproc-"
+	mnt := filepath.Join(work, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		b.Fatal(err)
 	}
+	d := testworld.StartDaemon(b, mnt, nil, emu.Addr(), mnt, filepath.Join(work, "cache"))
+	pid := strconv.Itoa(d.Pid())
 	rss0, err := procStatus(pid, "VmRSS")
 	if err != nil {
 		b.Fatal(err)
@@ -898,17 +811,12 @@ func BenchmarkRSS100kFiles(b *testing.B) {
 		}
 		hwm, _ := procStatus(pid, "VmHWM")
 		b.ReportMetric(float64(n), "files")
-		b.ReportMetric(float64(rss)/mib, prefix+"RSS-MiB")
-		b.ReportMetric(float64(hwm)/mib, prefix+"peak-RSS-MiB")
-		b.ReportMetric(float64(rss0)/mib, prefix+"RSS-at-mount-MiB")
+		b.ReportMetric(float64(rss)/mib, "daemon-RSS-MiB")
+		b.ReportMetric(float64(hwm)/mib, "daemon-peak-RSS-MiB")
+		b.ReportMetric(float64(rss0)/mib, "daemon-RSS-at-mount-MiB")
 		b.ReportMetric(float64(n)/first.Seconds(), "first-stats/s")
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "warm-stats/s")
 		b.ReportMetric(seed.Seconds(), "emulator-seed-s")
-		if inproc != nil {
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			b.ReportMetric(float64(ms.HeapInuse)/mib, "inproc-heap-inuse-MiB")
-		}
 	})
 }
 

@@ -14,13 +14,16 @@ import (
 
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/internal/testworld"
 	"github.com/jitfs/jitfs/jitfs"
 	"github.com/jitfs/jitfs/prefetch"
 )
 
-// node is a real in-process jitfs mount with a prefetch engine, reading
-// the emulator through the counting proxy.
+// node is a real in-process jitfs mount (internal/daemon) reading the
+// emulator through the counting proxy, and a prefetch engine on it. The
+// mount has no engine of its own: each test builds the engine under test
+// with its own options and a resolver that records the order of work.
 type node struct {
 	w   *testworld.World
 	mnt string
@@ -54,34 +57,24 @@ func newNode(t *testing.T, budget int64, workers int) *node {
 func newNodeWith(t *testing.T, budget int64, eo prefetch.Options) *node {
 	t.Helper()
 	w := testworld.New(t, testworld.Options{Bucket: "prefetch-test"})
-	c, err := cache.New(cache.Options{Dir: filepath.Join(t.TempDir(), "cache"), Budget: budget})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := jitfs.New(jitfs.Options{Remote: w.GCS, Cache: c, Prefix: "show/"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	os.MkdirAll(mnt, 0o755)
-	srv, err := f.Mount(mnt, jitfs.MountOptions{FsName: "prefetch-test"})
+	s, err := daemon.StartScene(context.Background(), daemon.SceneConfig{Bucket: w.Bucket, Prefix: "show/", Mountpoint: mnt,
+		GCS: w.GCS, CacheDir: filepath.Join(t.TempDir(), "cache"), CacheSize: budget, Socket: "none"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := &recordingResolver{f: f}
-	eo.Resolver, eo.Cache, eo.Source = res, c, w.GCS
+	t.Cleanup(func() { s.Close() })
+	res := &recordingResolver{f: s.FS}
+	eo.Resolver, eo.Cache, eo.Source = res, s.Cache, w.GCS
 	e, err := prefetch.New(eo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		e.Close()
-		srv.Unmount()
-		srv.Wait()
-		f.Close()
-		c.Close()
-	})
-	return &node{w: w, mnt: mnt, c: c, f: f, e: e, res: res}
+	// Cleanups run last-in first-out: the engine stops before the mount
+	// it resolves through.
+	t.Cleanup(e.Close)
+	return &node{w: w, mnt: s.Config.Mountpoint, c: s.Cache, f: s.FS, e: e, res: res}
 }
 
 func wants(rels ...string) []hooks.Want {

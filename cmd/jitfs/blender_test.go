@@ -557,7 +557,7 @@ func TestBlenderHooksOnMount(t *testing.T) {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
-		w.emu.Put(testBucket, "show/"+rel, b)
+		w.Put("show/"+rel, b)
 		files = append(files, rel)
 		return nil
 	})
@@ -591,7 +591,7 @@ func TestBlenderHooksOnMount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.stop() // flushes the trace
+	d.Stop() // flushes the trace
 
 	f, err := os.Open(tr)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/testworld"
 	"github.com/jitfs/jitfs/telemetry"
 )
 
@@ -88,14 +89,14 @@ func (m metricReader) value(name string, kv ...attribute.KeyValue) int64 {
 func TestMetricsOnMount(t *testing.T) {
 	w := newWorld(t, false)
 	const size = 3<<20 + 12345
-	want := w.put("show/shots/a.exr", size)
+	want := w.PutRandom("show/shots/a.exr", size)
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	os.MkdirAll(mnt, 0o755)
 	cfg := mountConfig{bucket: testBucket, prefix: "show/", mountpoint: mnt, cacheDir: filepath.Join(t.TempDir(), "cache"),
-		cacheSize: 1 << 30, endpoint: w.proxy.Addr(), attemptTimeout: time.Minute, socket: "none", prefetchers: 4,
+		cacheSize: 1 << 30, endpoint: w.Proxy.Addr(), attemptTimeout: time.Minute, socket: "none", prefetchers: 4,
 		// Without passthrough every read reaches the daemon, so warm reads
 		// are counted too.
 		passthrough: false,
@@ -110,13 +111,13 @@ func TestMetricsOnMount(t *testing.T) {
 	hit, miss := attribute.String("outcome", "hit"), attribute.String("outcome", "miss")
 	p := filepath.Join(mnt, "shots/a.exr")
 
-	gcs0, media0 := mr.value(telemetry.GCSReceived), w.proxy.MediaBytes.Load()
+	gcs0, media0 := mr.value(telemetry.GCSReceived), w.Proxy.MediaBytes.Load()
 	got, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustEqualBytes(t, "cold read", got, want)
-	gcsCold, mediaCold := mr.value(telemetry.GCSReceived)-gcs0, w.proxy.MediaBytes.Load()-media0
+	gcsCold, mediaCold := mr.value(telemetry.GCSReceived)-gcs0, w.Proxy.MediaBytes.Load()-media0
 	hitCold, missCold := mr.value(telemetry.CacheRead, hit), mr.value(telemetry.CacheRead, miss)
 	if gcsCold != size || mediaCold != size {
 		t.Errorf("cold read: GCS bytes %d (the proxy saw %d), want %d", gcsCold, mediaCold, size)
@@ -169,8 +170,8 @@ func TestMetricsOnMount(t *testing.T) {
 // TestMetricsEndpoint scrapes a real daemon's --metrics-addr over HTTP.
 func TestMetricsEndpoint(t *testing.T) {
 	w := newWorld(t, false)
-	w.put("show/tex/wood.png", 200_000)
-	w.put("show/tex/grain.png", 50_000)
+	w.PutRandom("show/tex/wood.png", 200_000)
+	w.PutRandom("show/tex/grain.png", 50_000)
 	sock := filepath.Join(t.TempDir(), "jitfs.sock")
 	d := w.mountForTest("show", "", "--metrics-addr", "127.0.0.1:0", "--socket", sock)
 	waitSocket(t, sock)
@@ -183,12 +184,12 @@ func TestMetricsEndpoint(t *testing.T) {
 	var url string
 	re := regexp.MustCompile(`url=(http://\S+/metrics)`)
 	for deadline := time.Now().Add(10 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if m := re.FindStringSubmatch(d.stderr.String()); m != nil {
+		if m := re.FindStringSubmatch(d.Log.String()); m != nil {
 			url = m[1]
 		}
 	}
 	if url == "" {
-		t.Fatalf("the daemon logged no metrics URL:\n%s", d.stderr)
+		t.Fatalf("the daemon logged no metrics URL:\n%s", d.Log)
 	}
 	resp, err := http.Get(url)
 	if err != nil {
@@ -234,8 +235,8 @@ func grepLines(text, sub string) string {
 // renderer's read to the GCS request.
 func TestTraceFollowsAReadToGCS(t *testing.T) {
 	w := newWorld(t, false)
-	want := w.put("show/vdb/smoke.0001.vdb", 1<<20)
-	w.put("show/vdb/smoke.0002.vdb", 1<<20)
+	want := w.PutRandom("show/vdb/smoke.0001.vdb", 1<<20)
+	w.PutRandom("show/vdb/smoke.0002.vdb", 1<<20)
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	prev := otel.GetTracerProvider()
@@ -245,7 +246,7 @@ func TestTraceFollowsAReadToGCS(t *testing.T) {
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	os.MkdirAll(mnt, 0o755)
 	m, err := startMount(context.Background(), mountConfig{bucket: testBucket, prefix: "show/", mountpoint: mnt,
-		cacheDir: filepath.Join(t.TempDir(), "cache"), cacheSize: 1 << 30, endpoint: w.proxy.Addr(),
+		cacheDir: filepath.Join(t.TempDir(), "cache"), cacheSize: 1 << 30, endpoint: w.Proxy.Addr(),
 		attemptTimeout: time.Minute, socket: filepath.Join(t.TempDir(), "hooks.sock"), prefetchers: 4,
 		log: slog.New(slog.DiscardHandler), tel: &telemetry.Telemetry{Meters: noop.NewMeterProvider(), Tracers: tp, Tracing: true}})
 	if err != nil {
@@ -253,7 +254,7 @@ func TestTraceFollowsAReadToGCS(t *testing.T) {
 	}
 	t.Cleanup(func() { m.Close() })
 	// A frame's prefetch: its fills link to the hook request's span.
-	cl := hooks.NewClient(m.hooks.SocketPath(), 30*time.Second)
+	cl := hooks.NewClient(m.Hooks.SocketPath(), 30*time.Second)
 	defer cl.Close()
 	if _, err := cl.Prefetch(context.Background(), hooks.PrefetchRequest{Schema: hooks.Schema, Job: hooks.JobInfo{Job: hooks.Job{ID: "j"}},
 		Scope: hooks.ScopeFrame, WaitMS: 20000, Items: []hooks.Item{{Path: filepath.Join(mnt, "vdb/smoke.0002.vdb")}}}); err != nil {
@@ -304,7 +305,7 @@ func TestTraceFollowsAReadToGCS(t *testing.T) {
 func TestOutputMetrics(t *testing.T) {
 	w := newWorld(t, false)
 	d := w.outputForTest("jobs/j1/out/", "", "--metrics-addr", "127.0.0.1:0")
-	data := randBytes("frame", 300_001)
+	data := testworld.RandBytes("frame", 300_001)
 	if err := writeFrame(d.mnt, "f_0001.png", data); err != nil {
 		t.Fatal(err)
 	}
@@ -313,10 +314,10 @@ func TestOutputMetrics(t *testing.T) {
 	}
 	var url string
 	re := regexp.MustCompile(`url=(http://\S+/metrics)`)
-	if m := re.FindStringSubmatch(d.stderr.String()); m != nil {
+	if m := re.FindStringSubmatch(d.Log.String()); m != nil {
 		url = m[1]
 	} else {
-		t.Fatalf("the output daemon logged no metrics URL:\n%s", d.stderr)
+		t.Fatalf("the output daemon logged no metrics URL:\n%s", d.Log)
 	}
 	resp, err := http.Get(url)
 	if err != nil {

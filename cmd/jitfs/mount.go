@@ -1,32 +1,20 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
-	"go.opentelemetry.io/otel/attribute"
-	oteltrace "go.opentelemetry.io/otel/trace"
-
-	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/hooks"
-	"github.com/jitfs/jitfs/jitfs"
-	"github.com/jitfs/jitfs/prefetch"
+	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/telemetry"
-	"github.com/jitfs/jitfs/trace"
 )
 
 // defaultOpTimeout is how long a FUSE operation waits on GCS before its
@@ -57,18 +45,20 @@ type mountConfig struct {
 	tel *telemetry.Telemetry
 }
 
-// mounted is a serving mount and what it owns.
+// mounted is a serving scene mount and the command line's configuration
+// it was started from.
 type mounted struct {
-	cfg   mountConfig
-	gcs   *gcs.Client
-	cache *cache.Cache
-	fs    *jitfs.FS
-	srv   *fuse.Server
-	rec   *trace.Recorder
-	eng   *prefetch.Engine
-	ops   *telemetry.Metrics // records operations as they happen
-	met   *telemetry.Metrics // observes the counters at collection
-	hooks *hooks.Server
+	*daemon.Scene
+	cfg mountConfig // its mountpoint made absolute
+	gcs *gcs.Client // the mount's client, for `jitfs demo`'s counts
+}
+
+// scene is the daemon's configuration for these flags.
+func (c mountConfig) scene() daemon.SceneConfig {
+	return daemon.SceneConfig{Bucket: c.bucket, Prefix: c.prefix, Mountpoint: c.mountpoint, CacheDir: c.cacheDir, CacheSize: c.cacheSize,
+		Endpoint: c.endpoint, AttemptTimeout: c.attemptTimeout, MetadataTTL: c.metadataTTL, OpTimeout: c.opTimeout,
+		Passthrough: c.passthrough, AllowOther: c.allowOther, DebugFUSE: c.debugFUSE, StrictVerify: c.strictVerify,
+		TraceFile: c.traceFile, Socket: c.socket, SocketGroup: c.socketGroup, PrefetchWorkers: c.prefetchers, Log: c.log, Telemetry: c.tel}
 }
 
 func runMount(args []string, stdout, stderr io.Writer) error {
@@ -132,12 +122,12 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "jitfs: serving gs://%s/%s at %s (cache %s, budget %s)\n", cfg.bucket, cfg.prefix, m.cfg.mountpoint, cfg.cacheDir, *cacheSize)
-	if m.hooks != nil {
-		fmt.Fprintf(stdout, "jitfs: hook API at %s (export %s=%s)\n", m.hooks.SocketPath(), hooks.EnvSocket, m.hooks.SocketPath())
+	if m.Hooks != nil {
+		fmt.Fprintf(stdout, "jitfs: hook API at %s (export %s=%s)\n", m.Hooks.SocketPath(), hooks.EnvSocket, m.Hooks.SocketPath())
 	}
 
 	unmounted := make(chan struct{})
-	go func() { m.srv.Wait(); close(unmounted) }()
+	go func() { m.Server.Wait(); close(unmounted) }()
 	select {
 	case <-ctx.Done():
 		cfg.log.Info("signal received; unmounting", "mountpoint", m.cfg.mountpoint)
@@ -147,98 +137,14 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	return m.Close()
 }
 
-// startMount checks everything that can be checked before mounting, so a
-// bad bucket, credentials or mountpoint is one line and a non-zero exit.
+// startMount starts a scene mount (see daemon.StartScene).
 func startMount(ctx context.Context, cfg mountConfig) (*mounted, error) {
-	mp, err := checkMountpoint(cfg.mountpoint, cfg.log)
+	s, err := daemon.StartScene(ctx, cfg.scene())
 	if err != nil {
 		return nil, err
 	}
-	cfg.mountpoint = mp
-	// The trace file is opened first, so a bad path fails before anything
-	// else starts; a mount that fails later removes it again.
-	var rec *trace.Recorder
-	if cfg.traceFile != "" {
-		if rec, err = openTrace(cfg, mp); err != nil {
-			return nil, err
-		}
-	}
-	ok := false
-	defer func() {
-		if !ok && rec != nil {
-			rec.Close()
-			os.Remove(cfg.traceFile)
-		}
-	}()
-	// The instruments exist before the clients that record into them; the
-	// snapshot callback is registered once the mount is up.
-	tel, met, err := operationMetrics(cfg.tel)
-	if err != nil {
-		return nil, err
-	}
-	gc, err := openBucket(ctx, gcs.Options{Bucket: cfg.bucket, Endpoint: cfg.endpoint, AttemptTimeout: cfg.attemptTimeout, Metrics: met})
-	if err != nil {
-		return nil, err
-	}
-	c, err := cache.New(cache.Options{Dir: cfg.cacheDir, Budget: cfg.cacheSize, Strict: cfg.strictVerify, Logger: cfg.log})
-	if err != nil {
-		gc.Close()
-		return nil, err
-	}
-	f, err := jitfs.New(jitfs.Options{Remote: gc, Cache: c, Prefix: cfg.prefix, MetadataTTL: cfg.metadataTTL, OpTimeout: cfg.opTimeout,
-		Passthrough: cfg.passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.log, Trace: rec, Metrics: met, Tracer: fuseTracer(tel)})
-	if err != nil {
-		c.Close()
-		gc.Close()
-		return nil, err
-	}
-	srv, err := f.Mount(mp, jitfs.MountOptions{FsName: "gs://" + cfg.bucket + "/" + cfg.prefix,
-		AllowOther: cfg.allowOther, Debug: cfg.debugFUSE})
-	if err != nil {
-		f.Close()
-		c.Close()
-		gc.Close()
-		return nil, err
-	}
-	cfg.log.Info("mounted", "bucket", cfg.bucket, "prefix", cfg.prefix, "mountpoint", mp,
-		"cache_dir", cfg.cacheDir, "budget_bytes", cfg.cacheSize, "passthrough", cfg.passthrough)
-	m := &mounted{cfg: cfg, gcs: gc, cache: c, fs: f, srv: srv, rec: rec, ops: met}
-	if cfg.socket != "none" {
-		if err := m.startHooks(); err != nil {
-			m.Close()
-			return nil, err
-		}
-	}
-	if m.met, err = telemetry.New(tel.Meters, m.snapshot, attribute.String("mountpoint", mp)); err != nil {
-		m.Close()
-		return nil, err
-	}
-	ok = true
-	return m, nil
-}
-
-// startHooks starts the prefetch engine and the hook API socket.
-func (m *mounted) startHooks() error {
-	eng, err := prefetch.New(prefetch.Options{Resolver: m.fs, Cache: m.cache, Source: m.gcs,
-		Workers: m.cfg.prefetchers, Logger: m.cfg.log})
-	if err != nil {
-		return err
-	}
-	hs, err := hooks.NewServer(hooks.ServerOptions{Mountpoint: m.cfg.mountpoint, Backend: eng, SocketPath: m.cfg.socket,
-		SocketGroup: m.cfg.socketGroup, Logger: m.cfg.log, Metrics: m.ops})
-	if err != nil {
-		eng.Close()
-		return err
-	}
-	m.eng, m.hooks = eng, hs
-	m.fs.SetOpenObserver(eng.Observe)
-	go func() {
-		if err := hs.Serve(); err != nil {
-			m.cfg.log.Error("hook API stopped", "socket", hs.SocketPath(), "err", err)
-		}
-	}()
-	m.cfg.log.Info("hook API listening", "socket", hs.SocketPath())
-	return nil
+	cfg.mountpoint, cfg.log = s.Config.Mountpoint, s.Config.Log
+	return &mounted{Scene: s, cfg: cfg, gcs: s.GCS}, nil
 }
 
 // startTelemetry sets up this process's metrics (and traces, when the
@@ -262,256 +168,10 @@ func stopTelemetry(tel *telemetry.Telemetry) {
 	tel.Shutdown(ctx)
 }
 
-// operationMetrics is the telemetry a daemon records into (no-op when the
-// caller set none up) and its instruments for operations as they happen.
-func operationMetrics(tel *telemetry.Telemetry) (*telemetry.Telemetry, *telemetry.Metrics, error) {
-	if tel == nil {
-		tel = telemetry.Noop()
-	}
-	met, err := telemetry.New(tel.Meters, nil)
-	return tel, met, err
-}
-
-// openBucket creates the GCS client and checks the bucket, so a bad bucket
-// or credentials fail the start with one line.
-func openBucket(ctx context.Context, opts gcs.Options) (*gcs.Client, error) {
-	gc, err := gcs.New(ctx, opts)
-	if err != nil {
-		return nil, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = gc.CheckBucket(cctx)
-	cancel()
-	if err != nil {
-		gc.Close()
-		return nil, fmt.Errorf("cannot use gs://%s: %w", opts.Bucket, err)
-	}
-	return gc, nil
-}
-
-// unmount unmounts a FUSE server; open files make a plain unmount fail,
-// and then the mount is detached so the daemon can exit. After a clean
-// unmount it waits for requests already read from the device to finish
-// (and be traced or journalled) before the caller closes what they use.
-func unmount(srv *fuse.Server, mountpoint string, log *slog.Logger) error {
-	if err := srv.Unmount(); err != nil {
-		log.Warn("unmount busy; detaching lazily", "mountpoint", mountpoint, "err", err)
-		if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil {
-			return fmt.Errorf("unmount %s: %w", mountpoint, err)
-		}
-		detachDead(mountpoint, log)
-		return nil
-	}
-	srv.Wait()
-	detachDead(mountpoint, log)
-	return nil
-}
-
-// fuseTracer is the tracer for the FUSE read path: nil unless spans are
-// exported.
-func fuseTracer(tel *telemetry.Telemetry) oteltrace.Tracer {
-	if !tel.Tracing {
-		return nil
-	}
-	return tel.Tracers.Tracer("github.com/jitfs/jitfs/jitfs")
-}
-
 // buildVersion is the module version the binary was built from.
 func buildVersion() string {
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		return bi.Main.Version
 	}
 	return "(devel)"
-}
-
-// snapshot is the mount's counters for the metrics' observable instruments.
-func (m *mounted) snapshot() telemetry.Snapshot {
-	cs, gs := &m.cache.Stats, &m.gcs.Stats
-	used, budget := m.cache.Used()
-	s := telemetry.Snapshot{
-		HitBytes: cs.HitBytes.Load(), MissBytes: cs.MissBytes.Load(),
-		Hits: cs.Hits.Load(), Misses: cs.Misses.Load(), Partials: cs.Partials.Load(),
-		FetchedReadAhead: cs.ReadAheadBytes.Load(), FetchedPrefetch: cs.PrefetchedBytes.Load(),
-		Evictions: cs.Evictions.Load(), EvictedBytes: cs.EvictedBytes.Load(),
-		CacheUsed: used, CacheBudget: budget,
-		MemoryHitBytes: cs.MemoryHitBytes.Load(), MemoryHeld: cs.MemoryBytes.Load(),
-		ChecksumMismatches: cs.ChecksumMismatches.Load(), DiskErrors: cs.DiskErrors.Load(),
-		LateMismatches: cs.LateMismatches.Load(),
-		GCSRetries:     gs.Retries.Load(), GCSBytes: gs.BytesRead.Load(),
-		PrefetchWasted: cs.WastedPrefetchBytes.Load(),
-	}
-	// Every fetch counts in FetchedBytes; what neither read-ahead nor the
-	// engine fetched, a reader waited for.
-	s.FetchedRead = max(0, cs.FetchedBytes.Load()-s.FetchedReadAhead-s.FetchedPrefetch)
-	if m.eng != nil {
-		st := m.eng.Status()
-		s.PrefetchQueue, s.PrefetchInFlight, s.Pinned = st.QueueDepth, st.InFlight, st.PinnedBytes
-	}
-	return s
-}
-
-// openTrace starts recording to cfg.traceFile. The file is created before
-// mounting so that a bad path fails the mount rather than losing the trace.
-func openTrace(cfg mountConfig, mp string) (*trace.Recorder, error) {
-	out, err := os.OpenFile(cfg.traceFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("trace: %w", err)
-	}
-	host, _ := os.Hostname()
-	rec, err := trace.NewRecorder(out, trace.Header{Source: "mount", Root: mp, Bucket: cfg.bucket, Prefix: cfg.prefix,
-		Host: host, Cmd: os.Args}, trace.RecorderOptions{})
-	if err != nil {
-		out.Close()
-		return nil, fmt.Errorf("trace %s: %w", cfg.traceFile, err)
-	}
-	return rec, nil
-}
-
-// Close unmounts and releases the cache. Open files make a plain unmount
-// fail; after retrying, the mount is detached so the daemon can exit and the
-// cache lock is released for a successor.
-func (m *mounted) Close() error {
-	var errs []error
-	m.met.Close()
-	// The engine resolves paths through the mount: stop it (and the
-	// socket feeding it) before unmounting.
-	if m.hooks != nil {
-		if err := m.hooks.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if m.eng != nil {
-		m.eng.Close()
-	}
-	if err := unmount(m.srv, m.cfg.mountpoint, m.cfg.log); err != nil {
-		errs = append(errs, err)
-	}
-	m.fs.Close()
-	if m.rec != nil {
-		err := m.rec.Close()
-		m.cfg.log.Info("trace written", "file", m.cfg.traceFile, "events", m.rec.Events(), "dropped", m.rec.Dropped())
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := m.cache.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := m.gcs.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// checkMountpoint resolves the mountpoint and refuses a missing, non-
-// directory or busy one. A dead FUSE mount left by a killed daemon is
-// detached, so a restart needs no manual clean-up.
-func checkMountpoint(dir string, log *slog.Logger) (string, error) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
-	}
-	if deadMount(abs) && os.Geteuid() == 0 {
-		// A killed daemon's mount. Detaching it first would show readers
-		// the bare directory (ENOENT: a renderer may take a texture for
-		// optional and render a wrong frame) until the new mount is up.
-		// Mount on top of it instead: until then they get ENOTCONN, and
-		// the dead mount is detached when this daemon stops. Older dead
-		// mounts stacked beneath it by earlier crashes go now.
-		for deadMount(abs) && mountsAt(abs) > 1 {
-			if err := syscall.Unmount(abs, syscall.MNT_DETACH); err != nil {
-				break
-			}
-		}
-		if deadMount(abs) {
-			log.Warn("mounting over a dead FUSE mount left by an earlier daemon; it is detached when this daemon stops", "mountpoint", abs)
-			return abs, nil
-		}
-	}
-	if deadMount(abs) {
-		// Without root, fusermount cannot mount over it: detach it.
-		log.Warn("detaching a dead FUSE mount left by an earlier daemon", "mountpoint", abs)
-		if uerr := syscall.Unmount(abs, syscall.MNT_DETACH); uerr != nil {
-			return "", fmt.Errorf("mountpoint %s holds a dead mount that cannot be detached: %w", abs, uerr)
-		}
-	}
-	_, err = os.Stat(abs)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("mountpoint %s does not exist", abs)
-		}
-		return "", fmt.Errorf("mountpoint %s: %w", abs, err)
-	}
-	st, _ := os.Stat(abs)
-	if !st.IsDir() {
-		return "", fmt.Errorf("mountpoint %s is not a directory", abs)
-	}
-	real, err := filepath.EvalSymlinks(abs)
-	if err == nil {
-		abs = real
-	}
-	if busy, err := isMountpoint(abs); err == nil && busy {
-		return "", fmt.Errorf("mountpoint %s is busy: something is already mounted there", abs)
-	}
-	return abs, nil
-}
-
-// deadMount reports whether dir is a FUSE mount whose daemon is gone.
-// statfs is never answered from the kernel's attribute cache, so it tells a
-// live mount from the dead one a killed daemon leaves.
-func deadMount(dir string) bool {
-	var sfs syscall.Statfs_t
-	err := syscall.Statfs(dir, &sfs)
-	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
-}
-
-// mountsAt counts the mounts stacked at dir.
-func mountsAt(dir string) int {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	n := 0
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
-			n++
-		}
-	}
-	return n
-}
-
-// detachDead detaches the dead mounts left at dir once this daemon's own
-// mount is gone (see checkMountpoint), so a stopped daemon leaves a plain
-// directory.
-func detachDead(dir string, log *slog.Logger) {
-	for deadMount(dir) {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			log.Warn("cannot detach a dead FUSE mount", "mountpoint", dir, "err", err)
-			return
-		}
-	}
-}
-
-func isMountpoint(dir string) (bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
-			return true, nil
-		}
-	}
-	return false, sc.Err()
-}
-
-func unescapeMountinfo(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
 }

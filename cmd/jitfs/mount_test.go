@@ -15,16 +15,18 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jitfs/jitfs/internal/testworld"
 )
 
 func TestNamespaceAndENOENT(t *testing.T) {
 	w := newWorld(t, false)
 	want := map[string][]byte{
-		"show/shots/sh010/sh010.scene":    w.put("show/shots/sh010/sh010.scene", 300),
-		"show/assets/tex/brick.tex":       w.put("show/assets/tex/brick.tex", 70000),
-		"show/assets/tex/udim/g.1001.tex": w.put("show/assets/tex/udim/g.1001.tex", 5000),
-		"show/assets/empty":               w.put("show/assets/empty", 0),
-		"other/not-under-the-prefix.txt":  w.put("other/not-under-the-prefix.txt", 10),
+		"show/shots/sh010/sh010.scene":    w.PutRandom("show/shots/sh010/sh010.scene", 300),
+		"show/assets/tex/brick.tex":       w.PutRandom("show/assets/tex/brick.tex", 70000),
+		"show/assets/tex/udim/g.1001.tex": w.PutRandom("show/assets/tex/udim/g.1001.tex", 5000),
+		"show/assets/empty":               w.PutRandom("show/assets/empty", 0),
+		"other/not-under-the-prefix.txt":  w.PutRandom("other/not-under-the-prefix.txt", 10),
 	}
 	d := w.mountForTest("show", "")
 
@@ -63,7 +65,7 @@ func TestNamespaceAndENOENT(t *testing.T) {
 
 	// Absent names in a listed directory are answered locally: probing
 	// hundreds of them (search paths, extension guesses) costs no request.
-	lists, stats := w.proxy.Lists.Load(), w.proxy.Stats.Load()
+	lists, stats := w.Proxy.Lists.Load(), w.Proxy.Stats.Load()
 	for i := 0; i < 300; i++ {
 		_, err := os.Stat(d.path(fmt.Sprintf("assets/tex/missing_%d.tx", i)))
 		if errnoOf(err) != syscall.ENOENT {
@@ -73,7 +75,7 @@ func TestNamespaceAndENOENT(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if dl, ds := w.proxy.Lists.Load()-lists, w.proxy.Stats.Load()-stats; dl != 0 || ds != 0 {
+	if dl, ds := w.Proxy.Lists.Load()-lists, w.Proxy.Stats.Load()-stats; dl != 0 || ds != 0 {
 		t.Fatalf("lookups in a listed directory made %d list and %d stat requests", dl, ds)
 	}
 
@@ -90,7 +92,7 @@ func TestLargeDirectoryLookupsDoNotWaitForListing(t *testing.T) {
 	w := newWorld(t, false)
 	const n = 2500
 	for i := 0; i < n; i++ {
-		w.emu.Put(testBucket, fmt.Sprintf("big/f%05d", i), []byte{byte(i)})
+		w.Put(fmt.Sprintf("big/f%05d", i), []byte{byte(i)})
 	}
 	// Slow listings down so the second page is still pending when the
 	// lookup arrives.
@@ -111,12 +113,12 @@ func TestLargeDirectoryLookupsDoNotWaitForListing(t *testing.T) {
 func TestReadsAtOffsetsAndConcurrentReaders(t *testing.T) {
 	w := newWorld(t, false)
 	const size = 40<<20 + 12345
-	content := w.put("plates/plate.exr", size)
-	small := w.put("plates/small.tx", 100_000)
+	content := w.PutRandom("plates/plate.exr", size)
+	small := w.PutRandom("plates/small.tx", 100_000)
 	d := w.mountForTest("", "")
 
 	// Many concurrent readers of one cold file share fetches.
-	media0, bytes0 := w.proxy.MediaReqs.Load(), w.proxy.MediaBytes.Load()
+	media0, bytes0 := w.Proxy.MediaReqs.Load(), w.Proxy.MediaBytes.Load()
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for i := 0; i < 16; i++ {
@@ -137,7 +139,7 @@ func TestReadsAtOffsetsAndConcurrentReaders(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if dm, db := w.proxy.MediaReqs.Load()-media0, w.proxy.MediaBytes.Load()-bytes0; dm != 1 || db != int64(len(small)) {
+	if dm, db := w.Proxy.MediaReqs.Load()-media0, w.Proxy.MediaBytes.Load()-bytes0; dm != 1 || db != int64(len(small)) {
 		t.Fatalf("16 readers of a cold small file: %d media requests, %d bytes; want 1 and %d", dm, db, len(small))
 	}
 
@@ -167,14 +169,14 @@ func TestReadsAtOffsetsAndConcurrentReaders(t *testing.T) {
 	// fetched twice.
 	got := mustRead(t, d.path("plates/plate.exr"))
 	mustEqualBytes(t, "sequential read", got, content)
-	if total := w.proxy.MediaBytes.Load(); total > int64(size)+int64(len(small))+(1<<20) {
+	if total := w.Proxy.MediaBytes.Load(); total > int64(size)+int64(len(small))+(1<<20) {
 		t.Fatalf("fetched %d bytes for a %d-byte object", total, size)
 	}
 }
 
 func TestMmap(t *testing.T) {
 	w := newWorld(t, false)
-	content := w.put("lib/props.blend", 3<<20+77)
+	content := w.PutRandom("lib/props.blend", 3<<20+77)
 	d := w.mountForTest("", "")
 	f, err := os.Open(d.path("lib/props.blend"))
 	if err != nil {
@@ -200,19 +202,19 @@ func TestRestartServesCacheWithZeroDownloads(t *testing.T) {
 	files := map[string][]byte{}
 	for i := 0; i < 20; i++ {
 		name := fmt.Sprintf("tex/t%02d.tx", i)
-		files[name] = w.put(name, 1000+i*37_000)
+		files[name] = w.PutRandom(name, 1000+i*37_000)
 	}
-	files["big/cache.vdb"] = w.put("big/cache.vdb", 12<<20)
+	files["big/cache.vdb"] = w.PutRandom("big/cache.vdb", 12<<20)
 	d := w.mountForTest("", "")
 	for name, c := range files {
 		mustEqualBytes(t, name, mustRead(t, d.path(name)), c)
 	}
-	d.restart()
-	media := w.proxy.MediaReqs.Load()
+	d.Restart()
+	media := w.Proxy.MediaReqs.Load()
 	for name, c := range files {
 		mustEqualBytes(t, name+" after restart", mustRead(t, d.path(name)), c)
 	}
-	if dm := w.proxy.MediaReqs.Load() - media; dm != 0 {
+	if dm := w.Proxy.MediaReqs.Load() - media; dm != 0 {
 		t.Fatalf("restarted daemon made %d GCS data requests for cached files", dm)
 	}
 }
@@ -224,10 +226,10 @@ func TestRestartServesCacheWithZeroDownloads(t *testing.T) {
 // harness checks that no mount is left).
 func TestRestartNeverShowsTheBareDirectory(t *testing.T) {
 	w := newWorld(t, false)
-	content := w.put("tex/a.tx", 100_000)
+	content := w.PutRandom("tex/a.tx", 100_000)
 	d := w.mountForTest("", "")
 	mustEqualBytes(t, "before the kill", mustRead(t, d.path("tex/a.tx")), content)
-	d.kill()
+	d.Kill()
 
 	var mu sync.Mutex
 	seen := map[syscall.Errno]int{}
@@ -257,7 +259,7 @@ func TestRestartNeverShowsTheBareDirectory(t *testing.T) {
 		defer mu.Unlock()
 		return seen[syscall.ENOTCONN] > 0
 	})
-	d.start()
+	d.Start()
 	waitFor(t, "the restarted mount to answer", time.Minute, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -279,7 +281,7 @@ func TestEvictionUnderSmallBudget(t *testing.T) {
 	for i := 0; i < 12; i++ {
 		name := fmt.Sprintf("seq/frame.%04d.exr", 1001+i)
 		names = append(names, name)
-		files[name] = w.put(name, 2<<20)
+		files[name] = w.PutRandom(name, 2<<20)
 	}
 	d := w.mountForTest("", "", "--cache-size", "8MiB")
 	for _, name := range names {
@@ -298,10 +300,10 @@ func TestEvictionUnderSmallBudget(t *testing.T) {
 		t.Fatalf("cache uses %d bytes on disk, budget 8 MiB", used)
 	}
 	// Evicted data is fetched again, correctly.
-	media := w.proxy.MediaReqs.Load()
+	media := w.Proxy.MediaReqs.Load()
 	dropPageCache(t, d.path(names[0]))
 	mustEqualBytes(t, names[0], mustRead(t, d.path(names[0])), files[names[0]])
-	if w.proxy.MediaReqs.Load() == media {
+	if w.Proxy.MediaReqs.Load() == media {
 		t.Fatal("the oldest frame was not evicted")
 	}
 }
@@ -321,7 +323,7 @@ func TestGenerationPinning(t *testing.T) {
 	for _, versioning := range []bool{true, false} {
 		t.Run(fmt.Sprintf("versioning=%v", versioning), func(t *testing.T) {
 			w := newWorld(t, versioning)
-			old := w.put("shot/cache.bin", 6<<20)
+			old := w.PutRandom("shot/cache.bin", 6<<20)
 			d := w.mountForTest("", "")
 			f, err := os.Open(d.path("shot/cache.bin"))
 			if err != nil {
@@ -334,7 +336,7 @@ func TestGenerationPinning(t *testing.T) {
 			}
 			mustEqualBytes(t, "head", head, old[:1<<20])
 			// Overwrite with different content and a different size.
-			w.emu.Put(testBucket, "shot/cache.bin", randBytes("new", 7<<20))
+			w.Put("shot/cache.bin", testworld.RandBytes("new", 7<<20))
 			tail := make([]byte, 1<<20)
 			_, err = f.ReadAt(tail, 5<<20)
 			if versioning {
@@ -350,8 +352,8 @@ func TestGenerationPinning(t *testing.T) {
 			if errnoOf(err) != syscall.EIO {
 				t.Fatalf("read of a vanished generation: %v, want EIO", err)
 			}
-			if !strings.Contains(d.stderr.String(), "shot/cache.bin") {
-				t.Fatalf("no log line names the object:\n%s", d.stderr)
+			if !strings.Contains(d.Log.String(), "shot/cache.bin") {
+				t.Fatalf("no log line names the object:\n%s", d.Log)
 			}
 			// The daemon keeps serving.
 			if _, err := os.ReadDir(d.path("shot")); err != nil {
@@ -366,37 +368,37 @@ func TestGCSFaults(t *testing.T) {
 	files := map[string][]byte{}
 	for i := 0; i < 6; i++ {
 		name := fmt.Sprintf("f/%d.bin", i)
-		files[name] = w.put(name, 3<<20)
+		files[name] = w.PutRandom(name, 3<<20)
 	}
 	d := w.mountForTest("", "", "--gcs-attempt-timeout", "1s")
 
 	// Transient 503s are retried.
-	w.proxy.FailMedia.Store(2)
+	w.Proxy.FailMedia.Store(2)
 	mustEqualBytes(t, "after 503s", mustRead(t, d.path("f/0.bin")), files["f/0.bin"])
 	// Truncated bodies are retried, never served.
-	w.proxy.TruncateMedia.Store(2)
+	w.Proxy.TruncateMedia.Store(2)
 	mustEqualBytes(t, "after truncation", mustRead(t, d.path("f/1.bin")), files["f/1.bin"])
 	// A stalled response is abandoned after the attempt timeout and retried.
-	w.proxy.StallMedia.Store(int64(3 * time.Second))
-	stalled := w.proxy.MediaReqs.Load()
+	w.Proxy.StallMedia.Store(int64(3 * time.Second))
+	stalled := w.Proxy.MediaReqs.Load()
 	go func() {
 		// Lift the stall once an attempt has been abandoned and retried
 		// (a second request reached the proxy), however long that takes.
-		for w.proxy.MediaReqs.Load()-stalled < 2 {
+		for w.Proxy.MediaReqs.Load()-stalled < 2 {
 			time.Sleep(5 * time.Millisecond)
 		}
-		w.proxy.StallMedia.Store(0)
+		w.Proxy.StallMedia.Store(0)
 	}()
 	mustEqualBytes(t, "after stall", mustRead(t, d.path("f/2.bin")), files["f/2.bin"])
 
 	// An outage fails the reader with EIO, and only that reader.
-	w.proxy.Outage.Store(true)
+	w.Proxy.Outage.Store(true)
 	_, err := os.ReadFile(d.path("f/3.bin"))
 	if errnoOf(err) != syscall.EIO {
 		t.Fatalf("read during outage: %v, want EIO", err)
 	}
 	mustEqualBytes(t, "cached during outage", mustRead(t, d.path("f/0.bin")), files["f/0.bin"])
-	w.proxy.Outage.Store(false)
+	w.Proxy.Outage.Store(false)
 	mustEqualBytes(t, "after outage", mustRead(t, d.path("f/3.bin")), files["f/3.bin"])
 }
 
@@ -406,26 +408,26 @@ func TestGCSFaults(t *testing.T) {
 // rather than hang; once the link is back, both succeed.
 func TestStalledLinkFailsFast(t *testing.T) {
 	w := newWorld(t, false)
-	unlisted := w.put("shots/sh010/plate.exr", 300_000)
-	uncached := w.put("tex/wall.tx", 3<<20)
+	unlisted := w.PutRandom("shots/sh010/plate.exr", 300_000)
+	uncached := w.PutRandom("tex/wall.tx", 3<<20)
 	d := w.mountForTest("", "", "--op-timeout", "2s", "--gcs-attempt-timeout", "1s")
 	if _, err := os.Stat(d.path("tex/wall.tx")); err != nil {
 		t.Fatal(err)
 	}
-	w.proxy.StallAll.Store(true)
+	w.Proxy.StallAll.Store(true)
 	if _, err := os.Stat(d.path("shots/sh010/plate.exr")); errnoOf(err) != syscall.EIO {
 		t.Fatalf("stat in an unlisted directory on a stalled link: %v, want EIO", err)
 	}
 	if _, err := os.ReadFile(d.path("tex/wall.tx")); errnoOf(err) != syscall.EIO {
 		t.Fatalf("read of an uncached file on a stalled link: %v, want EIO", err)
 	}
-	if w.proxy.Held.Load() == 0 {
+	if w.Proxy.Held.Load() == 0 {
 		t.Fatal("the proxy held no request: the link was not stalled")
 	}
-	if n := strings.Count(d.stderr.String(), "op_timeout"); n < 2 {
-		t.Fatalf("%d operations logged as timed out, want 2:\n%s", n, d.stderr)
+	if n := strings.Count(d.Log.String(), "op_timeout"); n < 2 {
+		t.Fatalf("%d operations logged as timed out, want 2:\n%s", n, d.Log)
 	}
-	w.proxy.StallAll.Store(false)
+	w.Proxy.StallAll.Store(false)
 	// The listing and fetch the failed operations started may still be in
 	// a retry backoff: try until they answer.
 	waitFor(t, "the lookup to succeed once the link is back", time.Minute, func() bool {
@@ -445,13 +447,13 @@ func TestStalledLinkFailsFast(t *testing.T) {
 func TestSIGKILLDuringFillThenRestart(t *testing.T) {
 	w := newWorld(t, false)
 	const size = 24 << 20
-	content := w.put("sim/cache.vdb", size)
-	other := w.put("sim/other.vdb", 4<<20)
+	content := w.PutRandom("sim/cache.vdb", size)
+	other := w.PutRandom("sim/other.vdb", 4<<20)
 	d := w.mountForTest("", "")
 	mustEqualBytes(t, "other", mustRead(t, d.path("sim/other.vdb")), other)
 
 	// Slow the link so the daemon is killed with fills in flight.
-	w.proxy.MediaRate.Store(8 << 20)
+	w.Proxy.MediaRate.Store(8 << 20)
 	done := make(chan error, 1)
 	go func() {
 		_, err := exec.Command("cat", d.path("sim/cache.vdb")).Output()
@@ -459,11 +461,11 @@ func TestSIGKILLDuringFillThenRestart(t *testing.T) {
 	}()
 	// Kill once a fill is certainly in flight: some of the object's bytes
 	// have crossed the link, far fewer than one 8 MiB part.
-	sent := w.proxy.MediaBytes.Load()
-	waitFor(t, "the fill to start", time.Minute, func() bool { return w.proxy.MediaBytes.Load()-sent >= 1<<20 })
-	d.kill()
+	sent := w.Proxy.MediaBytes.Load()
+	waitFor(t, "the fill to start", time.Minute, func() bool { return w.Proxy.MediaBytes.Load()-sent >= 1<<20 })
+	d.Kill()
 	<-done // the reader fails with ENOTCONN; that is expected after a crash
-	w.proxy.MediaRate.Store(0)
+	w.Proxy.MediaRate.Store(0)
 
 	// Simulate a torn journal append as well.
 	jnls, _ := filepath.Glob(filepath.Join(d.cacheDir, "objects", "*", "*.jnl"))
@@ -475,21 +477,21 @@ func TestSIGKILLDuringFillThenRestart(t *testing.T) {
 		f.WriteString("R 0 99999999")
 		f.Close()
 	}
-	d.start() // detaches the dead mount, reuses the cache
+	d.Start() // detaches the dead mount, reuses the cache
 	mustEqualBytes(t, "after SIGKILL", mustRead(t, d.path("sim/cache.vdb")), content)
-	media := w.proxy.MediaReqs.Load()
+	media := w.Proxy.MediaReqs.Load()
 	mustEqualBytes(t, "cached before SIGKILL", mustRead(t, d.path("sim/other.vdb")), other)
-	if w.proxy.MediaReqs.Load() != media {
+	if w.Proxy.MediaReqs.Load() != media {
 		t.Fatal("a file cached before the crash was fetched again")
 	}
 }
 
 func TestCorruptCachedBytesAreRefetched(t *testing.T) {
 	w := newWorld(t, false)
-	content := w.put("tex/wall.tx", 5<<20)
+	content := w.PutRandom("tex/wall.tx", 5<<20)
 	d := w.mountForTest("", "")
 	mustEqualBytes(t, "first", mustRead(t, d.path("tex/wall.tx")), content)
-	d.stop()
+	d.Stop()
 	datas, _ := filepath.Glob(filepath.Join(d.cacheDir, "objects", "*", "*.data"))
 	if len(datas) != 1 {
 		t.Fatalf("want 1 data file, found %d", len(datas))
@@ -500,10 +502,10 @@ func TestCorruptCachedBytesAreRefetched(t *testing.T) {
 	}
 	f.WriteAt([]byte("garbage!"), 3<<20)
 	f.Close()
-	d.start()
+	d.Start()
 	mustEqualBytes(t, "after corruption", mustRead(t, d.path("tex/wall.tx")), content)
-	if !strings.Contains(d.stderr.String(), "verification") {
-		t.Fatalf("corruption was not reported:\n%s", d.stderr)
+	if !strings.Contains(d.Log.String(), "verification") {
+		t.Fatalf("corruption was not reported:\n%s", d.Log)
 	}
 }
 
@@ -521,7 +523,7 @@ func TestFullCacheDiskNeverFailsARead(t *testing.T) {
 		if i%10 == 9 {
 			size = 6<<20 + i
 		}
-		files[name] = w.put(name, size)
+		files[name] = w.PutRandom(name, size)
 		total += size
 	}
 	cacheDir := t.TempDir()
@@ -541,15 +543,15 @@ func TestFullCacheDiskNeverFailsARead(t *testing.T) {
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("filling the cache disk: %v", err)
 	}
-	media := w.proxy.MediaBytes.Load()
+	media := w.Proxy.MediaBytes.Load()
 	for name, c := range files {
 		mustEqualBytes(t, name+" on a full cache disk", mustRead(t, d.path(name)), c)
 	}
-	if got := w.proxy.MediaBytes.Load() - media; got > int64(total) {
+	if got := w.Proxy.MediaBytes.Load() - media; got > int64(total) {
 		t.Fatalf("reading %d bytes onto a full cache disk fetched %d", total, got)
 	}
-	if !strings.Contains(d.stderr.String(), "serving from memory") {
-		t.Fatalf("the full cache disk was not logged:\n%s", d.stderr)
+	if !strings.Contains(d.Log.String(), "serving from memory") {
+		t.Fatalf("the full cache disk was not logged:\n%s", d.Log)
 	}
 }
 
@@ -559,33 +561,33 @@ func TestFullCacheDiskNeverFailsARead(t *testing.T) {
 // bytes before the object failed its check.
 func TestVerifyStrictThroughTheMount(t *testing.T) {
 	w := newWorld(t, false)
-	content := w.put("cache/smoke.vdb", 6<<20)
-	w.put("cache/fire.vdb", 6<<20)
+	content := w.PutRandom("cache/smoke.vdb", 6<<20)
+	w.PutRandom("cache/fire.vdb", 6<<20)
 
 	strict := w.mountForTest("", "", "--verify", "strict")
-	w.proxy.CorruptMedia.Store(1)
+	w.Proxy.CorruptMedia.Store(1)
 	mustEqualBytes(t, "strict read of a corrupted response", mustRead(t, strict.path("cache/smoke.vdb")), content)
-	if w.proxy.CorruptMedia.Load() != 0 {
+	if w.Proxy.CorruptMedia.Load() != 0 {
 		t.Fatal("no response was corrupted; the test checks nothing")
 	}
-	strict.stop()
+	strict.Stop()
 
 	streaming := w.mountForTest("", "")
-	w.proxy.CorruptMedia.Store(1)
+	w.Proxy.CorruptMedia.Store(1)
 	cat := exec.Command("cat", streaming.path("cache/fire.vdb"))
 	cat.Stdout = io.Discard
 	cat.Run() // it may fail with EIO once the mismatch is found: either way it read unchecked bytes
 	waitFor(t, "the late mismatch to be logged", time.Minute, func() bool {
-		return strings.Contains(streaming.stderr.String(), "served_before_check_to")
+		return strings.Contains(streaming.Log.String(), "served_before_check_to")
 	})
-	if log := streaming.stderr.String(); !strings.Contains(log, "(cat)") {
+	if log := streaming.Log.String(); !strings.Contains(log, "(cat)") {
 		t.Fatalf("the late mismatch does not name the reader:\n%s", log)
 	}
 }
 
 func TestProgramsReadTheMount(t *testing.T) {
 	w := newWorld(t, false)
-	content := w.put("shots/sh010/plate.0001.exr", 3_000_001)
+	content := w.PutRandom("shots/sh010/plate.0001.exr", 3_000_001)
 	d := w.mountForTest("", "")
 	p := d.path("shots/sh010/plate.0001.exr")
 	want := fmt.Sprintf("%x", sha256.Sum256(content))
@@ -618,7 +620,7 @@ print(sorted(os.listdir(os.path.dirname(p))), os.path.exists(p+'.missing'))`
 
 func TestBadInputFailsBeforeMounting(t *testing.T) {
 	w := newWorld(t, false)
-	w.put("a/b", 1)
+	w.PutRandom("a/b", 1)
 	mnt := t.TempDir()
 	cache := filepath.Join(t.TempDir(), "c")
 	cases := []struct {
@@ -627,8 +629,8 @@ func TestBadInputFailsBeforeMounting(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{"missing bucket", []string{"mount", "gs://no-such-bucket", mnt, "--cache-dir", cache, "--endpoint", w.proxy.Addr()}, 1, "bucket not found"},
-		{"missing mountpoint", []string{"mount", "gs://" + testBucket, filepath.Join(mnt, "nope"), "--cache-dir", cache, "--endpoint", w.proxy.Addr()}, 1, "does not exist"},
+		{"missing bucket", []string{"mount", "gs://no-such-bucket", mnt, "--cache-dir", cache, "--endpoint", w.Proxy.Addr()}, 1, "bucket not found"},
+		{"missing mountpoint", []string{"mount", "gs://" + testBucket, filepath.Join(mnt, "nope"), "--cache-dir", cache, "--endpoint", w.Proxy.Addr()}, 1, "does not exist"},
 		{"not a URL", []string{"mount", "s3://x", mnt}, 2, "gs://"},
 		{"bad size", []string{"mount", "gs://b", mnt, "--cache-size", "lots"}, 2, "invalid size"},
 		{"bad flag", []string{"mount", "gs://b", mnt, "--no-such-flag"}, 2, "no-such-flag"},
@@ -649,13 +651,13 @@ func TestBadInputFailsBeforeMounting(t *testing.T) {
 
 	d := w.mountForTest("", "")
 	t.Run("busy mountpoint", func(t *testing.T) {
-		out, code := runJitfs(t, "mount", "gs://"+testBucket, d.mnt, "--cache-dir", cache, "--endpoint", w.proxy.Addr())
+		out, code := runJitfs(t, "mount", "gs://"+testBucket, d.mnt, "--cache-dir", cache, "--endpoint", w.Proxy.Addr())
 		if code != 1 || !strings.Contains(out, "busy") {
 			t.Fatalf("exit %d: %q", code, out)
 		}
 	})
 	t.Run("second daemon on one cache", func(t *testing.T) {
-		out, code := runJitfs(t, "mount", "gs://"+testBucket, t.TempDir(), "--cache-dir", d.cacheDir, "--endpoint", w.proxy.Addr())
+		out, code := runJitfs(t, "mount", "gs://"+testBucket, t.TempDir(), "--cache-dir", d.cacheDir, "--endpoint", w.Proxy.Addr())
 		if code != 1 || !strings.Contains(out, "in use by another jitfs daemon") {
 			t.Fatalf("exit %d: %q", code, out)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/testworld"
 	"github.com/jitfs/jitfs/trace"
 )
 
@@ -62,7 +63,7 @@ func TestNukeCallbacksEndToEnd(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("socket %s did not appear\n%s", sock, d.stderr)
+			t.Fatalf("socket %s did not appear\n%s", sock, d.Log)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -90,7 +91,7 @@ func TestNukeCallbacksEndToEnd(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		w.emu.Put(testBucket, "show/"+filepath.ToSlash(rel), b)
+		w.Put("show/"+filepath.ToSlash(rel), b)
 		nfiles++
 		return nil
 	})
@@ -133,7 +134,7 @@ func TestNukeCallbacksEndToEnd(t *testing.T) {
 		"NUKE_PROBE_GO="+goFile,
 		"PYTHONDONTWRITEBYTECODE=1",
 	)
-	stderr := &syncBuffer{}
+	stderr := &testworld.Buffer{}
 	render.Stdout, render.Stderr = stderr, stderr
 	if err := render.Start(); err != nil {
 		t.Fatal(err)
@@ -200,7 +201,7 @@ func TestNukeCallbacksEndToEnd(t *testing.T) {
 	// The trace: every read of a predicted file was served from the cache.
 	// The ParticleCache is the one file the callbacks cannot predict (the
 	// filename filter reports it as a miss as Nuke opens it).
-	d.stop()
+	d.Stop()
 	f, err := os.Open(tracePath)
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/internal/emulator"
 	"github.com/jitfs/jitfs/internal/faultproxy"
+	"github.com/jitfs/jitfs/internal/mountinfo"
+	"github.com/jitfs/jitfs/internal/testworld"
 )
 
 // BenchmarkOutputUpload measures an output area end to end: renderer-like
@@ -65,9 +66,8 @@ func benchOutput(b *testing.B, rate int64, writers, frames int, pace time.Durati
 	dir := b.TempDir()
 	mnt := filepath.Join(dir, "out")
 	os.MkdirAll(mnt, 0o755)
-	cmd := exec.Command(os.Args[0], "output", "gs://"+testBucket+"/bench", mnt, "--staging-dir", filepath.Join(dir, "staging"),
+	cmd := testworld.Command(context.Background(), "output", "gs://"+testBucket+"/bench", mnt, "--staging-dir", filepath.Join(dir, "staging"),
 		"--endpoint", proxy.Addr(), "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "JITFS_TEST_MAIN=1")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -78,7 +78,7 @@ func benchOutput(b *testing.B, rate int64, writers, frames int, pace time.Durati
 	}()
 	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
 		var sfs syscall.Statfs_t
-		if ok, _ := isMountpoint(mnt); ok && syscall.Statfs(mnt, &sfs) == nil {
+		if ok, _ := mountinfo.Mounted(mnt); ok && syscall.Statfs(mnt, &sfs) == nil {
 			break
 		}
 		if time.Since(start) > 30*time.Second {
@@ -98,7 +98,7 @@ func benchOutput(b *testing.B, rate int64, writers, frames int, pace time.Durati
 				if pace > 0 {
 					time.Sleep(time.Until(start.Add(time.Duration(i) * pace)))
 				}
-				if err := writeFrame(mnt, fmt.Sprintf("f.%04d.exr", i), randBytes(fmt.Sprint(i), size)); err != nil {
+				if err := writeFrame(mnt, fmt.Sprintf("f.%04d.exr", i), testworld.RandBytes(fmt.Sprint(i), size)); err != nil {
 					b.Error(err)
 					return
 				}

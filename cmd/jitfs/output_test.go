@@ -19,11 +19,12 @@ import (
 
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/testworld"
 )
 
 // outputForTest starts `jitfs output` for prefix against the world's
 // proxy, with its staging under staging (a new directory when "").
-func (w *world) outputForTest(prefix, staging string, extra ...string) *daemon {
+func (w *world) outputForTest(prefix, staging string, extra ...string) *jitfsd {
 	w.t.Helper()
 	mnt := filepath.Join(w.t.TempDir(), "out")
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
@@ -33,18 +34,16 @@ func (w *world) outputForTest(prefix, staging string, extra ...string) *daemon {
 		staging = filepath.Join(w.t.TempDir(), "staging")
 	}
 	args := append([]string{"output", "gs://" + testBucket + "/" + prefix, mnt, "--staging-dir", staging,
-		"--endpoint", w.proxy.Addr(), "--stop-flush-timeout", "2s", "--upload-max-backoff", "500ms"}, extra...)
-	d := &daemon{t: w.t, mnt: mnt, cacheDir: staging, args: args}
-	d.start()
-	w.t.Cleanup(d.stop)
-	return d
+		"--endpoint", w.Proxy.Addr(), "--stop-flush-timeout", "2s", "--upload-max-backoff", "500ms"}, extra...)
+	return &jitfsd{Daemon: testworld.StartDaemon(w.t, mnt, func() bool { return socketReady(mnt, args) }, args...),
+		mnt: mnt, cacheDir: staging}
 }
 
 // gcsClient reads the emulator directly, past the fault proxy, through
 // the same storage client jitfs uses.
 func (w *world) gcsClient() *gcs.Client {
 	w.t.Helper()
-	c, err := gcs.New(context.Background(), gcs.Options{Bucket: testBucket, Endpoint: w.emu.Addr()})
+	c, err := gcs.New(context.Background(), gcs.Options{Bucket: testBucket, Endpoint: w.Emu.Addr()})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -81,7 +80,7 @@ func checkObject(t *testing.T, c *gcs.Client, name string, want []byte) error {
 // listObjects names every object under prefix.
 func (w *world) listObjects(prefix string) []string {
 	w.t.Helper()
-	objs, _, err := w.emu.ListObjectsWithOptions(testBucket, fakestorage.ListOptions{Prefix: prefix})
+	objs, _, err := w.Emu.ListObjectsWithOptions(testBucket, fakestorage.ListOptions{Prefix: prefix})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -115,7 +114,7 @@ func writeFrame(dir, name string, data []byte) error {
 	return os.Rename(tmp, filepath.Join(dir, name))
 }
 
-func outputStatus(t *testing.T, d *daemon, since uint64) *hooks.OutputStatus {
+func outputStatus(t *testing.T, d *jitfsd, since uint64) *hooks.OutputStatus {
 	t.Helper()
 	cl := hooks.NewClient(hooks.DefaultSocket(d.mnt), 10*time.Second)
 	defer cl.Close()
@@ -142,7 +141,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 
 func TestOutputRenderWriters(t *testing.T) {
 	w := newWorld(t, false)
-	prev := w.put("jobs/j1/out/prev/f.0001.exr", 70_000)
+	prev := w.PutRandom("jobs/j1/out/prev/f.0001.exr", 70_000)
 	d := w.outputForTest("jobs/j1/out", "")
 	c := w.gcsClient()
 
@@ -165,7 +164,7 @@ func TestOutputRenderWriters(t *testing.T) {
 			}
 			for i := 1; i <= frames; i++ {
 				name := fmt.Sprintf("beauty.%04d.exr", i)
-				data := randBytes(fmt.Sprintf("%d/%d", wr, i), 1000+(wr*frames+i)*37_000)
+				data := testworld.RandBytes(fmt.Sprintf("%d/%d", wr, i), 1000+(wr*frames+i)*37_000)
 				if err := writeFrame(dir, name, data); err != nil {
 					errs <- err
 					return
@@ -183,7 +182,7 @@ func TestOutputRenderWriters(t *testing.T) {
 		}()
 	}
 	// One large frame goes up in resumable chunks, through the proxy.
-	big := randBytes("big", 20<<20+12345)
+	big := testworld.RandBytes("big", 20<<20+12345)
 	if err := writeFrame(d.path(""), "big.exr", big); err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +197,7 @@ func TestOutputRenderWriters(t *testing.T) {
 	}
 
 	// A re-render replaces a frame by renaming over it.
-	again := randBytes("again", 50_000)
+	again := testworld.RandBytes("again", 50_000)
 	if err := writeFrame(d.path("render/layer0"), "beauty.0001.exr", again); err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +291,7 @@ func TestOutputRenderWriters(t *testing.T) {
 	if later := outputStatus(t, d, last); len(later.Durable) != 0 {
 		t.Fatalf("durable_since=%d returned %d events", last, len(later.Durable))
 	}
-	if n := strings.Count(d.stderr.String(), "msg=\"output durable\""); n < len(want) {
+	if n := strings.Count(d.Log.String(), "msg=\"output durable\""); n < len(want) {
 		t.Fatalf("%d durable log lines for %d outputs", n, len(want))
 	}
 	// The scene side is untouched: prefetching against an output area is refused clearly.
@@ -312,7 +311,7 @@ func TestOutputKillRestartCycles(t *testing.T) {
 	}
 	w := newWorld(t, false)
 	// Uploads take a while, so kills land during them.
-	w.proxy.StallUploads.Store(int64(40 * time.Millisecond))
+	w.Proxy.StallUploads.Store(int64(40 * time.Millisecond))
 	staging := filepath.Join(t.TempDir(), "staging")
 	d := w.outputForTest("jobs/k/out", staging)
 	c := w.gcsClient()
@@ -322,7 +321,7 @@ func TestOutputKillRestartCycles(t *testing.T) {
 	var mu sync.Mutex
 	for cycle := 0; cycle < cycles; cycle++ {
 		if cycle > 0 {
-			d.start()
+			d.Start()
 		}
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -341,7 +340,7 @@ func TestOutputKillRestartCycles(t *testing.T) {
 					default:
 					}
 					name := fmt.Sprintf("f.%04d.exr", i)
-					data := randBytes(fmt.Sprintf("%d/%d/%d", cycle, wr, i), 50_000+rand.IntN(1_500_000))
+					data := testworld.RandBytes(fmt.Sprintf("%d/%d/%d", cycle, wr, i), 50_000+rand.IntN(1_500_000))
 					if writeFrame(dir, name, data) != nil {
 						return
 					}
@@ -358,15 +357,15 @@ func TestOutputKillRestartCycles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		of.Write(randBytes(open, 300_000))
+		of.Write(testworld.RandBytes(open, 300_000))
 		leftOpen = append(leftOpen, open)
 		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
-		d.kill()
+		d.Kill()
 		close(stop)
 		wg.Wait()
 		of.Close()
 	}
-	d.start()
+	d.Start()
 	// Everything closed is durable after a restart; what was open is
 	// reported as interrupted, not uploaded.
 	out, code := runJitfs(t, "flush", "--wait", "--timeout", "120s", d.mnt)
@@ -383,7 +382,7 @@ func TestOutputKillRestartCycles(t *testing.T) {
 	}
 	for _, p := range leftOpen {
 		if !interrupted[p] {
-			t.Fatalf("%s was open when the daemon died but is not reported interrupted: %v\nlast daemon's log:\n%s", p, interrupted, d.stderr)
+			t.Fatalf("%s was open when the daemon died but is not reported interrupted: %v\nlast daemon's log:\n%s", p, interrupted, d.Log)
 		}
 		if _, err := c.Stat(context.Background(), "jobs/k/out/"+p); !errors.Is(err, gcs.ErrNotFound) {
 			t.Fatalf("%s was open when the daemon died but reached GCS: %v", p, err)
@@ -421,17 +420,17 @@ func TestOutputUploadFailures(t *testing.T) {
 	// Uploads fail (503) until one is seen retrying, then GCS recovers.
 	// The outage ends on that condition, not after a fixed time a loaded
 	// machine could spend writing the frames.
-	w.proxy.UploadOutage.Store(true)
+	w.Proxy.UploadOutage.Store(true)
 	want := map[string][]byte{}
 	for i := 0; i < 5; i++ {
 		name := fmt.Sprintf("f%d.exr", i)
-		want[name] = randBytes(name, 200_000+i)
+		want[name] = testworld.RandBytes(name, 200_000+i)
 		if err := writeFrame(d.path(""), name, want[name]); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitFor(t, "an upload to be retrying", 2*time.Minute, func() bool { return outputStatus(t, d, 0).Files["retrying"] > 0 })
-	w.proxy.UploadOutage.Store(false)
+	w.Proxy.UploadOutage.Store(false)
 	out, code := runJitfs(t, "flush", "--wait", "--timeout", "60s", d.mnt)
 	if code != 0 {
 		t.Fatalf("flush after a transient outage: exit %d\n%s", code, out)
@@ -446,9 +445,9 @@ func TestOutputUploadFailures(t *testing.T) {
 	}
 
 	// A permanent failure (403) leaves the file staged and reported.
-	w.proxy.UploadFailCode.Store(403)
-	w.proxy.UploadOutage.Store(true)
-	perm := randBytes("perm", 123_456)
+	w.Proxy.UploadFailCode.Store(403)
+	w.Proxy.UploadOutage.Store(true)
+	perm := testworld.RandBytes("perm", 123_456)
 	if err := writeFrame(d.path(""), "perm.exr", perm); err != nil {
 		t.Fatal(err)
 	}
@@ -463,15 +462,15 @@ func TestOutputUploadFailures(t *testing.T) {
 	if time.Since(start) > 5*time.Minute {
 		t.Fatalf("flush waited %v for a failure that cannot progress", time.Since(start))
 	}
-	if !strings.Contains(d.stderr.String(), "upload failed permanently") {
-		t.Fatalf("no log line for the permanent failure\n%s", d.stderr)
+	if !strings.Contains(d.Log.String(), "upload failed permanently") {
+		t.Fatalf("no log line for the permanent failure\n%s", d.Log)
 	}
 	// A restart does not drop it either.
-	d.restart()
+	d.Restart()
 	mustEqualBytes(t, "staged after restart", mustRead(t, d.path("perm.exr")), perm)
 	waitFor(t, "the upload to fail again", 2*time.Minute, func() bool { return outputStatus(t, d, 0).Files["failed"] == 1 })
 	// Fixed: retry.
-	w.proxy.UploadOutage.Store(false)
+	w.Proxy.UploadOutage.Store(false)
 	out, code = runJitfs(t, "flush", "--wait", "--retry-failed", "--timeout", "60s", d.mnt)
 	if code != 0 {
 		t.Fatalf("flush --retry-failed after the fix: exit %d\n%s", code, out)
@@ -488,13 +487,13 @@ func TestOutputStagingFull(t *testing.T) {
 	// TestWaitingWriterCutsUploadBackoff), so only load stretches it.
 	d := w.outputForTest("jobs/s", "", "--staging-size", "4MiB", "--staging-wait", "5s")
 	c := w.gcsClient()
-	w.proxy.UploadOutage.Store(true) // 503: uploads retry, staging stays full
-	a := randBytes("a", 3<<20)
+	w.Proxy.UploadOutage.Store(true) // 503: uploads retry, staging stays full
+	a := testworld.RandBytes("a", 3<<20)
 	if err := writeFrame(d.path(""), "a.exr", a); err != nil {
 		t.Fatal(err)
 	}
 	// The next frame does not fit: the writer waits, then gets ENOSPC.
-	b := randBytes("b", 3<<20)
+	b := testworld.RandBytes("b", 3<<20)
 	start := time.Now()
 	err := os.WriteFile(d.path("b.exr"), b, 0o644)
 	if errnoOf(err) != syscall.ENOSPC {
@@ -503,16 +502,16 @@ func TestOutputStagingFull(t *testing.T) {
 	if el := time.Since(start); el < 4900*time.Millisecond {
 		t.Fatalf("ENOSPC after %v, before the staging wait", el)
 	}
-	if n := strings.Count(d.stderr.String(), "staging full"); n != 1 {
-		t.Fatalf("%d 'staging full' log lines for one failed write\n%s", n, d.stderr)
+	if n := strings.Count(d.Log.String(), "staging full"); n != 1 {
+		t.Fatalf("%d 'staging full' log lines for one failed write\n%s", n, d.Log)
 	}
 	// The renderer removes its partial file; a writer that blocks gets
 	// through once an upload frees space.
 	if err := os.Remove(d.path("b.exr")); err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(500*time.Millisecond, func() { w.proxy.UploadOutage.Store(false) })
-	cc := randBytes("c", 3<<20)
+	time.AfterFunc(500*time.Millisecond, func() { w.Proxy.UploadOutage.Store(false) })
+	cc := testworld.RandBytes("c", 3<<20)
 	start = time.Now()
 	if err := writeFrame(d.path(""), "c.exr", cc); err != nil {
 		t.Fatalf("write once uploads free space: %v", err)
@@ -535,7 +534,7 @@ func TestOutputStagingFull(t *testing.T) {
 
 func TestOutputBadInput(t *testing.T) {
 	w := newWorld(t, false)
-	w.put("jobs/x/seed", 1)
+	w.PutRandom("jobs/x/seed", 1)
 	dir := t.TempDir()
 	ro := filepath.Join(dir, "ro")
 	os.MkdirAll(ro, 0o500)
@@ -546,9 +545,9 @@ func TestOutputBadInput(t *testing.T) {
 		want string
 	}{
 		{[]string{"output", "s3://x", dir}, 2, "not a gs://"},
-		{[]string{"output", "gs://" + testBucket + "/jobs/x", filepath.Join(dir, "missing"), "--endpoint", w.proxy.Addr()}, 1, "does not exist"},
-		{[]string{"output", "gs://no-such-bucket/x", dir, "--endpoint", w.proxy.Addr(), "--staging-dir", filepath.Join(dir, "s")}, 1, "bucket not found"},
-		{[]string{"output", "gs://" + testBucket + "/jobs/x", dir, "--endpoint", w.proxy.Addr(), "--staging-dir", filepath.Join(dir, "file", "s")}, 1, "staging"},
+		{[]string{"output", "gs://" + testBucket + "/jobs/x", filepath.Join(dir, "missing"), "--endpoint", w.Proxy.Addr()}, 1, "does not exist"},
+		{[]string{"output", "gs://no-such-bucket/x", dir, "--endpoint", w.Proxy.Addr(), "--staging-dir", filepath.Join(dir, "s")}, 1, "bucket not found"},
+		{[]string{"output", "gs://" + testBucket + "/jobs/x", dir, "--endpoint", w.Proxy.Addr(), "--staging-dir", filepath.Join(dir, "file", "s")}, 1, "staging"},
 		{[]string{"output", "gs://" + testBucket + "/jobs/x", dir, "--staging-size", "lots"}, 2, "invalid size"},
 		{[]string{"flush", filepath.Join(dir, "nothing-here")}, 1, "no jitfs daemon socket"},
 		{[]string{"flush"}, 2, "MOUNT"},
@@ -561,8 +560,8 @@ func TestOutputBadInput(t *testing.T) {
 	// A staging directory belongs to one prefix.
 	staging := filepath.Join(dir, "st")
 	d := w.outputForTest("jobs/x", staging)
-	d.stop()
-	out, code := runJitfs(t, "output", "gs://"+testBucket+"/jobs/other", dir, "--endpoint", w.proxy.Addr(), "--staging-dir", staging)
+	d.Stop()
+	out, code := runJitfs(t, "output", "gs://"+testBucket+"/jobs/other", dir, "--endpoint", w.Proxy.Addr(), "--staging-dir", staging)
 	if code != 1 || !strings.Contains(out, "another output area") {
 		t.Fatalf("staging dir of another prefix: exit %d\n%s", code, out)
 	}

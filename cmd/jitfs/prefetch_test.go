@@ -20,17 +20,17 @@ func TestPrefetchCommand(t *testing.T) {
 	content := map[string][]byte{}
 	for i := 0; i < 12; i++ {
 		rel := fmt.Sprintf("tex/t%02d.tx", i)
-		content[rel] = w.put("show/"+rel, 64<<10)
+		content[rel] = w.PutRandom("show/"+rel, 64<<10)
 	}
 	for f := 1001; f <= 1010; f++ {
 		rel := fmt.Sprintf("plates/p.%04d.exr", f)
-		content[rel] = w.put("show/"+rel, 30_000)
+		content[rel] = w.PutRandom("show/"+rel, 30_000)
 	}
 	for _, tile := range []int{1001, 1002, 1011} {
 		rel := fmt.Sprintf("tex/udim/g.%d.png", tile)
-		content[rel] = w.put("show/"+rel, 20_000)
+		content[rel] = w.PutRandom("show/"+rel, 20_000)
 	}
-	w.put("show/lib/big.blend", 20<<20)
+	w.PutRandom("show/lib/big.blend", 20<<20)
 	sock := filepath.Join(t.TempDir(), "jitfs.sock")
 	d := w.mountForTest("show", "", "--socket", sock)
 
@@ -59,12 +59,12 @@ func TestPrefetchCommand(t *testing.T) {
 {"t":0,"pid":1,"op":"open","path":"/old/show/lib/big.blend","fh":3,"size":20971520}
 {"t":0,"pid":1,"op":"read","path":"/old/show/lib/big.blend","fh":3,"off":10485760,"len":4096,"n":4096}
 `), 0o644)
-	before := w.proxy.MediaBytes.Load()
+	before := w.Proxy.MediaBytes.Load()
 	out, code = runJitfs(t, "prefetch", "--socket", sock, "--wait", "60s", "--from-trace", tr)
 	if code != 0 || !strings.Contains(out, "1 resident") {
 		t.Fatalf("prefetch from trace: exit %d: %s", code, out)
 	}
-	if moved := w.proxy.MediaBytes.Load() - before; moved > 1<<20 {
+	if moved := w.Proxy.MediaBytes.Load() - before; moved > 1<<20 {
 		t.Errorf("a 4 KiB range of a 20 MiB file moved %d bytes", moved)
 	}
 
@@ -80,11 +80,11 @@ func TestPrefetchCommand(t *testing.T) {
 		t.Errorf("status = %+v", rep)
 	}
 
-	media := w.proxy.MediaReqs.Load()
+	media := w.Proxy.MediaReqs.Load()
 	for rel, want := range content {
 		mustEqualBytes(t, rel, mustRead(t, d.path(rel)), want)
 	}
-	if n := w.proxy.MediaReqs.Load() - media; n != 0 {
+	if n := w.Proxy.MediaReqs.Load() - media; n != 0 {
 		t.Errorf("reading prefetched files made %d GCS data requests", n)
 	}
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/daemon"
 )
 
 // pairs collects repeated SRC:DIR flags.
@@ -120,7 +121,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			cacheDir:    filepath.Join(*cacheDir, strings.ReplaceAll(strings.TrimSuffix(b+"/"+p, "/"), "/", "%2F")),
 			passthrough: true, allowOther: *allowOther, attemptTimeout: 60 * time.Second, opTimeout: defaultOpTimeout, prefetchers: 32, log: log, tel: tel})
 	}
-	var ocfgs []outputConfig
+	var ocfgs []daemon.OutputConfig
 	for _, v := range outs {
 		b, p, dir, err := splitPair("output", v)
 		if err != nil {
@@ -129,7 +130,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		if err := dirOK("output", v, dir); err != nil {
 			return err
 		}
-		c := outputConfig{bucket: b, prefix: p, mountpoint: dir, endpoint: *endpoint, allowOther: *allowOther, log: log, tel: tel}
+		c := daemon.OutputConfig{Bucket: b, Prefix: p, Mountpoint: dir, Endpoint: *endpoint, AllowOther: *allowOther, Log: log, Telemetry: tel}
 		if err := of.apply(&c); err != nil {
 			return err
 		}
@@ -137,7 +138,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		if root == "" {
 			root = defaultStagingRoot
 		}
-		c.stagingDir = stagingDirFor(root, b, p)
+		c.StagingDir = stagingDirFor(root, b, p)
 		ocfgs = append(ocfgs, c)
 	}
 	r := &runner{log: log, stderr: stderr}
@@ -153,13 +154,13 @@ type runner struct {
 	log    *slog.Logger
 	stderr io.Writer
 	scenes []*mounted
-	outs   []*outputMount
+	outs   []*daemon.Output
 }
 
 // run returns the exit status: the command's (128+N when signal N killed
 // it), exitNotDurable when outputs are not durable, exitSetup when the
 // mounts could not be set up, exitNoCommand when the command cannot start.
-func (r *runner) run(mcfgs []mountConfig, ocfgs []outputConfig, argv []string, manifest string, prefetchWait time.Duration,
+func (r *runner) run(mcfgs []mountConfig, ocfgs []daemon.OutputConfig, argv []string, manifest string, prefetchWait time.Duration,
 	job string, flushTimeout time.Duration) int {
 	// Signals are caught from the start: one arriving while mounting ends
 	// the setup; later ones go to the command.
@@ -197,7 +198,7 @@ func (r *runner) run(mcfgs []mountConfig, ocfgs []outputConfig, argv []string, m
 	return code
 }
 
-func (r *runner) setup(ctx context.Context, mcfgs []mountConfig, ocfgs []outputConfig, manifest string, wait time.Duration, job string) error {
+func (r *runner) setup(ctx context.Context, mcfgs []mountConfig, ocfgs []daemon.OutputConfig, manifest string, wait time.Duration, job string) error {
 	for _, c := range mcfgs {
 		if err := os.MkdirAll(c.mountpoint, 0o755); err != nil {
 			return fmt.Errorf("mountpoint: %w", err)
@@ -210,10 +211,10 @@ func (r *runner) setup(ctx context.Context, mcfgs []mountConfig, ocfgs []outputC
 		r.log.Info("scene mounted", "source", "gs://"+c.bucket+"/"+c.prefix, "dir", m.cfg.mountpoint)
 	}
 	for _, c := range ocfgs {
-		if err := os.MkdirAll(c.mountpoint, 0o755); err != nil {
+		if err := os.MkdirAll(c.Mountpoint, 0o755); err != nil {
 			return fmt.Errorf("mountpoint: %w", err)
 		}
-		m, err := startOutput(ctx, c)
+		m, err := daemon.StartOutput(ctx, c)
 		if err != nil {
 			return err
 		}
@@ -222,14 +223,14 @@ func (r *runner) setup(ctx context.Context, mcfgs []mountConfig, ocfgs []outputC
 	if manifest == "" {
 		return nil
 	}
-	if len(r.scenes) == 0 || r.scenes[0].hooks == nil {
+	if len(r.scenes) == 0 || r.scenes[0].Hooks == nil {
 		return fmt.Errorf("%w: --prefetch needs a --mount", errUsage)
 	}
 	items, err := manifestItems(manifest)
 	if err != nil {
 		return fmt.Errorf("prefetch manifest: %w", err)
 	}
-	cl := hooks.NewClient(r.scenes[0].hooks.SocketPath(), wait+30*time.Second)
+	cl := hooks.NewClient(r.scenes[0].Hooks.SocketPath(), wait+30*time.Second)
 	defer cl.Close()
 	// The daemon caps one wait; repeat until the files are in or the
 	// run's own wait is over.
@@ -272,10 +273,10 @@ func (r *runner) command(argv []string, sigs chan os.Signal) (int, error) {
 	}
 	var outs []string
 	for _, m := range r.outs {
-		outs = append(outs, m.cfg.mountpoint)
+		outs = append(outs, m.Config.Mountpoint)
 	}
-	if len(r.scenes) > 0 && r.scenes[0].hooks != nil {
-		env = append(env, hooks.EnvSocket+"="+r.scenes[0].hooks.SocketPath())
+	if len(r.scenes) > 0 && r.scenes[0].Hooks != nil {
+		env = append(env, hooks.EnvSocket+"="+r.scenes[0].Hooks.SocketPath())
 	}
 	env = append(env, "JITFS_MOUNTS="+strings.Join(scenes, ":"), "JITFS_OUTPUTS="+strings.Join(outs, ":"))
 	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
@@ -349,16 +350,16 @@ func (r *runner) flush(timeout time.Duration, sigs chan os.Signal) bool {
 	ok := true
 	for _, m := range r.outs {
 		start := time.Now()
-		res := m.area.Flush(ctx, false)
+		res := m.Area.Flush(ctx, false)
 		if res.Durable {
-			r.log.Info("outputs durable", "dir", m.cfg.mountpoint, "waited", time.Since(start).Round(time.Millisecond))
+			r.log.Info("outputs durable", "dir", m.Config.Mountpoint, "waited", time.Since(start).Round(time.Millisecond))
 			continue
 		}
 		ok = false
 		fmt.Fprintf(r.stderr, "jitfs run: %d outputs in %s are NOT durable in GCS (they stay staged in %s):\n",
-			len(res.NotDurable), m.cfg.mountpoint, m.cfg.stagingDir)
+			len(res.NotDurable), m.Config.Mountpoint, m.Config.StagingDir)
 		for _, f := range res.NotDurable {
-			line := fmt.Sprintf("  %-11s %s (%d bytes)", f.State, filepath.Join(m.cfg.mountpoint, f.Path), f.Size)
+			line := fmt.Sprintf("  %-11s %s (%d bytes)", f.State, filepath.Join(m.Config.Mountpoint, f.Path), f.Size)
 			if f.Error != "" {
 				line += ": " + f.Error
 			}
@@ -371,7 +372,7 @@ func (r *runner) flush(timeout time.Duration, sigs chan os.Signal) bool {
 func (r *runner) unmountAll() {
 	for _, m := range r.outs {
 		if err := m.Close(); err != nil {
-			r.log.Error("unmount output area", "dir", m.cfg.mountpoint, "err", err)
+			r.log.Error("unmount output area", "dir", m.Config.Mountpoint, "err", err)
 		}
 	}
 	for _, m := range r.scenes {

@@ -13,18 +13,21 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jitfs/jitfs/internal/mountinfo"
+	"github.com/jitfs/jitfs/internal/testworld"
 )
 
 // runArgs are the flags every `jitfs run` in these tests takes: the
 // world's proxy, and cache and staging under the test's directory.
 func (w *world) runArgs(dir string) []string {
-	return []string{"run", "--endpoint", w.proxy.Addr(), "--cache-dir", filepath.Join(dir, "cache"),
+	return []string{"run", "--endpoint", w.Proxy.Addr(), "--cache-dir", filepath.Join(dir, "cache"),
 		"--staging-dir", filepath.Join(dir, "staging"), "--upload-max-backoff", "500ms", "--log-level", "warn"}
 }
 
 func TestRunExitCodes(t *testing.T) {
 	w := newWorld(t, false)
-	scene := w.put("show/shots/sh010/sh010.scene", 4321)
+	scene := w.PutRandom("show/shots/sh010/sh010.scene", 4321)
 	c := w.gcsClient()
 	dir := t.TempDir()
 	out := func(name string) string { return filepath.Join(dir, name) }
@@ -43,7 +46,7 @@ func TestRunExitCodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range []string{out("show"), out("o1")} {
-		if ok, _ := isMountpoint(m); ok {
+		if ok, _ := mountinfo.Mounted(m); ok {
 			t.Fatalf("%s still mounted after jitfs run", m)
 		}
 	}
@@ -60,15 +63,15 @@ func TestRunExitCodes(t *testing.T) {
 	}
 
 	// Outputs that cannot be made durable: 75, and the list.
-	w.proxy.UploadFailCode.Store(403)
-	w.proxy.UploadOutage.Store(true)
+	w.Proxy.UploadFailCode.Store(403)
+	w.Proxy.UploadOutage.Store(true)
 	o, code = runJitfs(t, append(w.runArgs(dir), "--output", "gs://"+testBucket+"/jobs/r3/out:"+out("o3"), "--",
 		"sh", "-c", `echo x > "$JITFS_OUTPUTS/frame.exr"`)...)
 	if code != exitNotDurable || !strings.Contains(o, "NOT durable") || !strings.Contains(o, filepath.Join(out("o3"), "frame.exr")) {
 		t.Fatalf("undurable outputs: exit %d\n%s", code, o)
 	}
 	// The next run on the same staging directory uploads them.
-	w.proxy.UploadOutage.Store(false)
+	w.Proxy.UploadOutage.Store(false)
 	o, code = runJitfs(t, append(w.runArgs(dir), "--output", "gs://"+testBucket+"/jobs/r3/out:"+out("o3"), "--", "true")...)
 	if code != 0 {
 		t.Fatalf("re-run: exit %d\n%s", code, o)
@@ -119,9 +122,8 @@ echo started > "$JITFS_OUTPUTS/started.txt"
 while :; do sleep 0.05; done
 `), 0o755)
 	outDir := filepath.Join(dir, "out")
-	cmd := exec.Command(os.Args[0], append(w.runArgs(dir), "--output", "gs://"+testBucket+"/jobs/sig:"+outDir, "--", script)...)
-	cmd.Env = append(os.Environ(), "JITFS_TEST_MAIN=1")
-	var logs syncBuffer
+	cmd := testworld.Command(context.Background(), append(w.runArgs(dir), "--output", "gs://"+testBucket+"/jobs/sig:"+outDir, "--", script)...)
+	var logs testworld.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -197,7 +199,7 @@ bpy.ops.wm.save_as_mainfile(filepath=` + fmt.Sprintf("%q", blend) + `)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.emu.Put(testBucket, "show/shots/sh010/sh010.blend", data)
+	w.Put("show/shots/sh010/sh010.blend", data)
 
 	show, outDir, sums := filepath.Join(dir, "show"), filepath.Join(dir, "out"), filepath.Join(dir, "sums.txt")
 	// After rendering, the command records what Blender wrote, read back
@@ -207,8 +209,7 @@ bpy.ops.wm.save_as_mainfile(filepath=` + fmt.Sprintf("%q", blend) + `)
 		"--", "env", "TMPDIR="+tmp, "sh", "-c", render, filepath.Join(show, "shots/sh010/sh010.blend"), outDir, sums)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "JITFS_TEST_MAIN=1")
+	cmd := testworld.Command(ctx, args...)
 	o, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("jitfs run blender: %v\n%s", err, o)

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/jitfs/jitfs/internal/mountinfo"
 	"github.com/jitfs/jitfs/trace"
 )
 
@@ -60,9 +61,9 @@ func countTrace(root string, evs []trace.Event) traceCounts {
 // records too, and checks the replay reproduced the recorded operations.
 func TestMountTraceRecordAndReplay(t *testing.T) {
 	w := newWorld(t, false)
-	scene := w.put("show/shots/sh010.blend", 300_000)
-	w.put("show/tex/a.exr", 3<<20)
-	texB := w.put("show/tex/b.exr", 50_000)
+	scene := w.PutRandom("show/shots/sh010.blend", 300_000)
+	w.PutRandom("show/tex/a.exr", 3<<20)
+	texB := w.PutRandom("show/tex/b.exr", 50_000)
 	tmp := t.TempDir()
 	t1 := filepath.Join(tmp, "record.jsonl.zst")
 	d := w.mountForTest("show", "", "--trace", t1)
@@ -85,7 +86,7 @@ func TestMountTraceRecordAndReplay(t *testing.T) {
 	}
 	f.Close()
 	mustEqualBytes(t, "b", mustRead(t, d.path("tex/b.exr")), texB)
-	d.stop()
+	d.Stop()
 
 	h, evs := readTrace(t, t1)
 	if h.Source != "mount" || h.Root != d.mnt || h.Bucket != testBucket || h.Prefix != "show/" {
@@ -144,7 +145,7 @@ func TestMountTraceRecordAndReplay(t *testing.T) {
 	if res.Errors != 0 || res.ENOENT != 1 || res.Opens != 3 || res.Bytes != rec.Bytes {
 		t.Errorf("replay result %+v, recorded %+v", res, rec)
 	}
-	d2.stop()
+	d2.Stop()
 	_, evs2 := readTrace(t, t2)
 	got := countTrace(d2.mnt, evs2)
 	if got.Opens != rec.Opens || got.ENOENT != rec.ENOENT || got.Readdirs != rec.Readdirs || len(got.Files) != len(rec.Files) {
@@ -161,12 +162,12 @@ func TestMountTraceRecordAndReplay(t *testing.T) {
 func TestMountTraceBadPath(t *testing.T) {
 	w := newWorld(t, false)
 	mnt := t.TempDir()
-	out, code := runJitfs(t, "mount", "gs://"+testBucket+"/", mnt, "--endpoint", w.proxy.Addr(),
+	out, code := runJitfs(t, "mount", "gs://"+testBucket+"/", mnt, "--endpoint", w.Proxy.Addr(),
 		"--cache-dir", t.TempDir(), "--trace", "/nonexistent/dir/t.zst")
 	if code != 1 || !strings.Contains(out, "trace") || !oneLine(out) {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
-	if ok, _ := isMountpoint(mnt); ok {
+	if ok, _ := mountinfo.Mounted(mnt); ok {
 		t.Fatal("mounted despite a bad trace path")
 	}
 }

@@ -1,0 +1,40 @@
+package mountinfo
+
+import (
+	"bufio"
+	"os"
+	"strings"
+)
+
+// Count returns how many mounts are stacked at dir (an absolute, clean
+// path).
+func Count(dir string) (int, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescape(fields[4]) == dir {
+			n++
+		}
+	}
+	return n, sc.Err()
+}
+
+// Mounted reports whether anything is mounted at dir, a dead FUSE mount
+// included.
+func Mounted(dir string) (bool, error) {
+	n, err := Count(dir)
+	return n > 0, err
+}
+
+// unescape undoes the octal escapes the kernel writes for the characters
+// that would break mountinfo's fields.
+func unescape(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
