@@ -420,7 +420,10 @@ func (c *Client) Upload(ctx context.Context, name string, r io.ReaderAt, size in
 			err = fmt.Errorf("gcs: upload %s: source gave %d of %d bytes", name, n, size)
 		}
 		if err != nil {
-			w.CloseWithError(err)
+			// Cancelling the writer's context before Close abandons the
+			// upload: nothing of it is committed.
+			cancel()
+			_ = w.Close()
 			return err
 		}
 		if err := w.Close(); err != nil {

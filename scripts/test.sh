@@ -36,6 +36,10 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted" >&2; exit 1; fi
 echo "== go vet"
 go vet ./...
+echo "== staticcheck (jitfs's own packages; third_party/go-fuse is upstream code carried with a patch)"
+staticcheck="$(go env GOPATH)/bin/staticcheck"
+[ -x "$staticcheck" ] || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+"$staticcheck" $(go list ./... | grep -v /third_party/)
 echo "== Python hook tests (the Nuke callbacks against the nuke stub; standard library only)"
 python3 -m unittest discover -s nuke-callbacks/tests -t nuke-callbacks/tests
 python3 scripts/sync-hook-client.py --check

@@ -80,13 +80,20 @@ func checkObject(t *testing.T, c *gcs.Client, name string, want []byte) error {
 // listObjects names every object under prefix.
 func (w *world) listObjects(prefix string) []string {
 	w.t.Helper()
-	objs, _, err := w.Emu.ListObjectsWithOptions(testBucket, fakestorage.ListOptions{Prefix: prefix})
-	if err != nil {
-		w.t.Fatal(err)
-	}
 	var names []string
-	for _, o := range objs {
-		names = append(names, o.Name)
+	opts := fakestorage.ListOptions{Prefix: prefix}
+	for {
+		page, err := w.Emu.ListObjectsWithOptionsPaginated(testBucket, opts)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		for _, o := range page.Objects {
+			names = append(names, o.Name)
+		}
+		if page.NextPageToken == "" {
+			break
+		}
+		opts.PageToken = page.NextPageToken
 	}
 	sort.Strings(names)
 	return names

@@ -72,7 +72,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		argv = argv[1:]
 	}
 	if len(argv) == 0 {
-		return fmt.Errorf("%w: no command: jitfs run [flags] -- CMD ARGS...", errUsage)
+		return fmt.Errorf("%w: no command (usage: jitfs run [flags] -- CMD [ARGS])", errUsage)
 	}
 	if *manifest != "" && len(scenes) == 0 {
 		return fmt.Errorf("%w: --prefetch needs a --mount", errUsage)
