@@ -53,6 +53,17 @@ func TestPrefetchCommand(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "10 resident") {
 		t.Fatalf("prefetch manifest: exit %d: %s", code, out)
 	}
+	// UDIM tiles are found by listing their directory in the daemon's
+	// namespace (no round trip through the kernel into the same daemon);
+	// the tiles were already resident, so only the listing is asked for.
+	udim := filepath.Join(t.TempDir(), "udim.txt")
+	os.WriteFile(udim, []byte(d.path("tex/udim/g.<UDIM>.png")+"\n"+d.path("tex/none/g.<UDIM>.png")+"\n"), 0o644)
+	out, code = runJitfs(t, "prefetch", "--socket", sock, "--wait", "60s", "--job", "j1", "--manifest", udim)
+	// The tiles of a directory that does not exist are reported missing.
+	if code != 1 || !strings.Contains(out, "3 resident") || !strings.Contains(out, "1 missing") ||
+		!strings.Contains(out, d.path("tex/none/g.<UDIM>.png")) {
+		t.Fatalf("prefetch UDIM tiles: exit %d: %s", code, out)
+	}
 	// A trace's read ranges of a large file: only those are fetched.
 	tr := filepath.Join(t.TempDir(), "t.jsonl")
 	os.WriteFile(tr, []byte(`{"format":"jitfs.trace/v1","source":"strace","root":"/old/show"}
