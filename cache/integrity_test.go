@@ -8,34 +8,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jitfs/jitfs/cache"
+	"github.com/jitfs/jitfs/internal/testworld"
 )
 
-// logBuffer collects a cache's log lines while the test reads them.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newLoggedCache(t *testing.T, opts cache.Options) (*cache.Cache, *logBuffer) {
+func newLoggedCache(t *testing.T, opts cache.Options) (*cache.Cache, *testworld.Buffer) {
 	t.Helper()
-	lb := &logBuffer{}
+	lb := &testworld.Buffer{}
 	opts.Logger = slog.New(slog.NewTextHandler(lb, nil))
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()

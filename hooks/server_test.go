@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jitfs/jitfs/internal/testworld"
 )
 
 // fakeBackend records what the server hands the engine. The engine has
@@ -686,26 +687,8 @@ func TestBusyEngineIsA503(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log output written from handler goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestPanicRecovered(t *testing.T) {
-	var logs lockedBuffer
+	var logs testworld.Buffer
 	b := &fakeBackend{panics: true}
 	ts := startServer(t, b, func(o *ServerOptions) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	_, err := ts.c.Status(context.Background())

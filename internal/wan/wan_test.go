@@ -13,12 +13,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/Shopify/toxiproxy/v2/toxics"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/jitfs/jitfs/internal/testworld"
 )
 
 // upstream serves GET /?n=N: N bytes. It stands in for the GCS emulator; the
@@ -337,7 +338,7 @@ func TestUpstreamDownIsLogged(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 
-	var logs syncBuffer
+	var logs testworld.Buffer
 	s, err := Start(dead, Link{RTT: 2 * time.Millisecond}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -356,21 +357,4 @@ func TestUpstreamDownIsLogged(t *testing.T) {
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "connection refused") {
 		t.Errorf("the upstream error lacks its level or cause: %s", logs.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
