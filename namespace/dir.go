@@ -58,7 +58,6 @@ func (d *dir) startList() (first, finished chan struct{}) {
 		d.listErr = nil
 		d.firstPage = make(chan struct{})
 		d.finished = make(chan struct{})
-		d.ns.Stats.Listings.Add(1)
 		go d.list(d.firstPage, d.finished)
 	}
 	return d.firstPage, d.finished
@@ -68,6 +67,10 @@ func (d *dir) startList() (first, finished chan struct{}) {
 // lookup started still completes for the next one.
 func (d *dir) list(first, finished chan struct{}) {
 	ns := d.ns
+	if d.loadStored(first, finished) {
+		return
+	}
+	ns.Stats.Listings.Add(1)
 	ctx := ns.ctx
 	prefix := ns.ObjectPrefix(d.path)
 	fresh := map[string]*entry{}
@@ -129,7 +132,70 @@ func (d *dir) list(first, finished chan struct{}) {
 	}
 	d.listedAt = ns.opts.Now()
 	d.state = listDone
+	if err == nil && ns.opts.Store != nil {
+		ns.opts.Store.SaveDir(d.path, d.listingLocked())
+	}
 	close(finished)
+}
+
+// loadStored answers the listing from the Store when it holds one (within
+// the TTL), and reports whether it did. Only a directory never listed in
+// this Namespace is loaded: a re-list after the TTL goes to the bucket.
+func (d *dir) loadStored(first, finished chan struct{}) bool {
+	ns := d.ns
+	if ns.opts.Store == nil {
+		return false
+	}
+	d.mu.Lock()
+	fresh := d.listedAt.IsZero()
+	d.mu.Unlock()
+	if !fresh {
+		return false
+	}
+	l, ok := ns.opts.Store.LoadDir(d.path)
+	if !ok || (ns.opts.TTL > 0 && ns.opts.Now().Sub(l.ListedAt) > ns.opts.TTL) {
+		return false
+	}
+	prefix := ns.ObjectPrefix(d.path)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fresh2 := map[string]*entry{}
+	for _, name := range l.Dirs {
+		if ValidName(name) {
+			d.mergeLocked(fresh2, name, &entry{isDir: true})
+		}
+	}
+	for _, a := range l.Files {
+		name := strings.TrimPrefix(a.Name, prefix)
+		if ValidName(name) && prefix+name == a.Name {
+			d.mergeLocked(fresh2, name, &entry{attrs: a})
+		}
+	}
+	for name, e := range d.entries {
+		if _, ok := fresh2[name]; !ok {
+			fresh2[name] = e // pinned by a direct lookup meanwhile
+		}
+	}
+	d.entries = fresh2
+	d.listedAt = l.ListedAt
+	d.state = listDone
+	ns.Stats.StoredListings.Add(1)
+	close(first)
+	close(finished)
+	return true
+}
+
+// listingLocked is the directory's listing as a Store keeps it.
+func (d *dir) listingLocked() Listing {
+	l := Listing{ListedAt: d.listedAt}
+	for name, e := range d.entries {
+		if e.isDir {
+			l.Dirs = append(l.Dirs, name)
+		} else {
+			l.Files = append(l.Files, e.attrs)
+		}
+	}
+	return l
 }
 
 // mergeLocked adds a listed name to the listing being built, keeping an

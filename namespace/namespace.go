@@ -37,6 +37,32 @@ type Options struct {
 	NegativeEntries int64
 	// Now is the clock TTLs are measured on (default time.Now).
 	Now func() time.Time
+	// Store, when set, keeps every completed listing: a directory it holds
+	// is served from it without a request, so a restarted daemon answers
+	// what it had listed with no list or stat request. With a TTL, a stored
+	// listing older than the TTL is listed again.
+	Store Store
+}
+
+// Store persists a Namespace's completed listings (one snapshot's: a
+// Store never holds two namespaces' listings). Save errors are the
+// Store's to log: a listing that could not be kept is listed again after a
+// restart, nothing worse.
+type Store interface {
+	// LoadDir returns the stored listing of dir (a path relative to the
+	// root, "" for the root), or false.
+	LoadDir(dir string) (Listing, bool)
+	// SaveDir keeps the complete listing of dir, replacing any before.
+	SaveDir(dir string, l Listing)
+}
+
+// Listing is one directory's complete listing as a Store keeps it.
+type Listing struct {
+	ListedAt time.Time
+	// Dirs are the names of subdirectories.
+	Dirs []string
+	// Files are the pinned objects; Attrs.Name is the full object name.
+	Files []gcs.Attrs
 }
 
 // Entry is one name of the namespace.
@@ -70,6 +96,8 @@ var (
 type Stats struct {
 	// Listings counts directory listings started (each may be many pages).
 	Listings atomic.Int64
+	// StoredListings counts directories answered from Options.Store.
+	StoredListings atomic.Int64
 	// DirectLookups counts names asked for one by one while their
 	// directory's listing was still running.
 	DirectLookups atomic.Int64
