@@ -294,6 +294,21 @@ func (c *Cache) Used() (used, budget int64) {
 	return c.used, c.opts.Budget
 }
 
+// ResidentBytes returns the bytes of object generation m the cache holds
+// on disk (0 when none), without opening it: a node's status sums it over
+// every file a job has pinned.
+func (c *Cache) ResidentBytes(m Meta) int64 {
+	c.mu.Lock()
+	o := c.objects[m.key()]
+	c.mu.Unlock()
+	if o == nil {
+		return 0
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.bytes
+}
+
 // Len returns the number of object generations indexed.
 func (c *Cache) Len() int {
 	c.mu.Lock()

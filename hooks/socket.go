@@ -218,3 +218,14 @@ func lookupGroup(g string) (int, error) {
 	}
 	return gid, nil
 }
+
+// ListenSocket binds a Unix socket at p as the hook API does (mode 0660,
+// group, a stale socket replaced, a live one refused), for other jitfs
+// servers on the node: the node daemon's control socket. The caller
+// removes p when it stops, if p is still the returned file.
+func ListenSocket(p, group string, log *slog.Logger) (*net.UnixListener, os.FileInfo, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return listenSocket(p, group, log)
+}

@@ -378,3 +378,24 @@ func joinPath(dir, name string) string {
 	}
 	return dir + "/" + name
 }
+
+// PinnedFiles calls fn for every file the Namespace has pinned so far, in
+// no order (a node's status sums what a job holds). fn must not call back
+// into the Namespace.
+func (ns *Namespace) PinnedFiles(fn func(Entry)) {
+	ns.mu.Lock()
+	dirs := make([]*dir, 0, len(ns.dirs))
+	for _, d := range ns.dirs {
+		dirs = append(dirs, d)
+	}
+	ns.mu.Unlock()
+	for _, d := range dirs {
+		d.mu.Lock()
+		for name, e := range d.entries {
+			if !e.isDir {
+				fn(e.entry(joinPath(d.path, name)))
+			}
+		}
+		d.mu.Unlock()
+	}
+}

@@ -1,0 +1,226 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/jitfs/jitfs/cache"
+	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/metastore"
+	"github.com/jitfs/jitfs/jitfs"
+	"github.com/jitfs/jitfs/namespace"
+	"github.com/jitfs/jitfs/prefetch"
+)
+
+// job is one job on the node: its snapshot of each source it reads (one
+// Namespace per source, shared by every task of the job) and its prefetch
+// engines. Its tasks, detach time and timer are guarded by Node.mu.
+type job struct {
+	id      string
+	started time.Time
+
+	tasks    map[string]*task
+	detached time.Time
+	timer    *time.Timer
+	ended    bool
+
+	vmu   sync.Mutex // guards views; held while one is created
+	views map[string]*view
+}
+
+// view is a job's snapshot of one bucket prefix.
+type view struct {
+	bucket, prefix string
+	ns             *namespace.Namespace
+	engine         *prefetch.Engine
+}
+
+func sourceKey(bucket, prefix string) string { return bucket + "/" + prefix }
+
+func newJob(id string, started time.Time) *job {
+	return &job{id: id, started: started, tasks: map[string]*task{}, views: map[string]*view{}}
+}
+
+// view returns the job's snapshot of bucket/prefix, creating it on first
+// use: its listings come from the metadata store when a previous daemon
+// (or an earlier task) made them for this job, else from the bucket, never
+// older than the job's start.
+func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, error) {
+	key := sourceKey(bucket, prefix)
+	j.vmu.Lock()
+	defer j.vmu.Unlock()
+	if v := j.views[key]; v != nil {
+		return v, nil
+	}
+	bc, err := n.bucket(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := namespace.New(namespace.Options{Remote: bc.shared.Since(j.started), Prefix: prefix,
+		Store: n.Store.Listings(j.id, key)})
+	if err != nil {
+		return nil, err
+	}
+	v := &view{bucket: bucket, prefix: prefix, ns: ns}
+	v.engine, err = prefetch.New(prefetch.Options{Resolver: v, Cache: n.Cache, Source: bc.gc,
+		Workers: n.cfg.PrefetchWorkers, Logger: n.log.With("job", j.id)})
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	j.views[key] = v
+	return v, nil
+}
+
+// Resolve is the engine's way into the job's snapshot.
+func (v *view) Resolve(ctx context.Context, rel string) (cache.Meta, error) {
+	e, err := v.ns.Lookup(ctx, rel)
+	if err != nil {
+		return cache.Meta{}, err
+	}
+	if e.IsDir {
+		return cache.Meta{}, fmt.Errorf("%s: %w", rel, jitfs.ErrNotFile)
+	}
+	a := e.Attrs
+	return cache.Meta{Bucket: v.bucket, Name: a.Name, Gen: a.Generation, Size: a.Size, CRC32C: a.CRC32C, HasCRC32C: a.HasCRC32C}, nil
+}
+
+// closeViews ends the job's engines (their pins go) and snapshots.
+func (j *job) closeViews() {
+	j.vmu.Lock()
+	defer j.vmu.Unlock()
+	for k, v := range j.views {
+		v.engine.Close()
+		v.ns.Close()
+		delete(j.views, k)
+	}
+}
+
+// record is the job as the metadata store keeps it.
+func (j *job) record() metastore.Job {
+	return metastore.Job{ID: j.id, Started: j.started, Detached: j.detached}
+}
+
+// status is the job's line of the node status. It takes Node.mu for the
+// task set, then the job's own lock: never both at once.
+func (j *job) status(n *Node) JobStatus {
+	n.mu.Lock()
+	st := JobStatus{ID: j.id, Started: unix(j.started), Detached: unix(j.detached)}
+	if !j.detached.IsZero() {
+		st.EndsAt = unix(j.detached.Add(n.cfg.JobGrace))
+	}
+	for _, t := range j.tasks {
+		st.Tasks = append(st.Tasks, t.status())
+	}
+	n.mu.Unlock()
+	sort.Slice(st.Tasks, func(a, b int) bool { return st.Tasks[a].ID < st.Tasks[b].ID })
+	j.vmu.Lock()
+	views := make([]*view, 0, len(j.views))
+	for _, v := range j.views {
+		views = append(views, v)
+	}
+	j.vmu.Unlock()
+	for _, v := range views {
+		ss := SourceStatus{Source: "gs://" + v.bucket + "/" + v.prefix, Listings: v.ns.Stats.Listings.Load(),
+			StoredListings: v.ns.Stats.StoredListings.Load(), Prefetch: v.engine.Status()}
+		v.ns.PinnedFiles(func(e namespace.Entry) {
+			ss.Files++
+			ss.FileBytes += e.Attrs.Size
+			ss.ResidentBytes += n.Cache.ResidentBytes(cache.Meta{Bucket: v.bucket, Name: e.Attrs.Name, Gen: e.Attrs.Generation})
+		})
+		ss.PinnedBytes = ss.Prefetch.PinnedBytes
+		st.ResidentBytes += ss.ResidentBytes
+		st.PinnedBytes += ss.PinnedBytes
+		st.Sources = append(st.Sources, ss)
+	}
+	sort.Slice(st.Sources, func(a, b int) bool { return st.Sources[a].Source < st.Sources[b].Source })
+	return st
+}
+
+// restoreJobs brings back the jobs a previous daemon kept. None has a task
+// now: each ends a grace period after its last detach (or after now, when
+// the previous daemon died with tasks attached), unless a task of it
+// attaches first and finds its snapshot as it was.
+func (n *Node) restoreJobs() error {
+	recs, err := n.Store.Jobs()
+	if err != nil {
+		return fmt.Errorf("node: metadata: %w", err)
+	}
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, r := range recs {
+		j := newJob(r.ID, r.Started)
+		j.detached = r.Detached
+		if j.detached.IsZero() {
+			j.detached = now
+		}
+		n.jobs[j.id] = j
+		n.scheduleEndLocked(j)
+	}
+	if len(recs) > 0 {
+		n.log.Info("node: jobs restored from the metadata store", "jobs", len(recs))
+	}
+	return nil
+}
+
+// scheduleEndLocked arms the job's end a grace period after its last
+// detach.
+func (n *Node) scheduleEndLocked(j *job) {
+	if j.timer != nil {
+		j.timer.Stop()
+	}
+	wait := max(0, time.Until(j.detached.Add(n.cfg.JobGrace)))
+	j.timer = time.AfterFunc(wait, func() { n.endJob(j, "grace period over") })
+}
+
+// endJob ends a job with no task attached: its pins are released, its
+// snapshot dropped and forgotten by the metadata store. A task attaching
+// later with the same id starts the job afresh.
+func (n *Node) endJob(j *job, why string) bool {
+	n.mu.Lock()
+	if j.ended || len(j.tasks) > 0 || n.closing || n.jobs[j.id] != j {
+		n.mu.Unlock()
+		return false
+	}
+	j.ended = true
+	if j.timer != nil {
+		j.timer.Stop()
+	}
+	delete(n.jobs, j.id)
+	n.mu.Unlock()
+	j.closeViews()
+	if err := n.Store.DeleteJob(j.id); err != nil {
+		n.log.Warn("node: forget job in the metadata store", "job", j.id, "err", err)
+	}
+	n.log.Info("node: job ended; its pins and snapshot are released", "job", j.id, "why", why)
+	return true
+}
+
+// release ends a job's prefetch pins now, and its snapshot too when no
+// task of it is attached (a running task's files never change version
+// under it). It reports whether the job was on the node.
+func (n *Node) release(ctx context.Context, id string) (bool, error) {
+	n.mu.Lock()
+	j := n.jobs[id]
+	n.mu.Unlock()
+	if j == nil {
+		return false, nil
+	}
+	j.vmu.Lock()
+	views := make([]*view, 0, len(j.views))
+	for _, v := range j.views {
+		views = append(views, v)
+	}
+	j.vmu.Unlock()
+	for _, v := range views {
+		if err := v.engine.Release(ctx, hooks.Release{Job: id, Scope: hooks.ScopeJob}); err != nil {
+			return true, err
+		}
+	}
+	n.endJob(j, "released")
+	return true, nil
+}
