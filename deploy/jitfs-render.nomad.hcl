@@ -1,9 +1,32 @@
 # A render task that reads its scene through jitfs and writes its frames to
-# GCS through a jitfs output area. `jitfs run` mounts both, runs Blender,
-# waits until every frame is durable in GCS, unmounts, and exits with
-# Blender's exit status: 75 when frames could not be made durable (retry
-# the task; the frames stay staged on the node and the next run on it
-# uploads them), 69 when the mounts could not be set up.
+# GCS through a jitfs output area, served by the node's jitfs daemon
+# (deploy/jitfs-daemon.service). `jitfs run --daemon` asks the daemon to
+# mount both at the task's directories, runs Blender, waits until every
+# frame is durable in GCS, detaches, and exits with Blender's exit status,
+# or:
+#   75  retry: frames could not be made durable, or the node daemon died
+#       mid-task. Nothing closed is lost: the daemon journals staged frames
+#       on the node's local SSD, restarts by itself (systemd Restart=always)
+#       and uploads every frame the task had closed.
+#   69  the daemon is unreachable (not installed, or restarting): with
+#       --daemon given, `jitfs run` does not fall back to mounting itself.
+# Nomad cannot restart on some exit codes only: the restart block below
+# retries every failure in place, on the same node (where the restarted
+# daemon has the predecessor's staged frames), after a delay longer than
+# the daemon takes to restart; when those attempts are used up the
+# allocation fails and the job's reschedule policy places it elsewhere.
+#
+# One daemon per node serves every task on it, of this job and of any
+# other: one cache (one byte budget for the node, so a scene that several
+# jobs read is fetched once), one output staging, one process. Several of
+# these tasks fit on a node; each asks only for what its Blender uses. The
+# cache, staging and metrics flags are the daemon's (its unit's
+# /etc/jitfs/daemon.env), not the task's: `jitfs run` ignores them when
+# attached. --job names the Nomad job: the tasks of one job on a node share
+# one snapshot of the scene (pinned generations), held until the job's
+# last task there detaches plus the daemon's --job-grace (10m). For a
+# dispatched job NOMAD_JOB_ID is the dispatched child (one per dispatch),
+# the same ID the output prefix uses.
 #
 # Preemption: when the node is preempted or the allocation stopped, Nomad
 # sends kill_signal to `jitfs run`, which forwards it to Blender's process
@@ -11,20 +34,28 @@
 # render's last frame plus its upload: at 4 frames of 50 MB on a 100 MB/s
 # uplink that is a few seconds, so 5m leaves a wide margin. A node that
 # vanishes outright (a spot VM's 30 s notice running out) loses nothing
-# either: closed frames are journalled in the staging directory and a
-# `jitfs run` or `jitfs output` for the same prefix on that node resumes
-# them. Frames that were still being written are never uploaded as if
-# complete (they are reported as interrupted).
+# either: closed frames are journalled in the daemon's staging directory
+# and the daemon uploads them when it starts again on that node. Frames
+# that were still being written are never uploaded as if complete (they
+# are reported as interrupted).
 #
 # What the Nomad clients need (the job cannot set it for them):
 #   - raw_exec enabled:  plugin "raw_exec" { config { enabled = true } }
 #   - kill_timeout is silently capped by the client's max_kill_timeout,
 #     30s by default: set  client { max_kill_timeout = "5m" }  or the
 #     5m below is 30s and a slow last upload is cut off (its frames stay
-#     staged on the node and are resumed by the next task there).
+#     staged on the node and the daemon uploads them).
 #   - FUSE: nodes with /dev/fuse and fuse3 say so in their client meta,
 #     client { meta { jitfs_fuse = "true" } }  (or `nomad node meta apply
-#     jitfs_fuse=true`); the constraint below places tasks only there.
+#     jitfs_fuse=true`); a constraint below places tasks only there.
+#   - the node daemon: nodes with jitfs-daemon.service enabled say so,
+#     client { meta { jitfs_daemon = "true" } }  (or `nomad node meta
+#     apply jitfs_daemon=true`); the other constraint places tasks only
+#     there. The meta says the daemon is installed, not that it answers
+#     this second: a task placed while it restarts exits 69 and is
+#     restarted. Reserve the daemon's share of the node, e.g.
+#     client { reserved { cpu = 2000  memory = 4096 } }, since Nomad does
+#     not count it, and keep the cache and staging disk out of Nomad's.
 #   - the Blender hook installed as /opt/jitfs/jitfs_prefetch.py (a copy
 #     of blender-hooks/jitfs_prefetch.py, the path docs/blender.md uses).
 #
@@ -47,29 +78,35 @@ job "render-sh010" {
     value     = "true"
   }
 
+  constraint {
+    attribute = "${meta.jitfs_daemon}"
+    value     = "true"
+  }
+
   group "frames" {
+    # Every failure, 75 and 69 included, is retried in place: the delay
+    # is well over the daemon's restart (RestartSec=2 plus its recovery).
     restart {
       attempts = 2
+      delay    = "15s"
       mode     = "fail"
     }
 
     task "blender" {
-      # raw_exec: jitfs needs /dev/fuse and CAP_SYS_ADMIN to mount. The
-      # exec driver's isolation would need /dev/fuse and the capability
-      # passed through.
+      # raw_exec: the task must see the daemon's FUSE mounts at its task
+      # directory, which it does in the host's mount namespace. An isolated
+      # driver would need the task directory's mounts propagated into it.
       driver = "raw_exec"
 
       config {
         command = "/usr/local/bin/jitfs"
         args = [
           "run",
+          "--daemon", "/run/jitfs/daemon.sock",
+          "--job", "${NOMAD_JOB_ID}",
           "--mount", "gs://studio-show/show:${NOMAD_TASK_DIR}/show",
           "--output", "gs://studio-renders/jobs/${NOMAD_JOB_ID}/frames-${NOMAD_META_frame_start}-${NOMAD_META_frame_end}:${NOMAD_TASK_DIR}/out",
           "--prefetch", "${NOMAD_TASK_DIR}/show/shots/sh010/prefetch.txt",
-          "--cache-dir", "/mnt/localssd/jitfs/cache",
-          "--cache-size", "300GiB",
-          "--staging-dir", "/mnt/localssd/jitfs/spool",
-          "--staging-size", "50GiB",
           "--flush-timeout", "4m",
           "--log-format", "json",
           "--",
@@ -77,11 +114,17 @@ job "render-sh010" {
           "blender", "-b", "-P", "/opt/jitfs/jitfs_prefetch.py",
           "${NOMAD_TASK_DIR}/show/shots/sh010/sh010.blend",
           "-o", "${NOMAD_TASK_DIR}/out/sh010_####", "-F", "OPEN_EXR",
-          "-s", "${NOMAD_META_frame_start}", "-e", "${NOMAD_META_frame_end}", "-a",
+          "-s", "${NOMAD_META_frame_start}", "-e", "${NOMAD_META_frame_end}",
+          # As many threads as the cores reserved below: raw_exec does
+          # not confine Blender, which would otherwise use every core on
+          # a node it shares with other tasks.
+          "-t", "4",
+          "-a",
         ]
       }
 
       env {
+        # The Blender hook names the job from it, as --job does.
         JITFS_JOB_ID = "${NOMAD_JOB_ID}"
       }
 
@@ -91,12 +134,13 @@ job "render-sh010" {
       kill_signal  = "SIGTERM"
       kill_timeout = "5m"
 
-      # A cache directory serves one jitfs daemon at a time, so two of
-      # these tasks on one node would not share --cache-dir: the task asks
-      # for a whole 16-core node, and one runs per node.
+      # One task's share of a node: tasks of many jobs share the node, its
+      # daemon and its cache, so this is what Blender needs for one frame
+      # range, not a whole node. The daemon's own CPU and memory are the
+      # client's reserved block (see the top of this file).
       resources {
-        cpu    = 16000
-        memory = 32768
+        cores  = 4
+        memory = 8192
       }
     }
   }
