@@ -25,7 +25,7 @@ const defaultStagingRoot = "/var/spool/jitfs"
 // per prefix, so a restarted daemon (or a re-run task) for the same
 // outputs finds what is pending.
 func stagingDirFor(root, bucket, prefix string) string {
-	return filepath.Join(root, url.PathEscape(bucket+"/"+strings.TrimSuffix(prefix, "/")))
+	return daemon.StagingDirFor(root, bucket, prefix)
 }
 
 // outputFlags are the flags `jitfs output` and `jitfs run` share.

@@ -59,6 +59,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	metricsAddr := fl.String("metrics-addr", "", "serve the mounts' Prometheus metrics at http://ADDR/metrics while the command runs (docs/metrics.md)")
+	nodeSocket := fl.String("daemon", os.Getenv(daemon.EnvNodeSocket), "the node daemon's socket: the task attaches to it and mounts nothing itself (default $"+daemon.EnvNodeSocket+", else "+daemon.DefaultNodeSocket+" when a daemon answers there, else standalone)")
 	// Everything after the first non-flag argument (or --) is the command
 	// and its own arguments, which jitfs must not parse.
 	if err := fl.Parse(args); err != nil {
@@ -142,6 +143,25 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		ocfgs = append(ocfgs, c)
 	}
 	r := &runner{log: log, stderr: stderr}
+	explicit := *nodeSocket != ""
+	sock := *nodeSocket
+	if !explicit {
+		sock = daemon.DefaultNodeSocket
+	}
+	if explicit || daemon.NodeAnswers(sock, 2*time.Second) {
+		req := daemon.AttachRequest{Job: *job, PID: os.Getpid(), Name: os.Getenv("NOMAD_ALLOC_ID")}
+		for _, c := range mcfgs {
+			req.Mounts = append(req.Mounts, daemon.Source{Bucket: c.bucket, Prefix: c.prefix, Dir: c.mountpoint})
+		}
+		for _, c := range ocfgs {
+			req.Outputs = append(req.Outputs, daemon.Source{Bucket: c.Bucket, Prefix: c.Prefix, Dir: c.Mountpoint})
+		}
+		code := r.attached(sock, req, argv, *manifest, *prefetchWait, *job, *flushTimeout)
+		if code == 0 {
+			return nil
+		}
+		return &exitError{code: code}
+	}
 	code := r.run(mcfgs, ocfgs, argv, *manifest, *prefetchWait, *job, *flushTimeout)
 	if code == 0 {
 		return nil
@@ -180,6 +200,9 @@ func (r *runner) run(mcfgs []mountConfig, ocfgs []daemon.OutputConfig, argv []st
 	defer r.unmountAll()
 	if err := r.setup(setupCtx, mcfgs, ocfgs, manifest, prefetchWait, job); err != nil {
 		fmt.Fprintf(r.stderr, "jitfs run: %v\n", err)
+		if errors.Is(err, cache.ErrInUse) {
+			fmt.Fprintf(r.stderr, "jitfs run: to run several tasks on one node, run one `jitfs daemon` per node (deploy/jitfs-daemon.service): every `jitfs run` attaches to it and shares its cache (docs/node.md)\n")
+		}
 		return exitSetup
 	}
 	if setupCtx.Err() != nil {
@@ -226,11 +249,18 @@ func (r *runner) setup(ctx context.Context, mcfgs []mountConfig, ocfgs []daemon.
 	if len(r.scenes) == 0 || r.scenes[0].Hooks == nil {
 		return fmt.Errorf("%w: --prefetch needs a --mount", errUsage)
 	}
+	return prefetchManifest(ctx, r.log, r.scenes[0].Hooks.SocketPath(), manifest, wait, job)
+}
+
+// prefetchManifest asks the hook API at socket for the manifest's files
+// and waits for them, up to wait; a failing prefetch is logged, and the
+// command starts anyway and reads on demand.
+func prefetchManifest(ctx context.Context, log *slog.Logger, socket, manifest string, wait time.Duration, job string) error {
 	items, err := manifestItems(manifest)
 	if err != nil {
 		return fmt.Errorf("prefetch manifest: %w", err)
 	}
-	cl := hooks.NewClient(r.scenes[0].Hooks.SocketPath(), wait+30*time.Second)
+	cl := hooks.NewClient(socket, wait+30*time.Second)
 	defer cl.Close()
 	// The daemon caps one wait; repeat until the files are in or the
 	// run's own wait is over.
@@ -244,7 +274,7 @@ func (r *runner) setup(ctx context.Context, mcfgs []mountConfig, ocfgs []daemon.
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			r.log.Warn("prefetch failed; the command starts anyway and reads on demand", "err", err)
+			log.Warn("prefetch failed; the command starts anyway and reads on demand", "err", err)
 			return nil
 		}
 		if !rep.TimedOut || time.Until(deadline) <= 0 {
@@ -252,7 +282,7 @@ func (r *runner) setup(ctx context.Context, mcfgs []mountConfig, ocfgs []daemon.
 			if rep.TimedOut || len(rep.Missing)+len(rep.Failed)+len(rep.Unmanaged) > 0 {
 				lvl = slog.LevelWarn
 			}
-			r.log.Log(ctx, lvl, "prefetch done", "resident", rep.Resident, "queued", rep.Queued, "missing", len(rep.Missing),
+			log.Log(ctx, lvl, "prefetch done", "resident", rep.Resident, "queued", rep.Queued, "missing", len(rep.Missing),
 				"failed", len(rep.Failed), "outside_mounts", len(rep.Unmanaged), "timed_out", rep.TimedOut)
 			return nil
 		}
@@ -262,11 +292,6 @@ func (r *runner) setup(ctx context.Context, mcfgs []mountConfig, ocfgs []daemon.
 // command runs argv in its own process group, forwarding signals to the
 // group, and returns its exit status.
 func (r *runner) command(argv []string, sigs chan os.Signal) (int, error) {
-	path, err := exec.LookPath(argv[0])
-	if err != nil {
-		return exitNoCommand, fmt.Errorf("command %q: %w", argv[0], err)
-	}
-	env := os.Environ()
 	var scenes []string
 	for _, m := range r.scenes {
 		scenes = append(scenes, m.cfg.mountpoint)
@@ -275,10 +300,33 @@ func (r *runner) command(argv []string, sigs chan os.Signal) (int, error) {
 	for _, m := range r.outs {
 		outs = append(outs, m.Config.Mountpoint)
 	}
+	socket := ""
 	if len(r.scenes) > 0 && r.scenes[0].Hooks != nil {
-		env = append(env, hooks.EnvSocket+"="+r.scenes[0].Hooks.SocketPath())
+		socket = r.scenes[0].Hooks.SocketPath()
 	}
-	env = append(env, "JITFS_MOUNTS="+strings.Join(scenes, ":"), "JITFS_OUTPUTS="+strings.Join(outs, ":"))
+	code, _, err := r.runCommand(argv, sigs, commandEnv(socket, scenes, outs), nil)
+	return code, err
+}
+
+// commandEnv is the environment a render command runs with: the hook
+// socket and the task's directories.
+func commandEnv(socket string, scenes, outs []string) []string {
+	env := os.Environ()
+	if socket != "" {
+		env = append(env, hooks.EnvSocket+"="+socket)
+	}
+	return append(env, "JITFS_MOUNTS="+strings.Join(scenes, ":"), "JITFS_OUTPUTS="+strings.Join(outs, ":"))
+}
+
+// runCommand runs argv with env. When lost closes (the node daemon serving
+// the task's directories died), the command's process group is sent
+// SIGTERM: its files are gone, and the task is better retried than left
+// to fail file by file. wasLost reports that it happened.
+func (r *runner) runCommand(argv []string, sigs chan os.Signal, env []string, lost <-chan struct{}) (code int, wasLost bool, err error) {
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return exitNoCommand, false, fmt.Errorf("command %q: %w", argv[0], err)
+	}
 	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}}
 	type result struct {
@@ -301,7 +349,7 @@ func (r *runner) command(argv []string, sigs chan os.Signal) (int, error) {
 		done <- result{cmd.ProcessState, err}
 	}()
 	if err := <-started; err != nil {
-		return exitNoCommand, fmt.Errorf("start %s: %w", argv[0], err)
+		return exitNoCommand, false, fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	pgid := cmd.Process.Pid
 	r.log.Info("command started", "pid", pgid, "argv", argv)
@@ -310,16 +358,20 @@ func (r *runner) command(argv []string, sigs chan os.Signal) (int, error) {
 		case s := <-sigs:
 			r.log.Info("forwarding signal to the command's process group", "signal", s, "pgid", pgid)
 			syscall.Kill(-pgid, s.(syscall.Signal))
+		case <-lost:
+			lost, wasLost = nil, true
+			r.log.Error("the node daemon serving this task's directories is gone; stopping the command (exit 75: retry the task)", "pgid", pgid)
+			syscall.Kill(-pgid, syscall.SIGTERM)
 		case res := <-done:
 			ws, _ := res.state.Sys().(syscall.WaitStatus)
 			switch {
 			case ws.Signaled():
 				r.log.Warn("command killed by a signal", "signal", ws.Signal())
-				return 128 + int(ws.Signal()), nil
+				return 128 + int(ws.Signal()), wasLost, nil
 			default:
 				code := res.state.ExitCode()
 				r.log.Info("command exited", "code", code)
-				return code, nil
+				return code, wasLost, nil
 			}
 		}
 	}
