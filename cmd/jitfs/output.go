@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/internal/daemon"
 )

@@ -17,7 +17,6 @@ import (
 
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/jitfs"
-	"github.com/jitfs/jitfs/output"
 )
 
 // task is one attached `jitfs run`: its directories, served by the node.
@@ -245,6 +244,11 @@ func (n *Node) taskHooks(t *task) error {
 	// at the default location `jitfs prefetch PATH` finds it without
 	// JITFS_SOCKET.
 	opts.SocketPath = filepath.Join(filepath.Dir(n.cfg.Socket), filepath.Base(hooks.DefaultSocket(opts.Mountpoint)))
+	if len(opts.SocketPath) > 107 {
+		// Too long for sun_path beside a deep control socket: by task id
+		// (the command gets it in JITFS_SOCKET).
+		opts.SocketPath = filepath.Join(filepath.Dir(n.cfg.Socket), "task-"+t.id+".sock")
+	}
 	hs, err := hooks.NewServer(opts)
 	if err != nil {
 		return err

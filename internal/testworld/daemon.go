@@ -74,7 +74,8 @@ type Daemon struct {
 
 // StartDaemon starts a child with args that mounts at mountpoint and waits
 // until the mount answers and ready (nil: always) reports true. The test's
-// Cleanup stops it.
+// Cleanup stops it. A node daemon mounts nothing at start: its mountpoint
+// is "" and ready says when it serves.
 func StartDaemon(t testing.TB, mountpoint string, ready func() bool, args ...string) *Daemon {
 	t.Helper()
 	d := &Daemon{t: t, Mountpoint: mountpoint, Args: args, ready: ready}
@@ -96,7 +97,7 @@ func (d *Daemon) Start() {
 	d.exited = make(chan struct{})
 	go func() { d.cmd.Wait(); close(d.exited) }()
 	deadline := time.Now().Add(30 * time.Second)
-	for !d.live() || (d.ready != nil && !d.ready()) {
+	for (d.Mountpoint != "" && !d.live()) || (d.ready != nil && !d.ready()) {
 		select {
 		case <-d.exited:
 			d.t.Fatalf("daemon exited early: %v\n%s", d.cmd.ProcessState, d.Log)
@@ -137,7 +138,7 @@ func (d *Daemon) Stop() {
 		<-d.exited
 		d.t.Errorf("daemon did not exit on SIGTERM\n%s", d.Log)
 	}
-	if ok, _ := mountinfo.Mounted(d.Mountpoint); ok {
+	if ok, _ := mountinfo.Mounted(d.Mountpoint); ok && d.Mountpoint != "" {
 		syscall.Unmount(d.Mountpoint, syscall.MNT_DETACH)
 		d.t.Errorf("mount still present after the daemon exited")
 	}
