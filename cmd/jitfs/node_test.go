@@ -260,6 +260,14 @@ func TestNodeKilled(t *testing.T) {
 			show, filepath.Join(g.dir, name+".ready"))
 		return n.startRun(t, "--job", "R", "--mount", "gs://"+testBucket+"/show:"+show, "--", "sh", "-c", script)
 	}
+	t.Cleanup(func() {
+		// A failing test may leave the killed daemon's mounts behind.
+		for _, d := range []string{"r1/show", "r2/show", "w/out"} {
+			if deadMount(filepath.Join(dir, d)) {
+				syscall.Unmount(filepath.Join(dir, d), syscall.MNT_DETACH)
+			}
+		}
+	})
 	r1, r2 := reader("r1"), reader("r2")
 	w.Proxy.UploadOutage.Store(true) // the output stays staged
 	out := filepath.Join(dir, "w", "out")

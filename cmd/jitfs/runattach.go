@@ -81,10 +81,12 @@ func (r *runner) attached(socket string, req daemon.AttachRequest, argv []string
 	if err != nil {
 		fmt.Fprintf(r.stderr, "jitfs run: %v\n", err)
 	}
-	select {
-	case <-a.Lost:
-		lost = true
-	default:
+	if !lost {
+		// The command may have ended on its own errors a moment before
+		// the stream showed the daemon gone: ask.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		lost = !a.Attached(ctx)
+		cancel()
 	}
 	if lost {
 		fmt.Fprintf(r.stderr, "jitfs run: the node daemon at %s died while the command ran; retry the task (outputs it had closed are uploaded when the daemon restarts)\n", socket)

@@ -182,6 +182,24 @@ func (c *NodeClient) Attach(ctx context.Context, req AttachRequest) (*Attachment
 	return a, nil
 }
 
+// Attached asks the daemon whether it still serves the task: false when
+// it does not answer or answers without the task (a daemon that died and
+// was restarted meanwhile).
+func (a *Attachment) Attached(ctx context.Context) bool {
+	st, err := a.c.Status(ctx)
+	if err != nil {
+		return false
+	}
+	for _, j := range st.Jobs {
+		for _, t := range j.Tasks {
+			if t.ID == a.Reply.Task {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Flush waits up to wait for the task's outputs to be durable.
 func (a *Attachment) Flush(ctx context.Context, wait time.Duration, retryFailed bool) (FlushTaskReply, error) {
 	var rep FlushTaskReply
