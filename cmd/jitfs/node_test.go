@@ -157,6 +157,9 @@ func TestNodeFourTasks(t *testing.T) {
 			t.Fatalf("job %s: %d files pinned, %d bytes resident", j.ID, files, j.ResidentBytes)
 		}
 	}
+	if out, code := runJitfs(t, "status", "--daemon", n.sock); code != 0 || !strings.Contains(out, "job J1") || !strings.Contains(out, "job J2") {
+		t.Fatalf("jitfs status --daemon: exit %d\n%s", code, out)
+	}
 	g.open(t)
 	for i, ch := range runs {
 		r := waitRun(t, tasks[i].name, ch)
@@ -226,10 +229,8 @@ func TestNodeSnapshots(t *testing.T) {
 	}
 	// Job A's pins end on release (no task of it is attached now); its
 	// next task is a new job that sees the bucket as it is.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := daemon.NewNodeClient(n.sock).Release(ctx, "A"); err != nil {
-		t.Fatal(err)
+	if out, code := runJitfs(t, "prefetch", "--release", "--job", "A", "--daemon", n.sock); code != 0 {
+		t.Fatalf("jitfs prefetch --release --job A: exit %d\n%s", code, out)
 	}
 	if r := waitRun(t, "a3", read("A", "a3", "true")); r.code != 0 {
 		t.Fatalf("a3: exit %d\n%s", r.code, r.out)

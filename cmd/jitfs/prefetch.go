@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/prefetch"
 )
 
@@ -36,6 +37,7 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 	socket := fl.String("socket", "", "hook API socket (default: $JITFS_SOCKET, else the socket of the mount holding the first path)")
 	asJSON := fl.Bool("json", false, "print the daemon's reply as JSON")
 	release := fl.Bool("release", false, "release the job's pins (with --job) instead of prefetching")
+	nodeSock := fl.String("daemon", os.Getenv(daemon.EnvNodeSocket), "with --release and no hook socket: the node daemon's socket (default $"+daemon.EnvNodeSocket+", else "+daemon.DefaultNodeSocket+")")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err
@@ -58,6 +60,15 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: unknown --scope %q", errUsage, *scope)
 	}
 	sock, err := daemonSocket(*socket, pos)
+	if err != nil && *release {
+		// No mount's hook socket here: the node daemon ends the job's pins
+		// (and its snapshot, once no task of it is attached).
+		if ns, ok := nodeSocket(*nodeSock); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			return daemon.NewNodeClient(ns).Release(ctx, *job)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -205,12 +216,19 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	socket := fl.String("socket", "", "hook API socket (default: $JITFS_SOCKET, else the socket of the mount holding PATH or the current directory)")
 	asJSON := fl.Bool("json", false, "print JSON")
 	watch := fl.Duration("watch", 0, "refresh every interval until interrupted (a live progress view)")
+	nodeSock := fl.String("daemon", "", "the node daemon's socket: every job and task on the node (default, when no mount's hook socket is found: $"+daemon.EnvNodeSocket+", else "+daemon.DefaultNodeSocket+")")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err
 	}
+	if *nodeSock != "" {
+		return nodeStatus(*nodeSock, *asJSON, *watch, stdout)
+	}
 	sock, err := daemonSocket(*socket, pos)
 	if err != nil {
+		if ns, ok := nodeSocket(""); ok && *socket == "" && len(pos) == 0 {
+			return nodeStatus(ns, *asJSON, *watch, stdout)
+		}
 		return err
 	}
 	cl := hooks.NewClient(sock, 5*time.Second)
@@ -277,4 +295,83 @@ func daemonSocket(given string, pos []string) (string, error) {
 		from = pos[0]
 	}
 	return hooks.FindSocket(from)
+}
+
+// nodeSocket is the node daemon's socket: given, else $JITFS_DAEMON, else
+// the default when a daemon answers there.
+func nodeSocket(given string) (string, bool) {
+	if given == "" {
+		given = os.Getenv(daemon.EnvNodeSocket)
+	}
+	if given != "" {
+		return given, true
+	}
+	if daemon.NodeAnswers(daemon.DefaultNodeSocket, 2*time.Second) {
+		return daemon.DefaultNodeSocket, true
+	}
+	return "", false
+}
+
+// nodeStatus prints the node daemon's status: every job and task.
+func nodeStatus(sock string, asJSON bool, watch time.Duration, stdout io.Writer) error {
+	cl := daemon.NewNodeClient(sock)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		st, err := cl.Status(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil && watch > 0 {
+				return nil
+			}
+			return err
+		}
+		if asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(st)
+		} else {
+			printNodeStatus(stdout, st, watch > 0)
+		}
+		if watch <= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(watch):
+		}
+	}
+}
+
+func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
+	if live {
+		fmt.Fprint(w, "\x1b[H\x1b[2J")
+	}
+	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
+	fmt.Fprintf(w, "jitfs node daemon (pid %d) at %s\n", st.PID, st.Socket)
+	fmt.Fprintf(w, "  cache       %.1f of %.1f MiB in %s\n", mib(st.CacheUsedBytes), mib(st.CacheBudgetBytes), st.CacheDir)
+	fmt.Fprintf(w, "  metadata    %s, %d writes pending", st.Metadata.Path, st.Metadata.Pending)
+	if st.Metadata.Rebuilt {
+		fmt.Fprintf(w, ", REBUILT at start (%s)", st.Metadata.RebuiltReason)
+	}
+	fmt.Fprintf(w, "; %d listings shared between jobs\n", st.ListingsShared)
+	for _, d := range st.Recovering {
+		fmt.Fprintf(w, "  uploading   outputs a gone task staged in %s\n", d)
+	}
+	for _, j := range st.Jobs {
+		state := fmt.Sprintf("%d tasks", len(j.Tasks))
+		if len(j.Tasks) == 0 && j.EndsAt > 0 {
+			state = "no task; ends " + time.Unix(int64(j.EndsAt), 0).Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "  job %-20s %s; %.1f MiB resident, %.1f MiB pinned\n", j.ID, state, mib(j.ResidentBytes), mib(j.PinnedBytes))
+		for _, s := range j.Sources {
+			fmt.Fprintf(w, "    %-40s %d files (%.1f MiB), %.1f MiB resident, %d listings (%d from the store)\n",
+				s.Source, s.Files, mib(s.FileBytes), mib(s.ResidentBytes), s.Listings, s.StoredListings)
+		}
+		for _, t := range j.Tasks {
+			fmt.Fprintf(w, "    task %s pid %d %s mounts %v outputs %v\n", t.ID, t.PID, t.Name, t.Mounts, t.Outputs)
+		}
+	}
 }
