@@ -26,20 +26,20 @@
 // directory listed again from GCS.
 //
 // Open checks the whole file before serving from it: bbolt's own open
-// (meta checksums), the format version, a walk reading every record and
-// its CRC, and tx.Check (page references, free list, key order). A file
-// failing them is logged, renamed to Path+".corrupt" and replaced by an
-// empty store; damaged records in an otherwise sound file are deleted
-// alone. bbolt follows page numbers into its memory map unchecked, and a
-// page past the end of a truncated file faults; every read here runs with
-// debug.SetPanicOnFault and a recover, so damage is a reason to rebuild,
-// not a crash. The walk runs before tx.Check because Check reads pages in
-// a goroutine of its own, where a fault could not be recovered. These
-// checks cost milliseconds for 100,000 objects (BenchmarkReopen100k).
-// What they cannot catch is a damaged page that still parses and whose
-// records still pass their CRCs, such as a page pointer turned into one
-// to an ancestor page: bbolt would loop on it. That needs a specific
-// 8-byte value, not random damage.
+// (meta checksums), the format version, a bounds check of every page of
+// the tree read from the file with plain reads, a walk reading every
+// record and its CRC, and tx.Check (page references, free list, key
+// order). A file failing them is logged, renamed to Path+".corrupt" and
+// replaced by an empty store; damaged records in an otherwise sound file
+// are deleted alone. bbolt follows page numbers and key lengths into its
+// memory map unchecked, and a page past the end of a truncated file
+// faults: every read here runs with debug.SetPanicOnFault and a recover,
+// so damage is a reason to rebuild, not a crash. tx.Check reads in a
+// goroutine of its own, where that cannot be arranged; the bounds check
+// (pagecheck.go) runs first so that Check never meets a page that would
+// fault, or a cycle of pages to recurse on forever. All of it costs tens
+// of milliseconds for 100,000 objects (BenchmarkReopen100k); the damage
+// tests try some thousands of damaged files (-corrupt-seeds).
 //
 // # Writes
 //

@@ -76,8 +76,11 @@ func listing(job, source, dir string, n int, seed int64) namespace.Listing {
 	return l
 }
 
+// normalize is l as a store gives it back (times in UTC), in a copy: the
+// store keeps l until its writer has written it.
 func normalize(l namespace.Listing) namespace.Listing {
 	l.ListedAt = l.ListedAt.UTC()
+	l.Files = append([]gcs.Attrs(nil), l.Files...)
 	for i := range l.Files {
 		l.Files[i].Updated = l.Files[i].Updated.UTC()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"time"
 
 	"github.com/jitfs/jitfs/gcs"
@@ -232,9 +233,10 @@ func decodeListing(job, key string, v []byte) (namespace.Listing, error) {
 
 	// All names of the listing share one string: one allocation, not one
 	// per name.
-	var names []byte
-	var ends []int
 	nd := d.count("dir count")
+	// Front-coded names expand: twice the payload is a fair first guess.
+	names := make([]byte, 0, 2*len(p))
+	ends := make([]int, 0, nd+8)
 	for range nd {
 		names = append(names, d.bytes(d.uvarint("dir"), "dir")...)
 		ends = append(ends, len(names))
@@ -242,6 +244,7 @@ func decodeListing(job, key string, v []byte) (namespace.Listing, error) {
 	nf := d.count("file count")
 	if d.err == nil && nf > 0 {
 		l.Files = make([]gcs.Attrs, nf)
+		ends = slices.Grow(ends, nf)
 	}
 	prevStart := 0
 	for i := 0; i < nf && d.err == nil; i++ {
