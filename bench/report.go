@@ -66,3 +66,27 @@ func (r *SoakReport) Markdown(w io.Writer, l Link) {
 	}
 	fmt.Fprintln(w)
 }
+
+// Markdown writes the node daemon's figures, each beside what it is
+// measured against in the same run.
+func (r *NodeReport) Markdown(w io.Writer) {
+	fmt.Fprintf(w, "Node daemon: link %.0f ms round trip, %s; %d CPUs; %s\n\n", r.RTT, rate(r.Bandwidth), r.CPUs, r.Started.Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "| %d tasks of one job reading %s | total s | over the link | GCS requests | link bytes ÷ one task's |\n", r.Tasks, r.Workload)
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+	ratio := func(b int64) float64 {
+		if r.OneTaskBytes == 0 {
+			return 0
+		}
+		return float64(b) / float64(r.OneTaskBytes)
+	}
+	fmt.Fprintf(w, "| one after another, standalone `jitfs run` | %.3f | %s | %d | %.3f |\n", r.Sequential.Total, size(r.Sequential.LinkBytes), r.Sequential.Requests, ratio(r.Sequential.LinkBytes))
+	fmt.Fprintf(w, "| at once, through one node daemon | %.3f | %s | %d | %.3f |\n\n", r.Concurrent.Total, size(r.Concurrent.LinkBytes), r.Concurrent.Requests, ratio(r.Concurrent.LinkBytes))
+	m := r.Memory
+	fmt.Fprintf(w, "| memory: %d jobs × %d files listed | value |\n|---|---:|\n", m.Jobs, m.Files)
+	fmt.Fprintf(w, "| bench process RSS (node daemon and emulator) | %s |\n| RSS before the node started | %s |\n| Go heap in use | %s |\n| listing time, all jobs | %.2f s |\n| list requests (listings shared between jobs) | %d (%d) |\n\n",
+		size(m.RSSBytes), size(m.BaselineRSS), size(m.HeapBytes), m.ListSeconds, m.ListRequests, m.SharedListing)
+	s := r.Restart
+	fmt.Fprintf(w, "| restart over %d cached and listed objects | value |\n|---|---:|\n", s.Objects)
+	fmt.Fprintf(w, "| daemon start (cache scan, metadata check, jobs restored) | %.3f s |\n| start to a task of the job attached and served | %.3f s |\n| list / stat / data requests | %d / %d / %d |\n",
+		s.StartSeconds, s.ServeSeconds, s.Lists, s.Stats, s.Reads)
+}

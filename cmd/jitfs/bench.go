@@ -34,6 +34,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	soakRounds := fl.Int("soak", 0, "instead of the matrix, soak: this many rounds of concurrent replays (cold, warm, after a restart) of --soak-traces on a fresh cache each; exits 1 on any failed operation")
 	soakTraces := fl.String("soak-traces", "blender_sh010_f02,blender_sh010_f03,povray_balcony", "comma-separated trace names (in --traces) the soak replays")
 	replayers := fl.Int("replayers", 4, "concurrent replayers in each soak phase")
+	node := fl.Bool("node", false, "instead of the matrix, the node daemon's figures: tasks at once through it vs one after another standalone, memory with many jobs listed, restart over a large cache")
+	nodeWorkload := fl.String("node-workload", "blender_sh010_f02", "with --node: the trace (in --traces) each task reads; a synthetic small-files workload when it is missing")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err
@@ -53,6 +55,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	// loopback is never touched: run the rest of the command there.
 	if err := wan.Reexec(); err != nil {
 		return err
+	}
+	if *node {
+		return runNodeBench(*traces, *nodeWorkload, *short, *workDir, *asJSON, link, log, stdout, stderr)
 	}
 	if *soakRounds > 0 {
 		return runSoak(*traces, *soakTraces, *soakRounds, *replayers, *workDir, *asJSON, link, log, stdout, stderr)
@@ -206,4 +211,41 @@ func runSoak(traces, names string, rounds, replayers int, workDir string, asJSON
 		rep.Markdown(stdout, link)
 	}
 	return rep.Err()
+}
+
+// runNodeBench is `jitfs bench --node`: the node daemon's figures.
+func runNodeBench(traces, name string, short bool, workDir string, asJSON bool, link bench.Link, log *slog.Logger, stdout, stderr io.Writer) error {
+	cfg := bench.NodeConfig{Link: link, Network: emulatedWAN(link), Log: log, Progress: stderr}
+	if short {
+		cfg.Workload = bench.SmallFiles(100, 32<<10, 1)
+		cfg.Jobs, cfg.FilesPerJob, cfg.RestartObjects = 2, 500, 2000
+	} else if h, evs, err := readTraceFile(filepath.Join(traces, name+".jsonl.zst"), stderr); err == nil {
+		if cfg.Workload, err = bench.NewWorkload(name, h, evs); err != nil {
+			return err
+		}
+	} else {
+		cfg.Workload = bench.SmallFiles(2000, 64<<10, 16)
+	}
+	dir := workDir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "jitfs-node-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	cfg.WorkDir = dir
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.RunNode(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	rep.Markdown(stdout)
+	return nil
 }

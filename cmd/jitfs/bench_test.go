@@ -86,3 +86,30 @@ func TestPreviousFrame(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeBenchShort runs `jitfs bench --node --short`: the node daemon's
+// figures are produced, the tasks through the daemon move one task's
+// bytes, and the restarted daemon serves with no request.
+func TestNodeBenchShort(t *testing.T) {
+	out, code := runJitfs(t, "bench", "--node", "--short", "--json", "--rtt", "10ms", "--bandwidth", "200MB/s")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	var rep bench.NodeReport
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{\n"):]), &rep); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if rep.Tasks != 4 || rep.OneTaskBytes <= 0 || rep.Sequential.Total <= 0 || rep.Concurrent.Total <= 0 {
+		t.Fatalf("tasks figure missing: %+v", rep)
+	}
+	// One job's tasks share one cache: together they move what one moves.
+	if rep.Concurrent.LinkBytes > rep.OneTaskBytes*105/100 {
+		t.Errorf("4 tasks through the node moved %d bytes, one task %d", rep.Concurrent.LinkBytes, rep.OneTaskBytes)
+	}
+	if rep.Memory.RSSBytes <= 0 || rep.Memory.Jobs != 2 {
+		t.Errorf("memory figure: %+v", rep.Memory)
+	}
+	if r := rep.Restart; r.Objects != 2000 || r.Lists+r.Stats+r.Reads != 0 || r.ServeSeconds <= 0 {
+		t.Errorf("restart figure: %+v", r)
+	}
+}

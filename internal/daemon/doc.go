@@ -16,6 +16,25 @@
 // (detached if files are still open, so the daemon can exit), then what
 // the mount used (trace, cache or staging area, client).
 //
+// The node daemon (StartNode, `jitfs daemon`) is one process serving
+// every task of every job on a node over one cache, one metadata store
+// (internal/metastore, in the cache directory) and one staging root.
+// node.go opens and recovers them, serves the control socket and closes;
+// nodejob.go is a job: one namespace.Namespace per source it reads,
+// shared by its tasks and persisted through the store, listed through the
+// bucket's namespace.SharedListings never earlier than the job's start,
+// a prefetch engine per source, and its end a grace period after its last
+// task detaches (or on release); nodetask.go attaches and detaches a task
+// (its scene mounts over its job's namespaces, its output areas staged by
+// prefix with StagingDirFor, its hook socket) and keeps a record of each
+// live task so that a daemon restarted after a crash detaches their dead
+// mounts; nodeorphan.go uploads what staging directories hold when no task
+// serves them (a detached task's, or every one found at start);
+// nodeapi.go is the jitfs.node/v1 control API's schema, nodehttp.go its
+// handlers and nodeclient.go the client `jitfs run`, `jitfs status` and
+// `jitfs prefetch --release` use. A task lives as long as its attach
+// request's connection. docs/node.md describes it for operators.
+//
 // Flags, signals, exit codes and the lines printed for users stay in
 // cmd/jitfs: this package logs through the configured logger and returns
 // errors.

@@ -361,3 +361,20 @@ func unix(t time.Time) float64 {
 	}
 	return float64(t.UnixNano()) / 1e9
 }
+
+// GCSCounters sums the node's GCS clients: bytes read, and list, stat and
+// read requests.
+func (n *Node) GCSCounters() (bytes, lists, stats, reads int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, b := range n.buckets {
+		if b.gc != nil {
+			s := &b.gc.Stats
+			bytes += s.BytesRead.Load()
+			lists += s.Lists.Load()
+			stats += s.Stats.Load()
+			reads += s.Reads.Load()
+		}
+	}
+	return
+}
