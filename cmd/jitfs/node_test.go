@@ -380,3 +380,56 @@ cat %[2]q/a/pinned.bin > %[5]q`, self, show, g.sh("a"), filepath.Join(dir, "held
 		t.Fatalf("job A's open and pinned files were fetched again (%d more data requests): eviction took them", got-before)
 	}
 }
+
+// TestNodeCorruptMetadata: a metadata store found torn at start is
+// logged, set aside and rebuilt from GCS: the job's next task lists
+// again and reads the bucket's bytes, and the status says so.
+func TestNodeCorruptMetadata(t *testing.T) {
+	w := newWorld(t, false)
+	want := w.PutRandom("show/x.bin", 30_000)
+	dir := t.TempDir()
+	n := w.startNode(dir)
+	read := func(name string) {
+		t.Helper()
+		show := filepath.Join(dir, name, "show")
+		r := waitRun(t, name, n.startRun(t, "--job", "J", "--mount", "gs://"+testBucket+"/show:"+show, "--",
+			"cp", filepath.Join(show, "x.bin"), filepath.Join(dir, name+".got")))
+		if r.code != 0 {
+			t.Fatalf("%s: exit %d\n%s\n%s", name, r.code, r.out, n.Log)
+		}
+		mustEqualBytes(t, name, mustRead(t, filepath.Join(dir, name+".got")), want)
+	}
+	read("t1")
+	n.Stop()
+	db := filepath.Join(dir, "cache", "meta.db")
+	fi, err := os.Stat(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Tear it: the first pages (bbolt's meta pages) overwritten.
+	garbage := testworld.RandBytes("torn", int(min(fi.Size(), 16<<10)))
+	f, err := os.OpenFile(db, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(garbage, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	n.Start()
+	st := n.status(t)
+	if !st.Metadata.Rebuilt || st.Metadata.RebuiltReason == "" {
+		t.Fatalf("status after a torn store: %+v", st.Metadata)
+	}
+	if _, err := os.Stat(db + ".corrupt"); err != nil {
+		t.Fatalf("the torn store was not set aside: %v", err)
+	}
+	if !strings.Contains(n.Log.String(), "corrupt") {
+		t.Fatalf("the daemon did not log the torn store:\n%s", n.Log)
+	}
+	w.Proxy.Lists.Store(0)
+	read("t2")
+	if w.Proxy.Lists.Load() == 0 {
+		t.Fatal("the rebuilt store served a listing it cannot have kept")
+	}
+}
