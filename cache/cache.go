@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,7 +21,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
+	"golang.org/x/sys/unix"
 )
 
 // Source is what the cache needs of a remote store.
@@ -179,57 +182,35 @@ func lockDir(dir string) (*os.File, error) {
 // scan indexes the objects on disk, oldest first by data-file mtime (which
 // Open refreshes), without opening any of them.
 func (c *Cache) scan() error {
-	type found struct {
-		key   string
-		bytes int64
-		mtime time.Time
-	}
-	var all []found
+	var all []scanned
 	shards, err := os.ReadDir(c.dir)
 	if err != nil {
 		return fmt.Errorf("cache: scan %s: %w", c.dir, err)
 	}
+	var names []string
 	for _, sh := range shards {
 		if !sh.IsDir() {
 			continue
 		}
-		sdir := filepath.Join(c.dir, sh.Name())
-		ents, err := os.ReadDir(sdir)
-		if err != nil {
-			return fmt.Errorf("cache: scan %s: %w", sdir, err)
-		}
-		journals := map[string]bool{}
-		var datas []string
-		for _, e := range ents {
-			n := e.Name()
-			switch {
-			case strings.HasSuffix(n, ".jnl"):
-				journals[strings.TrimSuffix(n, ".jnl")] = true
-			case strings.HasSuffix(n, ".data"):
-				datas = append(datas, strings.TrimSuffix(n, ".data"))
-			case strings.HasSuffix(n, ".tmp"):
-				os.Remove(filepath.Join(sdir, n))
-			}
-		}
-		for _, k := range datas {
-			p := filepath.Join(sdir, k+".data")
-			if !journals[k] {
-				// Data without a journal was never recorded as valid.
-				os.Remove(p)
-				continue
-			}
-			var st syscall.Stat_t
-			if err := syscall.Stat(p, &st); err != nil {
-				continue
-			}
-			all = append(all, found{k, st.Blocks * 512, time.Unix(st.Mtim.Unix())})
-			delete(journals, k)
-		}
-		for k := range journals {
-			// A journal without data holds only a header: keep it indexed at
-			// zero bytes so eviction can remove it.
-			all = append(all, found{key: k})
-		}
+		names = append(names, sh.Name())
+	}
+	// Shards are scanned in parallel: a node restarting over 100,000
+	// cached objects spends its start-up in these stats.
+	found := make([][]scanned, len(names))
+	var g errgroup.Group
+	g.SetLimit(4 * runtime.NumCPU())
+	for i, name := range names {
+		g.Go(func() error {
+			var err error
+			found[i], err = scanShard(filepath.Join(c.dir, name))
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, f := range found {
+		all = append(all, f...)
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].mtime.Before(all[j].mtime) })
 	for _, f := range all {
@@ -240,6 +221,60 @@ func (c *Cache) scan() error {
 		c.used += f.bytes
 	}
 	return nil
+}
+
+// scanned is one object found on disk at start.
+type scanned struct {
+	key   string
+	bytes int64
+	mtime time.Time
+}
+
+// scanShard indexes one shard directory, removing what was never valid.
+func scanShard(sdir string) ([]scanned, error) {
+	d, err := os.Open(sdir)
+	if err != nil {
+		return nil, fmt.Errorf("cache: scan %s: %w", sdir, err)
+	}
+	defer d.Close()
+	// Unsorted, and stat relative to the directory: no path walks.
+	ents, err := d.ReadDir(-1)
+	if err != nil {
+		return nil, fmt.Errorf("cache: scan %s: %w", sdir, err)
+	}
+	journals := map[string]bool{}
+	var datas []string
+	for _, e := range ents {
+		n := e.Name()
+		switch {
+		case strings.HasSuffix(n, ".jnl"):
+			journals[strings.TrimSuffix(n, ".jnl")] = true
+		case strings.HasSuffix(n, ".data"):
+			datas = append(datas, strings.TrimSuffix(n, ".data"))
+		case strings.HasSuffix(n, ".tmp"):
+			os.Remove(filepath.Join(sdir, n))
+		}
+	}
+	var out []scanned
+	for _, k := range datas {
+		if !journals[k] {
+			// Data without a journal was never recorded as valid.
+			os.Remove(filepath.Join(sdir, k+".data"))
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(int(d.Fd()), k+".data", &st, 0); err != nil {
+			continue
+		}
+		out = append(out, scanned{k, st.Blocks * 512, time.Unix(st.Mtim.Unix())})
+		delete(journals, k)
+	}
+	for k := range journals {
+		// A journal without data holds only a header: keep it indexed at
+		// zero bytes so eviction can remove it.
+		out = append(out, scanned{key: k})
+	}
+	return out, nil
 }
 
 func (c *Cache) paths(key string) (data, jnl string) {

@@ -157,7 +157,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		for _, c := range ocfgs {
 			req.Outputs = append(req.Outputs, daemon.Source{Bucket: c.Bucket, Prefix: c.Prefix, Dir: c.Mountpoint})
 		}
-		code := r.attached(sock, req, argv, *manifest, *prefetchWait, *job, *flushTimeout)
+		code := r.attached(sock, req, argv, *manifest, *prefetchWait, *flushTimeout)
 		if code == 0 {
 			return nil
 		}

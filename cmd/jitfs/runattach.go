@@ -18,7 +18,7 @@ import (
 // command (the scheduler retries; what the command had closed is uploaded
 // by the restarted daemon).
 func (r *runner) attached(socket string, req daemon.AttachRequest, argv []string, manifest string, prefetchWait time.Duration,
-	job string, flushTimeout time.Duration) int {
+	flushTimeout time.Duration) int {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
@@ -66,7 +66,7 @@ func (r *runner) attached(socket string, req daemon.AttachRequest, argv []string
 		outs = append(outs, s.Dir)
 	}
 	if manifest != "" {
-		if err := prefetchManifest(setupCtx, r.log, a.Reply.Socket, manifest, prefetchWait, job); err != nil {
+		if err := prefetchManifest(setupCtx, r.log, a.Reply.Socket, manifest, prefetchWait, a.Reply.Job); err != nil {
 			fmt.Fprintf(r.stderr, "jitfs run: %v\n", err)
 			return exitSetup
 		}

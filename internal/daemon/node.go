@@ -243,12 +243,23 @@ func (n *Node) snapshot() telemetry.Snapshot {
 		}
 	}
 	n.mu.Unlock()
-	for _, st := range n.Status().Jobs {
-		snap.Pinned += st.PinnedBytes
-		for _, s := range st.Sources {
-			snap.PrefetchQueue += s.Prefetch.QueueDepth
-			snap.PrefetchInFlight += s.Prefetch.InFlight
+	// Only the engines' counters: a scrape must not walk every job's
+	// pinned files as the status does.
+	n.mu.Lock()
+	jobs := make([]*job, 0, len(n.jobs))
+	for _, j := range n.jobs {
+		jobs = append(jobs, j)
+	}
+	n.mu.Unlock()
+	for _, j := range jobs {
+		j.vmu.Lock()
+		for _, v := range j.views {
+			st := v.engine.Status()
+			snap.Pinned += st.PinnedBytes
+			snap.PrefetchQueue += st.QueueDepth
+			snap.PrefetchInFlight += st.InFlight
 		}
+		j.vmu.Unlock()
 	}
 	return snap
 }
