@@ -46,7 +46,7 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   # unknown keys and bad values, so any output fails the run.
   echo "== systemd-analyze verify deploy/*.service"
   unitdir=$(mktemp -d)
-  for u in deploy/*@.service; do
+  for u in deploy/*.service; do
     sed 's#/usr/local/bin/jitfs#/bin/true#' "$u" > "$unitdir/$(basename "$u" .service)example.service"
   done
   verify_out=$(cd "$unitdir" && systemd-analyze verify ./*.service 2>&1) || true

@@ -433,3 +433,31 @@ func TestNodeCorruptMetadata(t *testing.T) {
 		t.Fatal("the rebuilt store served a listing it cannot have kept")
 	}
 }
+
+// TestRunWithoutNodeDaemon: a second standalone task of the same source on
+// one cache is refused with a pointer to the node daemon, and a --daemon
+// that does not answer fails the setup.
+func TestRunWithoutNodeDaemon(t *testing.T) {
+	w := newWorld(t, false)
+	w.PutRandom("show/x.bin", 1000)
+	dir := t.TempDir()
+	g := newGate(t)
+	first := make(chan runResult, 1)
+	go func() {
+		o, code := runJitfs(t, append(w.runArgs(dir), "--mount", "gs://"+testBucket+"/show:"+filepath.Join(dir, "t1"), "--", "sh", "-c", g.sh("t1"))...)
+		first <- runResult{o, code}
+	}()
+	waitFor(t, "the first task running", 2*time.Minute, func() bool { return g.ready("t1") })
+	o, code := runJitfs(t, append(w.runArgs(dir), "--mount", "gs://"+testBucket+"/show:"+filepath.Join(dir, "t2"), "--", "true")...)
+	if code != exitSetup || !strings.Contains(o, "in use") || !strings.Contains(o, "jitfs daemon") {
+		t.Fatalf("second standalone task on one cache: exit %d\n%s", code, o)
+	}
+	g.open(t)
+	if r := waitRun(t, "t1", first); r.code != 0 {
+		t.Fatalf("first task: exit %d\n%s", r.code, r.out)
+	}
+	o, code = runJitfs(t, "run", "--daemon", filepath.Join(dir, "none.sock"), "--mount", "gs://"+testBucket+"/show:"+filepath.Join(dir, "t3"), "--", "true")
+	if code != exitSetup || !strings.Contains(o, "no jitfs node daemon") {
+		t.Fatalf("--daemon with nothing there: exit %d\n%s", code, o)
+	}
+}
