@@ -461,3 +461,39 @@ func TestRunWithoutNodeDaemon(t *testing.T) {
 		t.Fatalf("--daemon with nothing there: exit %d\n%s", code, o)
 	}
 }
+
+// TestNodeGraceAndLeftoverOutputs: a job ends its grace period after its
+// last task (its pins end, and its next task sees the bucket as it is
+// now), and outputs a task left not durable when its flush gave up are
+// uploaded by the daemon after the task detached.
+func TestNodeGraceAndLeftoverOutputs(t *testing.T) {
+	w := newWorld(t, true)
+	w.PutRandom("show/x.bin", 20_000)
+	dir := t.TempDir()
+	n := w.startNode(dir, "--job-grace", "300ms")
+	show := filepath.Join(dir, "t1", "show")
+	out := filepath.Join(dir, "t1", "out")
+	w.Proxy.UploadOutage.Store(true)
+	r := waitRun(t, "t1", n.startRun(t, "--job", "G", "--flush-timeout", "1s",
+		"--mount", "gs://"+testBucket+"/show:"+show, "--output", "gs://"+testBucket+"/jobs/G/f1:"+out, "--",
+		"sh", "-c", fmt.Sprintf(`cp %q %q && echo frame > %q/f.exr`, filepath.Join(show, "x.bin"), filepath.Join(dir, "t1.got"), out)))
+	if r.code != exitNotDurable || !strings.Contains(r.out, "NOT durable") {
+		t.Fatalf("t1 with uploads failing: exit %d\n%s", r.code, r.out)
+	}
+	w.Proxy.UploadOutage.Store(false)
+	c := w.gcsClient()
+	waitFor(t, "the detached task's output uploaded by the daemon", 2*time.Minute, func() bool {
+		return checkObject(t, c, "jobs/G/f1/f.exr", []byte("frame\n")) == nil
+	})
+	waitFor(t, "job G ended after its grace period", 2*time.Minute, func() bool { return len(n.status(t).Jobs) == 0 })
+
+	v2 := testworld.RandBytes("x v2", 25_000)
+	w.Put("show/x.bin", v2)
+	show2 := filepath.Join(dir, "t2", "show")
+	r = waitRun(t, "t2", n.startRun(t, "--job", "G", "--mount", "gs://"+testBucket+"/show:"+show2, "--",
+		"cp", filepath.Join(show2, "x.bin"), filepath.Join(dir, "t2.got")))
+	if r.code != 0 {
+		t.Fatalf("t2: exit %d\n%s", r.code, r.out)
+	}
+	mustEqualBytes(t, "job G after its grace period", mustRead(t, filepath.Join(dir, "t2.got")), v2)
+}
