@@ -58,7 +58,20 @@ func (d *dir) startList() (first, finished chan struct{}) {
 		d.listErr = nil
 		d.firstPage = make(chan struct{})
 		d.finished = make(chan struct{})
-		go d.list(d.firstPage, d.finished)
+		ns := d.ns
+		ns.mu.Lock()
+		closed := ns.closed
+		if !closed {
+			ns.listing.Add(1)
+		}
+		ns.mu.Unlock()
+		if closed {
+			d.listErr, d.state = ErrClosed, listDone
+			close(d.firstPage)
+			close(d.finished)
+		} else {
+			go d.list(d.firstPage, d.finished)
+		}
 	}
 	return d.firstPage, d.finished
 }
@@ -67,6 +80,7 @@ func (d *dir) startList() (first, finished chan struct{}) {
 // lookup started still completes for the next one.
 func (d *dir) list(first, finished chan struct{}) {
 	ns := d.ns
+	defer ns.listing.Done()
 	if d.loadStored(first, finished) {
 		return
 	}

@@ -114,6 +114,10 @@ type Namespace struct {
 
 	mu   sync.Mutex
 	dirs map[string]*dir // by path relative to the root ("" for the root)
+	// listing counts listing goroutines, so that Close returns only once
+	// none can still save a listing to the Store.
+	listing sync.WaitGroup
+	closed  bool // under mu: no listing starts once set
 
 	// neg remembers names found absent by direct lookups in directories
 	// whose listing was still in progress. Best effort: a dropped entry
@@ -158,10 +162,15 @@ func New(opts Options) (*Namespace, error) {
 	return ns, nil
 }
 
-// Close stops listings still running and frees the negative cache. Calls
-// made after Close fail with ErrClosed or the error of a stopped listing.
+// Close stops listings still running, waits for them, and frees the
+// negative cache. Calls made after Close fail with ErrClosed or the error
+// of a stopped listing.
 func (ns *Namespace) Close() {
+	ns.mu.Lock()
+	ns.closed = true
+	ns.mu.Unlock()
 	ns.cancel()
+	ns.listing.Wait()
 	ns.neg.Close()
 }
 

@@ -31,7 +31,8 @@ type SharedListings struct {
 	done  map[string]*list.Element // by prefix; values *sharedListing
 	lru   *list.List               // front: most recently used
 	names int
-	// partial are listings being paged through, by their next page token.
+	// partial are listings being paged through, by prefix and next page
+	// token.
 	partial map[string]*sharedListing
 
 	// Reused counts listings answered from another job's listing.
@@ -91,8 +92,8 @@ func (r sinceRemote) ListPage(ctx context.Context, prefix, token string, pageSiz
 		}
 		acc = &sharedListing{prefix: prefix, started: s.now()}
 	} else {
-		acc = s.partial[token]
-		delete(s.partial, token)
+		acc = s.partial[prefix+"\x00"+token]
+		delete(s.partial, prefix+"\x00"+token)
 	}
 	s.mu.Unlock()
 	p, err := s.remote.ListPage(ctx, prefix, token, pageSize)
@@ -109,7 +110,7 @@ func (r sinceRemote) ListPage(ctx context.Context, prefix, token string, pageSiz
 			// their token behind: drop them all rather than grow.
 			clear(s.partial)
 		}
-		s.partial[p.Next] = acc
+		s.partial[prefix+"\x00"+p.Next] = acc
 		return p, nil
 	}
 	s.keepLocked(acc)

@@ -88,7 +88,10 @@ type Node struct {
 	tasks    map[string]*task
 	orphans  map[string]*orphan // staging dir -> area uploading a gone task's outputs
 	closing  bool
-	wg       sync.WaitGroup
+	// attaching counts attaches in progress: Close waits for them, so a
+	// task half set up is never left mounted.
+	attaching sync.WaitGroup
+	wg        sync.WaitGroup
 	closed   closeOnce
 	tasksDir string // live tasks' records, for a restart after a crash
 }
@@ -180,7 +183,9 @@ func (n *Node) listen() error {
 	mux.HandleFunc("DELETE /v1/tasks/{id}", n.handleDetach)
 	mux.HandleFunc("POST /v1/jobs/{id}/release", n.handleRelease)
 	mux.HandleFunc("GET /v1/status", n.handleStatus)
-	n.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	mux.HandleFunc("GET /v1/health", n.handleHealth)
+	mux.HandleFunc("GET /v1/tasks/{id}", n.handleTask)
+	n.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ConnContext: withCaller}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -202,10 +207,14 @@ func (n *Node) bucket(ctx context.Context, name string) (*bucketClient, error) {
 	}
 	n.mu.Unlock()
 	b.once.Do(func() {
-		b.gc, b.err = openBucket(ctx, gcs.Options{Bucket: name, Endpoint: n.cfg.Endpoint, AttemptTimeout: n.cfg.AttemptTimeout, Metrics: n.ops})
-		if b.err == nil {
-			b.shared = namespace.NewSharedListings(b.gc, 0, nil)
+		gc, err := openBucket(ctx, gcs.Options{Bucket: name, Endpoint: n.cfg.Endpoint, AttemptTimeout: n.cfg.AttemptTimeout, Metrics: n.ops})
+		// Published under mu: status and metrics read them there.
+		n.mu.Lock()
+		b.gc, b.err = gc, err
+		if err == nil {
+			b.shared = namespace.NewSharedListings(gc, 0, nil)
 		}
+		n.mu.Unlock()
 	})
 	if b.err != nil {
 		// A failed open is not remembered: the bucket may exist later, or
@@ -274,6 +283,9 @@ func (n *Node) close() error {
 	var errs []error
 	n.mu.Lock()
 	n.closing = true
+	n.mu.Unlock()
+	n.attaching.Wait()
+	n.mu.Lock()
 	tasks := make([]*task, 0, len(n.tasks))
 	for _, t := range n.tasks {
 		tasks = append(tasks, t)
@@ -366,7 +378,7 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func unix(t time.Time) float64 {
+func unixSecs(t time.Time) float64 {
 	if t.IsZero() {
 		return 0
 	}

@@ -17,6 +17,12 @@ import (
 //	DELETE /v1/tasks/{id}             detach: unmount the task's directories (outputs keep uploading)
 //	POST   /v1/jobs/{id}/release      the job's prefetch pins end; with no task attached, its snapshot too
 //	GET    /v1/status                 NodeStatus
+//	GET    /v1/health                 200 when a node daemon answers
+//	GET    /v1/tasks/{id}             200 while the task is attached, 404 after
+//
+// A caller other than root may attach a task only at directories it owns
+// (SO_PEERCRED): the socket's group is trusted with the node's credentials
+// for GCS, not with mounting over the node's own files.
 const NodeSchema = "jitfs.node/v1"
 
 // DefaultNodeSocket is where `jitfs daemon` listens and `jitfs run` looks.

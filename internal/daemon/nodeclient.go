@@ -48,8 +48,7 @@ func NodeAnswers(socket string, timeout time.Duration) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	_, err := NewNodeClient(socket).Status(ctx)
-	return err == nil
+	return NewNodeClient(socket).do(ctx, http.MethodGet, "/v1/health", nil, nil) == nil
 }
 
 func (c *NodeClient) do(ctx context.Context, method, path string, in, out any) error {
@@ -186,18 +185,7 @@ func (c *NodeClient) Attach(ctx context.Context, req AttachRequest) (*Attachment
 // it does not answer or answers without the task (a daemon that died and
 // was restarted meanwhile).
 func (a *Attachment) Attached(ctx context.Context) bool {
-	st, err := a.c.Status(ctx)
-	if err != nil {
-		return false
-	}
-	for _, j := range st.Jobs {
-		for _, t := range j.Tasks {
-			if t.ID == a.Reply.Task {
-				return true
-			}
-		}
-	}
-	return false
+	return a.c.do(ctx, http.MethodGet, "/v1/tasks/"+a.Reply.Task, nil, nil) == nil
 }
 
 // Flush waits up to wait for the task's outputs to be durable.

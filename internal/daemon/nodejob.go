@@ -23,9 +23,18 @@ type job struct {
 	started time.Time
 
 	tasks    map[string]*task
+	pending  int // tasks being attached: the job cannot end meanwhile
 	detached time.Time
 	timer    *time.Timer
-	ended    bool
+	// ended is set when the job starts ending; endDone closes once its
+	// pins and snapshot are gone and it has left Node.jobs.
+	ended   bool
+	endDone chan struct{}
+
+	// pmu orders the job's writes to the metadata store, each made from
+	// the state current when it is written: the last write is the latest
+	// state, whatever order detaches and attaches raced in.
+	pmu sync.Mutex
 
 	vmu   sync.Mutex // guards views; held while one is created
 	views map[string]*view
@@ -41,7 +50,7 @@ type view struct {
 func sourceKey(bucket, prefix string) string { return bucket + "/" + prefix }
 
 func newJob(id string, started time.Time) *job {
-	return &job{id: id, started: started, tasks: map[string]*task{}, views: map[string]*view{}}
+	return &job{id: id, started: started, tasks: map[string]*task{}, views: map[string]*view{}, endDone: make(chan struct{})}
 }
 
 // view returns the job's snapshot of bucket/prefix, creating it on first
@@ -50,17 +59,19 @@ func newJob(id string, started time.Time) *job {
 // older than the job's start.
 func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, error) {
 	key := sourceKey(bucket, prefix)
+	// The bucket is opened (and checked, over the network) before the
+	// job's lock is taken: status and release never wait on GCS.
+	bc, err := n.bucket(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
 	j.vmu.Lock()
 	defer j.vmu.Unlock()
 	if v := j.views[key]; v != nil {
 		return v, nil
 	}
-	bc, err := n.bucket(ctx, bucket)
-	if err != nil {
-		return nil, err
-	}
 	ns, err := namespace.New(namespace.Options{Remote: bc.shared.Since(j.started), Prefix: prefix,
-		Store: n.Store.Listings(j.id, key)})
+		Store: sinceStore{Store: n.Store.Listings(j.id, key), started: j.started}})
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +99,21 @@ func (v *view) Resolve(ctx context.Context, rel string) (cache.Meta, error) {
 	return cache.Meta{Bucket: v.bucket, Name: a.Name, Gen: a.Generation, Size: a.Size, CRC32C: a.CRC32C, HasCRC32C: a.HasCRC32C}, nil
 }
 
+// sinceStore serves a job only listings made since it started: a job that
+// reuses an ended job's id never inherits that job's listings.
+type sinceStore struct {
+	namespace.Store
+	started time.Time
+}
+
+func (s sinceStore) LoadDir(dir string) (namespace.Listing, bool) {
+	l, ok := s.Store.LoadDir(dir)
+	if !ok || l.ListedAt.Before(s.started) {
+		return namespace.Listing{}, false
+	}
+	return l, true
+}
+
 // closeViews ends the job's engines (their pins go) and snapshots.
 func (j *job) closeViews() {
 	j.vmu.Lock()
@@ -108,9 +134,9 @@ func (j *job) record() metastore.Job {
 // task set, then the job's own lock: never both at once.
 func (j *job) status(n *Node) JobStatus {
 	n.mu.Lock()
-	st := JobStatus{ID: j.id, Started: unix(j.started), Detached: unix(j.detached)}
+	st := JobStatus{ID: j.id, Started: unixSecs(j.started), Detached: unixSecs(j.detached)}
 	if !j.detached.IsZero() {
-		st.EndsAt = unix(j.detached.Add(n.cfg.JobGrace))
+		st.EndsAt = unixSecs(j.detached.Add(n.cfg.JobGrace))
 	}
 	for _, t := range j.tasks {
 		st.Tasks = append(st.Tasks, t.status())
@@ -174,15 +200,19 @@ func (n *Node) scheduleEndLocked(j *job) {
 		j.timer.Stop()
 	}
 	wait := max(0, time.Until(j.detached.Add(n.cfg.JobGrace)))
-	j.timer = time.AfterFunc(wait, func() { n.endJob(j, "grace period over") })
+	j.timer = time.AfterFunc(wait, func() { n.endJob(j, false) })
 }
 
-// endJob ends a job with no task attached: its pins are released, its
-// snapshot dropped and forgotten by the metadata store. A task attaching
-// later with the same id starts the job afresh.
-func (n *Node) endJob(j *job, why string) bool {
+// endJob ends a job with no task attached or being attached: its pins are
+// released, its snapshot dropped and forgotten by the metadata store. A
+// task of the same id arriving meanwhile waits, then starts the job
+// afresh. now ends it at once (a release); otherwise only once its grace
+// period is over (a timer that fired just as a task came and went is
+// stale).
+func (n *Node) endJob(j *job, now bool) bool {
 	n.mu.Lock()
-	if j.ended || len(j.tasks) > 0 || n.closing || n.jobs[j.id] != j {
+	if j.ended || len(j.tasks) > 0 || j.pending > 0 || n.closing || n.jobs[j.id] != j ||
+		(!now && time.Since(j.detached) < n.cfg.JobGrace) {
 		n.mu.Unlock()
 		return false
 	}
@@ -190,14 +220,38 @@ func (n *Node) endJob(j *job, why string) bool {
 	if j.timer != nil {
 		j.timer.Stop()
 	}
-	delete(n.jobs, j.id)
 	n.mu.Unlock()
 	j.closeViews()
+	j.pmu.Lock()
 	if err := n.Store.DeleteJob(j.id); err != nil {
 		n.log.Warn("node: forget job in the metadata store", "job", j.id, "err", err)
 	}
+	j.pmu.Unlock()
+	n.mu.Lock()
+	delete(n.jobs, j.id)
+	n.mu.Unlock()
+	close(j.endDone)
+	why := "grace period over"
+	if now {
+		why = "released"
+	}
 	n.log.Info("node: job ended; its pins and snapshot are released", "job", j.id, "why", why)
 	return true
+}
+
+// persistJob writes the job's current state to the metadata store.
+func (n *Node) persistJob(j *job) {
+	j.pmu.Lock()
+	defer j.pmu.Unlock()
+	n.mu.Lock()
+	rec, ended := j.record(), j.ended
+	n.mu.Unlock()
+	if ended {
+		return
+	}
+	if err := n.Store.PutJob(rec); err != nil {
+		n.log.Warn("node: record job in the metadata store", "job", j.id, "err", err)
+	}
 }
 
 // release ends a job's prefetch pins now, and its snapshot too when no
@@ -221,6 +275,6 @@ func (n *Node) release(ctx context.Context, id string) (bool, error) {
 			return true, err
 		}
 	}
-	n.endJob(j, "released")
+	n.endJob(j, true)
 	return true, nil
 }

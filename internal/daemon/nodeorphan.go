@@ -14,7 +14,6 @@ import (
 // what a killed daemon left. No mount: only the uploaders run.
 type orphan struct {
 	dir    string
-	area   *output.Area
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -51,14 +50,37 @@ func (n *Node) recoverStaging(ctx context.Context) {
 // or failed files, which the next task for the prefix or `jitfs flush
 // --retry-failed` sees).
 func (n *Node) adoptStaging(bucket, prefix, dir string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	o := &orphan{dir: dir, cancel: cancel, done: make(chan struct{})}
+	// Registered before the area is opened (and its staging lock taken),
+	// so that a task attaching to the same prefix meanwhile waits for it.
 	n.mu.Lock()
 	if n.closing || n.orphans[dir] != nil {
 		n.mu.Unlock()
+		cancel()
 		return
 	}
+	n.orphans[dir] = o
+	n.wg.Add(1)
 	n.mu.Unlock()
+	go func() {
+		defer n.wg.Done()
+		defer close(o.done)
+		defer func() {
+			n.mu.Lock()
+			if n.orphans[dir] == o {
+				delete(n.orphans, dir)
+			}
+			n.mu.Unlock()
+		}()
+		n.uploadOrphan(ctx, bucket, prefix, dir)
+	}()
+}
+
+// uploadOrphan opens a staging directory without a mount and flushes it.
+func (n *Node) uploadOrphan(ctx context.Context, bucket, prefix, dir string) {
 	log := n.log.With("staging_dir", dir, "bucket", bucket, "prefix", prefix)
-	bc, err := n.bucket(context.Background(), bucket)
+	bc, err := n.bucket(ctx, bucket)
 	if err != nil {
 		log.Error("node: staged outputs cannot be uploaded now; they stay staged for the next task or restart", "err", err)
 		return
@@ -71,6 +93,11 @@ func (n *Node) adoptStaging(bucket, prefix, dir string) {
 		log.Error("node: open staged outputs", "err", err)
 		return
 	}
+	defer func() {
+		if err := area.Close(); err != nil {
+			log.Warn("node: close staged outputs", "err", err)
+		}
+	}()
 	st := area.Status(^uint64(0))
 	pending := 0
 	for state, k := range st.Counts {
@@ -78,42 +105,17 @@ func (n *Node) adoptStaging(bucket, prefix, dir string) {
 			pending += k
 		}
 	}
-	if pending == 0 {
-		area.Close()
+	if pending == 0 || ctx.Err() != nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	o := &orphan{dir: dir, area: area, cancel: cancel, done: make(chan struct{})}
-	n.mu.Lock()
-	if n.closing || n.orphans[dir] != nil {
-		n.mu.Unlock()
-		cancel()
-		area.Close()
-		return
-	}
-	n.orphans[dir] = o
-	n.mu.Unlock()
 	log.Info("node: uploading outputs staged by a task that is gone", "files", pending)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		defer close(o.done)
-		res := area.Flush(ctx, false)
-		switch {
-		case res.Durable:
-			log.Info("node: staged outputs of a gone task are durable")
-		case ctx.Err() == nil:
-			log.Warn("node: some staged outputs of a gone task cannot be uploaded without help", "not_durable", len(res.NotDurable))
-		}
-		if err := area.Close(); err != nil {
-			log.Warn("node: close staged outputs", "err", err)
-		}
-		n.mu.Lock()
-		if n.orphans[dir] == o {
-			delete(n.orphans, dir)
-		}
-		n.mu.Unlock()
-	}()
+	res := area.Flush(ctx, false)
+	switch {
+	case res.Durable:
+		log.Info("node: staged outputs of a gone task are durable")
+	case ctx.Err() == nil:
+		log.Warn("node: some staged outputs of a gone task cannot be uploaded without help", "not_durable", len(res.NotDurable))
+	}
 }
 
 // stopOrphan ends the node's own uploads from a staging directory that a

@@ -43,7 +43,7 @@ type taskScene struct {
 }
 
 func (t *task) status() TaskStatus {
-	st := TaskStatus{ID: t.id, Name: t.name, PID: t.pid, Attached: unix(t.attached), Mounts: []string{}, Outputs: []string{}}
+	st := TaskStatus{ID: t.id, Name: t.name, PID: t.pid, Attached: unixSecs(t.attached), Mounts: []string{}, Outputs: []string{}}
 	if t.hooks != nil {
 		st.Socket = t.hooks.SocketPath()
 	}
@@ -110,8 +110,13 @@ func checkAttach(req AttachRequest) error {
 }
 
 // attach serves a task's directories. On error nothing stays mounted.
-func (n *Node) attach(ctx context.Context, req AttachRequest) (*task, error) {
+// The task is published (in status, to detach and to Close) only once it
+// is whole; until then the job counts it as pending, so it cannot end.
+func (n *Node) attach(ctx context.Context, req AttachRequest, caller *Caller) (*task, error) {
 	if err := checkAttach(req); err != nil {
+		return nil, err
+	}
+	if err := caller.mayMount(req); err != nil {
 		return nil, err
 	}
 	t := &task{id: newID(), name: req.Name, pid: req.PID, attached: time.Now(), done: make(chan struct{})}
@@ -119,36 +124,17 @@ func (n *Node) attach(ctx context.Context, req AttachRequest) (*task, error) {
 	if jobID == "" {
 		jobID = "task-" + t.id // a task with no job is its own job
 	}
-	n.mu.Lock()
-	if n.closing {
-		n.mu.Unlock()
-		return nil, errors.New("the node daemon is stopping")
+	j, err := n.joinJob(jobID)
+	if err != nil {
+		return nil, err
 	}
-	j := n.jobs[jobID]
-	fresh := j == nil
-	if fresh {
-		j = newJob(jobID, time.Now())
-		n.jobs[jobID] = j
-	}
-	if j.timer != nil {
-		j.timer.Stop()
-		j.timer = nil
-	}
-	wasDetached := !j.detached.IsZero()
-	j.detached = time.Time{}
-	j.tasks[t.id] = t // the job cannot end while the task is being set up
+	defer n.attaching.Done()
 	t.job = j
-	n.tasks[t.id] = t
-	n.mu.Unlock()
-	if fresh || wasDetached {
-		if err := n.Store.PutJob(j.record()); err != nil {
-			n.log.Warn("node: record job in the metadata store", "job", j.id, "err", err)
-		}
-	}
 	ok := false
 	defer func() {
 		if !ok {
-			n.detach(t, "attach failed")
+			n.teardown(t)
+			n.leaveJob(j, nil)
 		}
 	}()
 	if err := n.writeTaskRecord(t, req); err != nil {
@@ -171,10 +157,76 @@ func (n *Node) attach(ctx context.Context, req AttachRequest) (*task, error) {
 	if err := n.taskHooks(t); err != nil {
 		return nil, err
 	}
+	n.mu.Lock()
+	if n.closing {
+		n.mu.Unlock()
+		return nil, errors.New("the node daemon is stopping")
+	}
+	j.pending--
+	j.tasks[t.id] = t
+	n.tasks[t.id] = t
+	n.mu.Unlock()
 	ok = true
 	n.log.Info("node: task attached", "task", t.id, "name", t.name, "job", j.id, "pid", t.pid,
 		"mounts", len(t.scenes), "outputs", len(t.outs), "socket", t.hooks.SocketPath())
 	return t, nil
+}
+
+// joinJob finds or starts the job and counts a task pending in it. A job
+// still ending (its pins being released, its snapshot forgotten) is waited
+// for, and a fresh one started: the new task never sees the old listings.
+// On success the caller must call n.attaching.Done.
+func (n *Node) joinJob(id string) (*job, error) {
+	for {
+		n.mu.Lock()
+		if n.closing {
+			n.mu.Unlock()
+			return nil, errors.New("the node daemon is stopping")
+		}
+		j := n.jobs[id]
+		if j != nil && j.ended {
+			n.mu.Unlock()
+			<-j.endDone
+			continue
+		}
+		if j == nil {
+			j = newJob(id, time.Now())
+			n.jobs[id] = j
+		}
+		if j.timer != nil {
+			j.timer.Stop()
+			j.timer = nil
+		}
+		j.detached = time.Time{}
+		j.pending++
+		n.attaching.Add(1)
+		n.mu.Unlock()
+		n.persistJob(j)
+		return j, nil
+	}
+}
+
+// leaveJob takes a task (t, or a pending one when t is nil) out of its
+// job; a job left with none starts its grace period.
+func (n *Node) leaveJob(j *job, t *task) {
+	n.mu.Lock()
+	if t != nil {
+		delete(n.tasks, t.id)
+		delete(j.tasks, t.id)
+	} else {
+		j.pending--
+	}
+	idle := len(j.tasks) == 0 && j.pending == 0 && !j.ended
+	if idle {
+		j.detached = time.Now()
+		if !n.closing {
+			n.scheduleEndLocked(j)
+		}
+	}
+	n.mu.Unlock()
+	if idle {
+		n.persistJob(j)
+	}
 }
 
 func (n *Node) mountScene(t *task, v *view, s Source) error {
@@ -263,50 +315,38 @@ func (n *Node) taskHooks(t *task) error {
 // job, when this was its last task, ends after the grace period.
 func (n *Node) detach(t *task, why string) error {
 	t.detachOnce.Do(func() {
-		var errs []error
-		if t.hooks != nil {
-			if err := t.hooks.Close(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		for _, s := range t.scenes {
-			if err := unmount(s.srv, s.src.Dir, n.log); err != nil {
-				errs = append(errs, err)
-			}
-			s.fs.Close()
-		}
-		for _, o := range t.outs {
-			if err := o.Close(); err != nil {
-				errs = append(errs, err)
-			}
-			n.adoptStaging(o.Config.Bucket, o.Config.Prefix, o.Config.StagingDir)
-		}
-		os.Remove(filepath.Join(n.tasksDir, t.id+".json"))
-		n.mu.Lock()
-		delete(n.tasks, t.id)
-		j := t.job
-		last := false
-		if j != nil {
-			delete(j.tasks, t.id)
-			if len(j.tasks) == 0 && !j.ended {
-				last = true
-				j.detached = time.Now()
-				if !n.closing {
-					n.scheduleEndLocked(j)
-				}
-			}
-		}
-		n.mu.Unlock()
-		if last {
-			if err := n.Store.PutJob(j.record()); err != nil {
-				n.log.Warn("node: record job in the metadata store", "job", j.id, "err", err)
-			}
-		}
-		t.detachErr = errors.Join(errs...)
-		n.log.Info("node: task detached", "task", t.id, "job", j.id, "why", why, "err", t.detachErr)
+		t.detachErr = n.teardown(t)
+		n.leaveJob(t.job, t)
+		n.log.Info("node: task detached", "task", t.id, "job", t.job.id, "why", why, "err", t.detachErr)
 		close(t.done)
 	})
 	return t.detachErr
+}
+
+// teardown undoes what attach set up: the hook socket, the mounts, the
+// output areas (their staged files go on uploading as orphans) and the
+// task's record.
+func (n *Node) teardown(t *task) error {
+	var errs []error
+	if t.hooks != nil {
+		if err := t.hooks.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, s := range t.scenes {
+		if err := unmount(s.srv, s.src.Dir, n.log); err != nil {
+			errs = append(errs, err)
+		}
+		s.fs.Close()
+	}
+	for _, o := range t.outs {
+		if err := o.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		n.adoptStaging(o.Config.Bucket, o.Config.Prefix, o.Config.StagingDir)
+	}
+	os.Remove(filepath.Join(n.tasksDir, t.id+".json"))
+	return errors.Join(errs...)
 }
 
 func (n *Node) writeTaskRecord(t *task, req AttachRequest) error {
