@@ -82,18 +82,18 @@ type Node struct {
 	// mu guards the maps below and every job's task set. It is never held
 	// while mounting, unmounting or waiting on GCS: attach and detach do
 	// that work outside it, holding the job's own lock.
-	mu       sync.Mutex
-	buckets  map[string]*bucketClient
-	jobs     map[string]*job
-	tasks    map[string]*task
-	orphans  map[string]*orphan // staging dir -> area uploading a gone task's outputs
-	closing  bool
+	mu      sync.Mutex
+	buckets map[string]*bucketClient
+	jobs    map[string]*job
+	tasks   map[string]*task
+	orphans map[string]*orphan // staging dir -> area uploading a gone task's outputs
+	closing bool
 	// attaching counts attaches in progress: Close waits for them, so a
 	// task half set up is never left mounted.
 	attaching sync.WaitGroup
 	wg        sync.WaitGroup
-	closed   closeOnce
-	tasksDir string // live tasks' records, for a restart after a crash
+	closed    closeOnce
+	tasksDir  string // live tasks' records, for a restart after a crash
 }
 
 // bucketClient is one GCS client per bucket, shared by every job, and the
