@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -496,4 +497,48 @@ func TestNodeGraceAndLeftoverOutputs(t *testing.T) {
 		t.Fatalf("t2: exit %d\n%s", r.code, r.out)
 	}
 	mustEqualBytes(t, "job G after its grace period", mustRead(t, filepath.Join(dir, "t2.got")), v2)
+}
+
+// TestNodeDaemonNotifiesSystemd: under systemd (Type=notify) the daemon
+// says READY=1 once its socket answers and STOPPING=1 when told to stop.
+func TestNodeDaemonNotifiesSystemd(t *testing.T) {
+	w := newWorld(t, false)
+	dir := t.TempDir()
+	notify := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 8)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	t.Setenv("NOTIFY_SOCKET", notify)
+	n := w.startNode(dir)
+	want := func(what string) {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			if !strings.Contains(m, what) {
+				t.Fatalf("sd_notify message %q, want %s", m, what)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("no %s from the daemon\n%s", what, n.Log)
+		}
+	}
+	want("READY=1")
+	if !daemon.NodeAnswers(n.sock, time.Minute) {
+		t.Fatal("READY=1 before the socket answers")
+	}
+	n.Stop()
+	want("STOPPING=1")
 }
