@@ -11,7 +11,11 @@
 // atomicity (copy-on-write pages, two checksummed meta pages: a torn
 // commit falls back to the one before), a file lock against a second
 // daemon on the same cache, and a consistency check, none of which a
-// format of our own would have without years of the same bugs. Layout:
+// format of our own would have without years of the same bugs. Pebble
+// (an LSM tree) is built for write-heavy data far larger than this: a
+// node's listings are small, written once per directory per job and read
+// at restart, which one B+tree file read through mmap serves without
+// compactions or a directory of files to keep consistent. Layout:
 // bucket "meta" holds the format version, "jobs" maps a job ID to its
 // record, and "listings" holds a bucket per job mapping source+"\x00"+dir
 // to a listing.
