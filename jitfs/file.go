@@ -157,7 +157,8 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	n.mu.Unlock()
 	if obs := f.onOpen.Load(); obs != nil {
-		(*obs)(strings.TrimPrefix(a.Name, f.opts.Prefix))
+		// The namespace's prefix: a shared Namespace's FS has no Prefix of its own.
+		(*obs)(strings.TrimPrefix(a.Name, f.ns.Prefix()))
 	}
 	// Content never changes under a pinned generation: keep the kernel's
 	// page cache across opens (renderers re-open textures several times).

@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/internal/testworld"
+	"github.com/jitfs/jitfs/namespace"
 )
 
 // TestObjectBesideSameNamedPrefix checks the documented rule for an
@@ -177,5 +180,43 @@ func TestResolveAndListDirAskTheNamespace(t *testing.T) {
 	}
 	if _, err := m.fs.ListDir(filepath.Join(m.dir, "shot/tex/wood.1001.tx")); err == nil {
 		t.Fatal("ListDir of a file succeeded")
+	}
+}
+
+// A mount over a shared Namespace with a prefix tells its open observer
+// (the prefetch engine's frame learning) mount-relative paths.
+func TestOpenObserverOnSharedNamespace(t *testing.T) {
+	w := testworld.New(t, testworld.Options{})
+	w.PutRandom("show/tex/a.tx", 100)
+	c, err := cache.New(cache.Options{Dir: t.TempDir(), Budget: 1 << 30, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ns, err := namespace.New(namespace.Options{Remote: w.GCS, Prefix: "show/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	f, err := New(Options{Remote: w.GCS, Cache: c, Namespace: ns, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan string, 4)
+	f.SetOpenObserver(func(rel string) { seen <- rel })
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := f.Mount(dir, MountOptions{FsName: "jitfs-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Unmount()
+	if _, err := os.ReadFile(filepath.Join(dir, "tex/a.tx")); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-seen; got != "tex/a.tx" {
+		t.Fatalf("observer heard %q, want the mount-relative tex/a.tx", got)
 	}
 }
