@@ -48,6 +48,9 @@ type Config struct {
 	Log             *slog.Logger
 	// Progress, when set, receives one line per finished row.
 	Progress io.Writer
+	// NoSpeculation turns off fetching ahead without hooks in the jitfs
+	// strategies (on by default, as in the command).
+	NoSpeculation bool
 }
 
 // Row is one workload under one strategy.
@@ -278,6 +281,28 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 			return nil, info, err
 		}
 	}
+	// The same cold read with speculation off, on a fresh cache: what
+	// fetching ahead without hooks is worth, in the same run.
+	if !cfg.NoSpeculation {
+		os.RemoveAll(cacheDir)
+		nocfg := cfg
+		nocfg.NoSpeculation = true
+		m, err := mount(ctx, nocfg, addr, w.Name, cacheDir, mnt)
+		if err != nil {
+			return nil, info, err
+		}
+		res, err := play(ctx, w, mnt)
+		if err != nil {
+			m.Close()
+			return nil, info, fmt.Errorf("jitfs cold, no speculation: %w", err)
+		}
+		r := rowFrom("jitfs cold, no speculation", res, nil)
+		r.LinkBytes, r.Requests = m.since([2]int64{})
+		emit(r)
+		if err := m.Close(); err != nil {
+			return nil, info, err
+		}
+	}
 	return rows, info, nil
 }
 
@@ -308,7 +333,8 @@ func mount(ctx context.Context, cfg Config, addr, prefix, cacheDir, mnt string) 
 		return nil, err
 	}
 	s, err := daemon.StartScene(ctx, daemon.SceneConfig{Bucket: Bucket, Prefix: prefix + "/", Mountpoint: mnt, Endpoint: addr,
-		CacheDir: cacheDir, CacheSize: 64 << 30, Passthrough: true, Socket: "none", Log: cfg.Log})
+		CacheDir: cacheDir, CacheSize: 64 << 30, Passthrough: true, Socket: "none", Log: cfg.Log,
+		Speculate: daemon.Speculation{Siblings: !cfg.NoSpeculation}})
 	if err != nil {
 		return nil, err
 	}

@@ -125,6 +125,21 @@ type Status struct {
 	MissingFiles int64       `json:"missing_files"`
 	RefusedFiles int64       `json:"refused_files"`
 	Jobs         []JobStatus `json:"jobs"`
+	// Speculation is what the daemon fetched ahead of readers that sent
+	// no hooks (nil when it is off).
+	Speculation *SpeculationStatus `json:"speculation,omitempty"`
+}
+
+// SpeculationStatus counts fetching ahead without hooks: files predicted,
+// fetched, then opened (used) or never (wasted), their bytes, and streams
+// that stopped after a run of misses. Cumulative.
+type SpeculationStatus struct {
+	Predicted int64 `json:"predicted_files"`
+	Fetched   int64 `json:"fetched_files"`
+	Used      int64 `json:"used_files"`
+	Wasted    int64 `json:"wasted_files"`
+	Bytes     int64 `json:"predicted_bytes"`
+	Stopped   int64 `json:"stopped_streams"`
 }
 
 // Backend is what the server needs of the daemon: the prefetch engine.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jitfs/jitfs/bench"
+	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/internal/wan"
 )
 
@@ -34,6 +35,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	soakRounds := fl.Int("soak", 0, "instead of the matrix, soak: this many rounds of concurrent replays (cold, warm, after a restart) of --soak-traces on a fresh cache each; exits 1 on any failed operation")
 	soakTraces := fl.String("soak-traces", "blender_sh010_f02,blender_sh010_f03,povray_balcony", "comma-separated trace names (in --traces) the soak replays")
 	replayers := fl.Int("replayers", 4, "concurrent replayers in each soak phase")
+	spec := fl.String("speculate", daemon.SpeculationKinds, "the jitfs strategies' fetching ahead without hooks (as jitfs mount --speculate); with it on, a \"jitfs cold, no speculation\" row is added")
 	node := fl.Bool("node", false, "instead of the matrix, the node daemon's figures: tasks at once through it vs one after another standalone, memory with many jobs listed, restart over a large cache")
 	nodeWorkload := fl.String("node-workload", "blender_sh010_f02", "with --node: the trace (in --traces) each task reads; a synthetic small-files workload when it is missing")
 	pos, err := parseInterspersed(fl, args)
@@ -133,8 +135,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	sp, err := daemon.ParseSpeculation(*spec)
+	if err != nil {
+		return fmt.Errorf("%w: --speculate: %v", errUsage, err)
+	}
 	rep, err := bench.Run(ctx, bench.Config{Workloads: wls, Link: link, Network: emulatedWAN(link), WorkDir: dir,
-		Log: log, Progress: stderr})
+		Log: log, Progress: stderr, NoSpeculation: !sp.Siblings})
 	if err != nil {
 		return err
 	}

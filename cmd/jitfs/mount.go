@@ -40,6 +40,7 @@ type mountConfig struct {
 	socket         string // "" = the mount's default; "none" = no hook API
 	socketGroup    string
 	prefetchers    int
+	speculate      daemon.Speculation
 	log            *slog.Logger
 	// tel exports this process's metrics; nil records none.
 	tel *telemetry.Telemetry
@@ -58,7 +59,7 @@ func (c mountConfig) scene() daemon.SceneConfig {
 	return daemon.SceneConfig{Bucket: c.bucket, Prefix: c.prefix, Mountpoint: c.mountpoint, CacheDir: c.cacheDir, CacheSize: c.cacheSize,
 		Endpoint: c.endpoint, AttemptTimeout: c.attemptTimeout, MetadataTTL: c.metadataTTL, OpTimeout: c.opTimeout,
 		Passthrough: c.passthrough, AllowOther: c.allowOther, DebugFUSE: c.debugFUSE, StrictVerify: c.strictVerify,
-		TraceFile: c.traceFile, Socket: c.socket, SocketGroup: c.socketGroup, PrefetchWorkers: c.prefetchers, Log: c.log, Telemetry: c.tel}
+		TraceFile: c.traceFile, Socket: c.socket, SocketGroup: c.socketGroup, PrefetchWorkers: c.prefetchers, Speculate: c.speculate, Log: c.log, Telemetry: c.tel}
 }
 
 func runMount(args []string, stdout, stderr io.Writer) error {
@@ -80,6 +81,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	socket := fl.String("socket", "", "Unix socket of the hook API (jitfs.prefetch/v1); default: "+hooks.DefaultSocketDir+"/<mountpoint>.sock; \"none\" disables it")
 	socketGroup := fl.String("socket-group", "", "group (name or gid) allowed to use the hook socket (mode 0660)")
 	prefetchers := fl.Int("prefetch-workers", 32, "files prefetched at once (prefetch has its own fetch budget and never takes a blocked read's)")
+	spec := speculateFlag(fl)
 	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9464); OTLP export follows the standard OTEL_EXPORTER_OTLP_* variables (docs/metrics.md)")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
@@ -91,6 +93,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	cfg := mountConfig{mountpoint: pos[1], cacheDir: *cacheDir, endpoint: *endpoint, metadataTTL: *ttl,
 		passthrough: *passthrough, allowOther: *allowOther, debugFUSE: *debugFUSE, attemptTimeout: *attemptTimeout,
 		opTimeout: *opTimeout, traceFile: *traceFile, socket: *socket, socketGroup: *socketGroup, prefetchers: *prefetchers}
+	if cfg.speculate, err = daemon.ParseSpeculation(*spec); err != nil {
+		return fmt.Errorf("%w: --speculate: %v", errUsage, err)
+	}
 	if cfg.bucket, cfg.prefix, err = parseGSURL(pos[0]); err != nil {
 		return err
 	}
@@ -174,4 +179,10 @@ func buildVersion() string {
 		return bi.Main.Version
 	}
 	return "(devel)"
+}
+
+// speculateFlag is --speculate, shared by the commands that serve mounts.
+func speculateFlag(fl *flag.FlagSet) *string {
+	return fl.String("speculate", daemon.SpeculationKinds, "fetch ahead of readers that send no hooks: a comma-separated list of "+
+		daemon.SpeculationKinds+" (the next files of a directory read in listing order: image sequences, strides, UDIM tiles), or none")
 }

@@ -32,6 +32,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	opTimeout := fl.Duration("op-timeout", defaultOpTimeout, "fail a lookup, directory read or file read with EIO after it has waited this long on GCS (0: no bound)")
 	verify := fl.String("verify", "streaming", "streaming or strict (see jitfs mount --help and docs/integrity.md)")
 	prefetchers := fl.Int("prefetch-workers", 32, "files each job's prefetch engine fetches at once")
+	spec := speculateFlag(fl)
 	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: none)")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
@@ -57,6 +58,10 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("%w: --verify %q: want streaming or strict", errUsage, *verify)
 	}
+	sp, err := daemon.ParseSpeculation(*spec)
+	if err != nil {
+		return fmt.Errorf("%w: --speculate: %v", errUsage, err)
+	}
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
@@ -79,7 +84,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	n, err := daemon.StartNode(ctx, daemon.NodeConfig{CacheDir: *cacheDir, CacheSize: csize, StagingDir: staging, StagingSize: ocfg.StagingSize,
 		Socket: *socket, SocketGroup: *socketGroup, Endpoint: *endpoint, AttemptTimeout: *attemptTimeout, OpTimeout: *opTimeout,
 		JobGrace: *jobGrace, Passthrough: *passthrough, AllowOther: *allowOther, StrictVerify: strict, PrefetchWorkers: *prefetchers,
-		Output: ocfg, Log: log, Telemetry: tel})
+		Speculate: sp, Output: ocfg, Log: log, Telemetry: tel})
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	metricsAddr := fl.String("metrics-addr", "", "serve the mounts' Prometheus metrics at http://ADDR/metrics while the command runs (docs/metrics.md)")
+	spec := speculateFlag(fl)
 	nodeSocket := fl.String("daemon", os.Getenv(daemon.EnvNodeSocket), "the node daemon's socket: the task attaches to it and mounts nothing itself (default $"+daemon.EnvNodeSocket+", else "+daemon.DefaultNodeSocket+" when a daemon answers there, else standalone)")
 	// Everything after the first non-flag argument (or --) is the command
 	// and its own arguments, which jitfs must not parse.
@@ -93,6 +94,10 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	sp, err := daemon.ParseSpeculation(*spec)
+	if err != nil {
+		return fmt.Errorf("%w: --speculate: %v", errUsage, err)
+	}
 	tel, err := startTelemetry(context.Background(), *metricsAddr, log)
 	if err != nil {
 		return err
@@ -121,7 +126,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		}
 		mcfgs = append(mcfgs, mountConfig{bucket: b, prefix: p, mountpoint: dir, cacheSize: csize, endpoint: *endpoint,
 			cacheDir:    filepath.Join(*cacheDir, strings.ReplaceAll(strings.TrimSuffix(b+"/"+p, "/"), "/", "%2F")),
-			passthrough: true, allowOther: *allowOther, attemptTimeout: 60 * time.Second, opTimeout: defaultOpTimeout, prefetchers: 32, log: log, tel: tel})
+			passthrough: true, allowOther: *allowOther, attemptTimeout: 60 * time.Second, opTimeout: defaultOpTimeout, prefetchers: 32, speculate: sp, log: log, tel: tel})
 	}
 	var ocfgs []daemon.OutputConfig
 	for _, v := range outs {

@@ -52,6 +52,8 @@ type NodeConfig struct {
 	StrictVerify bool
 	// PrefetchWorkers is each job's prefetch engine's worker count.
 	PrefetchWorkers int
+	// Speculate fetches ahead of readers that send no hooks, per job.
+	Speculate Speculation
 	// Output is the template of every task's output areas (upload workers,
 	// backoff, delays); its bucket, prefix, mountpoint and staging are the
 	// task's.

@@ -13,6 +13,7 @@ import (
 	"github.com/jitfs/jitfs/jitfs"
 	"github.com/jitfs/jitfs/namespace"
 	"github.com/jitfs/jitfs/prefetch"
+	"github.com/jitfs/jitfs/speculate"
 )
 
 // job is one job on the node: its snapshot of each source it reads (one
@@ -45,6 +46,7 @@ type view struct {
 	bucket, prefix string
 	ns             *namespace.Namespace
 	engine         *prefetch.Engine
+	spec           *speculate.Speculator // nil with speculation off
 }
 
 func sourceKey(bucket, prefix string) string { return bucket + "/" + prefix }
@@ -82,6 +84,9 @@ func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, 
 		ns.Close()
 		return nil, err
 	}
+	// Speculation follows the job, not a process or a task: tasks come and
+	// go, the job's reading of a directory is one stream.
+	v.spec = n.cfg.Speculate.start(ns, n.Cache, bc.gc, bucket, n.log.With("job", j.id))
 	j.views[key] = v
 	return v, nil
 }
@@ -120,6 +125,9 @@ func (j *job) closeViews() {
 	defer j.vmu.Unlock()
 	for k, v := range j.views {
 		v.engine.Close()
+		if v.spec != nil {
+			v.spec.Close()
+		}
 		v.ns.Close()
 		delete(j.views, k)
 	}
@@ -152,6 +160,7 @@ func (j *job) status(n *Node) JobStatus {
 	for _, v := range views {
 		ss := SourceStatus{Source: "gs://" + v.bucket + "/" + v.prefix, Listings: v.ns.Stats.Listings.Load(),
 			StoredListings: v.ns.Stats.StoredListings.Load(), Prefetch: v.engine.Status()}
+		ss.Prefetch.Speculation = speculationStatus(v.spec)
 		v.ns.PinnedFiles(func(e namespace.Entry) {
 			ss.Files++
 			ss.FileBytes += e.Attrs.Size

@@ -17,6 +17,7 @@ import (
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/jitfs"
 	"github.com/jitfs/jitfs/prefetch"
+	"github.com/jitfs/jitfs/speculate"
 	"github.com/jitfs/jitfs/telemetry"
 	"github.com/jitfs/jitfs/trace"
 )
@@ -57,6 +58,9 @@ type SceneConfig struct {
 	Socket          string
 	SocketGroup     string
 	PrefetchWorkers int
+	// Speculate fetches ahead of readers that send no hooks (package
+	// speculate): the kinds turned on.
+	Speculate Speculation
 	// Log receives the daemon's log lines; nil discards them.
 	Log *slog.Logger
 	// Telemetry is the process's metrics and traces; nil records none.
@@ -76,6 +80,8 @@ type Scene struct {
 	// Engine and Hooks are nil when Config.Socket is "none".
 	Engine *prefetch.Engine
 	Hooks  *hooks.Server
+	// Spec is nil when Config.Speculate turns nothing on.
+	Spec *speculate.Speculator
 
 	ownGCS bool               // StartScene opened GCS, so Close closes it
 	rec    *trace.Recorder    // nil without a trace file
@@ -147,6 +153,8 @@ func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
 		closeGCS()
 		return nil, err
 	}
+	s.Spec = cfg.Speculate.start(s.FS.Namespace(), s.Cache, s.GCS, cfg.Bucket, cfg.Log)
+	s.FS.SetOpenObserver(observer(nil, s.Spec))
 	cfg.Log.Info("mounted", "bucket", cfg.Bucket, "prefix", cfg.Prefix, "mountpoint", mp,
 		"cache_dir", cfg.CacheDir, "budget_bytes", cfg.CacheSize, "passthrough", cfg.Passthrough)
 	if cfg.Socket != "none" {
@@ -173,14 +181,14 @@ func (s *Scene) startHooks() error {
 	}
 	// UDIM tiles are found in the namespace, not by reading the directory
 	// back through the kernel and this same daemon.
-	hs, err := hooks.NewServer(hooks.ServerOptions{Mountpoint: cfg.Mountpoint, Backend: eng, SocketPath: cfg.Socket,
+	hs, err := hooks.NewServer(hooks.ServerOptions{Mountpoint: cfg.Mountpoint, Backend: withSpeculation(eng, s.Spec), SocketPath: cfg.Socket,
 		SocketGroup: cfg.SocketGroup, Logger: cfg.Log, Metrics: s.ops, ListDir: s.FS.ListDir})
 	if err != nil {
 		eng.Close()
 		return err
 	}
 	s.Engine, s.Hooks = eng, hs
-	s.FS.SetOpenObserver(eng.Observe)
+	s.FS.SetOpenObserver(observer(eng, s.Spec))
 	serveHooks(hs, cfg.Log)
 	cfg.Log.Info("hook API listening", "socket", hs.SocketPath())
 	return nil
@@ -257,6 +265,9 @@ func (s *Scene) close() error {
 	}
 	if s.Engine != nil {
 		s.Engine.Close()
+	}
+	if s.Spec != nil {
+		s.Spec.Close()
 	}
 	if err := unmount(s.Server, s.Config.Mountpoint, s.Config.Log); err != nil {
 		errs = append(errs, err)

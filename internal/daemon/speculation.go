@@ -1,0 +1,107 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/jitfs/jitfs/cache"
+	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/namespace"
+	"github.com/jitfs/jitfs/prefetch"
+	"github.com/jitfs/jitfs/speculate"
+)
+
+// Speculation is the kinds of fetching ahead turned on for readers that
+// send no hooks.
+type Speculation struct {
+	// Siblings fetches the next files of a directory read in listing
+	// order (image sequences, strides, UDIM tiles).
+	Siblings bool
+}
+
+// SpeculationKinds are the names ParseSpeculation takes.
+const SpeculationKinds = "siblings"
+
+// ParseSpeculation reads a comma-separated list of kinds; "none" (or "")
+// turns every kind off.
+func ParseSpeculation(v string) (Speculation, error) {
+	var sp Speculation
+	for _, k := range strings.Split(v, ",") {
+		switch strings.TrimSpace(k) {
+		case "", "none", "off":
+		case "siblings":
+			sp.Siblings = true
+		default:
+			return sp, fmt.Errorf("unknown speculation %q (want a comma-separated list of %s, or none)", k, SpeculationKinds)
+		}
+	}
+	return sp, nil
+}
+
+// start makes the Speculator for a snapshot, or nil with every kind off.
+// Its fetches are the cache's prefetch fetches: they wait on the
+// prefetch budget, never on a blocked read's slots.
+func (sp Speculation) start(ns *namespace.Namespace, c *cache.Cache, src cache.Source, bucket string, log *slog.Logger) *speculate.Speculator {
+	if !sp.Siblings {
+		return nil
+	}
+	fetch := func(ctx context.Context, e namespace.Entry) error {
+		a := e.Attrs
+		h, err := c.Open(cache.Meta{Bucket: bucket, Name: a.Name, Gen: a.Generation, Size: a.Size, CRC32C: a.CRC32C, HasCRC32C: a.HasCRC32C}, src)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		_, err = h.Fetch(ctx, 0, a.Size)
+		return err
+	}
+	// Never more ahead of a stream than an eighth of the cache: under a
+	// small budget, what speculation fetched would be evicted before it
+	// was read, and fetched twice.
+	_, budget := c.Used()
+	return speculate.New(ns, fetch, speculate.Options{Siblings: sp.Siblings, MaxBytes: max(1, min(64<<20, budget/8)), Logger: log})
+}
+
+// observer is what a mount tells of each open: the prefetch engine's
+// frame learning and the speculator, either may be nil.
+func observer(eng *prefetch.Engine, spec *speculate.Speculator) func(rel string) {
+	return func(rel string) {
+		if eng != nil {
+			eng.Observe(rel)
+		}
+		if spec != nil {
+			spec.Opened(rel)
+		}
+	}
+}
+
+// specBackend is the prefetch engine as the hook API sees it, its status
+// carrying the speculator's counters.
+type specBackend struct {
+	*prefetch.Engine
+	spec *speculate.Speculator
+}
+
+func withSpeculation(eng *prefetch.Engine, spec *speculate.Speculator) hooks.Backend {
+	if spec == nil {
+		return eng
+	}
+	return specBackend{eng, spec}
+}
+
+func (b specBackend) Status() hooks.Status {
+	st := b.Engine.Status()
+	st.Speculation = speculationStatus(b.spec)
+	return st
+}
+
+func speculationStatus(spec *speculate.Speculator) *hooks.SpeculationStatus {
+	if spec == nil {
+		return nil
+	}
+	s := &spec.Stats
+	return &hooks.SpeculationStatus{Predicted: s.Predicted.Load(), Fetched: s.Fetched.Load(), Used: s.Used.Load(),
+		Wasted: s.Wasted.Load(), Bytes: s.Bytes.Load(), Stopped: s.Stopped.Load()}
+}
