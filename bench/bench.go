@@ -216,6 +216,7 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 			m.Close()
 			return nil, info, fmt.Errorf("%s: %w", strategy, err)
 		}
+		m.settle(ctx)
 		r := rowFrom(strategy, res, nil)
 		r.LinkBytes, r.Requests = m.since(before)
 		emit(r)
@@ -233,6 +234,7 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 		m.Close()
 		return nil, info, fmt.Errorf("jitfs restarted: %w", err)
 	}
+	m.settle(ctx)
 	r = rowFrom("jitfs restarted", res, nil)
 	r.LinkBytes, r.Requests = m.since(before)
 	emit(r)
@@ -265,6 +267,7 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 			m.Close()
 			return nil, info, fmt.Errorf("jitfs cold + prefetch: %w", err)
 		}
+		m.settle(ctx)
 		// The prefetch's share of the time counts from the request.
 		lead := res.Wall
 		res.Wall = time.Since(start).Seconds()
@@ -304,6 +307,14 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 		}
 	}
 	return rows, info, nil
+}
+
+// settle waits for what the mount's speculator fetched ahead of the replay
+// just run, so its bytes count in that replay's row.
+func (m *mounted) settle(ctx context.Context) {
+	if m.Spec != nil {
+		m.Spec.Settle(ctx)
+	}
 }
 
 func play(ctx context.Context, w *Workload, root string) (*replay.Result, error) {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jitfs/jitfs/namespace"
 )
@@ -65,6 +66,8 @@ type Speculator struct {
 	stop  context.CancelFunc
 	work  chan namespace.Entry
 	wg    sync.WaitGroup
+	// pending counts predictions queued or being fetched.
+	pending atomic.Int64
 
 	mu      sync.Mutex
 	streams map[string]*stream // by directory
@@ -138,6 +141,22 @@ func (s *Speculator) Close() {
 	}
 }
 
+// Settle waits until no prediction is queued or being fetched (or ctx
+// ends): a measurement that follows a read attributes what was fetched
+// ahead of it to that read, not to the next.
+func (s *Speculator) Settle(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.pending.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
 func (s *Speculator) worker() {
 	defer s.wg.Done()
 	for {
@@ -145,7 +164,9 @@ func (s *Speculator) worker() {
 		case <-s.ctx.Done():
 			return
 		case e := <-s.work:
-			if err := s.fetch(s.ctx, e); err != nil {
+			err := s.fetch(s.ctx, e)
+			s.pending.Add(-1)
+			if err != nil {
 				if s.ctx.Err() == nil {
 					s.log.Debug("speculate: fetch ahead failed", "path", e.Path, "err", err)
 				}
@@ -293,9 +314,11 @@ func (s *Speculator) openedLocked(st *stream, name string) {
 		if bytes+st.sizes[j] > s.opts.MaxBytes {
 			break
 		}
+		s.pending.Add(1)
 		select {
 		case s.work <- st.entries[j]:
 		default:
+			s.pending.Add(-1)
 			return // the workers are busy: the next open tries again
 		}
 		st.next += st.stride
