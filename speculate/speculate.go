@@ -32,7 +32,9 @@ type Options struct {
 	MaxAhead     int
 	MaxBytes     int64
 	MaxFileBytes int64
-	// Workers bounds the speculative fetches at once (default 16).
+	// Workers bounds the speculative fetches at once (default 64: each
+	// small file costs a round trip, and twenty directories read at once
+	// are twenty streams).
 	Workers int
 	// Misses is the run of unread predictions after which a stream stops
 	// speculating until it is seen reading in order again (default 8).
@@ -107,7 +109,7 @@ func New(list Lister, fetch Fetcher, opts Options) *Speculator {
 		opts.MaxFileBytes = 8 << 20
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = 16
+		opts.Workers = 64
 	}
 	if opts.Misses <= 0 {
 		opts.Misses = 8
