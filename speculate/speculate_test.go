@@ -107,7 +107,6 @@ func TestMissesStopAndWasteIsCounted(t *testing.T) {
 	for _, n := range []int{1050, 1010, 1090, 1030, 1170, 1002} {
 		s.Opened(frame(n))
 	}
-	waitFor(t, "the listing in", func() bool { return true })
 	// A reader that reads two in order, then jumps past what was
 	// predicted, again and again, wastes it.
 	s.Opened(frame(1200))

@@ -393,18 +393,7 @@ func (r *runner) flush(timeout time.Duration, sigs chan os.Signal) bool {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 	}
 	defer cancel()
-	stopLog := make(chan struct{})
-	defer close(stopLog)
-	go func() {
-		for {
-			select {
-			case s := <-sigs:
-				r.log.Warn("signal while flushing outputs; still flushing (what is staged survives a kill and uploads at the next start)", "signal", s)
-			case <-stopLog:
-				return
-			}
-		}
-	}()
+	defer r.logSignals(sigs, "signal while flushing outputs; still flushing (what is staged survives a kill and uploads at the next start)")()
 	ok := true
 	for _, m := range r.outs {
 		start := time.Now()
@@ -425,6 +414,23 @@ func (r *runner) flush(timeout time.Duration, sigs chan os.Signal) bool {
 		}
 	}
 	return ok
+}
+
+// logSignals logs the signals that arrive, and obeys none, until the
+// returned stop is called.
+func (r *runner) logSignals(sigs chan os.Signal, msg string) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				r.log.Warn(msg, "signal", s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 func (r *runner) unmountAll() {

@@ -102,18 +102,7 @@ func (r *runner) attached(socket string, req daemon.AttachRequest, argv []string
 // flushAttached waits for the task's outputs to be durable, as flush
 // does for a standalone run.
 func (r *runner) flushAttached(a *daemon.Attachment, timeout time.Duration, sigs chan os.Signal) bool {
-	stopLog := make(chan struct{})
-	defer close(stopLog)
-	go func() {
-		for {
-			select {
-			case s := <-sigs:
-				r.log.Warn("signal while flushing outputs; still flushing (what is staged survives a kill and the node daemon uploads it)", "signal", s)
-			case <-stopLog:
-				return
-			}
-		}
-	}()
+	defer r.logSignals(sigs, "signal while flushing outputs; still flushing (what is staged survives a kill and the node daemon uploads it)")()
 	wait := timeout
 	if wait <= 0 {
 		wait = 365 * 24 * time.Hour

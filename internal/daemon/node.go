@@ -233,19 +233,7 @@ func (n *Node) bucket(ctx context.Context, name string) (*bucketClient, error) {
 
 // snapshot is the node's counters for the metrics' observable instruments.
 func (n *Node) snapshot() telemetry.Snapshot {
-	cs := &n.Cache.Stats
-	used, budget := n.Cache.Used()
-	snap := telemetry.Snapshot{
-		HitBytes: cs.HitBytes.Load(), MissBytes: cs.MissBytes.Load(),
-		Hits: cs.Hits.Load(), Misses: cs.Misses.Load(), Partials: cs.Partials.Load(),
-		FetchedReadAhead: cs.ReadAheadBytes.Load(), FetchedPrefetch: cs.PrefetchedBytes.Load(),
-		Evictions: cs.Evictions.Load(), EvictedBytes: cs.EvictedBytes.Load(),
-		CacheUsed: used, CacheBudget: budget,
-		MemoryHitBytes: cs.MemoryHitBytes.Load(), MemoryHeld: cs.MemoryBytes.Load(),
-		ChecksumMismatches: cs.ChecksumMismatches.Load(), DiskErrors: cs.DiskErrors.Load(),
-		LateMismatches: cs.LateMismatches.Load(), PrefetchWasted: cs.WastedPrefetchBytes.Load(),
-	}
-	snap.FetchedRead = max(0, cs.FetchedBytes.Load()-snap.FetchedReadAhead-snap.FetchedPrefetch)
+	snap := cacheSnapshot(n.Cache)
 	n.mu.Lock()
 	for _, b := range n.buckets {
 		if b.gc != nil {

@@ -205,8 +205,21 @@ func serveHooks(hs *hooks.Server, log *slog.Logger) {
 
 // snapshot is the mount's counters for the metrics' observable instruments.
 func (s *Scene) snapshot() telemetry.Snapshot {
-	cs, gs := &s.Cache.Stats, &s.GCS.Stats
-	used, budget := s.Cache.Used()
+	snap := cacheSnapshot(s.Cache)
+	gs := &s.GCS.Stats
+	snap.GCSRetries, snap.GCSBytes = gs.Retries.Load(), gs.BytesRead.Load()
+	if s.Engine != nil {
+		st := s.Engine.Status()
+		snap.PrefetchQueue, snap.PrefetchInFlight, snap.Pinned = st.QueueDepth, st.InFlight, st.PinnedBytes
+	}
+	return snap
+}
+
+// cacheSnapshot is a cache's counters, as a mount and the node daemon
+// report them.
+func cacheSnapshot(c *cache.Cache) telemetry.Snapshot {
+	cs := &c.Stats
+	used, budget := c.Used()
 	snap := telemetry.Snapshot{
 		HitBytes: cs.HitBytes.Load(), MissBytes: cs.MissBytes.Load(),
 		Hits: cs.Hits.Load(), Misses: cs.Misses.Load(), Partials: cs.Partials.Load(),
@@ -215,17 +228,11 @@ func (s *Scene) snapshot() telemetry.Snapshot {
 		CacheUsed: used, CacheBudget: budget,
 		MemoryHitBytes: cs.MemoryHitBytes.Load(), MemoryHeld: cs.MemoryBytes.Load(),
 		ChecksumMismatches: cs.ChecksumMismatches.Load(), DiskErrors: cs.DiskErrors.Load(),
-		LateMismatches: cs.LateMismatches.Load(),
-		GCSRetries:     gs.Retries.Load(), GCSBytes: gs.BytesRead.Load(),
-		PrefetchWasted: cs.WastedPrefetchBytes.Load(),
+		LateMismatches: cs.LateMismatches.Load(), PrefetchWasted: cs.WastedPrefetchBytes.Load(),
 	}
 	// Every fetch counts in FetchedBytes; what neither read-ahead nor the
 	// engine fetched, a reader waited for.
 	snap.FetchedRead = max(0, cs.FetchedBytes.Load()-snap.FetchedReadAhead-snap.FetchedPrefetch)
-	if s.Engine != nil {
-		st := s.Engine.Status()
-		snap.PrefetchQueue, snap.PrefetchInFlight, snap.Pinned = st.QueueDepth, st.InFlight, st.PinnedBytes
-	}
 	return snap
 }
 
