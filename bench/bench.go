@@ -48,8 +48,10 @@ type Config struct {
 	Log             *slog.Logger
 	// Progress, when set, receives one line per finished row.
 	Progress io.Writer
-	// NoSpeculation turns off fetching ahead without hooks in the jitfs
-	// strategies (on by default, as in the command).
+	// Speculate is the jitfs strategies' fetching ahead without hooks
+	// (every kind when zero, as in the command); NoSpeculation turns it
+	// off.
+	Speculate     daemon.Speculation
 	NoSpeculation bool
 }
 
@@ -345,7 +347,7 @@ func mount(ctx context.Context, cfg Config, addr, prefix, cacheDir, mnt string) 
 	}
 	s, err := daemon.StartScene(ctx, daemon.SceneConfig{Bucket: Bucket, Prefix: prefix + "/", Mountpoint: mnt, Endpoint: addr,
 		CacheDir: cacheDir, CacheSize: 64 << 30, Passthrough: true, Socket: "none", Log: cfg.Log,
-		Speculate: daemon.Speculation{Siblings: !cfg.NoSpeculation}})
+		Speculate: cfg.speculation()})
 	if err != nil {
 		return nil, err
 	}
@@ -454,4 +456,15 @@ feed:
 	default:
 	}
 	return err
+}
+
+// speculation is what the jitfs strategies fetch ahead with.
+func (cfg Config) speculation() daemon.Speculation {
+	switch {
+	case cfg.NoSpeculation:
+		return daemon.Speculation{}
+	case !cfg.Speculate.Any():
+		return daemon.Speculation{Siblings: true, Sequences: true, CoOpen: true, Metadata: true}
+	}
+	return cfg.Speculate
 }

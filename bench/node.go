@@ -161,7 +161,7 @@ func RunNode(ctx context.Context, cfg NodeConfig) (*NodeReport, error) {
 func startBenchNode(ctx context.Context, cfg NodeConfig, addr, dir string) (*daemon.Node, error) {
 	return daemon.StartNode(ctx, daemon.NodeConfig{CacheDir: filepath.Join(dir, "cache"), CacheSize: 64 << 30,
 		StagingDir: filepath.Join(dir, "staging"), Socket: filepath.Join(dir, "d.sock"), Endpoint: addr,
-		Passthrough: true, OpTimeout: 2 * time.Minute, Log: cfg.Log, Speculate: daemon.Speculation{Siblings: true}})
+		Passthrough: true, OpTimeout: 2 * time.Minute, Log: cfg.Log, Speculate: Config{}.speculation()})
 }
 
 // attach attaches one task of job with the workload's prefix at mnt.

@@ -24,8 +24,11 @@ type Fetcher func(ctx context.Context, e namespace.Entry) error
 
 // Options configures a Speculator.
 type Options struct {
-	// Siblings turns sibling read-ahead on.
-	Siblings bool
+	// Siblings turns sibling read-ahead on; Sequences, frame-sequence
+	// read-ahead; CoOpen, starting the files learned to open together.
+	Siblings  bool
+	Sequences bool
+	CoOpen    bool
 	// MaxAhead bounds the files fetched ahead of one stream (default 32);
 	// MaxBytes, their bytes (default 64 MiB). MaxFileBytes skips larger
 	// files: their own sequential read-ahead serves them (default 8 MiB).
@@ -184,7 +187,7 @@ func (s *Speculator) worker() {
 // is fetched in the background, and the first opens of a directory only
 // teach it where the reader is.
 func (s *Speculator) Opened(rel string) {
-	if !s.opts.Siblings {
+	if !s.opts.Siblings && !s.opts.Sequences {
 		return
 	}
 	dir, name := path.Split(rel)

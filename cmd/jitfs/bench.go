@@ -140,7 +140,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --speculate: %v", errUsage, err)
 	}
 	rep, err := bench.Run(ctx, bench.Config{Workloads: wls, Link: link, Network: emulatedWAN(link), WorkDir: dir,
-		Log: log, Progress: stderr, NoSpeculation: !sp.Siblings})
+		Log: log, Progress: stderr, Speculate: sp, NoSpeculation: !sp.Any()})
 	if err != nil {
 		return err
 	}

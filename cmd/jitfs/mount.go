@@ -184,5 +184,6 @@ func buildVersion() string {
 // speculateFlag is --speculate, shared by the commands that serve mounts.
 func speculateFlag(fl *flag.FlagSet) *string {
 	return fl.String("speculate", daemon.SpeculationKinds, "fetch ahead of readers that send no hooks: a comma-separated list of "+
-		daemon.SpeculationKinds+" (the next files of a directory read in listing order: image sequences, strides, UDIM tiles), or none")
+		"siblings (the next files of a directory read in listing order), sequences (the next frames of a file sequence), "+
+		"coopen (the files learned to open with the one opened), metadata (listings ahead of a walk); all, or none")
 }

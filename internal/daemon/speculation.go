@@ -17,12 +17,27 @@ import (
 // send no hooks.
 type Speculation struct {
 	// Siblings fetches the next files of a directory read in listing
-	// order (image sequences, strides, UDIM tiles).
+	// order (strides, UDIM tiles).
 	Siblings bool
+	// Sequences fetches the next frames of a file sequence a reader
+	// walks (names that differ only in a frame number), wherever its
+	// frames sit in the listing.
+	Sequences bool
+	// CoOpen starts the files learned to be opened together with the
+	// one just opened (include chains, libraries and their textures).
+	CoOpen bool
+	// Metadata lists ahead of a walk, so a path deep in the tree costs
+	// one round trip, not one per directory level.
+	Metadata bool
 }
 
-// SpeculationKinds are the names ParseSpeculation takes.
-const SpeculationKinds = "siblings"
+// SpeculationKinds are the names ParseSpeculation takes, and the default.
+const SpeculationKinds = "siblings,sequences,coopen,metadata"
+
+// Any tells whether some kind is on.
+func (sp Speculation) Any() bool {
+	return sp.Siblings || sp.Sequences || sp.CoOpen || sp.Metadata
+}
 
 // ParseSpeculation reads a comma-separated list of kinds; "none" (or "")
 // turns every kind off.
@@ -31,10 +46,18 @@ func ParseSpeculation(v string) (Speculation, error) {
 	for _, k := range strings.Split(v, ",") {
 		switch strings.TrimSpace(k) {
 		case "", "none", "off":
+		case "all":
+			sp = Speculation{Siblings: true, Sequences: true, CoOpen: true, Metadata: true}
 		case "siblings":
 			sp.Siblings = true
+		case "sequences":
+			sp.Sequences = true
+		case "coopen":
+			sp.CoOpen = true
+		case "metadata":
+			sp.Metadata = true
 		default:
-			return sp, fmt.Errorf("unknown speculation %q (want a comma-separated list of %s, or none)", k, SpeculationKinds)
+			return sp, fmt.Errorf("unknown speculation %q (want a comma-separated list of %s, all or none)", k, SpeculationKinds)
 		}
 	}
 	return sp, nil
@@ -44,7 +67,7 @@ func ParseSpeculation(v string) (Speculation, error) {
 // Its fetches are the cache's prefetch fetches: they wait on the
 // prefetch budget, never on a blocked read's slots.
 func (sp Speculation) start(ns *namespace.Namespace, c *cache.Cache, src cache.Source, bucket string, log *slog.Logger) *speculate.Speculator {
-	if !sp.Siblings {
+	if !sp.Siblings && !sp.Sequences && !sp.CoOpen {
 		return nil
 	}
 	fetch := func(ctx context.Context, e namespace.Entry) error {
@@ -61,7 +84,7 @@ func (sp Speculation) start(ns *namespace.Namespace, c *cache.Cache, src cache.S
 	// small budget, what speculation fetched would be evicted before it
 	// was read, and fetched twice.
 	_, budget := c.Used()
-	return speculate.New(ns, fetch, speculate.Options{Siblings: sp.Siblings, MaxBytes: max(1, min(64<<20, budget/8)), Logger: log})
+	return speculate.New(ns, fetch, speculate.Options{Siblings: sp.Siblings, Sequences: sp.Sequences, CoOpen: sp.CoOpen, MaxBytes: max(1, min(64<<20, budget/8)), Logger: log})
 }
 
 // observer is what a mount tells of each open: the prefetch engine's
