@@ -139,7 +139,14 @@ type SpeculationStatus struct {
 	Used      int64 `json:"used_files"`
 	Wasted    int64 `json:"wasted_files"`
 	Bytes     int64 `json:"predicted_bytes"`
-	Stopped   int64 `json:"stopped_streams"`
+	// UsedBytes and WastedBytes split Bytes as Used and Wasted split
+	// Predicted.
+	UsedBytes   int64 `json:"used_bytes"`
+	WastedBytes int64 `json:"wasted_bytes"`
+	Stopped     int64 `json:"stopped_streams"`
+	// Kinds counts the predictions each kind made (siblings, sequences,
+	// coopen).
+	Kinds map[string]int64 `json:"predicted_by_kind,omitempty"`
 }
 
 // Backend is what the server needs of the daemon: the prefetch engine.

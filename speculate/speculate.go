@@ -35,6 +35,10 @@ type Options struct {
 	MaxAhead     int
 	MaxBytes     int64
 	MaxFileBytes int64
+	// Budget bounds the bytes every stream together has predicted and
+	// not yet seen opened (default 4 × MaxBytes): speculation's own share
+	// of the cache, whatever the number of streams.
+	Budget int64
 	// Workers bounds the speculative fetches at once (default 64: each
 	// small file costs a round trip, and twenty directories read at once
 	// are twenty streams).
@@ -52,12 +56,16 @@ type Stats struct {
 	// Predicted counts files queued ahead of a stream; Fetched, those
 	// fetched (some were resident already: Fetched counts them too);
 	// Used, predicted files the stream then opened; Wasted, predicted
-	// files the stream passed by or dropped without opening.
+	// files the stream passed by or dropped without opening. Every
+	// prediction ends as exactly one of Used and Wasted.
 	Predicted, Fetched, Used, Wasted atomic.Int64
-	// Bytes are the predicted files' sizes.
-	Bytes atomic.Int64
+	// Bytes are the predicted files' sizes; UsedBytes and WastedBytes
+	// split them as Used and Wasted split the files.
+	Bytes, UsedBytes, WastedBytes atomic.Int64
 	// Stopped counts streams that stopped after a run of misses.
 	Stopped atomic.Int64
+	// Siblings and Sequences count the predictions each kind made.
+	Siblings, Sequences atomic.Int64
 }
 
 // Speculator follows the streams of one snapshot (one mount, or one job's
@@ -71,33 +79,67 @@ type Speculator struct {
 	stop  context.CancelFunc
 	work  chan namespace.Entry
 	wg    sync.WaitGroup
-	// pending counts predictions queued or being fetched.
+	// pending counts listings and predictions queued or being fetched.
 	pending atomic.Int64
 
-	mu      sync.Mutex
-	streams map[string]*stream // by directory
-	order   []string           // directories, oldest first (bounded by Streams)
+	mu    sync.Mutex
+	dirs  map[string]*dirState // by directory
+	order []string             // directories, oldest first (bounded by Streams)
+	// aheadBytes is what every stream has predicted and not yet seen
+	// opened: bounded by Options.Budget.
+	aheadBytes int64
 
 	Stats Stats
 }
 
-// stream is the reading of one directory: where the reader is in its
-// listing, the stride it moves by, and what was predicted ahead of it.
-type stream struct {
+// dirState is one directory's listing and the streams reading it: one
+// moving through the listing (siblings) and one per file sequence.
+type dirState struct {
 	names   []string // files, sorted (nil until the listing is in)
 	sizes   []int64
 	entries []namespace.Entry
 	listing bool     // a listing is being fetched for it
 	early   []string // opens while it was, replayed in order
 
-	last    int // the frontier: the furthest file opened, -1 before the first
+	sib  *track
+	seqs map[string]*track // by pattern (name with its frame number as #)
+	// ahead maps a predicted, not yet opened file (its listing index) to
+	// the track that predicted it and where on that track it sits.
+	ahead map[int]aheadOf
+}
+
+type aheadOf struct {
+	t   *track
+	pos int
+}
+
+// maxSequences bounds the sequence streams followed in one directory.
+const maxSequences = 64
+
+// A track is a reader's progress along one ordering of a directory's
+// files: listing indexes for siblings, frame numbers for a sequence. It
+// learns the stride the reader moves by and predicts ahead of it.
+type track struct {
+	seq     bool
+	frames  map[int]int // a sequence's frame number → listing index
+	lo, hi  int         // the positions that exist
+	maxStep int         // a larger step is a jump, not a stream
+
+	last    int // the frontier: the furthest position opened, -1 before the first
 	stride  int
 	inOrder int // opens that moved the frontier forward by a small step
 	depth   int
-	ahead   map[int]bool // predicted, not yet opened
-	next    int          // first index not yet predicted
+	ahead   map[int]int // predicted position → listing index
 	misses  int
 	stopped bool
+}
+
+func (t *track) resolve(pos int) (int, bool) {
+	if !t.seq {
+		return pos, pos >= t.lo && pos <= t.hi
+	}
+	i, ok := t.frames[pos]
+	return i, ok
 }
 
 // New starts a Speculator; Close stops it.
@@ -107,6 +149,9 @@ func New(list Lister, fetch Fetcher, opts Options) *Speculator {
 	}
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 64 << 20
+	}
+	if opts.Budget <= 0 {
+		opts.Budget = 4 * opts.MaxBytes
 	}
 	if opts.MaxFileBytes <= 0 {
 		opts.MaxFileBytes = 8 << 20
@@ -123,7 +168,7 @@ func New(list Lister, fetch Fetcher, opts Options) *Speculator {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Speculator{opts: opts, list: list, fetch: fetch, log: opts.Logger, streams: map[string]*stream{},
+	s := &Speculator{opts: opts, list: list, fetch: fetch, log: opts.Logger, dirs: map[string]*dirState{},
 		work: make(chan namespace.Entry, 4*opts.MaxAhead)}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	for range opts.Workers {
@@ -140,14 +185,29 @@ func (s *Speculator) Close() {
 	s.wg.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, st := range s.streams {
-		s.Stats.Wasted.Add(int64(len(st.ahead)))
-		st.ahead = nil
+	for _, d := range s.dirs {
+		s.dropLocked(d)
 	}
 }
 
-// Settle waits until no prediction is queued or being fetched (or ctx
-// ends): a measurement that follows a read attributes what was fetched
+// dropLocked counts what a directory's streams predicted and nobody
+// opened as wasted.
+func (s *Speculator) dropLocked(d *dirState) {
+	for i, a := range d.ahead {
+		delete(a.t.ahead, a.pos)
+		s.wasteLocked(d, i)
+	}
+}
+
+func (s *Speculator) wasteLocked(d *dirState, i int) {
+	delete(d.ahead, i)
+	s.aheadBytes -= d.sizes[i]
+	s.Stats.Wasted.Add(1)
+	s.Stats.WastedBytes.Add(d.sizes[i])
+}
+
+// Settle waits until no listing or prediction is being fetched or queued
+// (or ctx ends): a measurement that follows a read attributes what was fetched
 // ahead of it to that read, not to the next.
 func (s *Speculator) Settle(ctx context.Context) error {
 	t := time.NewTicker(5 * time.Millisecond)
@@ -193,145 +253,243 @@ func (s *Speculator) Opened(rel string) {
 	dir, name := path.Split(rel)
 	dir = trimSlash(dir)
 	s.mu.Lock()
-	st := s.streams[dir]
-	if st == nil {
-		st = &stream{last: -1, depth: 4, ahead: map[int]bool{}}
-		s.streams[dir] = st
+	d := s.dirs[dir]
+	if d == nil {
+		d = &dirState{ahead: map[int]aheadOf{}}
+		s.dirs[dir] = d
 		s.order = append(s.order, dir)
 		if len(s.order) > s.opts.Streams {
 			old := s.order[0]
 			s.order = s.order[1:]
-			if o := s.streams[old]; o != nil {
-				s.Stats.Wasted.Add(int64(len(o.ahead)))
+			if o := s.dirs[old]; o != nil && o.names != nil {
+				s.dropLocked(o)
 			}
-			delete(s.streams, old)
+			delete(s.dirs, old)
 		}
 	}
-	if st.names == nil {
-		if len(st.early) < 16 {
-			st.early = append(st.early, name)
+	if d.names == nil {
+		if len(d.early) < 16 {
+			d.early = append(d.early, name)
 		}
-		if !st.listing {
-			st.listing = true
-			go s.loadListing(dir, st)
+		if !d.listing {
+			d.listing = true
+			s.pending.Add(1)
+			go s.loadListing(dir, d)
 		}
 		s.mu.Unlock()
 		return
 	}
-	s.openedLocked(st, name)
+	s.openedLocked(d, name)
 	s.mu.Unlock()
 }
 
-// loadListing fetches a directory's listing for its stream, then replays
+// loadListing fetches a directory's listing for its streams, then replays
 // the opens made meanwhile.
-func (s *Speculator) loadListing(dir string, st *stream) {
+func (s *Speculator) loadListing(dir string, d *dirState) {
 	ents, err := s.list.ListDir(s.ctx, dir)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st.listing = false
+	defer s.pending.Add(-1)
+	d.listing = false
 	if err != nil {
-		st.early = nil
+		d.early = nil
 		return
 	}
-	st.names, st.sizes, st.entries = nil, nil, nil
+	var names []string
 	for _, e := range ents {
 		if !e.IsDir {
-			st.names = append(st.names, e.Name())
-			st.sizes = append(st.sizes, e.Attrs.Size)
-			st.entries = append(st.entries, e)
+			names = append(names, e.Name())
+			d.sizes = append(d.sizes, e.Attrs.Size)
+			d.entries = append(d.entries, e)
 		}
 	}
-	if st.names == nil {
-		st.names = []string{} // listed, no files
+	if names == nil {
+		names = []string{} // listed, no files
 	}
-	for _, name := range st.early {
-		s.openedLocked(st, name)
+	d.names = names
+	d.sib = &track{lo: 0, hi: len(names) - 1, maxStep: 4, last: -1, depth: 4, ahead: map[int]int{}}
+	for _, name := range d.early {
+		s.openedLocked(d, name)
 	}
-	st.early = nil
+	d.early = nil
 }
 
-// openedLocked moves the stream to name and predicts ahead of it when the
-// reader moves forward through the listing by a small stride. Several
-// readers of one directory (a render's threads) move one frontier: an open
-// behind it is neither progress nor a miss.
-func (s *Speculator) openedLocked(st *stream, name string) {
-	i := sort.SearchStrings(st.names, name)
-	if i >= len(st.names) || st.names[i] != name {
+// openedLocked credits a prediction the open was, then moves the
+// directory's streams to the opened file.
+func (s *Speculator) openedLocked(d *dirState, name string) {
+	i := sort.SearchStrings(d.names, name)
+	if i >= len(d.names) || d.names[i] != name {
 		return
 	}
-	if st.ahead[i] {
-		delete(st.ahead, i)
+	if a, ok := d.ahead[i]; ok {
+		delete(d.ahead, i)
+		delete(a.t.ahead, a.pos)
+		s.aheadBytes -= d.sizes[i]
 		s.Stats.Used.Add(1)
-		st.misses = 0
-		st.depth = min(2*st.depth, s.opts.MaxAhead)
+		s.Stats.UsedBytes.Add(d.sizes[i])
+		a.t.misses = 0
+		a.t.depth = min(2*a.t.depth, s.opts.MaxAhead)
 	}
-	if st.last >= 0 && i > st.last {
+	if s.opts.Siblings {
+		s.advanceLocked(d, d.sib, i)
+	}
+	if s.opts.Sequences {
+		if t, frame := s.sequenceLocked(d, name); t != nil {
+			s.advanceLocked(d, t, frame)
+		}
+	}
+}
+
+// sequenceLocked finds (or starts) the sequence stream of a file whose
+// name carries a frame number, if the directory holds other frames of it.
+func (s *Speculator) sequenceLocked(d *dirState, name string) (*track, int) {
+	pattern, frame, ok := parseFrame(name)
+	if !ok {
+		return nil, 0
+	}
+	if t := d.seqs[pattern]; t != nil {
+		return t, frame
+	}
+	if len(d.seqs) >= maxSequences {
+		return nil, 0
+	}
+	t := &track{seq: true, frames: map[int]int{}, maxStep: 16, last: -1, depth: 4, ahead: map[int]int{}}
+	for j, n := range d.names {
+		p, f, ok := parseFrame(n)
+		if !ok || p != pattern {
+			continue
+		}
+		if _, dup := t.frames[f]; dup {
+			continue // plate.01 and plate.1: the first stands
+		}
+		if len(t.frames) == 0 || f < t.lo {
+			t.lo = f
+		}
+		if len(t.frames) == 0 || f > t.hi {
+			t.hi = f
+		}
+		t.frames[f] = j
+	}
+	if len(t.frames) < 2 {
+		return nil, 0 // a lone numbered file is no sequence
+	}
+	if d.seqs == nil {
+		d.seqs = map[string]*track{}
+	}
+	d.seqs[pattern] = t
+	return t, frame
+}
+
+// advanceLocked moves a track to pos and predicts ahead of it when the
+// reader moves forward by a small stride. Several readers of one
+// directory (a render's threads) move one frontier: an open behind it is
+// neither progress nor a miss.
+func (s *Speculator) advanceLocked(d *dirState, t *track, pos int) {
+	if t.last >= 0 && pos > t.last {
 		// Predictions the readers have left far behind are wasted.
-		for j := range st.ahead {
-			if j < i-s.opts.MaxAhead {
-				delete(st.ahead, j)
-				s.Stats.Wasted.Add(1)
-				st.misses++
+		span := s.opts.MaxAhead * max(t.stride, 1)
+		for p, i := range t.ahead {
+			if p < pos-span {
+				delete(t.ahead, p)
+				s.wasteLocked(d, i)
+				t.misses++
 			}
 		}
 	}
-	switch step := i - st.last; {
-	case st.last < 0:
-		st.last = i
+	switch step := pos - t.last; {
+	case t.last < 0:
+		t.last = pos
 		return
 	case step <= 0:
 		return // behind the frontier: another reader, or the same file again
-	case step <= 4:
-		if st.stride == 0 || step < st.stride {
-			st.stride, st.next = step, 0
+	case step <= t.maxStep:
+		if t.stride == 0 || step < t.stride {
+			t.stride = step
 		}
-		st.inOrder++
-		st.last = i
+		t.inOrder++
+		t.last = pos
 	default:
 		// A jump: a new start, not a stream yet.
-		st.stride, st.inOrder, st.next, st.last = 0, 0, 0, i
+		t.stride, t.inOrder, t.last = 0, 0, pos
 		return
 	}
-	if st.misses >= s.opts.Misses {
-		if !st.stopped {
-			st.stopped = true
+	if t.misses >= s.opts.Misses {
+		if !t.stopped {
+			t.stopped = true
 			s.Stats.Stopped.Add(1)
 		}
 		// A stopped stream resumes after a longer run in order.
-		if st.inOrder < 8 {
+		if t.inOrder < 8 {
 			return
 		}
-		st.stopped, st.misses, st.depth = false, 0, 2
-	}
-	if st.next <= i {
-		st.next = i + st.stride
+		t.stopped, t.misses, t.depth = false, 0, 2
 	}
 	var bytes int64
-	for j := range st.ahead {
-		bytes += st.sizes[j]
+	for _, i := range t.ahead {
+		bytes += d.sizes[i]
 	}
-	for st.next < len(st.names) && len(st.ahead) < st.depth {
-		j := st.next
-		if st.sizes[j] > s.opts.MaxFileBytes {
-			st.next += st.stride
+	// The window is the next depth files along the track, whoever
+	// predicted them: siblings and a sequence over the same files do not
+	// fetch twice as far ahead. Missing frames (UDIM rows, gaps) are
+	// stepped over, a bounded number of them.
+	seen := 0
+	for p, steps := pos+t.stride, 0; p <= t.hi && seen < t.depth && steps < 4*s.opts.MaxAhead; p, steps = p+t.stride, steps+1 {
+		i, ok := t.resolve(p)
+		if !ok {
 			continue
 		}
-		if bytes+st.sizes[j] > s.opts.MaxBytes {
-			break
+		seen++
+		if _, dup := d.ahead[i]; dup || d.sizes[i] > s.opts.MaxFileBytes {
+			continue
+		}
+		size := d.sizes[i]
+		if bytes+size > s.opts.MaxBytes || s.aheadBytes+size > s.opts.Budget {
+			return
 		}
 		s.pending.Add(1)
 		select {
-		case s.work <- st.entries[j]:
+		case s.work <- d.entries[i]:
 		default:
 			s.pending.Add(-1)
 			return // the workers are busy: the next open tries again
 		}
-		st.next += st.stride
-		st.ahead[j] = true
-		bytes += st.sizes[j]
+		t.ahead[p] = i
+		d.ahead[i] = aheadOf{t, p}
+		bytes += size
+		s.aheadBytes += size
 		s.Stats.Predicted.Add(1)
-		s.Stats.Bytes.Add(st.sizes[j])
+		s.Stats.Bytes.Add(size)
+		if t.seq {
+			s.Stats.Sequences.Add(1)
+		} else {
+			s.Stats.Siblings.Add(1)
+		}
 	}
+}
+
+// parseFrame splits a file name at its last run of digits: the pattern
+// (the name with that run as #) and the frame number. plate.1001.exr and
+// plate.1002.exr share a pattern; so do ground.1001.png and
+// ground.1012.png (UDIM tiles).
+func parseFrame(name string) (pattern string, frame int, ok bool) {
+	end := len(name)
+	for end > 0 && (name[end-1] < '0' || name[end-1] > '9') {
+		end--
+	}
+	if end == 0 {
+		return "", 0, false
+	}
+	start := end
+	for start > 0 && name[start-1] >= '0' && name[start-1] <= '9' {
+		start--
+	}
+	if end-start > 9 {
+		return "", 0, false // a hash or a timestamp, not a frame
+	}
+	for _, c := range name[start:end] {
+		frame = frame*10 + int(c-'0')
+	}
+	return name[:start] + "#" + name[end:], frame, true
 }
 
 func trimSlash(d string) string {

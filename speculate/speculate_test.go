@@ -3,6 +3,7 @@ package speculate_test
 import (
 	"context"
 	"fmt"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -139,5 +140,133 @@ func TestOff(t *testing.T) {
 	s.Close()
 	if s.Stats.Predicted.Load() != 0 || len(f.seen) != 0 {
 		t.Fatalf("disabled, it predicted %d and fetched %d", s.Stats.Predicted.Load(), len(f.seen))
+	}
+}
+
+// names lists a directory of files named by fmt patterns over frames.
+func names(dir string, size int64, frames []int, patterns ...string) dirLister {
+	var ents []namespace.Entry
+	for _, pat := range patterns {
+		for _, n := range frames {
+			p := dir + "/" + fmt.Sprintf(pat, n)
+			ents = append(ents, namespace.Entry{Path: p, Attrs: gcs.Attrs{Name: p, Size: size}})
+		}
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Path < ents[j].Path })
+	return dirLister{dir: ents}
+}
+
+func seq(first, last int) []int {
+	var fs []int
+	for n := first; n <= last; n++ {
+		fs = append(fs, n)
+	}
+	return fs
+}
+
+// Two sequences read frame by frame side by side (a comp reading its plate
+// and its matte) are two streams; siblings alone follow only one, since
+// the reader hops between two runs of the listing at every open.
+func TestInterleavedSequences(t *testing.T) {
+	l := names("sh", 1000, seq(1001, 1100), "matte.%04d.exr", "plate.%04d.exr")
+	for _, kinds := range []speculate.Options{{Siblings: true}, {Sequences: true}} {
+		f := &fetched{seen: map[string]bool{}}
+		kinds.MaxAhead = 8
+		s := speculate.New(l, f.fetch, kinds)
+		s.Opened("sh/plate.1000.exr") // not in the listing: only lists it
+		s.Settle(context.Background())
+		for n := 1001; n <= 1030; n++ {
+			s.Opened(fmt.Sprintf("sh/plate.%04d.exr", n))
+			s.Opened(fmt.Sprintf("sh/matte.%04d.exr", n))
+			s.Settle(context.Background())
+		}
+		s.Close()
+		st := &s.Stats
+		if kinds.Siblings {
+			// Siblings follow the run of the listing furthest on; the
+			// other is behind its frontier.
+			if f.has("sh/matte.1031.exr") {
+				t.Fatal("siblings followed both runs of the listing")
+			}
+			continue
+		}
+		if st.Used.Load() < 50 {
+			t.Fatalf("sequences: %d of 58 frames read ahead (%+v)", st.Used.Load(), st.Predicted.Load())
+		}
+		if st.Used.Load()+st.Wasted.Load() != st.Predicted.Load() || st.Sequences.Load() != st.Predicted.Load() {
+			t.Fatalf("predicted %d = used %d + wasted %d (sequences %d) does not hold", st.Predicted.Load(), st.Used.Load(), st.Wasted.Load(), st.Sequences.Load())
+		}
+		if !f.has("sh/plate.1031.exr") || !f.has("sh/matte.1031.exr") {
+			t.Fatal("the frame after the last read was not fetched for either sequence")
+		}
+	}
+}
+
+// UDIM tiles skip numbers (1001-1004, 1011-1014): the sequence follows
+// the tiles that exist; unpadded frame numbers sort out of order in the
+// listing and are still one sequence.
+func TestSequenceGapsAndPadding(t *testing.T) {
+	l := names("tex", 1000, []int{1001, 1002, 1003, 1004, 1011, 1012, 1013, 1014}, "ground.%d.png")
+	f := &fetched{seen: map[string]bool{}}
+	s := speculate.New(l, f.fetch, speculate.Options{Sequences: true})
+	s.Opened("tex/ground.1001.png")
+	s.Opened("tex/ground.1002.png")
+	waitFor(t, "tiles ahead", func() bool { return f.has("tex/ground.1004.png") && f.has("tex/ground.1011.png") })
+	s.Close()
+
+	l = names("seq", 10, seq(1, 30), "f%d.png")
+	f = &fetched{seen: map[string]bool{}}
+	s = speculate.New(l, f.fetch, speculate.Options{Sequences: true})
+	s.Opened("seq/f8.png")
+	s.Opened("seq/f9.png")
+	waitFor(t, "frames 10 and 11 ahead of frame 9", func() bool { return f.has("seq/f10.png") && f.has("seq/f11.png") })
+	s.Close()
+}
+
+// With siblings and sequences both on, a plain sequence is fetched once,
+// not twice as far ahead, and every prediction is credited once.
+func TestKindsShareOneDirectory(t *testing.T) {
+	f := &fetched{seen: map[string]bool{}}
+	s := speculate.New(files("seq", 100, 1000), f.fetch, speculate.Options{Siblings: true, Sequences: true, MaxAhead: 4})
+	s.Opened(frame(1001))
+	s.Opened(frame(1002))
+	s.Settle(context.Background())
+	if p := s.Stats.Predicted.Load(); p > 4 {
+		t.Fatalf("%d predicted with a depth of 4", p)
+	}
+	for n := 1003; n <= 1050; n++ {
+		s.Opened(frame(n))
+		s.Settle(context.Background())
+	}
+	s.Close()
+	st := &s.Stats
+	if st.Used.Load()+st.Wasted.Load() != st.Predicted.Load() || st.Predicted.Load() > 48+4 {
+		t.Fatalf("predicted %d, used %d, wasted %d for 48 frames read", st.Predicted.Load(), st.Used.Load(), st.Wasted.Load())
+	}
+}
+
+// The budget bounds what all streams together have ahead of them.
+func TestBudget(t *testing.T) {
+	l := dirLister{}
+	for d := range 10 {
+		dir := fmt.Sprintf("d%d", d)
+		l[dir] = files(dir, 50, 1000)[dir]
+	}
+	f := &fetched{seen: map[string]bool{}}
+	s := speculate.New(l, f.fetch, speculate.Options{Siblings: true, MaxAhead: 32, Budget: 10_000})
+	for d := range 10 {
+		// Nothing predicted is opened: what is ahead only grows.
+		for n := 1001; n <= 1002; n++ {
+			s.Opened(fmt.Sprintf("d%d/plate.%04d.exr", d, n))
+		}
+	}
+	waitFor(t, "listings", func() bool { return s.Stats.Predicted.Load() >= 10 })
+	s.Settle(context.Background())
+	s.Close()
+	if b := s.Stats.Bytes.Load(); b > 10_000 {
+		t.Fatalf("%d bytes predicted over a budget of 10000", b)
+	}
+	if s.Stats.WastedBytes.Load() != s.Stats.Bytes.Load()-s.Stats.UsedBytes.Load() {
+		t.Fatalf("bytes: predicted %d, used %d, wasted %d", s.Stats.Bytes.Load(), s.Stats.UsedBytes.Load(), s.Stats.WastedBytes.Load())
 	}
 }

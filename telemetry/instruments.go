@@ -59,6 +59,8 @@ const (
 	PrefetchQueue       = "jitfs.prefetch.queue.depth"
 	PrefetchInFlight    = "jitfs.prefetch.in_flight"
 	PrefetchWait        = "jitfs.prefetch.wait.duration"
+	SpeculationFiles    = "jitfs.speculation.files"
+	SpeculationBytes    = "jitfs.speculation"
 	HookRequests        = "jitfs.hook.requests"
 	OutputStaged        = "jitfs.output.staged"
 	OutputUploaded      = "jitfs.output.uploaded"
@@ -89,6 +91,8 @@ var Catalog = []Def{
 	{GCSReceived, "By", ObservableCounter, nil, "object bytes received from GCS"},
 	{GCSFirstByte, "s", Histogram, []string{"kind"}, "time from sending a GCS request to its first response byte"},
 	{PrefetchWasted, "By", ObservableCounter, nil, "prefetched bytes evicted before anyone read them"},
+	{SpeculationFiles, "{file}", ObservableCounter, []string{"outcome"}, "files fetched ahead of readers that sent no hooks, by outcome: predicted (queued), used (then opened), wasted (passed by or never opened); every prediction ends used or wasted"},
+	{SpeculationBytes, "By", ObservableCounter, []string{"outcome"}, "the sizes of those files, by the same outcomes"},
 	{PrefetchQueue, "{file}", ObservableGauge, nil, "prefetch work waiting for a fetch slot"},
 	{PrefetchInFlight, "{file}", ObservableGauge, nil, "prefetch fetches running"},
 	{PrefetchWait, "s", Histogram, []string{"scope", "timed_out"}, "how long a hook request with wait_ms held its frame"},
@@ -114,8 +118,11 @@ type Snapshot struct {
 	ChecksumMismatches, DiskErrors, LateMismatches  int64
 	GCSRetries, GCSBytes                            int64
 	PrefetchWasted, PrefetchQueue, PrefetchInFlight int64
-	OutputStaged, OutputUploaded                    int64
-	OutputDurable, OutputPending, OutputFailed      int64
+	// Spec* are speculation's files and bytes: predicted, used, wasted.
+	SpecPredicted, SpecUsed, SpecWasted                int64
+	SpecPredictedBytes, SpecUsedBytes, SpecWastedBytes int64
+	OutputStaged, OutputUploaded                       int64
+	OutputDurable, OutputPending, OutputFailed         int64
 }
 
 // Metrics holds jitfs's instruments. A nil *Metrics records nothing, so
@@ -226,6 +233,12 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 			put(GCSReceived, s.GCSBytes)
 			put(PrefetchWasted, s.PrefetchWasted)
 			put(PrefetchQueue, s.PrefetchQueue)
+			put(SpeculationFiles, s.SpecPredicted, outcome("predicted"))
+			put(SpeculationFiles, s.SpecUsed, outcome("used"))
+			put(SpeculationFiles, s.SpecWasted, outcome("wasted"))
+			put(SpeculationBytes, s.SpecPredictedBytes, outcome("predicted"))
+			put(SpeculationBytes, s.SpecUsedBytes, outcome("used"))
+			put(SpeculationBytes, s.SpecWastedBytes, outcome("wasted"))
 			put(PrefetchInFlight, s.PrefetchInFlight)
 			put(OutputStaged, s.OutputStaged)
 			put(OutputUploaded, s.OutputUploaded)

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -271,6 +273,9 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 	fmt.Fprintf(w, "  prefetch    %d queued, %d in flight, %.1f MiB outstanding; %.1f MiB prefetched, %.1f MiB evicted unread\n",
 		st.QueueDepth, st.InFlight, mib(st.BytesOutstanding), mib(st.PrefetchedBytes), mib(st.WastedBytes))
 	fmt.Fprintf(w, "  pinned      %.1f MiB\n", mib(st.PinnedBytes))
+	if st.Speculation != nil {
+		fmt.Fprintf(w, "  speculation %s\n", speculationLine(st.Speculation))
+	}
 	if st.MissingFiles > 0 || st.RefusedFiles > 0 {
 		fmt.Fprintf(w, "  asked for   %d names not in the bucket; %d files refused (daemon busy)\n", st.MissingFiles, st.RefusedFiles)
 	}
@@ -369,9 +374,30 @@ func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
 		for _, s := range j.Sources {
 			fmt.Fprintf(w, "    %-40s %d files (%.1f MiB), %.1f MiB resident, %d listings (%d from the store)\n",
 				s.Source, s.Files, mib(s.FileBytes), mib(s.ResidentBytes), s.Listings, s.StoredListings)
+			if s.Prefetch.Speculation != nil {
+				fmt.Fprintf(w, "      speculation %s\n", speculationLine(s.Prefetch.Speculation))
+			}
 		}
 		for _, t := range j.Tasks {
 			fmt.Fprintf(w, "    task %s pid %d %s mounts %v outputs %v\n", t.ID, t.PID, t.Name, t.Mounts, t.Outputs)
 		}
 	}
+}
+
+// speculationLine tells what fetching ahead without hooks did: how much
+// of it the readers used, and how much went to waste.
+func speculationLine(sp *hooks.SpeculationStatus) string {
+	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
+	line := fmt.Sprintf("%d files (%.1f MiB) fetched ahead: %d used (%.1f MiB), %d wasted (%.1f MiB), %d in flight; %d streams stopped",
+		sp.Predicted, mib(sp.Bytes), sp.Used, mib(sp.UsedBytes), sp.Wasted, mib(sp.WastedBytes), sp.Predicted-sp.Used-sp.Wasted, sp.Stopped)
+	var kinds []string
+	for _, k := range slices.Sorted(maps.Keys(sp.Kinds)) {
+		if sp.Kinds[k] > 0 {
+			kinds = append(kinds, fmt.Sprintf("%s %d", k, sp.Kinds[k]))
+		}
+	}
+	if len(kinds) > 0 {
+		line += " (" + strings.Join(kinds, ", ") + ")"
+	}
+	return line
 }

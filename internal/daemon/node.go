@@ -257,6 +257,7 @@ func (n *Node) snapshot() telemetry.Snapshot {
 			snap.Pinned += st.PinnedBytes
 			snap.PrefetchQueue += st.QueueDepth
 			snap.PrefetchInFlight += st.InFlight
+			addSpeculation(&snap, v.spec)
 		}
 		j.vmu.Unlock()
 	}

@@ -212,6 +212,7 @@ func (s *Scene) snapshot() telemetry.Snapshot {
 		st := s.Engine.Status()
 		snap.PrefetchQueue, snap.PrefetchInFlight, snap.Pinned = st.QueueDepth, st.InFlight, st.PinnedBytes
 	}
+	addSpeculation(&snap, s.Spec)
 	return snap
 }
 

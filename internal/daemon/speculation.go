@@ -11,6 +11,7 @@ import (
 	"github.com/jitfs/jitfs/namespace"
 	"github.com/jitfs/jitfs/prefetch"
 	"github.com/jitfs/jitfs/speculate"
+	"github.com/jitfs/jitfs/telemetry"
 )
 
 // Speculation is the kinds of fetching ahead turned on for readers that
@@ -83,8 +84,11 @@ func (sp Speculation) start(ns *namespace.Namespace, c *cache.Cache, src cache.S
 	// Never more ahead of a stream than an eighth of the cache: under a
 	// small budget, what speculation fetched would be evicted before it
 	// was read, and fetched twice.
+	// All streams together, never more than a quarter: speculation has
+	// its own share of the cache, and pinned frames the rest.
 	_, budget := c.Used()
-	return speculate.New(ns, fetch, speculate.Options{Siblings: sp.Siblings, Sequences: sp.Sequences, CoOpen: sp.CoOpen, MaxBytes: max(1, min(64<<20, budget/8)), Logger: log})
+	return speculate.New(ns, fetch, speculate.Options{Siblings: sp.Siblings, Sequences: sp.Sequences, CoOpen: sp.CoOpen,
+		MaxBytes: max(1, min(64<<20, budget/8)), Budget: max(1, min(256<<20, budget/4)), Logger: log})
 }
 
 // observer is what a mount tells of each open: the prefetch engine's
@@ -126,5 +130,21 @@ func speculationStatus(spec *speculate.Speculator) *hooks.SpeculationStatus {
 	}
 	s := &spec.Stats
 	return &hooks.SpeculationStatus{Predicted: s.Predicted.Load(), Fetched: s.Fetched.Load(), Used: s.Used.Load(),
-		Wasted: s.Wasted.Load(), Bytes: s.Bytes.Load(), Stopped: s.Stopped.Load()}
+		Wasted: s.Wasted.Load(), Bytes: s.Bytes.Load(), UsedBytes: s.UsedBytes.Load(), WastedBytes: s.WastedBytes.Load(),
+		Stopped: s.Stopped.Load(),
+		Kinds:   map[string]int64{"siblings": s.Siblings.Load(), "sequences": s.Sequences.Load()}}
+}
+
+// addSpeculation adds a speculator's counters to a metrics snapshot.
+func addSpeculation(snap *telemetry.Snapshot, spec *speculate.Speculator) {
+	if spec == nil {
+		return
+	}
+	s := &spec.Stats
+	snap.SpecPredicted += s.Predicted.Load()
+	snap.SpecUsed += s.Used.Load()
+	snap.SpecWasted += s.Wasted.Load()
+	snap.SpecPredictedBytes += s.Bytes.Load()
+	snap.SpecUsedBytes += s.UsedBytes.Load()
+	snap.SpecWastedBytes += s.WastedBytes.Load()
 }
