@@ -80,6 +80,9 @@ type Stats struct {
 	// WastedPrefetchBytes of them were evicted before any reader read
 	// their object.
 	PrefetchedBytes, WastedPrefetchBytes atomic.Int64
+	// SpeculatedBytes were fetched by Handle.Speculate (fetching ahead of
+	// readers that sent no hooks).
+	SpeculatedBytes atomic.Int64
 }
 
 // Cache is a budgeted, persistent cache of object generations on local disk.
@@ -91,6 +94,7 @@ type Cache struct {
 
 	fg, ra *semaphore.Weighted
 	pf     *semaphore.Weighted // bytes, for Handle.Fetch
+	spec   *semaphore.Weighted // bytes, for Handle.Speculate
 
 	// mu guards the fields below. Lock order: mu, then Object.mu.
 	mu      sync.Mutex
@@ -140,6 +144,7 @@ func New(opts Options) (*Cache, error) {
 		fg:        semaphore.NewWeighted(int64(opts.Fetches)),
 		ra:        semaphore.NewWeighted(int64(opts.ReadAheadFetches)),
 		pf:        semaphore.NewWeighted(opts.PrefetchBytes),
+		spec:      semaphore.NewWeighted(opts.SpeculationBytes),
 		objects:   map[string]*Object{},
 		lru:       lru,
 		memLRU:    list.New(),

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/semaphore"
 )
 
 // tracer makes the fill spans. It is the global provider's: a daemon with
@@ -29,7 +30,8 @@ type fill struct {
 	// pfWeight is the prefetch byte budget the fill holds (Handle.Fetch);
 	// 0 for reader and read-ahead fills.
 	pfWeight int64
-	done     chan struct{} // closed when buf or err is set
+	pfSem    *semaphore.Weighted // what pfWeight was taken from
+	done     chan struct{}       // closed when buf or err is set
 	// stored is closed once the fill's bytes are on disk and present, or
 	// the fill was dropped (error, eviction, disk failure): the point at
 	// which residency is settled, which Handle.Fetch waits for.
@@ -125,7 +127,7 @@ func (o *Object) runFill(f *fill) {
 	c := o.c
 	ctx := c.ctx
 	if f.pfWeight > 0 {
-		defer c.pf.Release(f.pfWeight)
+		defer f.pfSem.Release(f.pfWeight)
 	} else if f.readAhead {
 		defer c.ra.Release(1)
 	} else {
@@ -146,6 +148,8 @@ func (o *Object) runFill(f *fill) {
 	if span.IsRecording() {
 		kind := "read"
 		switch {
+		case f.pfSem == c.spec:
+			kind = "speculation"
 		case f.pfWeight > 0:
 			kind = "prefetch"
 		case f.readAhead:

@@ -40,6 +40,11 @@ type Options struct {
 	// stay within memory; it is separate from the slots above, so
 	// prefetch never takes one a blocked reader or read-ahead needs.
 	PrefetchBytes int64
+	// SpeculationBytes bounds the bytes in flight for Handle.Speculate
+	// (default 64 MiB), apart from PrefetchBytes: fetching ahead of
+	// readers that sent no hooks never holds up a hook's prefetch, nor a
+	// blocked reader.
+	SpeculationBytes int64
 	// Strict serves no byte of an object larger than WholeObjectMax before
 	// the whole object is fetched and checked against its CRC32C: a read
 	// waits for all of it. Without it such objects are served as their
@@ -107,6 +112,12 @@ func (o *Options) Validate() error {
 	}
 	if o.PrefetchBytes == 0 {
 		o.PrefetchBytes = 64 << 20
+	}
+	if o.SpeculationBytes == 0 {
+		o.SpeculationBytes = 64 << 20
+	}
+	if o.SpeculationBytes < o.PartSize {
+		return fmt.Errorf("cache: SpeculationBytes (%d) must hold at least one part (%d)", o.SpeculationBytes, o.PartSize)
 	}
 	if o.PrefetchBytes < o.PartSize {
 		return fmt.Errorf("cache: PrefetchBytes (%d) must hold at least one part (%d)", o.PrefetchBytes, o.PartSize)

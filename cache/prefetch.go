@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/semaphore"
 )
 
 // Fetch makes [off,end) of the object resident without copying it to a
@@ -14,6 +15,18 @@ import (
 // Fetch is fetching shares the fill. Blocks already present or in flight cost no request, so fetching
 // a resident file is free. It returns the bytes it fetched itself.
 func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
+	return h.fetch(ctx, off, end, h.o.c.pf)
+}
+
+// Speculate is Fetch for fetching ahead of readers that sent no hooks:
+// its fills draw on a budget of their own (Options.SpeculationBytes), so
+// however much is being fetched ahead, a hook's prefetch and a blocked
+// reader never wait behind it.
+func (h *Handle) Speculate(ctx context.Context, off, end int64) (int64, error) {
+	return h.fetch(ctx, off, end, h.o.c.spec)
+}
+
+func (h *Handle) fetch(ctx context.Context, off, end int64, sem *semaphore.Weighted) (int64, error) {
 	o := h.o
 	c := o.c
 	bs, ps := c.opts.BlockSize, c.opts.PartSize
@@ -35,13 +48,13 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 			weight = size
 		}
 		weight = max(weight, 1)
-		if err := c.pf.Acquire(ctx, weight); err != nil {
+		if err := sem.Acquire(ctx, weight); err != nil {
 			return 0, err
 		}
 		o.mu.Lock()
 		if o.data == nil && !o.memOnly {
 			o.mu.Unlock()
-			c.pf.Release(weight)
+			sem.Release(weight)
 			return 0, errors.New("cache: closed")
 		}
 		if !verified && len(o.unverified) > 0 {
@@ -60,7 +73,7 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 		})
 		if !ok {
 			o.mu.Unlock()
-			c.pf.Release(weight)
+			sem.Release(weight)
 			break
 		}
 		var fs, fe int64
@@ -72,11 +85,11 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 			fs, fe = b*bs, min(e*bs, size)
 		}
 		if n := max(fe-fs, 1); n < weight {
-			c.pf.Release(weight - n)
+			sem.Release(weight - n)
 			weight = n
 		}
 		f := o.newFillLocked(fs, fe, true, trace.SpanContextFromContext(ctx))
-		f.pfWeight = weight // released by runFill when done
+		f.pfWeight, f.pfSem = weight, sem // released by runFill when done
 		o.launchFillLocked(f)
 		o.prefetched += fe - fs
 		o.mu.Unlock()
@@ -97,7 +110,11 @@ func (h *Handle) Fetch(ctx context.Context, off, end int64) (int64, error) {
 	for _, f := range mine {
 		fetched += f.end - f.start
 	}
-	c.Stats.PrefetchedBytes.Add(fetched)
+	if sem == c.spec {
+		c.Stats.SpeculatedBytes.Add(fetched)
+	} else {
+		c.Stats.PrefetchedBytes.Add(fetched)
+	}
 	return fetched, nil
 }
 

@@ -78,7 +78,7 @@ var Catalog = []Def{
 	{FUSEDuration, "s", Histogram, []string{"op"}, "time to serve a FUSE operation"},
 	{CacheRead, "By", ObservableCounter, []string{"outcome"}, "bytes read through the mount, by whether the cache held them (hit), the cache disk refused them and they were held in memory (memory), or they waited on GCS (miss); passthrough reads bypass the daemon and are not counted"},
 	{CacheReads, "{read}", ObservableCounter, []string{"outcome"}, "reads through the mount: hit (all bytes local), miss (none), partial"},
-	{CacheFetched, "By", ObservableCounter, []string{"cause"}, "bytes fetched from GCS into the cache, by cause: read (a reader waited), readahead, prefetch"},
+	{CacheFetched, "By", ObservableCounter, []string{"cause"}, "bytes fetched from GCS into the cache, by cause: read (a reader waited), readahead, prefetch (hooks), speculation (fetched ahead of readers that sent no hooks)"},
 	{CacheEvictions, "{object}", ObservableCounter, nil, "objects evicted from the cache to stay within budget"},
 	{CacheEvicted, "By", ObservableCounter, nil, "bytes evicted from the cache"},
 	{CacheUsage, "By", ObservableGauge, nil, "bytes the cache holds on disk"},
@@ -112,6 +112,7 @@ type Snapshot struct {
 	HitBytes, MissBytes                             int64
 	Hits, Misses, Partials                          int64
 	FetchedRead, FetchedReadAhead, FetchedPrefetch  int64
+	FetchedSpeculation                              int64
 	Evictions, EvictedBytes                         int64
 	CacheUsed, CacheBudget, Pinned                  int64
 	MemoryHitBytes, MemoryHeld                      int64
@@ -220,6 +221,7 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 			put(CacheFetched, s.FetchedRead, cause("read"))
 			put(CacheFetched, s.FetchedReadAhead, cause("readahead"))
 			put(CacheFetched, s.FetchedPrefetch, cause("prefetch"))
+			put(CacheFetched, s.FetchedSpeculation, cause("speculation"))
 			put(CacheEvictions, s.Evictions)
 			put(CacheEvicted, s.EvictedBytes)
 			put(CacheUsage, s.CacheUsed)

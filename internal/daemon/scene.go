@@ -225,7 +225,8 @@ func cacheSnapshot(c *cache.Cache) telemetry.Snapshot {
 		HitBytes: cs.HitBytes.Load(), MissBytes: cs.MissBytes.Load(),
 		Hits: cs.Hits.Load(), Misses: cs.Misses.Load(), Partials: cs.Partials.Load(),
 		FetchedReadAhead: cs.ReadAheadBytes.Load(), FetchedPrefetch: cs.PrefetchedBytes.Load(),
-		Evictions: cs.Evictions.Load(), EvictedBytes: cs.EvictedBytes.Load(),
+		FetchedSpeculation: cs.SpeculatedBytes.Load(),
+		Evictions:          cs.Evictions.Load(), EvictedBytes: cs.EvictedBytes.Load(),
 		CacheUsed: used, CacheBudget: budget,
 		MemoryHitBytes: cs.MemoryHitBytes.Load(), MemoryHeld: cs.MemoryBytes.Load(),
 		ChecksumMismatches: cs.ChecksumMismatches.Load(), DiskErrors: cs.DiskErrors.Load(),
@@ -233,7 +234,7 @@ func cacheSnapshot(c *cache.Cache) telemetry.Snapshot {
 	}
 	// Every fetch counts in FetchedBytes; what neither read-ahead nor the
 	// engine fetched, a reader waited for.
-	snap.FetchedRead = max(0, cs.FetchedBytes.Load()-snap.FetchedReadAhead-snap.FetchedPrefetch)
+	snap.FetchedRead = max(0, cs.FetchedBytes.Load()-snap.FetchedReadAhead-snap.FetchedPrefetch-snap.FetchedSpeculation)
 	return snap
 }
 

@@ -78,7 +78,7 @@ func (sp Speculation) start(ns *namespace.Namespace, c *cache.Cache, src cache.S
 			return err
 		}
 		defer h.Close()
-		_, err = h.Fetch(ctx, 0, a.Size)
+		_, err = h.Speculate(ctx, 0, a.Size)
 		return err
 	}
 	// Never more ahead of a stream than an eighth of the cache: under a

@@ -45,6 +45,12 @@ type Proxy struct {
 	StallAll atomic.Bool
 	// Held counts requests that StallAll has held.
 	Held atomic.Int64
+	// HoldMedia, when set, holds each media request whose unescaped URL
+	// path it returns true for, until it returns false for it (it is asked
+	// again every few milliseconds) or the client gives up: one object's
+	// reads stuck on the link while others pass. HeldMedia counts them.
+	HoldMedia atomic.Pointer[func(path string) bool]
+	HeldMedia atomic.Int64
 
 	// Uploads counts upload requests (every chunk of a resumable upload);
 	// UploadBytes, the request body bytes forwarded for them.
@@ -133,6 +139,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			case <-r.Context().Done():
 				return
 			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	if hold := p.HoldMedia.Load(); kind == Media && hold != nil && (*hold)(r.URL.Path) {
+		p.HeldMedia.Add(1)
+		for {
+			hold := p.HoldMedia.Load()
+			if hold == nil || !(*hold)(r.URL.Path) {
+				break
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(5 * time.Millisecond):
 			}
 		}
 	}
