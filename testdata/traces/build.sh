@@ -152,6 +152,8 @@ if has record; then
 	# Only a full recording starts afresh; TRACES adds to the last one.
 	[ -n "$TRACES" ] || rm -rf "$RUN"
 	mkdir -p "$RUN/raw" "$RUN/out/review" "$RUN/log" "$RUN/home"
+	# A full conversion of a partial recording would drop the other traces.
+	[ -z "$TRACES" ] || touch "$RUN/partial"
 	shot="$C/shots/sh010.blend"
 	# One process per frame, as a farm runs them, then one process that
 	# renders four frames (Cycles reloads every image each frame).
@@ -199,6 +201,10 @@ fi
 # ---------------------------------------------------------------- convert
 if has convert; then
 	[ -f "$RUN/runs.tsv" ] || { echo "build.sh: no raw traces in $RUN (run the record stage)" >&2; exit 1; }
+	if [ -z "$TRACES" ] && [ -f "$RUN/partial" ]; then
+		echo "build.sh: $RUN holds a partial recording; convert it with TRACES set, or record everything" >&2
+		exit 1
+	fi
 	t=$SECONDS
 	# JITFS=/path/to/jitfs uses a prebuilt binary instead of this tree's.
 	jitfs=${JITFS:-$RUN/jitfs}
