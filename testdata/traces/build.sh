@@ -103,7 +103,8 @@ if has corpus; then
 	chmod -R a+rX "$C"
 	# Sizes are reproducible; bytes are too except the .blend files (Blender
 	# writes memory addresses) and the VDB headers (OpenVDB writes a UUID).
-	# Plates and OCIO files are byte for byte the same on every run.
+	# The plates, the OCIO files and sh030's library are byte for byte the
+	# same on every run.
 	(cd "$C" && find . -type f -printf '%P\t%s\n' | LC_ALL=C sort) >"$C.files.tsv"
 	if ! cmp -s "$C.files.tsv" "$here/corpus.tsv"; then
 		log "note: the corpus differs from testdata/traces/corpus.tsv (diff $C.files.tsv $here/corpus.tsv)"
@@ -244,6 +245,7 @@ print("\t".join(str(s[k]) for k in ("events", "opens", "reads", "bytes_read", "e
 ')
 		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" "$wall" "$nums" "$(stat -c %s "$out")" "$cwd" "$cmd" >>"$RUN/manifest.rows"
 	done <"$RUN/runs.tsv"
+	[ -s "$RUN/manifest.rows" ] || { echo "build.sh: TRACES=\"$TRACES\" names no recording in $RUN/runs.tsv" >&2; exit 1; }
 	# A full conversion writes the manifest afresh; TRACES replaces the rows
 	# it converted and appends new ones after the rest, in recording order.
 	{
