@@ -96,6 +96,13 @@ type Cache struct {
 	pf     *semaphore.Weighted // bytes, for Handle.Fetch
 	spec   *semaphore.Weighted // bytes, for Handle.Speculate
 
+	// kept lists the closed objects whose files stay open, most recently
+	// closed first (Options.KeepOpen). Lock order: keptMu alone, never
+	// with an Object's mu held.
+	keptMu sync.Mutex
+	kept   *list.List
+	keptAt map[*Object]*list.Element
+
 	// mu guards the fields below. Lock order: mu, then Object.mu.
 	mu      sync.Mutex
 	objects map[string]*Object              // every object known: open, or on disk
@@ -145,6 +152,8 @@ func New(opts Options) (*Cache, error) {
 		ra:        semaphore.NewWeighted(int64(opts.ReadAheadFetches)),
 		pf:        semaphore.NewWeighted(opts.PrefetchBytes),
 		spec:      semaphore.NewWeighted(opts.SpeculationBytes),
+		kept:      list.New(),
+		keptAt:    map[*Object]*list.Element{},
 		objects:   map[string]*Object{},
 		lru:       lru,
 		memLRU:    list.New(),
@@ -552,4 +561,29 @@ func (c *Cache) Close() error {
 		o.mu.Unlock()
 	}
 	return c.lock.Close()
+}
+
+// keepOpen records that o, just closed, keeps its files open, and closes
+// the files of the least recently closed past Options.KeepOpen. Called
+// without o.mu: a victim's mu is taken after keptMu is released.
+func (c *Cache) keepOpen(o *Object) {
+	var victims []*Object
+	c.keptMu.Lock()
+	if e, ok := c.keptAt[o]; ok {
+		c.kept.MoveToFront(e)
+	} else {
+		c.keptAt[o] = c.kept.PushFront(o)
+	}
+	for c.kept.Len() > c.opts.KeepOpen {
+		v := c.kept.Remove(c.kept.Back()).(*Object)
+		delete(c.keptAt, v)
+		victims = append(victims, v)
+	}
+	c.keptMu.Unlock()
+	for _, v := range victims {
+		v.mu.Lock()
+		// Reopened meanwhile: its next release keeps it again.
+		v.closeIfIdleLocked()
+		v.mu.Unlock()
+	}
 }

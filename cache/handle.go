@@ -96,8 +96,10 @@ func (h *Handle) Meta() Meta {
 	return h.o.meta
 }
 
-// BackingFile opens the object's data file read-only for FUSE passthrough.
-// It succeeds only for complete, verified objects; the caller closes it.
+// BackingFile is the object's data file opened read-only, for FUSE
+// passthrough. It succeeds only for complete, verified objects. The file
+// is the object's, shared by every handle and valid while the handle is
+// open: the caller must not close it.
 func (h *Handle) BackingFile() (*os.File, bool) {
 	o := h.o
 	o.mu.Lock()
@@ -105,12 +107,15 @@ func (h *Handle) BackingFile() (*os.File, bool) {
 	if !o.complete || len(o.unverified) > 0 || o.meta.Size == 0 || o.evicted {
 		return nil, false
 	}
-	data, _ := o.c.paths(o.key)
-	f, err := os.Open(data)
-	if err != nil {
-		return nil, false
+	if o.ro == nil {
+		data, _ := o.c.paths(o.key)
+		f, err := os.Open(data)
+		if err != nil {
+			return nil, false
+		}
+		o.ro = f
 	}
-	return f, true
+	return o.ro, true
 }
 
 // Outcome says where a read's bytes came from.

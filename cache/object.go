@@ -38,10 +38,16 @@ type Object struct {
 	// trusts what this process wrote and does not re-read its journal.
 	loaded bool
 	// data and jnl are open only while the object is in use: refs > 0, a
-	// fill in flight, or a whole-object verification running
+	// fill in flight, or a whole-object verification running, or while a
+	// complete object is among the Options.KeepOpen most recently closed
 	// (INVARIANT: otherwise both are nil). A daemon that has read 100k
-	// files must not hold 200k descriptors.
-	data, jnl  *os.File
+	// files must not hold 200k descriptors; one that reopens the same
+	// files frame after frame should not pay four system calls per open.
+	data, jnl *os.File
+	// ro is the data file opened read-only for FUSE passthrough, shared by
+	// every handle (the kernel keeps its own reference once registered);
+	// closed with data.
+	ro         *os.File
 	present    []uint64 // bitset over blocks
 	nblocks    int64
 	npresent   int64
@@ -296,6 +302,10 @@ func (o *Object) verifySpansLocked(start, end int64) {
 }
 
 func (o *Object) closeFilesLocked() {
+	if o.ro != nil {
+		o.ro.Close()
+		o.ro = nil
+	}
 	if o.data != nil {
 		o.data.Close()
 		o.data = nil
@@ -327,8 +337,18 @@ func (o *Object) closeIfIdleLocked() bool {
 func (o *Object) release() {
 	o.mu.Lock()
 	o.refs--
-	idle := o.closeIfIdleLocked()
+	var idle, keep bool
+	if o.idleLocked() && o.complete && len(o.unverified) == 0 && o.data != nil && o.c.opts.KeepOpen > 0 {
+		// Renderers reopen the same files frame after frame: a complete
+		// object keeps its files open among the most recently closed.
+		idle, keep = true, true
+	} else {
+		idle = o.closeIfIdleLocked()
+	}
 	o.mu.Unlock()
+	if keep {
+		o.c.keepOpen(o)
+	}
 	if idle {
 		o.c.kickEvictionIfOver()
 	}

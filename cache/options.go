@@ -45,6 +45,10 @@ type Options struct {
 	// readers that sent no hooks never holds up a hook's prefetch, nor a
 	// blocked reader.
 	SpeculationBytes int64
+	// KeepOpen is how many complete objects keep their files open once
+	// closed (0: none), so reopening a recently read file costs no system
+	// call: two descriptors each.
+	KeepOpen int
 	// Strict serves no byte of an object larger than WholeObjectMax before
 	// the whole object is fetched and checked against its CRC32C: a read
 	// waits for all of it. Without it such objects are served as their

@@ -928,3 +928,80 @@ func BenchmarkCacheStartup100k(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTreeRead reads a tree of 2,000 files of 64 KiB in 20
+// directories (open, read whole, close, in listing order) through a warm
+// mount and from a local copy, side by side: with the page cache hot
+// ("hot", -x-local), and after drop_caches with the cache on disk ("disk").
+// It is the per-open cost of the daemon: every byte is local either way.
+func BenchmarkTreeRead(b *testing.B) {
+	const dirs, per, size = 20, 100, 64 << 10
+	work := b.TempDir()
+	local := filepath.Join(work, "local")
+	objs := fstest.MapFS{}
+	var rels []string
+	for d := range dirs {
+		for f := range per {
+			rel := fmt.Sprintf("tree/d%02d/f%03d.exr", d, f)
+			data := genData(size, uint64(d*per+f))
+			objs[rel] = &fstest.MapFile{Data: data}
+			rels = append(rels, rel)
+			p := filepath.Join(local, rel)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(p, data, 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	emu := startEmulator(b, emulator.Options{Bucket: benchBucket, Objects: objs})
+	gc := newGCS(b, emu)
+	m := newMount(b, gc, filepath.Join(work, "cache"), true)
+	buf := make([]byte, size+1)
+	readAll := func(b *testing.B, root string) {
+		for _, rel := range rels {
+			f, err := os.Open(filepath.Join(root, rel))
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err := io.ReadFull(f, buf)
+			if n != size || !errors.Is(err, io.ErrUnexpectedEOF) {
+				b.Fatalf("%s: read %d bytes, %v", rel, n, err)
+			}
+			f.Close()
+		}
+	}
+	// Fill the cache, and wait until every file is handed out for
+	// passthrough (verified complete).
+	readAll(b, m.dir)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		before := m.FS.Stats.PassthroughOpens.Load()
+		readAll(b, m.dir)
+		if m.FS.Stats.PassthroughOpens.Load()-before == int64(len(rels)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("files never handed out for passthrough")
+		}
+	}
+	ratio := func(b *testing.B, prep func()) {
+		var jit, loc time.Duration
+		for b.Loop() {
+			prep()
+			t0 := time.Now()
+			readAll(b, m.dir)
+			jit += time.Since(t0)
+			prep()
+			t0 = time.Now()
+			readAll(b, local)
+			loc += time.Since(t0)
+		}
+		b.ReportMetric(jit.Seconds()/float64(b.N), "jitfs-s/tree")
+		b.ReportMetric(loc.Seconds()/float64(b.N), "local-s/tree")
+		b.ReportMetric(jit.Seconds()/loc.Seconds(), "x-local")
+	}
+	b.Run("hot", func(b *testing.B) { ratio(b, func() {}) })
+	b.Run("disk", func(b *testing.B) { ratio(b, func() { dropCaches(b, "3") }) })
+}

@@ -127,7 +127,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	if n.tel, n.ops, err = operationMetrics(cfg.Telemetry); err != nil {
 		return nil, err
 	}
-	if n.Cache, err = cache.New(cache.Options{Dir: cfg.CacheDir, Budget: cfg.CacheSize, Strict: cfg.StrictVerify, Logger: cfg.Log}); err != nil {
+	if n.Cache, err = cache.New(cache.Options{Dir: cfg.CacheDir, Budget: cfg.CacheSize, Strict: cfg.StrictVerify, KeepOpen: keepOpen, Logger: cfg.Log}); err != nil {
 		return nil, err
 	}
 	start := time.Now()
