@@ -83,6 +83,10 @@ type Stats struct {
 	// SpeculatedBytes were fetched by Handle.Speculate (fetching ahead of
 	// readers that sent no hooks).
 	SpeculatedBytes atomic.Int64
+	// ReadBackChecks counts whole-object checks that read the object back
+	// from the cache disk: those its fetched ranges did not cover (a
+	// restart, a range fetched twice).
+	ReadBackChecks atomic.Int64
 }
 
 // Cache is a budgeted, persistent cache of object generations on local disk.

@@ -265,6 +265,7 @@ func (o *Object) persist(f *fill, verifiedWhole bool) {
 		return
 	}
 	o.markPresentLocked(f.start, f.end)
+	o.noteFetchedLocked(f.start, f.end, crc)
 	if verifiedWhole && o.npresent == o.nblocks {
 		o.complete = true
 	}

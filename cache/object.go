@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -9,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,8 +54,14 @@ type Object struct {
 	nblocks    int64
 	npresent   int64
 	unverified []span
-	complete   bool // every block present and the whole object verified
-	completing bool
+	// fetched are the ranges this process fetched and wrote, sorted, each
+	// with the CRC32C of its bytes as they arrived: when they tile the
+	// object, its whole CRC32C is their combination and the check reads
+	// nothing back (nil once complete; past maxFetchedSpans, not kept).
+	fetched     []span
+	fetchedFull bool
+	complete    bool // every block present and the whole object verified
+	completing  bool
 	// verifyWait, when set, is closed when the running whole-object
 	// verification ends (either way): strict readers wait on it.
 	verifyWait chan struct{}
@@ -109,6 +117,23 @@ func (o *Object) clearPresence() {
 	o.npresent = 0
 	o.unverified = nil
 	o.complete = false
+	o.fetched, o.fetchedFull = nil, false
+}
+
+// maxFetchedSpans bounds the ranges remembered per object (24 bytes each).
+const maxFetchedSpans = 1 << 14
+
+// noteFetchedLocked remembers a range written to the data file.
+func (o *Object) noteFetchedLocked(start, end int64, crc uint32) {
+	if o.fetchedFull {
+		return
+	}
+	if len(o.fetched) >= maxFetchedSpans {
+		o.fetched, o.fetchedFull = nil, true
+		return
+	}
+	i, _ := slices.BinarySearchFunc(o.fetched, start, func(s span, at int64) int { return cmp.Compare(s.start, at) })
+	o.fetched = slices.Insert(o.fetched, i, span{start, end, crc})
 }
 
 // open loads the journal on first use, opens the object's files if they
@@ -255,17 +280,25 @@ func (o *Object) markPresentLocked(start, end int64) {
 	}
 }
 
-// verifyWholeLocked checks the data file against the object's CRC32C.
+// verifyWholeLocked checks the object against its CRC32C: from the CRC32Cs
+// of the ranges this process fetched when they tile it (the bytes as they
+// arrived, which the kernel then wrote), else by reading the data file.
 func (o *Object) verifyWholeLocked() error {
 	if !o.meta.HasCRC32C {
 		o.c.Stats.UnverifiedObjectsServed.Add(1)
 		return nil
 	}
-	h := crc32.New(castagnoli)
-	if _, err := io.Copy(h, io.NewSectionReader(o.data, 0, o.meta.Size)); err != nil {
-		return fmt.Errorf("cache: read %s for verification: %w", o.meta, err)
+	got, ok := assembledCRC(o.fetched, o.meta.Size)
+	o.fetched = nil
+	if !ok {
+		o.c.Stats.ReadBackChecks.Add(1)
+		h := crc32.New(castagnoli)
+		if _, err := io.Copy(h, io.NewSectionReader(o.data, 0, o.meta.Size)); err != nil {
+			return fmt.Errorf("cache: read %s for verification: %w", o.meta, err)
+		}
+		got = h.Sum32()
 	}
-	if got := h.Sum32(); got != o.meta.CRC32C {
+	if got != o.meta.CRC32C {
 		o.c.Stats.ChecksumMismatches.Add(1)
 		return fmt.Errorf("%w: %s: cached %08x, object %08x", ErrChecksum, o.meta, got, o.meta.CRC32C)
 	}
