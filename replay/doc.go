@@ -4,10 +4,13 @@
 // benchmark that runs anywhere.
 //
 // Each traced process (pid) becomes one goroutine that issues its
-// operations in order; processes run concurrently, as they did in the
-// render. By default operations go as fast as the filesystem answers,
-// which measures the file layer rather than the renderer's think time;
-// Pace keeps the recorded gaps instead.
+// operations in order. By default operations go as fast as the filesystem
+// answers, which measures the file layer rather than the renderer's think
+// time, and processes keep the overlap they had in the render: those that
+// ran at the same time (a renderer's threads, concurrent workers) replay
+// concurrently, and one that began after another had ended (the frames of
+// a shell loop, one process each) starts only once that one has finished.
+// Pace keeps the recorded gaps instead, which orders processes by itself.
 //
 // Replay compares outcomes with the recording. An operation that
 // succeeded when recorded but fails now is an error (the run fails); a

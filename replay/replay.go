@@ -42,6 +42,9 @@ type Options struct {
 	// MaxRead bounds one read call's buffer (default 8 MiB); longer
 	// recorded reads and mmaps are split.
 	MaxRead int
+
+	// observe is passed to the runner (tests only).
+	observe func(pid int, what string, waitsFor []int)
 }
 
 // Latency summarises one operation type's latencies, in milliseconds.
@@ -72,6 +75,9 @@ type Result struct {
 	FirstErrors []string           `json:"first_errors,omitempty"`
 	Latency     map[string]Latency `json:"latency"`
 	Pids        int                `json:"pids"`
+	// MaxConcurrent is the most pids whose operations were being replayed
+	// at one time: how parallel the replay really was.
+	MaxConcurrent int `json:"max_concurrent"`
 }
 
 // Err summarises unexpected errors, or returns nil.
@@ -85,6 +91,14 @@ func (r *Result) Err() error {
 type stream struct {
 	pid int
 	evs []trace.Event
+	// first and last bound the stream's recorded activity: the start of
+	// its first operation and the end of its last.
+	first, last float64
+	// after is how many streams, taken in order of their last time, must
+	// finish before this one starts (unpaced replays only).
+	after int
+	// rank is the stream's place in that order.
+	rank int
 }
 
 type handleKey struct {
@@ -108,11 +122,19 @@ type runner struct {
 	// open has been replayed (mount traces only; read-only after setup).
 	opened map[uint64]chan struct{}
 
+	// seq orders the streams of an unpaced replay; nil when paced.
+	seq *sequencer
+	// observe, when set (tests only), hears each stream wait for the
+	// streams before it (waitsFor: their pids), start issuing operations
+	// and end.
+	observe func(pid int, what string, waitsFor []int)
+
 	mu      sync.Mutex
 	res     Result
 	lat     map[string][]float64
 	ttfb    time.Duration
 	gotByte bool
+	running int
 }
 
 // Run replays evs (from a trace with header h) and returns what it
@@ -133,7 +155,7 @@ func Run(ctx context.Context, h trace.Header, evs []trace.Event, opts Options) (
 	}
 	sort.SliceStable(opts.Map, func(i, j int) bool { return len(opts.Map[i].Old) > len(opts.Map[j].Old) })
 	r := &runner{opts: opts, root: strings.TrimSuffix(h.Root, "/"), shared: h.Source == "mount",
-		lat: map[string][]float64{}}
+		lat: map[string][]float64{}, observe: opts.observe}
 	r.res.Root = opts.Root
 
 	byPid := map[int]*stream{}
@@ -154,6 +176,9 @@ func Run(ctx context.Context, h trace.Header, evs []trace.Event, opts Options) (
 		}
 	}
 	r.res.Pids = len(order)
+	if !opts.Pace {
+		r.seq = newSequencer(order)
+	}
 
 	// In a mount trace a handle opened by one thread is read by others,
 	// which replay runs concurrently: a read must wait for its open (the
@@ -226,6 +251,20 @@ func (r *runner) mapPath(p string) string {
 }
 
 func (r *runner) play(ctx context.Context, s *stream, handles *sync.Map) {
+	if r.seq != nil {
+		// Deferred first, so it runs last: successors start only once
+		// this stream is wholly done.
+		defer r.seq.finish(s)
+		if !r.seq.wait(ctx, s, r.observe) {
+			return
+		}
+	}
+	started := false
+	defer func() {
+		if started {
+			r.stopped(s)
+		}
+	}()
 	buf := make([]byte, 0)
 	for _, ev := range s.evs {
 		if ctx.Err() != nil {
@@ -240,6 +279,10 @@ func (r *runner) play(ctx context.Context, s *stream, handles *sync.Map) {
 					return
 				}
 			}
+		}
+		if !started {
+			started = true
+			r.began(s)
 		}
 		key := handleKey{pid: s.pid, fh: ev.Fh}
 		if r.shared {
@@ -365,6 +408,132 @@ func readRange(f *os.File, buf []byte, off, length int64) (int64, error) {
 		}
 	}
 	return total, nil
+}
+
+// began and stopped bracket the part of a stream that issues operations,
+// which is what MaxConcurrent counts: a paced stream sleeping until its
+// first recorded time is not yet replaying.
+func (r *runner) began(s *stream) {
+	r.mu.Lock()
+	r.running++
+	r.res.MaxConcurrent = max(r.res.MaxConcurrent, r.running)
+	r.mu.Unlock()
+	if r.observe != nil {
+		r.observe(s.pid, "start", nil)
+	}
+}
+
+func (r *runner) stopped(s *stream) {
+	r.mu.Lock()
+	r.running--
+	r.mu.Unlock()
+	if r.observe != nil {
+		r.observe(s.pid, "end", nil)
+	}
+}
+
+// sequencer keeps an unpaced replay from running at once processes that
+// ran one after another when recorded. Replay cannot tell a job's
+// successive processes from unrelated ones (a trace has no parent pids,
+// and a strace import keeps only the corpus's events), so it goes by time:
+// a stream starts once every stream whose last operation ended before its
+// first began has finished. Streams that overlapped when recorded (a
+// renderer's threads, a farm's concurrent workers) still run together,
+// while a shell loop's processes run one at a time, as they did.
+type sequencer struct {
+	// ready[k] is closed once the first k streams by last time have all
+	// finished; it exists only for the k some stream waits for. The map
+	// is read-only after newSequencer.
+	ready map[int]chan struct{}
+	// byLast holds the streams in order of their last time (their rank).
+	byLast []*stream
+
+	mu   sync.Mutex
+	done []bool // by rank
+	upTo int    // done[:upTo] are all true
+}
+
+func newSequencer(streams []*stream) *sequencer {
+	for _, s := range streams {
+		bounds(s)
+	}
+	byLast := slices.Clone(streams)
+	sort.SliceStable(byLast, func(i, j int) bool { return byLast[i].last < byLast[j].last })
+	lasts := make([]float64, len(byLast))
+	for i, s := range byLast {
+		s.rank = i
+		lasts[i] = s.last
+	}
+	q := &sequencer{ready: map[int]chan struct{}{}, byLast: byLast, done: make([]bool, len(streams))}
+	for _, s := range streams {
+		// Every stream that ended before s began has a lower rank than
+		// s (s ends no earlier than it begins), so each stream waits only
+		// on lower ranks and the order cannot deadlock.
+		s.after = sort.SearchFloat64s(lasts, s.first)
+		if s.after > 0 && q.ready[s.after] == nil {
+			q.ready[s.after] = make(chan struct{})
+		}
+	}
+	return q
+}
+
+// bounds sets a stream's first and last times. The trailer is written
+// when recording stops, not by the process it happens to name, so it
+// does not stretch that process's lifetime.
+func bounds(s *stream) {
+	set := false
+	for _, ev := range s.evs {
+		if ev.Op == trace.OpEnd {
+			continue
+		}
+		end := ev.T + max(ev.Dur, 0)
+		if !set {
+			s.first, s.last, set = ev.T, end, true
+		}
+		s.first = min(s.first, ev.T)
+		s.last = max(s.last, end)
+	}
+	if !set && len(s.evs) > 0 {
+		s.first, s.last = s.evs[0].T, s.evs[0].T
+	}
+}
+
+// wait blocks until the streams s must follow have finished; false means
+// ctx ended first.
+func (q *sequencer) wait(ctx context.Context, s *stream, observe func(int, string, []int)) bool {
+	if s.after == 0 {
+		return true
+	}
+	if observe != nil {
+		pids := make([]int, s.after)
+		for i, p := range q.byLast[:s.after] {
+			pids[i] = p.pid
+		}
+		observe(s.pid, "wait", pids)
+	}
+	select {
+	case <-q.ready[s.after]:
+		return true
+	case <-ctx.Done():
+		if observe != nil {
+			observe(s.pid, "cancelled", nil)
+		}
+		return false
+	}
+}
+
+// finish records that s is done and releases the streams waiting for it
+// and everything that ended before it.
+func (q *sequencer) finish(s *stream) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.done[s.rank] = true
+	for q.upTo < len(q.done) && q.done[q.upTo] {
+		q.upTo++
+		if ch := q.ready[q.upTo]; ch != nil {
+			close(ch)
+		}
+	}
 }
 
 func (r *runner) skip() { r.count(func(res *Result) { res.Skipped++ }) }
