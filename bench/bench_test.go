@@ -136,3 +136,119 @@ func TestRunMatrix(t *testing.T) {
 type stringsBuilder []byte
 
 func (s *stringsBuilder) Write(p []byte) (int, error) { *s = append(*s, p...); return len(p), nil }
+
+// TestRunPeers runs the matrix with the peers on one small workload: each
+// installed peer gets a cold and a warm row whose replay read what the
+// workload reads and whose bytes the link counted, and the jitfs rows are
+// compared with the fastest of them. On a machine without a peer the
+// report says so, as it does to a user.
+func TestRunPeers(t *testing.T) {
+	peers, err := FindPeers(PeerNames, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := SmallFiles(40, 20000, 4)
+	rep, err := Run(context.Background(), Config{Workloads: []*Workload{w}, Network: direct, WorkDir: t.TempDir(),
+		Link: Link{Bandwidth: 100e6}, Peers: peers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md stringsBuilder
+	rep.Markdown(&md)
+	rows := map[string]Row{}
+	for _, r := range rep.Rows {
+		rows[r.Strategy] = r
+	}
+	local := rows["pre-sync"]
+	best := map[string]float64{}
+	installed := 0
+	for i, p := range peers {
+		info := rep.Peers[i]
+		if p.Path == "" {
+			if info.Missing != NotInstalled || !strings.Contains(string(md), "- "+p.Name+": "+NotInstalled) {
+				t.Errorf("%s is not installed, the report says %+v:\n%s", p.Name, info, md)
+			}
+			for _, r := range rep.Rows {
+				if isPeer(r.Strategy) && strings.HasPrefix(r.Strategy, p.Name) {
+					t.Errorf("row %q for a peer that is not installed", r.Strategy)
+				}
+			}
+			continue
+		}
+		installed++
+		if len(info.Errors) > 0 || info.Version == "" {
+			t.Fatalf("%s: %+v", p.Name, info)
+		}
+		for _, ph := range []string{"cold", "warm"} {
+			r, ok := rows[p.Name+" "+ph]
+			if !ok {
+				t.Fatalf("no %s %s row:\n%s", p.Name, ph, md)
+			}
+			t.Logf("%s %s: %.3f s, %d B, %d requests", p.Name, ph, r.Total, r.LinkBytes, r.Requests)
+			if r.Read != local.Read || r.Ops != local.Ops || r.Total <= 0 || r.XIdeal <= 0 {
+				t.Errorf("%s %s read %d bytes in %d ops (local disk: %d in %d), %.3f s", p.Name, ph, r.Read, r.Ops, local.Read, local.Ops, r.Total)
+			}
+			if ph == "cold" && (r.LinkBytes < w.Needed || r.Requests == 0) {
+				t.Errorf("%s cold: %d bytes over the link (the workload needs %d), %d requests", p.Name, r.LinkBytes, w.Needed, r.Requests)
+			}
+			if ph == "warm" && r.LinkBytes > rows[p.Name+" cold"].LinkBytes {
+				t.Errorf("%s warm moved %d bytes, more than cold", p.Name, r.LinkBytes)
+			}
+			if b, ok := best[ph]; !ok || r.Total < b {
+				best[ph] = r.Total
+			}
+		}
+	}
+	for _, r := range rep.Rows {
+		if !strings.HasPrefix(r.Strategy, "jitfs ") {
+			continue
+		}
+		if installed == 0 {
+			if r.XBestPeer != 0 {
+				t.Errorf("%s: × best peer %v without peers", r.Strategy, r.XBestPeer)
+			}
+			continue
+		}
+		if want := r.Total / best[phase(r.Strategy)]; r.XBestPeer != want || r.BestPeer == "" {
+			t.Errorf("%s: × best peer %v (%s), want %v", r.Strategy, r.XBestPeer, r.BestPeer, want)
+		}
+	}
+	t.Logf("\n%s", md)
+}
+
+// TestPeersNotInstalled is a fresh machine: no peer on PATH. The bench
+// still runs, with no peer rows and no × best peer, and its report says
+// how to install them.
+func TestPeersNotInstalled(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	peers, err := FindPeers(PeerNames, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(context.Background(), Config{Workloads: []*Workload{SmallFiles(5, 1000, 1)}, Network: direct,
+		WorkDir: t.TempDir(), Link: Link{Bandwidth: 100e6}, Peers: peers, NoSpeculation: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md stringsBuilder
+	rep.Markdown(&md)
+	for _, name := range PeerNames {
+		if want := "- " + name + ": not installed (scripts/install-peers.sh installs it)\n"; !strings.Contains(string(md), want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	for _, r := range rep.Rows {
+		if isPeer(r.Strategy) || r.XBestPeer != 0 {
+			t.Errorf("row %+v on a machine without peers", r)
+		}
+	}
+	if len(rep.Rows) != 5 {
+		t.Errorf("%d rows, want pre-sync and four jitfs rows", len(rep.Rows))
+	}
+	if _, err := FindPeers([]string{"s3fs"}, nil); err == nil || !strings.Contains(err.Error(), "unknown peer") {
+		t.Errorf("an unknown peer: %v", err)
+	}
+	if _, err := FindPeers([]string{"rclone"}, map[string]string{"rclone": "/nonexistent/rclone"}); err == nil {
+		t.Error("a missing --rclone binary was accepted")
+	}
+}
