@@ -1,11 +1,19 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/xml"
+	"image"
+	"image/png"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/jitfs/jitfs/trace"
+	"gonum.org/v1/plot/vg/vgimg"
 )
 
 func direct(up string) (string, func() error, error) { return up, func() error { return nil }, nil }
@@ -250,5 +258,87 @@ func TestPeersNotInstalled(t *testing.T) {
 	}
 	if _, err := FindPeers([]string{"rclone"}, map[string]string{"rclone": "/nonexistent/rclone"}); err == nil {
 		t.Error("a missing --rclone binary was accepted")
+	}
+}
+
+// TestPlot draws a small report as SVG and PNG and reads both back: the
+// SVG is XML whose text names every workload and strategy, the PNG decodes
+// at the chart's size.
+func TestPlot(t *testing.T) {
+	rep := &Report{RTT: 20, Bandwidth: 100e6, Workloads: []WorkloadInfo{{Name: "small-files-2000x1", Ideal: 1.3}, {Name: "povray_balcony", Ideal: 0.05}}}
+	for _, r := range []Row{
+		{Workload: "small-files-2000x1", Strategy: "pre-sync", Total: 3.8},
+		{Workload: "small-files-2000x1", Strategy: "jitfs cold", Total: 2.9},
+		{Workload: "small-files-2000x1", Strategy: "jitfs warm", Total: 0.4},
+		{Workload: "small-files-2000x1", Strategy: "gcsfuse cold", Total: 50.3},
+		{Workload: "small-files-2000x1", Strategy: "rclone cold", Total: 49.3},
+		{Workload: "povray_balcony", Strategy: "jitfs cold", Total: 0.107},
+		{Workload: "povray_balcony", Strategy: "jitfs warm", Total: 0.004},
+	} {
+		for _, w := range rep.Workloads {
+			if w.Name == r.Workload {
+				r.XIdeal = r.Total / w.Ideal
+			}
+		}
+		rep.Rows = append(rep.Rows, r)
+	}
+	dir := t.TempDir()
+	svgFile, pngFile := filepath.Join(dir, "bench.svg"), filepath.Join(dir, "bench.PNG")
+	for _, f := range []string{svgFile, pngFile} {
+		if err := rep.WritePlot(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(svgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	dec := xml.NewDecoder(bytes.NewReader(b))
+	inText := false
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("the SVG is not XML: %v", err)
+		}
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			inText = tok.Name.Local == "text"
+		case xml.EndElement:
+			inText = false
+		case xml.CharData:
+			if inText {
+				texts = append(texts, string(tok))
+			}
+		}
+	}
+	all := strings.Join(texts, "\n")
+	for _, want := range []string{"small-files-2000x1", "povray_balcony", "pre-sync", "jitfs cold", "jitfs warm", "gcsfuse cold",
+		"rclone cold", "link-limited ideal", "50.3 s", "0.004 s", "time ÷ link-limited ideal"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("the SVG's text lacks %q:\n%s", want, all)
+		}
+	}
+	f, err := os.Open(pngFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, h := rep.PlotSize()
+	if got, want := img.Bounds().Size(), image.Pt(int(w.Dots(vgimg.DefaultDPI)+0.5), int(h.Dots(vgimg.DefaultDPI)+0.5)); got != want {
+		t.Errorf("PNG is %v, want %v", got, want)
+	}
+	if err := rep.WritePlot(filepath.Join(dir, "bench.gif")); err == nil {
+		t.Error("a .gif chart was accepted")
+	}
+	if err := (&Report{}).WritePlot(filepath.Join(dir, "empty.svg")); err == nil {
+		t.Error("an empty report was drawn")
 	}
 }
