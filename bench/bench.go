@@ -346,19 +346,12 @@ func runPeers(ctx context.Context, cfg Config, addr string, link *linkCounter, w
 			continue
 		}
 		dir := filepath.Join(cfg.WorkDir, w.Name, "peers")
-		got, err := runPeer(ctx, p, addr, dir, link, cfg.Link.RTT, w)
+		got, err := runPeer(ctx, p, addr, dir, link, cfg.Link, w)
 		if ctx.Err() != nil {
 			return rows, ctx.Err()
 		}
-		if err != nil {
-			msg := fmt.Sprintf("%s on %s: %v", p.Name, w.Name, err)
-			infos[i].Errors = append(infos[i].Errors, msg)
-			cfg.Log.Warn("bench: peer failed", "peer", p.Name, "workload", w.Name, "err", err)
-			if cfg.Progress != nil {
-				fmt.Fprintf(cfg.Progress, "bench: %s\n", msg)
-			}
-			continue
-		}
+		// The rows a failing peer finished (its cold replay, when the warm
+		// one failed) stand.
 		for _, r := range got {
 			r.Workload = w.Name
 			r.XIdeal = r.Total / info.Ideal
@@ -368,6 +361,14 @@ func runPeers(ctx context.Context, cfg Config, addr string, link *linkCounter, w
 			rows = append(rows, r)
 			if cfg.Progress != nil {
 				fmt.Fprintf(cfg.Progress, "bench: %-28s %-16s %8.3f s  %9.1f MiB over the link\n", w.Name, r.Strategy, r.Total, float64(r.LinkBytes)/(1<<20))
+			}
+		}
+		if err != nil {
+			msg := fmt.Sprintf("%s on %s: %v", p.Name, w.Name, err)
+			infos[i].Errors = append(infos[i].Errors, msg)
+			cfg.Log.Warn("bench: peer failed", "peer", p.Name, "workload", w.Name, "err", err)
+			if cfg.Progress != nil {
+				fmt.Fprintf(cfg.Progress, "bench: %s\n", msg)
 			}
 		}
 	}

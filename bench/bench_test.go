@@ -224,13 +224,22 @@ func TestRunPeers(t *testing.T) {
 	t.Logf("\n%s", md)
 }
 
-// TestPeersNotInstalled is a fresh machine: no peer on PATH. The bench
-// still runs, with no peer rows and no × best peer, and its report says
-// how to install them.
-func TestPeersNotInstalled(t *testing.T) {
+// TestPeersMissingOrFailing is a machine without gcsfuse on PATH, and with
+// an rclone that cannot mount. The bench still runs, with no peer rows and
+// no × best peer; its report says how to install the missing peer and why
+// the other has no rows.
+func TestPeersMissingOrFailing(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	peers, err := FindPeers(PeerNames, nil)
 	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		if p.Path != "" {
+			t.Fatalf("%s found on an empty PATH: %s", p.Name, p.Path)
+		}
+	}
+	if peers, err = FindPeers(PeerNames, map[string]string{"rclone": "/bin/false"}); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := Run(context.Background(), Config{Workloads: []*Workload{SmallFiles(5, 1000, 1)}, Network: direct,
@@ -240,8 +249,9 @@ func TestPeersNotInstalled(t *testing.T) {
 	}
 	var md stringsBuilder
 	rep.Markdown(&md)
-	for _, name := range PeerNames {
-		if want := "- " + name + ": not installed (scripts/install-peers.sh installs it)\n"; !strings.Contains(string(md), want) {
+	for _, want := range []string{"- gcsfuse: not installed (scripts/install-peers.sh installs it)\n",
+		"- rclone (/bin/false): `", "  - failed: rclone on small-files-5x1: mount: exited before mounting (exit status 1)"} {
+		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
 	}

@@ -229,10 +229,16 @@ func (m *peerMount) close() error {
 	return nil
 }
 
+// abort pulls the mount from under the peer and kills it.
+func (m *peerMount) abort() {
+	unix.Unmount(m.mnt, unix.MNT_DETACH)
+	m.cmd.Process.Kill()
+}
+
 // runPeer measures one peer on one workload: a cold replay on a fresh
 // cache, then a warm one on the same mount. Its link figures come from the
 // link, which is all a peer can be measured by.
-func runPeer(ctx context.Context, p Peer, addr, dir string, link *linkCounter, rtt time.Duration, w *Workload) ([]Row, error) {
+func runPeer(ctx context.Context, p Peer, addr, dir string, link *linkCounter, l Link, w *Workload) ([]Row, error) {
 	base := filepath.Join(dir, p.Name)
 	defer os.RemoveAll(base)
 	m, err := mountPeer(ctx, p, addr, w.Name, filepath.Join(base, "cache"), filepath.Join(base, "mnt"))
@@ -242,14 +248,24 @@ func runPeer(ctx context.Context, p Peer, addr, dir string, link *linkCounter, r
 	var rows []Row
 	for _, phase := range []string{"cold", "warm"} {
 		before := link.counters()
+		// A peer that stops answering would hold the replay in the kernel
+		// for ever; pulling its mount fails the waiting calls instead, and
+		// the bench goes on with the next one.
+		limit := 10*time.Minute + time.Duration(100*l.Ideal(w.Needed)*float64(time.Second))
+		var hung atomic.Bool
+		watchdog := time.AfterFunc(limit, func() { hung.Store(true); m.abort() })
 		res, err := play(ctx, w, m.mnt)
+		watchdog.Stop()
+		if hung.Load() {
+			err = fmt.Errorf("no answer within %v, mount pulled (%v): %s", limit, err, m.log.last())
+		}
 		if err != nil {
 			m.close()
 			return rows, fmt.Errorf("%s replay: %w", phase, err)
 		}
 		// What the peer still fetches for this replay (a file cache
 		// filling behind the reads) belongs to its row.
-		link.settle(ctx, max(200*time.Millisecond, 5*rtt))
+		link.settle(ctx, max(200*time.Millisecond, 5*l.RTT))
 		r := rowFrom(p.Name+" "+phase, res, nil)
 		r.LinkBytes, r.Requests = link.since(before)
 		rows = append(rows, r)

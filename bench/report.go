@@ -40,7 +40,7 @@ func (r *Report) Markdown(w io.Writer) {
 				fmt.Fprintf(w, "- %s: %s\n", p.Name, p.Missing)
 				continue
 			}
-			fmt.Fprintf(w, "- %s %s (%s): `%s`\n", p.Name, p.Version, p.Path, p.Flags)
+			fmt.Fprintf(w, "- %s (%s): `%s`\n", strings.TrimSpace(p.Name+" "+p.Version), p.Path, p.Flags)
 			for _, e := range p.Errors {
 				fmt.Fprintf(w, "  - failed: %s\n", e)
 			}
