@@ -93,7 +93,9 @@ func (r *Report) Plot(w io.Writer, format string) error {
 			}
 		}
 	}
-	bars.base = math.Pow(10, math.Floor(math.Log10(math.Min(lo, 1)/1.2)))
+	// Just below a power of ten, so that gonum's log ticks, which truncate
+	// the logarithm of the axis's minimum, label that power.
+	bars.base = math.Pow(10, math.Floor(math.Log10(math.Min(lo, 1)/1.2))) * 0.999
 	bars.top = hi * 4 // room for the labels
 	bars.colors = make([]color.Color, len(strategies))
 	legend := plot.NewLegend()
@@ -125,7 +127,7 @@ func (r *Report) Plot(w io.Writer, format string) error {
 		return fmt.Errorf("bench: chart format %q: want svg or png", format)
 	}
 	dc := draw.New(c)
-	p.Draw(draw.Crop(dc, 0, -plotLegend, 0, 0))
+	p.Draw(draw.Crop(dc, 0.1*vg.Inch, -plotLegend, 0, 0))
 	legend.Draw(draw.Crop(dc, width-plotLegend+0.15*vg.Inch, 0, 0, -0.4*vg.Inch))
 	_, err = c.WriteTo(w)
 	return err
