@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,6 +54,10 @@ type Config struct {
 	// off.
 	Speculate     daemon.Speculation
 	NoSpeculation bool
+	// Peers are mounted after the jitfs strategies on every workload, a
+	// cold and a warm row each; a peer without a Path is reported as not
+	// installed.
+	Peers []Peer
 }
 
 // Row is one workload under one strategy.
@@ -79,6 +84,11 @@ type Row struct {
 	// moved cold without prefetch (fetched, never needed).
 	PrefetchFrom string  `json:"prefetch_from,omitempty"`
 	Waste        float64 `json:"waste,omitempty"`
+	// XBestPeer is a jitfs row's Total ÷ the fastest peer's of the same
+	// phase (cold rows against cold, warm and restarted against warm) on
+	// the same workload in the same run; BestPeer names that peer.
+	XBestPeer float64 `json:"x_best_peer,omitempty"`
+	BestPeer  string  `json:"best_peer,omitempty"`
 }
 
 // WorkloadInfo describes a workload's shape.
@@ -100,6 +110,7 @@ type Report struct {
 	CPUs      int            `json:"cpus"`
 	Workloads []WorkloadInfo `json:"workloads"`
 	Rows      []Row          `json:"rows"`
+	Peers     []PeerInfo     `json:"peers,omitempty"`
 }
 
 // Ideal is the link-limited time for a workload: its distinct bytes at the
@@ -126,7 +137,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	emu, err := emulator.Start(emulator.Options{Bucket: Bucket})
+	link := &linkCounter{}
+	emu, err := emulator.Start(emulator.Options{Bucket: Bucket, Wrap: link.wrap})
 	if err != nil {
 		return nil, err
 	}
@@ -136,13 +148,26 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("bench: emulated link: %w", err)
 	}
 	defer stop()
+	if err := publishVia(emu.Addr(), addr); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	link.host.Store(&addr)
 
 	rep := &Report{Started: time.Now().UTC(), RTT: float64(cfg.Link.RTT) / 1e6, Bandwidth: cfg.Link.Bandwidth, CPUs: runtime.NumCPU()}
+	for _, p := range cfg.Peers {
+		rep.Peers = append(rep.Peers, p.info())
+	}
 	for _, w := range cfg.Workloads {
 		for name, size := range w.Files {
 			emu.Put(Bucket, w.Name+"/"+name, Content(w.Name+"/"+name, size))
 		}
 		rows, info, err := runWorkload(ctx, cfg, addr, w)
+		if err == nil {
+			var peerRows []Row
+			peerRows, err = runPeers(ctx, cfg, addr, link, w, info, rep.Peers)
+			rows = append(rows, peerRows...)
+			compareToPeers(rows)
+		}
 		if err != nil {
 			return rep, fmt.Errorf("bench: workload %s: %w", w.Name, err)
 		}
@@ -309,6 +334,86 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 		}
 	}
 	return rows, info, nil
+}
+
+// runPeers measures every installed peer on w. A peer that fails is
+// reported in its PeerInfo and the bench goes on; only the bench's own
+// failures (its context ended) stop it.
+func runPeers(ctx context.Context, cfg Config, addr string, link *linkCounter, w *Workload, info WorkloadInfo, infos []PeerInfo) ([]Row, error) {
+	var rows []Row
+	for i, p := range cfg.Peers {
+		if p.Path == "" {
+			continue
+		}
+		dir := filepath.Join(cfg.WorkDir, w.Name, "peers")
+		got, err := runPeer(ctx, p, addr, dir, link, cfg.Link, w)
+		if ctx.Err() != nil {
+			return rows, ctx.Err()
+		}
+		// The rows a failing peer finished (its cold replay, when the warm
+		// one failed) stand.
+		for _, r := range got {
+			r.Workload = w.Name
+			r.XIdeal = r.Total / info.Ideal
+			if info.Local > 0 {
+				r.XLocal = r.Total / info.Local
+			}
+			rows = append(rows, r)
+			if cfg.Progress != nil {
+				fmt.Fprintf(cfg.Progress, "bench: %-28s %-16s %8.3f s  %9.1f MiB over the link\n", w.Name, r.Strategy, r.Total, float64(r.LinkBytes)/(1<<20))
+			}
+		}
+		if err != nil {
+			msg := fmt.Sprintf("%s on %s: %v", p.Name, w.Name, err)
+			infos[i].Errors = append(infos[i].Errors, msg)
+			cfg.Log.Warn("bench: peer failed", "peer", p.Name, "workload", w.Name, "err", err)
+			if cfg.Progress != nil {
+				fmt.Fprintf(cfg.Progress, "bench: %s\n", msg)
+			}
+		}
+	}
+	return rows, nil
+}
+
+// phase is the cache state a row's replay starts from: "cold", "warm", or
+// "" for pre-sync, which has no counterpart among the peers. A restarted
+// daemon reads a warm cache.
+func phase(strategy string) string {
+	switch {
+	case strategy == "pre-sync":
+		return ""
+	case strings.Contains(strategy, "cold"):
+		return "cold"
+	case strings.Contains(strategy, "warm"), strings.Contains(strategy, "restarted"):
+		return "warm"
+	}
+	return ""
+}
+
+func isPeer(strategy string) bool {
+	name, _, _ := strings.Cut(strategy, " ")
+	return knownPeer(name)
+}
+
+// compareToPeers sets × best peer on one workload's jitfs rows.
+func compareToPeers(rows []Row) {
+	best := map[string]Row{}
+	for _, r := range rows {
+		if ph := phase(r.Strategy); isPeer(r.Strategy) && ph != "" && r.Total > 0 {
+			if b, ok := best[ph]; !ok || r.Total < b.Total {
+				best[ph] = r
+			}
+		}
+	}
+	for i, r := range rows {
+		if !strings.HasPrefix(r.Strategy, "jitfs ") {
+			continue
+		}
+		if b, ok := best[phase(r.Strategy)]; ok {
+			rows[i].XBestPeer = r.Total / b.Total
+			rows[i].BestPeer, _, _ = strings.Cut(b.Strategy, " ")
+		}
+	}
 }
 
 // settle waits for what the mount's speculator fetched ahead of the replay

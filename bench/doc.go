@@ -15,10 +15,15 @@
 //     then replay there (the copy time counts);
 //   - jitfs cold: an empty cache;
 //   - jitfs warm: the same mount again, as the next frame on a node sees it;
-//   - jitfs restarted: a new daemon on the same cache directory.
+//   - jitfs restarted: a new daemon on the same cache directory;
+//   - gcsfuse and rclone mount (cold, then warm on the same mount), when
+//     installed: the same bucket over the same link, each on a fresh cache.
+//     What they move is counted at the emulator, on the requests that came
+//     through the link, since they have no jitfs counters.
 //
 // Each row reports total time, time to first scene byte, bytes that
 // crossed the link, GCS requests, and two ratios: to the link-limited
 // ideal (bytes the workload needs ÷ bandwidth + one round trip) and to
-// replaying the same workload on local disk.
+// replaying the same workload on local disk; jitfs rows also one to the
+// fastest peer of the same phase (cold or warm).
 package bench

@@ -15,8 +15,8 @@ func (r *Report) Markdown(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %.3f | %.3f |\n", wl.Name, wl.Events, wl.Files, size(wl.Bytes), size(wl.Needed), wl.Ideal, wl.Local)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| workload | strategy | total s | first byte s | over the link | GCS requests | × ideal | × local disk |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| workload | strategy | total s | first byte s | over the link | GCS requests | × ideal | × best peer | × local disk |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, row := range r.Rows {
 		strategy := row.Strategy
 		if row.CopyTime > 0 {
@@ -25,8 +25,26 @@ func (r *Report) Markdown(w io.Writer) {
 		if row.PrefetchFrom != "" {
 			strategy += fmt.Sprintf(" (from %s; waste %.0f%%)", row.PrefetchFrom, 100*row.Waste)
 		}
-		fmt.Fprintf(w, "| %s | %s | %.3f | %.3f | %s | %d | %.2f | %.2f |\n", row.Workload, strategy, row.Total, row.TTFB,
-			size(row.LinkBytes), row.Requests, row.XIdeal, row.XLocal)
+		peer := "–"
+		if row.XBestPeer > 0 {
+			peer = fmt.Sprintf("%.2f (%s)", row.XBestPeer, row.BestPeer)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.3f | %.3f | %s | %d | %.2f | %s | %.2f |\n", row.Workload, strategy, row.Total, row.TTFB,
+			size(row.LinkBytes), row.Requests, row.XIdeal, peer, row.XLocal)
+	}
+	if len(r.Peers) > 0 {
+		fmt.Fprintln(w, "\nPeers, each mounted over the same link and bucket with a fresh cache per workload (their bytes and requests are counted at the link):")
+		fmt.Fprintln(w)
+		for _, p := range r.Peers {
+			if p.Missing != "" {
+				fmt.Fprintf(w, "- %s: %s\n", p.Name, p.Missing)
+				continue
+			}
+			fmt.Fprintf(w, "- %s (%s): `%s`\n", strings.TrimSpace(p.Name+" "+p.Version), p.Path, p.Flags)
+			for _, e := range p.Errors {
+				fmt.Fprintf(w, "  - failed: %s\n", e)
+			}
+		}
 	}
 }
 

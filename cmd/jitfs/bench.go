@@ -38,9 +38,35 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	spec := fl.String("speculate", daemon.SpeculationKinds, "the jitfs strategies' fetching ahead without hooks (as jitfs mount --speculate); with it on, a \"jitfs cold, no speculation\" row is added")
 	node := fl.Bool("node", false, "instead of the matrix, the node daemon's figures: tasks at once through it vs one after another standalone, memory with many jobs listed, restart over a large cache")
 	nodeWorkload := fl.String("node-workload", "blender_sh010_f02", "with --node: the trace (in --traces) each task reads; a synthetic small-files workload when it is missing")
+	peerNames := fl.String("peers", strings.Join(bench.PeerNames, ","), "other FUSE clients of GCS to measure beside jitfs, over the same link, where installed (\"none\" for none); scripts/install-peers.sh installs them")
+	peerPaths := map[string]*string{}
+	for _, n := range bench.PeerNames {
+		peerPaths[n] = fl.String(n, "", "path of the "+n+" binary (default: found on PATH)")
+	}
+	only := fl.String("workloads", "", "comma-separated names of the workloads to run (default: all), e.g. small-files-300x16")
+	plotFile := fl.String("plot", "", "also draw the report as a chart into this .svg or .png file")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err
+	}
+	if *plotFile != "" {
+		if _, err := bench.PlotFormat(*plotFile); err != nil {
+			return fmt.Errorf("%w: --plot: %v", errUsage, err)
+		}
+	}
+	var names []string
+	for _, n := range strings.Split(*peerNames, ",") {
+		if n = strings.TrimSpace(n); n != "" && n != "none" {
+			names = append(names, n)
+		}
+	}
+	paths := map[string]string{}
+	for n, p := range peerPaths {
+		paths[n] = *p
+	}
+	peers, err := bench.FindPeers(names, paths)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	link := bench.Link{RTT: *rtt}
 	if link.Bandwidth, err = wan.ParseBandwidth(*bw); err != nil {
@@ -123,6 +149,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 				bench.SmallFiles(2000, 64<<10, 16), bench.RandomSmall(1<<30, 500))
 		}
 	}
+	if *only != "" {
+		if wls, err = selectWorkloads(wls, *only); err != nil {
+			return err
+		}
+	}
 	if len(wls) == 0 {
 		return fmt.Errorf("%w: no workloads (no traces in %q and --synthetic=false)", errUsage, *traces)
 	}
@@ -140,9 +171,14 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --speculate: %v", errUsage, err)
 	}
 	rep, err := bench.Run(ctx, bench.Config{Workloads: wls, Link: link, Network: emulatedWAN(link), WorkDir: dir,
-		Log: log, Progress: stderr, Speculate: sp, NoSpeculation: !sp.Any()})
+		Log: log, Progress: stderr, Speculate: sp, NoSpeculation: !sp.Any(), Peers: peers})
 	if err != nil {
 		return err
+	}
+	if *plotFile != "" {
+		if err := rep.WritePlot(*plotFile); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -151,6 +187,35 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	rep.Markdown(stdout)
 	return nil
+}
+
+// selectWorkloads keeps the workloads named in the comma-separated list,
+// in their order; a name that matches none is an error that lists them.
+func selectWorkloads(wls []*bench.Workload, list string) ([]*bench.Workload, error) {
+	want := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			want[n] = true
+		}
+	}
+	var kept []*bench.Workload
+	var all []string
+	for _, w := range wls {
+		all = append(all, w.Name)
+		if want[w.Name] {
+			kept = append(kept, w)
+			delete(want, w.Name)
+		}
+	}
+	if len(want) > 0 {
+		var missing []string
+		for n := range want {
+			missing = append(missing, n)
+		}
+		sort.Strings(missing)
+		return nil, fmt.Errorf("%w: --workloads: no workload %s (have: %s)", errUsage, strings.Join(missing, ", "), strings.Join(all, ", "))
+	}
+	return kept, nil
 }
 
 // previousFrame names the trace of the frame before: "x_f03" → "x_f02";

@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"encoding/xml"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,8 +15,9 @@ import (
 // bench cannot rot: a private network namespace, the emulated link, the
 // smallest checked-in trace and the small synthetic workloads.
 func TestBenchShort(t *testing.T) {
+	// The peers have their own test, on one workload.
 	out, code := runJitfs(t, "bench", "--short", "--json", "--traces", "../../testdata/traces",
-		"--rtt", "10ms", "--bandwidth", "200MB/s")
+		"--rtt", "10ms", "--bandwidth", "200MB/s", "--peers", "none")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
@@ -68,11 +72,83 @@ func TestBenchBadFlags(t *testing.T) {
 		{"bench", "--bandwidth", "fast"},
 		{"bench", "--rtt", "-1s"},
 		{"bench", "--traces", "/nonexistent", "--synthetic=false"},
+		{"bench", "--plot", "chart.gif"},
+		{"bench", "--peers", "gcsfuse,s3fs"},
+		{"bench", "--rclone", "/nonexistent/rclone"},
+		{"bench", "--short", "--traces", "", "--workloads", "small-files-300x16,nope"},
 	} {
 		out, code := runJitfs(t, args...)
 		if code != 2 || !oneLine(out) {
 			t.Errorf("%v: exit %d:\n%s", args, code, out)
 		}
+	}
+}
+
+// TestBenchPeers runs `jitfs bench` on one small workload with the peers
+// and a chart, over the emulated link. An installed peer has a cold and a
+// warm row that read what the workload reads, with the link's count of
+// its bytes and requests, and the jitfs rows are compared with the
+// fastest peer; a peer that is not installed is reported as such, as a
+// user on a fresh machine sees it.
+func TestBenchPeers(t *testing.T) {
+	chart := filepath.Join(t.TempDir(), "bench.svg")
+	// Speculation is TestBenchShort's: here it would add a row and double
+	// the jitfs rows' time under the race detector.
+	out, code := runJitfs(t, "bench", "--short", "--json", "--traces", "", "--workloads", "small-files-300x16",
+		"--rtt", "10ms", "--bandwidth", "200MB/s", "--speculate", "none", "--plot", chart)
+	t.Log(out[:strings.Index(out, "{\n")])
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{\n"):]), &rep); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if len(rep.Workloads) != 1 || rep.Workloads[0].Name != "small-files-300x16" || len(rep.Peers) != len(bench.PeerNames) {
+		t.Fatalf("workloads %+v, peers %+v", rep.Workloads, rep.Peers)
+	}
+	w := rep.Workloads[0]
+	rows := map[string]bench.Row{}
+	for _, r := range rep.Rows {
+		rows[r.Strategy] = r
+	}
+	local := rows["pre-sync"]
+	installed := 0
+	for _, p := range rep.Peers {
+		if _, err := exec.LookPath(p.Name); err != nil {
+			if p.Missing != bench.NotInstalled {
+				t.Errorf("%s is not on PATH, the report says %+v", p.Name, p)
+			}
+			if _, ok := rows[p.Name+" cold"]; ok {
+				t.Errorf("a %s row without %s", p.Name, p.Name)
+			}
+			continue
+		}
+		installed++
+		if p.Missing != "" || len(p.Errors) > 0 || p.Version == "" {
+			t.Fatalf("%s: %+v", p.Name, p)
+		}
+		for _, ph := range []string{"cold", "warm"} {
+			r, ok := rows[p.Name+" "+ph]
+			if !ok {
+				t.Fatalf("no %s %s row:\n%s", p.Name, ph, out)
+			}
+			if r.Read != local.Read || r.Ops != local.Ops || r.Total <= 0 || r.XIdeal <= 0 {
+				t.Errorf("%s %s: read %d bytes in %d ops (local disk: %d in %d), %.3f s", p.Name, ph, r.Read, r.Ops, local.Read, local.Ops, r.Total)
+			}
+		}
+		if cold := rows[p.Name+" cold"]; cold.LinkBytes < w.Needed || cold.Requests == 0 {
+			t.Errorf("%s cold: %d bytes over the link (needs %d), %d requests", p.Name, cold.LinkBytes, w.Needed, cold.Requests)
+		}
+	}
+	for _, r := range rep.Rows {
+		if strings.HasPrefix(r.Strategy, "jitfs ") && (r.XBestPeer > 0) != (installed > 0) {
+			t.Errorf("%s: × best peer %v with %d peers installed", r.Strategy, r.XBestPeer, installed)
+		}
+	}
+	svg := string(mustRead(t, chart))
+	if err := xml.Unmarshal([]byte(svg), new(struct{})); err != nil || !strings.Contains(svg, "small-files-300x16") || !strings.Contains(svg, "jitfs cold") {
+		t.Errorf("chart (%v):\n%.400s", err, svg)
 	}
 }
 

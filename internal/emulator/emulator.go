@@ -33,6 +33,9 @@ type Options struct {
 	Versioning bool
 	// Log receives the server's request log (default: discarded).
 	Log io.Writer
+	// Wrap, when set, wraps the server's HTTP handler: the bench counts
+	// there the requests and bytes that crossed its emulated link.
+	Wrap func(http.Handler) http.Handler
 }
 
 // Server is a running emulator.
@@ -103,7 +106,11 @@ func Start(opts Options) (*Server, error) {
 	for _, o := range objs {
 		srv.CreateObject(o)
 	}
-	hs := &http.Server{Handler: srv.HTTPHandler(), ReadHeaderTimeout: time.Minute}
+	h := srv.HTTPHandler()
+	if opts.Wrap != nil {
+		h = opts.Wrap(h)
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: time.Minute}
 	go func() { _ = hs.Serve(ln) }()
 	ok = true
 	return &Server{Server: srv, http: hs, addr: net.JoinHostPort(host, strconv.Itoa(port))}, nil
