@@ -15,6 +15,10 @@ command -v blender >/dev/null 2>&1 || need_apt+=(blender)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 dpkg -s python3-openvdb >/dev/null 2>&1 || need_apt+=(python3-openvdb) # for Blender's Python, not PATH's python3
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+# `jitfs bench` mounts its peers side by side with jitfs; rclone is a
+# Debian package, so its rows are tested everywhere. gcsfuse takes minutes
+# to build (scripts/install-peers.sh): its rows are tested where installed.
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then echo "scripts/test.sh: need root to install ${need_apt[*]}" >&2; exit 1; fi

@@ -65,7 +65,9 @@ type Event struct {
 	T float64 `json:"t"`
 	// Pid is the calling thread's id, as both FUSE and strace -f report
 	// it (for a single-threaded process, its pid). Replay runs each Pid's
-	// operations in order and different Pids concurrently.
+	// operations in order; different Pids run concurrently when they
+	// overlapped in time as recorded, and one after another when they did
+	// not (a shell loop's processes).
 	Pid int `json:"pid"`
 	Op  Op  `json:"op"`
 	// Path is the absolute path operated on.

@@ -96,7 +96,7 @@ func printReplay(w io.Writer, name string, r *replay.Result) {
 	} else {
 		fmt.Fprintf(w, "  first byte       (nothing read)\n")
 	}
-	fmt.Fprintf(w, "  operations       %d by %d processes (%d skipped)\n", r.Ops, r.Pids, r.Skipped)
+	fmt.Fprintf(w, "  operations       %d by %d processes (%d skipped), at most %d at once\n", r.Ops, r.Pids, r.Skipped, r.MaxConcurrent)
 	fmt.Fprintf(w, "  bytes read       %d (%.1f MiB)\n", r.Bytes, float64(r.Bytes)/(1<<20))
 	fmt.Fprintf(w, "  opens            %d\n", r.Opens)
 	fmt.Fprintf(w, "  ENOENT           %d (as recorded)\n", r.ENOENT)
