@@ -118,6 +118,58 @@ func (h *Handle) BackingFile() (*os.File, bool) {
 	return o.ro, true
 }
 
+// AwaitLocal waits, when every byte of the object has arrived and what is
+// left is writing the last ranges to the cache disk and the whole-object
+// check, until that is done (or ctx ends), and reports whether the object
+// is then complete and verified. It never waits on the network: an object
+// with bytes still to fetch returns false at once. An open right after a
+// cold fill then gets passthrough instead of going through the daemon for
+// as long as it stays open.
+func (h *Handle) AwaitLocal(ctx context.Context) bool {
+	o := h.o
+	for {
+		o.mu.Lock()
+		if o.complete {
+			ok := len(o.unverified) == 0
+			o.mu.Unlock()
+			return ok
+		}
+		var wait <-chan struct{}
+		switch {
+		case o.completing:
+			if o.verifyWait == nil {
+				o.verifyWait = make(chan struct{})
+			}
+			wait = o.verifyWait
+		case o.data == nil || o.npresent+int64(len(o.inflight)) < o.nblocks:
+			o.mu.Unlock()
+			return false // blocks nobody is fetching
+		default:
+			for _, f := range o.inflight {
+				select {
+				case <-f.done:
+					if wait == nil {
+						wait = f.stored // arrived, being written
+					}
+					continue
+				default:
+				}
+				o.mu.Unlock()
+				return false // still on the network
+			}
+		}
+		o.mu.Unlock()
+		if wait == nil {
+			return false
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // Outcome says where a read's bytes came from.
 type Outcome uint8
 

@@ -143,6 +143,13 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		ch.SetReader(c.Pid, readerName(c.Pid))
 	}
 	h := &handle{n: n, h: ch}
+	if f.opts.Passthrough {
+		// Fetched whole and being written or checked: a moment's wait
+		// buys passthrough for the whole life of this open.
+		wctx, cancel := context.WithTimeout(ctx, awaitLocalMax)
+		ch.AwaitLocal(wctx)
+		cancel()
+	}
 	n.mu.Lock()
 	if f.opts.Passthrough && n.cachedIO == 0 {
 		if bf, ok := ch.BackingFile(); ok {
@@ -225,6 +232,10 @@ func (n *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno 
 	}
 	return 0
 }
+
+// awaitLocalMax bounds how long an open waits for a fetched object's last
+// writes and check (a slow or failing cache disk must not stall opens).
+const awaitLocalMax = 2 * time.Second
 
 // Flush answers ENOSYS: a read-only file has nothing to flush, and the
 // kernel, told so once, stops sending FLUSH on every close of the mount

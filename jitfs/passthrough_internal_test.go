@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/internal/testworld"
 )
@@ -233,5 +235,49 @@ func TestConcurrentOpensAsFilesComplete(t *testing.T) {
 	}
 	if m.fs.Stats.PassthroughOpens.Load() == 0 {
 		t.Error("no open got passthrough: the test did not exercise the mixed-mode path")
+	}
+}
+
+// TestPassthroughRightAfterColdFill: a file read whole cold and closed is
+// handed out for passthrough at its very next open. Every byte has
+// arrived by then (the reader read them all); what may remain is writing
+// the last ranges and the whole-object check, and the open waits for
+// that rather than serving the whole life of the new handle through the
+// daemon.
+func TestPassthroughRightAfterColdFill(t *testing.T) {
+	w := testworld.New(t, testworld.Options{})
+	want := w.PutRandom("cache/big.bin", 24<<20+4321)
+	m := mountPassthrough(t, w)
+	path := filepath.Join(m.dir, "cache/big.bin")
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, f, want, "cold read")
+	f.Close()
+	before := m.fs.Stats.PassthroughOpens.Load()
+	f, err = os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if m.fs.Stats.PassthroughOpens.Load() == before {
+		t.Fatal("the open right after a cold fill was not handed out for passthrough")
+	}
+	// Through the backing file, not the pages the cold read left on the
+	// mount's own inode.
+	dropPageCache(t, path)
+	readAll(t, f, want, "read right after the fill")
+}
+
+func dropPageCache(t *testing.T, p string) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
 	}
 }
