@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"path"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,7 @@ type Speculator struct {
 // dirState is one directory's listing and the streams reading it: one
 // moving through the listing (siblings) and one per file sequence.
 type dirState struct {
+	path    string
 	names   []string // files, sorted (nil until the listing is in)
 	sizes   []int64
 	entries []namespace.Entry
@@ -106,6 +108,9 @@ type dirState struct {
 	// ahead maps a predicted, not yet opened file (its listing index) to
 	// the track that predicted it and where on that track it sits.
 	ahead map[int]aheadOf
+	// walked: a reader went through the directory in listing order;
+	// continued: the walk was carried on into the next directory.
+	walked, continued bool
 }
 
 type aheadOf struct {
@@ -255,17 +260,7 @@ func (s *Speculator) Opened(rel string) {
 	s.mu.Lock()
 	d := s.dirs[dir]
 	if d == nil {
-		d = &dirState{ahead: map[int]aheadOf{}}
-		s.dirs[dir] = d
-		s.order = append(s.order, dir)
-		if len(s.order) > s.opts.Streams {
-			old := s.order[0]
-			s.order = s.order[1:]
-			if o := s.dirs[old]; o != nil && o.names != nil {
-				s.dropLocked(o)
-			}
-			delete(s.dirs, old)
-		}
+		d = s.newDirLocked(dir)
 	}
 	if d.names == nil {
 		if len(d.early) < 16 {
@@ -283,6 +278,23 @@ func (s *Speculator) Opened(rel string) {
 	s.mu.Unlock()
 }
 
+// newDirLocked starts following a directory, dropping the one followed
+// longest ago past Options.Streams.
+func (s *Speculator) newDirLocked(dir string) *dirState {
+	d := &dirState{path: dir, ahead: map[int]aheadOf{}}
+	s.dirs[dir] = d
+	s.order = append(s.order, dir)
+	if len(s.order) > s.opts.Streams {
+		old := s.order[0]
+		s.order = s.order[1:]
+		if o := s.dirs[old]; o != nil && o.names != nil {
+			s.dropLocked(o)
+		}
+		delete(s.dirs, old)
+	}
+	return d
+}
+
 // loadListing fetches a directory's listing for its streams, then replays
 // the opens made meanwhile.
 func (s *Speculator) loadListing(dir string, d *dirState) {
@@ -295,7 +307,18 @@ func (s *Speculator) loadListing(dir string, d *dirState) {
 		d.early = nil
 		return
 	}
-	var names []string
+	s.setListingLocked(d, ents)
+	for _, name := range d.early {
+		s.openedLocked(d, name)
+	}
+	d.early = nil
+}
+
+// setListingLocked takes in a directory's listing: its files, and a
+// sibling track over them.
+func (s *Speculator) setListingLocked(d *dirState, ents []namespace.Entry) {
+	names := []string{} // listed, even with no files
+	d.sizes, d.entries = nil, nil
 	for _, e := range ents {
 		if !e.IsDir {
 			names = append(names, e.Name())
@@ -303,15 +326,8 @@ func (s *Speculator) loadListing(dir string, d *dirState) {
 			d.entries = append(d.entries, e)
 		}
 	}
-	if names == nil {
-		names = []string{} // listed, no files
-	}
 	d.names = names
 	d.sib = &track{lo: 0, hi: len(names) - 1, maxStep: 4, last: -1, depth: 4, ahead: map[int]int{}}
-	for _, name := range d.early {
-		s.openedLocked(d, name)
-	}
-	d.early = nil
 }
 
 // openedLocked credits a prediction the open was, then moves the
@@ -424,16 +440,32 @@ func (s *Speculator) advanceLocked(d *dirState, t *track, pos int) {
 		}
 		t.stopped, t.misses, t.depth = false, 0, 2
 	}
+	if t.inOrder >= 4 && !t.seq {
+		d.walked = true
+	}
+	seen, full := s.predictLocked(d, t, pos+t.stride, t.depth)
+	if !full && !t.seq && t.stride == 1 && seen < t.depth && d.walked && !d.continued {
+		// The window runs past the directory's last file: a walker that
+		// came in from the directory before goes on to the next.
+		d.continued = true
+		s.pending.Add(1)
+		go s.continueWalk(d.path, t.depth-seen)
+	}
+}
+
+// predictLocked predicts the files of the window starting at position
+// from: the next n files along the track, whoever predicted them, so
+// siblings and a sequence over the same files do not fetch twice as far
+// ahead. Missing frames (UDIM rows, gaps) are stepped over, a bounded
+// number of them. It reports how many files of the window exist, and
+// whether a bound (bytes, budget, busy workers) stopped it.
+func (s *Speculator) predictLocked(d *dirState, t *track, from, n int) (seen int, full bool) {
 	var bytes int64
 	for _, i := range t.ahead {
 		bytes += d.sizes[i]
 	}
-	// The window is the next depth files along the track, whoever
-	// predicted them: siblings and a sequence over the same files do not
-	// fetch twice as far ahead. Missing frames (UDIM rows, gaps) are
-	// stepped over, a bounded number of them.
-	seen := 0
-	for p, steps := pos+t.stride, 0; p <= t.hi && seen < t.depth && steps < 4*s.opts.MaxAhead; p, steps = p+t.stride, steps+1 {
+	stride := max(t.stride, 1)
+	for p, steps := from, 0; p <= t.hi && seen < n && steps < 4*s.opts.MaxAhead; p, steps = p+stride, steps+1 {
 		i, ok := t.resolve(p)
 		if !ok {
 			continue
@@ -444,14 +476,14 @@ func (s *Speculator) advanceLocked(d *dirState, t *track, pos int) {
 		}
 		size := d.sizes[i]
 		if bytes+size > s.opts.MaxBytes || s.aheadBytes+size > s.opts.Budget {
-			return
+			return seen, true
 		}
 		s.pending.Add(1)
 		select {
 		case s.work <- d.entries[i]:
 		default:
 			s.pending.Add(-1)
-			return // the workers are busy: the next open tries again
+			return seen, true // the workers are busy: the next open tries again
 		}
 		t.ahead[p] = i
 		d.ahead[i] = aheadOf{t, p}
@@ -465,6 +497,70 @@ func (s *Speculator) advanceLocked(d *dirState, t *track, pos int) {
 			s.Stats.Siblings.Add(1)
 		}
 	}
+	return seen, false
+}
+
+// continueWalk predicts the first n files of the directory after dir in
+// its parent's listing, when the walker also read the directory before
+// dir in order: a tree read directory after directory (a texture library,
+// a cache of frames a directory each) does not stall on the first files
+// of each new directory.
+func (s *Speculator) continueWalk(dir string, n int) {
+	defer s.pending.Add(-1)
+	if dir == "" {
+		return
+	}
+	parent, base := path.Split(dir)
+	parent = trimSlash(parent)
+	ents, err := s.list.ListDir(s.ctx, parent)
+	if err != nil {
+		return
+	}
+	var subdirs []string
+	for _, e := range ents {
+		if e.IsDir {
+			subdirs = append(subdirs, e.Name())
+		}
+	}
+	i := slices.Index(subdirs, base)
+	if i < 1 || i+1 >= len(subdirs) {
+		return
+	}
+	join := func(name string) string {
+		if parent == "" {
+			return name
+		}
+		return parent + "/" + name
+	}
+	s.mu.Lock()
+	prev := s.dirs[join(subdirs[i-1])]
+	walkedIn := prev != nil && prev.walked
+	next := join(subdirs[i+1])
+	if !walkedIn || s.dirs[next] != nil {
+		s.mu.Unlock()
+		return // not a walk, or the reader is there already
+	}
+	d := s.newDirLocked(next)
+	d.listing = true
+	s.mu.Unlock()
+	ents, err = s.list.ListDir(s.ctx, next)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d.listing = false
+	if err != nil {
+		d.early = nil
+		return
+	}
+	s.setListingLocked(d, ents)
+	if len(d.early) > 0 {
+		for _, name := range d.early {
+			s.openedLocked(d, name)
+		}
+		d.early = nil
+		return
+	}
+	d.sib.stride = 1
+	s.predictLocked(d, d.sib, 0, n)
 }
 
 // parseFrame splits a file name at its last run of digits: the pattern

@@ -270,3 +270,41 @@ func TestBudget(t *testing.T) {
 		t.Fatalf("bytes: predicted %d, used %d, wasted %d", s.Stats.Bytes.Load(), s.Stats.UsedBytes.Load(), s.Stats.WastedBytes.Load())
 	}
 }
+
+// A walker reading a tree directory after directory, in listing order,
+// gets the first files of the next directory fetched before it gets
+// there, once it has walked two; a reader of one directory does not.
+func TestWalkContinuesIntoNextDirectory(t *testing.T) {
+	l := dirLister{}
+	for d := range 5 {
+		dir := fmt.Sprintf("tree/d%02d", d)
+		l["tree"] = append(l["tree"], namespace.Entry{Path: dir, IsDir: true})
+		for f := range 10 {
+			p := fmt.Sprintf("%s/f%03d.exr", dir, f)
+			l[dir] = append(l[dir], namespace.Entry{Path: p, Attrs: gcs.Attrs{Name: p, Size: 1000}})
+		}
+	}
+	f := &fetched{seen: map[string]bool{}}
+	s := speculate.New(l, f.fetch, speculate.Options{Siblings: true})
+	defer s.Close()
+	walk := func(d int) {
+		for n := range 10 {
+			s.Opened(fmt.Sprintf("tree/d%02d/f%03d.exr", d, n))
+			s.Settle(context.Background())
+		}
+	}
+	walk(0)
+	if f.has("tree/d01/f000.exr") {
+		t.Fatal("one directory read in order is no walk, yet the next was fetched")
+	}
+	walk(1)
+	waitFor(t, "the next directory's first files", func() bool { return f.has("tree/d02/f000.exr") && f.has("tree/d02/f001.exr") })
+	walk(2)
+	walk(3)
+	walk(4)
+	s.Close()
+	st := &s.Stats
+	if st.Used.Load()+st.Wasted.Load() != st.Predicted.Load() || st.Wasted.Load() > 4 {
+		t.Fatalf("predicted %d, used %d, wasted %d", st.Predicted.Load(), st.Used.Load(), st.Wasted.Load())
+	}
+}

@@ -239,3 +239,49 @@ func TestSpeculationStopsAndNeverHoldsUpAReader(t *testing.T) {
 	}
 	w.Proxy.HoldMedia.Store(nil)
 }
+
+// TestSpeculationDirectoryWalker: a walker reading a tree directory after
+// directory (one `cat` per directory, in listing order) gets each next
+// directory's first files fetched before it gets there (requests at the
+// proxy before the opens), and reads the right bytes.
+func TestSpeculationDirectoryWalker(t *testing.T) {
+	w := newWorld(t, false)
+	want := map[string][]byte{}
+	file := func(d, f int) string { return fmt.Sprintf("lib/d%02d/t%03d.tx", d, f) }
+	for d := range 4 {
+		for f := range 12 {
+			want[file(d, f)] = w.PutRandom("show/"+file(d, f), 30_000+f)
+		}
+	}
+	sock := filepath.Join(t.TempDir(), "hooks.sock")
+	d := w.mountForTest("show", "", "--socket", sock, "--speculate", "siblings")
+	waitFor(t, "the hook socket", time.Minute, func() bool { _, err := os.Stat(sock); return err == nil })
+	media := recordMedia(w)
+	walk := func(dir int) {
+		t.Helper()
+		var wantAll []byte
+		var paths []string
+		for f := range 12 {
+			paths = append(paths, d.path(file(dir, f)))
+			wantAll = append(wantAll, want[file(dir, f)]...)
+		}
+		out, err := exec.Command("cat", paths...).Output()
+		if err != nil {
+			t.Fatalf("cat directory %d: %v", dir, err)
+		}
+		mustEqualBytes(t, fmt.Sprintf("directory %d", dir), out, wantAll)
+	}
+	walk(0)
+	walk(1)
+	waitFor(t, "the next directory's first files fetched before the walker gets there", 2*time.Minute, func() bool {
+		m := media()
+		return hasObject(m, file(2, 0)) && hasObject(m, file(2, 1))
+	})
+	walk(2)
+	walk(3)
+	for p, n := range media() {
+		if n != 1 {
+			t.Fatalf("%s crossed the link %d times", p, n)
+		}
+	}
+}
