@@ -49,7 +49,11 @@ type Options struct {
 	Misses int
 	// Streams bounds the directories followed at once (default 256).
 	Streams int
-	Logger  *slog.Logger
+	// CoOpenFile is where co-open learning keeps its groups across
+	// restarts ("": in memory only). Speculators given one file share
+	// what they learn.
+	CoOpenFile string
+	Logger     *slog.Logger
 }
 
 // Stats are cumulative counters.
@@ -89,6 +93,8 @@ type Speculator struct {
 	// aheadBytes is what every stream has predicted and not yet seen
 	// opened: bounded by Options.Budget.
 	aheadBytes int64
+
+	co *coopen // nil without CoOpen
 
 	Stats Stats
 }
@@ -180,6 +186,9 @@ func New(list Lister, fetch Fetcher, opts Options) *Speculator {
 		s.wg.Add(1)
 		go s.worker()
 	}
+	if opts.CoOpen {
+		s.co = newCoOpen(s)
+	}
 	return s
 }
 
@@ -188,6 +197,9 @@ func New(list Lister, fetch Fetcher, opts Options) *Speculator {
 func (s *Speculator) Close() {
 	s.stop()
 	s.wg.Wait()
+	if s.co != nil {
+		s.co.close()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, d := range s.dirs {
@@ -252,6 +264,9 @@ func (s *Speculator) worker() {
 // is fetched in the background, and the first opens of a directory only
 // teach it where the reader is.
 func (s *Speculator) Opened(rel string) {
+	if s.co != nil {
+		s.co.opened(rel)
+	}
 	if !s.opts.Siblings && !s.opts.Sequences {
 		return
 	}

@@ -86,7 +86,7 @@ func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, 
 	}
 	// Speculation follows the job, not a process or a task: tasks come and
 	// go, the job's reading of a directory is one stream.
-	v.spec = n.cfg.Speculate.start(ns, n.Cache, bc.gc, bucket, n.log.With("job", j.id))
+	v.spec = n.cfg.Speculate.start(ns, n.Cache, bc.gc, bucket, coopenFile(n.cfg.CacheDir, bucket, prefix), n.log.With("job", j.id))
 	j.views[key] = v
 	return v, nil
 }

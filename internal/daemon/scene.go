@@ -153,7 +153,7 @@ func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
 		closeGCS()
 		return nil, err
 	}
-	s.Spec = cfg.Speculate.start(s.FS.Namespace(), s.Cache, s.GCS, cfg.Bucket, cfg.Log)
+	s.Spec = cfg.Speculate.start(s.FS.Namespace(), s.Cache, s.GCS, cfg.Bucket, coopenFile(cfg.CacheDir, cfg.Bucket, cfg.Prefix), cfg.Log)
 	s.FS.SetOpenObserver(observer(nil, s.Spec))
 	cfg.Log.Info("mounted", "bucket", cfg.Bucket, "prefix", cfg.Prefix, "mountpoint", mp,
 		"cache_dir", cfg.CacheDir, "budget_bytes", cfg.CacheSize, "passthrough", cfg.Passthrough)

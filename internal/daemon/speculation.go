@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 
 	"github.com/jitfs/jitfs/cache"
@@ -66,8 +69,9 @@ func ParseSpeculation(v string) (Speculation, error) {
 
 // start makes the Speculator for a snapshot, or nil with every kind off.
 // Its fetches are the cache's prefetch fetches: they wait on the
-// prefetch budget, never on a blocked read's slots.
-func (sp Speculation) start(ns *namespace.Namespace, c *cache.Cache, src cache.Source, bucket string, log *slog.Logger) *speculate.Speculator {
+// prefetch budget, never on a blocked read's slots. Co-open learning
+// keeps its groups in coopenFile (see coopenFile).
+func (sp Speculation) start(ns *namespace.Namespace, c *cache.Cache, src cache.Source, bucket, coopenFile string, log *slog.Logger) *speculate.Speculator {
 	if !sp.Siblings && !sp.Sequences && !sp.CoOpen {
 		return nil
 	}
@@ -88,7 +92,16 @@ func (sp Speculation) start(ns *namespace.Namespace, c *cache.Cache, src cache.S
 	// its own share of the cache, and pinned frames the rest.
 	_, budget := c.Used()
 	return speculate.New(ns, fetch, speculate.Options{Siblings: sp.Siblings, Sequences: sp.Sequences, CoOpen: sp.CoOpen,
-		MaxBytes: max(1, min(64<<20, budget/8)), Budget: max(1, min(256<<20, budget/4)), Logger: log})
+		CoOpenFile: coopenFile, MaxBytes: max(1, min(64<<20, budget/8)), Budget: max(1, min(256<<20, budget/4)), Logger: log})
+}
+
+// coopenFile is where co-open learning keeps a source's groups: in the
+// cache directory, so a restarted daemon, and every later job of the
+// source on the node, starts with what earlier ones learned. One file per
+// source (bucket and prefix): relative paths mean nothing across sources.
+func coopenFile(cacheDir, bucket, prefix string) string {
+	sum := sha256.Sum256([]byte(bucket + "/" + prefix))
+	return filepath.Join(cacheDir, "coopen", hex.EncodeToString(sum[:16]))
 }
 
 // observer is what a mount tells of each open: the prefetch engine's
