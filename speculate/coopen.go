@@ -306,8 +306,11 @@ func (m *Memory) predict(leader frameName) []string {
 	m.lru.MoveToFront(g.elem)
 	var out []string
 	seen := map[string]bool{}
+	confirmed := func(f *follower) bool {
+		return (f.Hits == g.N || 2*f.Hits > g.N) && (g.Misses == 0 || f.Hits >= 2)
+	}
 	for _, f := range g.Followers {
-		if f.Hits < g.N && 2*f.Hits <= g.N || g.Misses > 0 && f.Hits < 2 {
+		if !confirmed(f) || f.Width == 0 && framed(g, f, confirmed) {
 			continue
 		}
 		p := f.Pre
@@ -326,6 +329,23 @@ func (m *Memory) predict(leader frameName) []string {
 		}
 	}
 	return out
+}
+
+// framed tells whether literal follower f is a frame that a confirmed
+// frame-relative follower of g, seen as often, also covers: learned on
+// one frame, a file of the leader's frame is both, and the next frame
+// tells them apart; until then the frame-relative one is the better bet.
+func framed(g *group, f *follower, confirmed func(*follower) bool) bool {
+	n := splitFrame(f.Pre)
+	if n.width == 0 {
+		return false
+	}
+	for _, t := range g.Followers {
+		if t.Width == n.width && t.Pre == n.pre && t.Post == n.post && t.Hits >= f.Hits && confirmed(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // has tells whether key leads a group.
@@ -550,9 +570,9 @@ func abs(n int) int {
 type coopen struct {
 	s   *Speculator
 	mem *Memory
-	now func() time.Time
 
 	mu        sync.Mutex
+	now       func() time.Time // a test's clock
 	sess      *session
 	pend      map[string]pred // predicted, not opened yet
 	pendBytes int64
@@ -598,10 +618,10 @@ func newCoOpen(s *Speculator) *coopen {
 // moves the session on, and queues a leader's followers. It never waits on
 // more than the two mutexes, never held across I/O.
 func (c *coopen) opened(rel string) {
-	now := c.now()
 	name := splitFrame(rel)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := c.now()
 	c.expireLocked(now)
 	delete(c.queued, rel) // opened before its lookup: not a prediction
 	if p, ok := c.pend[rel]; ok {
@@ -769,8 +789,8 @@ func (c *coopen) janitor() {
 }
 
 func (c *coopen) tick() {
-	now := c.now()
 	c.mu.Lock()
+	now := c.now()
 	c.expireLocked(now)
 	if c.sess != nil && now.Sub(c.sess.last) > coGap {
 		c.endLocked()
