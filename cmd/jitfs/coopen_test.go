@@ -1,0 +1,132 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/testworld"
+)
+
+// The include chain of a POV-Ray scene, each include in its own
+// directory: with no hooks, every include costs the renderer a listing
+// and a read in turn.
+var includeChain = []string{"scene.pov", "inc/colors.inc", "lib/macros/shapes.inc", "tex/wood.inc"}
+
+// putChain stores the chain under show/, version v of its bytes, and
+// returns them by mount-relative path.
+func putChain(w *world, v string) map[string][]byte {
+	want := map[string][]byte{}
+	for i, rel := range includeChain {
+		b := testworld.RandBytes(rel+v, 20_000+7_000*i)
+		w.Put("show/"+rel, b)
+		want[rel] = b
+	}
+	return want
+}
+
+// renderChain opens and reads the chain as the renderer does, checking
+// the bytes.
+func renderChain(t *testing.T, d *jitfsd, want map[string][]byte, files ...string) {
+	t.Helper()
+	for _, rel := range files {
+		mustEqualBytes(t, rel, mustRead(t, d.path(rel)), want[rel])
+	}
+}
+
+func specStatus(t *testing.T, sock string) hooks.SpeculationStatus {
+	t.Helper()
+	sp := jitfsStatus(t, sock).Speculation
+	if sp == nil {
+		t.Fatal("speculation on, yet status reports none")
+	}
+	return *sp
+}
+
+func learnedFiles(t *testing.T, cacheDir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(cacheDir, "coopen", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestCoOpenLearning: a render opening an include chain once teaches the
+// mount its group, which is kept in the cache directory; after a restart
+// on that cache, with every file of the chain changed since (so none of
+// them is resident: the cache holds the old generations), opening the
+// scene makes its includes resident before they are opened (four data
+// requests at the proxy, and none more when the includes are read), with
+// the new bytes, and status counts the three predictions used, none
+// wasted.
+func TestCoOpenLearning(t *testing.T) {
+	w := newWorld(t, false)
+	want := putChain(w, "v1")
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	sock := filepath.Join(t.TempDir(), "hooks.sock")
+	d := w.mountForTest("show", cacheDir, "--socket", sock, "--speculate", "coopen")
+	waitFor(t, "the hook socket", time.Minute, func() bool { _, err := os.Stat(sock); return err == nil })
+	renderChain(t, d, want, includeChain...)
+	// Learning fetches nothing: the first render is the lesson.
+	if sp := specStatus(t, sock); sp.Predicted != 0 {
+		t.Fatalf("predicted %+v while learning", sp)
+	}
+	d.Stop()
+	if got := learnedFiles(t, cacheDir); len(got) != 1 {
+		t.Fatalf("learned groups kept in %v, want one file for the source", got)
+	}
+
+	want = putChain(w, "v2")
+	sock = filepath.Join(t.TempDir(), "hooks2.sock")
+	d = w.mountForTest("show", cacheDir, "--socket", sock, "--speculate", "coopen")
+	waitFor(t, "the hook socket", time.Minute, func() bool { _, err := os.Stat(sock); return err == nil })
+	before := w.Proxy.MediaReqs.Load()
+	renderChain(t, d, want, "scene.pov")
+	var sp hooks.SpeculationStatus
+	waitFor(t, "the includes fetched ahead of the renderer", 2*time.Minute, func() bool {
+		sp = specStatus(t, sock)
+		return sp.Fetched == 3
+	})
+	if got := w.Proxy.MediaReqs.Load() - before; got != 4 {
+		t.Fatalf("%d data requests for the scene and its three includes fetched ahead", got)
+	}
+	renderChain(t, d, want, includeChain[1:]...)
+	if got := w.Proxy.MediaReqs.Load() - before; got != 4 {
+		t.Fatalf("%d data requests once the includes were read: they were not resident", got)
+	}
+	sp = specStatus(t, sock)
+	if sp.Predicted != 3 || sp.Used != 3 || sp.Wasted != 0 || sp.Bytes != 27_000+34_000+41_000 {
+		t.Fatalf("speculation %+v, want 3 predicted (102,000 bytes), 3 used, none wasted", sp)
+	}
+	d.Stop()
+}
+
+// TestCoOpenOff: with the coopen kind left out of --speculate (the other
+// kinds on), renders of the chain learn nothing (no file in the cache
+// directory) and fetch nothing ahead.
+func TestCoOpenOff(t *testing.T) {
+	w := newWorld(t, false)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	for _, v := range []string{"v1", "v2"} {
+		want := putChain(w, v)
+		sock := filepath.Join(t.TempDir(), "hooks.sock")
+		d := w.mountForTest("show", cacheDir, "--socket", sock, "--speculate", "siblings,sequences,metadata")
+		waitFor(t, "the hook socket", time.Minute, func() bool { _, err := os.Stat(sock); return err == nil })
+		before := w.Proxy.MediaReqs.Load()
+		renderChain(t, d, want, includeChain...)
+		renderChain(t, d, want, includeChain...)
+		if sp := specStatus(t, sock); sp.Predicted != 0 || sp.Fetched != 0 {
+			t.Fatalf("co-open off, yet %+v", sp)
+		}
+		if got := w.Proxy.MediaReqs.Load() - before; got != 4 {
+			t.Fatalf("%d data requests for four files read twice", got)
+		}
+		d.Stop()
+		if got := learnedFiles(t, cacheDir); len(got) != 0 {
+			t.Fatalf("co-open off, yet groups kept in %v", got)
+		}
+	}
+}
