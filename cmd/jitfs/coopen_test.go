@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -128,5 +129,68 @@ func TestCoOpenOff(t *testing.T) {
 		if got := learnedFiles(t, cacheDir); len(got) != 0 {
 			t.Fatalf("co-open off, yet groups kept in %v", got)
 		}
+	}
+}
+
+// TestCoOpenNodeJobs: on the node daemon, a job's task rendering the
+// chain teaches the source's group; after the daemon restarts (the chain
+// changed meanwhile), another job's task opening the scene has the
+// includes fetched before it opens them, counted in that job's status.
+func TestCoOpenNodeJobs(t *testing.T) {
+	w := newWorld(t, false)
+	want := putChain(w, "v1")
+	dir := t.TempDir()
+	render := func(n *noded, job string, gate string) <-chan runResult {
+		td := filepath.Join(dir, job)
+		script := "set -e; cp " + filepath.Join(td, "show", includeChain[0]) + " " + filepath.Join(dir, job+"-0") + "; " + gate
+		for i, rel := range includeChain[1:] {
+			script += fmt.Sprintf("; cp %q %q", filepath.Join(td, "show", rel), filepath.Join(dir, fmt.Sprintf("%s-%d", job, i+1)))
+		}
+		return n.startRun(t, "--job", job, "--mount", "gs://"+testBucket+"/show:"+filepath.Join(td, "show"), "--", "sh", "-c", script)
+	}
+	check := func(job string, want map[string][]byte) {
+		t.Helper()
+		for i, rel := range includeChain {
+			mustEqualBytes(t, job+" "+rel, mustRead(t, filepath.Join(dir, fmt.Sprintf("%s-%d", job, i))), want[rel])
+		}
+	}
+	n := w.startNode(dir, "--speculate", "coopen")
+	if r := waitRun(t, "job A", render(n, "A", "true")); r.code != 0 {
+		t.Fatalf("job A: exit %d\n%s\n%s", r.code, r.out, n.Log)
+	}
+	check("A", want)
+	n.Stop()
+	if got := learnedFiles(t, filepath.Join(dir, "cache")); len(got) != 1 {
+		t.Fatalf("learned groups kept in %v, want one file for the source", got)
+	}
+
+	want = putChain(w, "v2")
+	n = w.startNode(dir, "--speculate", "coopen")
+	g := newGate(t)
+	before := w.Proxy.MediaReqs.Load()
+	b := render(n, "B", g.sh("scene"))
+	waitFor(t, "job B's task to read the scene", 2*time.Minute, func() bool { return g.ready("scene") })
+	spec := func() hooks.SpeculationStatus {
+		for _, j := range n.status(t).Jobs {
+			if j.ID == "B" && len(j.Sources) == 1 && j.Sources[0].Prefetch.Speculation != nil {
+				return *j.Sources[0].Prefetch.Speculation
+			}
+		}
+		return hooks.SpeculationStatus{}
+	}
+	waitFor(t, "the includes fetched ahead of job B's task", 2*time.Minute, func() bool { return spec().Fetched == 3 })
+	if got := w.Proxy.MediaReqs.Load() - before; got != 4 {
+		t.Fatalf("%d data requests for the scene and its three includes fetched ahead", got)
+	}
+	g.open(t)
+	if r := waitRun(t, "job B", b); r.code != 0 {
+		t.Fatalf("job B: exit %d\n%s\n%s", r.code, r.out, n.Log)
+	}
+	check("B", want)
+	if got := w.Proxy.MediaReqs.Load() - before; got != 4 {
+		t.Fatalf("%d data requests once job B read the includes: they were not resident", got)
+	}
+	if sp := spec(); sp.Predicted != 3 || sp.Used != 3 || sp.Wasted != 0 {
+		t.Fatalf("job B's speculation %+v, want 3 predicted, 3 used, none wasted", sp)
 	}
 }
