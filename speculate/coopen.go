@@ -72,6 +72,8 @@ const (
 	// coSaveEvery is how often learned groups are written while they
 	// change (and once more when the Speculator closes).
 	coSaveEvery = 30 * time.Second
+	// coMaxRecent bounds the files remembered as opened lately.
+	coMaxRecent = 8192
 	// coMaxFile bounds the file read back: a larger one is not ours.
 	coMaxFile = 64 << 20
 )
@@ -578,6 +580,9 @@ type coopen struct {
 	pendBytes int64
 	nextDue   time.Time       // the earliest pend deadline (zero: none)
 	queued    map[string]bool // queued for lookup, not predicted yet
+	// recent are the files opened lately (within coLife), which are
+	// resident: predicting them would fetch nothing and count as used.
+	recent    map[string]time.Time
 	work      chan coWant
 	lastSave  time.Time
 }
@@ -603,7 +608,7 @@ type coWant struct {
 
 func newCoOpen(s *Speculator) *coopen {
 	c := &coopen{s: s, mem: acquireMemory(s.opts.CoOpenFile, s.log), now: time.Now,
-		pend: map[string]pred{}, queued: map[string]bool{}, work: make(chan coWant, coMaxPending)}
+		pend: map[string]pred{}, queued: map[string]bool{}, recent: map[string]time.Time{}, work: make(chan coWant, coMaxPending)}
 	c.lastSave = c.now()
 	for range min(coWorkers, s.opts.Workers) {
 		s.wg.Add(1)
@@ -624,6 +629,7 @@ func (c *coopen) opened(rel string) {
 	now := c.now()
 	c.expireLocked(now)
 	delete(c.queued, rel) // opened before its lookup: not a prediction
+	c.openedLocked(rel, now)
 	if p, ok := c.pend[rel]; ok {
 		delete(c.pend, rel)
 		c.pendBytes -= p.size
@@ -652,6 +658,23 @@ func (c *coopen) opened(rel string) {
 	}
 }
 
+// openedLocked remembers rel as opened lately, forgetting the files
+// opened too long ago when the bound is reached (all of them if that is
+// not enough: it only saves fetches of what is resident).
+func (c *coopen) openedLocked(rel string, now time.Time) {
+	if len(c.recent) >= coMaxRecent {
+		for p, t := range c.recent {
+			if now.Sub(t) >= coLife {
+				delete(c.recent, p)
+			}
+		}
+		if len(c.recent) >= coMaxRecent/2 {
+			clear(c.recent)
+		}
+	}
+	c.recent[rel] = now
+}
+
 // endLocked learns the session and ends it.
 func (c *coopen) endLocked() {
 	c.mem.learn(c.sess.leader, c.sess.followers)
@@ -661,8 +684,12 @@ func (c *coopen) endLocked() {
 // predictLocked queues the followers of leader (opened as rel) for lookup
 // and fetch. A full queue drops the rest: speculation only ever helps.
 func (c *coopen) predictLocked(leader frameName, rel string) {
+	now := c.now()
 	for _, p := range c.mem.predict(leader) {
-		if _, ok := c.pend[p]; ok || p == rel || c.queued[p] || c.sess != nil && c.sess.seen[p] {
+		if _, ok := c.pend[p]; ok || p == rel || c.queued[p] {
+			continue
+		}
+		if t, ok := c.recent[p]; ok && now.Sub(t) < coLife {
 			continue
 		}
 		c.s.pending.Add(1)
