@@ -582,9 +582,9 @@ type coopen struct {
 	queued    map[string]bool // queued for lookup, not predicted yet
 	// recent are the files opened lately (within coLife), which are
 	// resident: predicting them would fetch nothing and count as used.
-	recent    map[string]time.Time
-	work      chan coWant
-	lastSave  time.Time
+	recent   map[string]time.Time
+	work     chan coWant
+	lastSave time.Time
 }
 
 type session struct {
