@@ -161,10 +161,10 @@ type group struct {
 	elem      *list.Element
 }
 
-// Memory is what co-open learning knows of one source. The Speculators of
-// one file share one Memory (jobs of one source on a node), so none
+// memory is what co-open learning knows of one source. The Speculators of
+// one file share one memory (jobs of one source on a node), so none
 // overwrites what another learned.
-type Memory struct {
+type memory struct {
 	file string // "" keeps it in memory only
 	log  *slog.Logger
 
@@ -179,11 +179,11 @@ type Memory struct {
 
 var memories = struct {
 	sync.Mutex
-	m map[string]*Memory
-}{m: map[string]*Memory{}}
+	m map[string]*memory
+}{m: map[string]*memory{}}
 
-// acquireMemory returns the Memory of file, reading it on first use.
-func acquireMemory(file string, log *slog.Logger) *Memory {
+// acquireMemory returns the memory of file, reading it on first use.
+func acquireMemory(file string, log *slog.Logger) *memory {
 	if file == "" {
 		return newMemory("", log)
 	}
@@ -202,8 +202,8 @@ func acquireMemory(file string, log *slog.Logger) *Memory {
 }
 
 // release saves m and, once no Speculator holds it, lets it go.
-func (m *Memory) release() {
-	if err := m.Save(); err != nil {
+func (m *memory) release() {
+	if err := m.save(); err != nil {
 		m.log.Warn("speculate: co-open groups not saved", "file", m.file, "err", err)
 	}
 	if m.file == "" {
@@ -220,12 +220,12 @@ func (m *Memory) release() {
 	}
 }
 
-func newMemory(file string, log *slog.Logger) *Memory {
-	return &Memory{file: file, log: log, groups: map[string]*group{}, lru: list.New()}
+func newMemory(file string, log *slog.Logger) *memory {
+	return &memory{file: file, log: log, groups: map[string]*group{}, lru: list.New()}
 }
 
-// Len is the number of leaders remembered.
-func (m *Memory) Len() int {
+// len is the number of leaders remembered.
+func (m *memory) len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.groups)
@@ -233,7 +233,7 @@ func (m *Memory) Len() int {
 
 // learn records a session: leader led it, followers (distinct, in the
 // order opened, none a frame of the leader's sequence) followed.
-func (m *Memory) learn(leader frameName, followers []string) {
+func (m *memory) learn(leader frameName, followers []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := leader.key()
@@ -285,7 +285,7 @@ func (g *group) hitLocked(f *follower) {
 	g.Followers = append(g.Followers, f)
 }
 
-func (m *Memory) insertLocked(g *group) {
+func (m *memory) insertLocked(g *group) {
 	g.elem = m.lru.PushFront(g)
 	m.groups[g.Key] = g
 	for len(m.groups) > coMaxLeaders {
@@ -298,7 +298,7 @@ func (m *Memory) insertLocked(g *group) {
 // predict lists what leader's group expects to follow it: the followers
 // seen in most of its sessions (in every one, or twice at least once its
 // predictions have been wasted), frame-relative ones at leader's frame.
-func (m *Memory) predict(leader frameName) []string {
+func (m *memory) predict(leader frameName) []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	g := m.groups[leader.key()]
@@ -351,14 +351,14 @@ func framed(g *group, f *follower, confirmed func(*follower) bool) bool {
 }
 
 // has tells whether key leads a group.
-func (m *Memory) has(key string) bool {
+func (m *memory) has(key string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.groups[key] != nil
 }
 
 // used resets the run of wasted predictions of key's group.
-func (m *Memory) used(key string) {
+func (m *memory) used(key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if g := m.groups[key]; g != nil && g.Misses != 0 {
@@ -369,7 +369,7 @@ func (m *Memory) used(key string) {
 
 // wasted counts a wasted prediction of key's group and forgets the group
 // after a run of limit; it tells whether it did.
-func (m *Memory) wasted(key string, limit int) bool {
+func (m *memory) wasted(key string, limit int) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	g := m.groups[key]
@@ -393,8 +393,8 @@ const coMagic = "JITFSCO1"
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Save writes the groups to the Memory's file if they changed.
-func (m *Memory) Save() error {
+// save writes the groups to the memory's file if they changed.
+func (m *memory) save() error {
 	if m.file == "" {
 		return nil
 	}
@@ -478,10 +478,10 @@ func writeAtomic(file string, payload []byte) error {
 // errCorrupt marks a file that does not check out.
 var errCorrupt = errors.New("corrupt")
 
-// load reads the Memory's file. A missing file is a first start; one that
+// load reads the memory's file. A missing file is a first start; one that
 // does not check out is ignored with a log line: the groups only drive
 // fetching ahead, so starting empty costs round trips, never wrong data.
-func (m *Memory) load() {
+func (m *memory) load() {
 	gs, err := readGroups(m.file)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -571,7 +571,7 @@ func abs(n int) int {
 // and the predictions waiting to be opened.
 type coopen struct {
 	s   *Speculator
-	mem *Memory
+	mem *memory
 
 	mu        sync.Mutex
 	now       func() time.Time // a test's clock
@@ -828,7 +828,7 @@ func (c *coopen) tick() {
 	}
 	c.mu.Unlock()
 	if save {
-		if err := c.mem.Save(); err != nil {
+		if err := c.mem.save(); err != nil {
 			c.s.log.Warn("speculate: co-open groups not saved", "file", c.mem.file, "err", err)
 		}
 	}

@@ -260,8 +260,8 @@ func TestCoOpenForget(t *testing.T) {
 	exact(t, s, 3, 0, 0)
 	later(s, clk)
 	exact(t, s, 3, 0, 3)
-	if s.Stats.Stopped.Load() != 1 || s.co.mem.Len() != 0 {
-		t.Fatalf("stopped %d, %d groups left: the wasted leader was not forgotten", s.Stats.Stopped.Load(), s.co.mem.Len())
+	if s.Stats.Stopped.Load() != 1 || s.co.mem.len() != 0 {
+		t.Fatalf("stopped %d, %d groups left: the wasted leader was not forgotten", s.Stats.Stopped.Load(), s.co.mem.len())
 	}
 	render(s, clk, "scene.pov")
 	settle(t, s)
@@ -366,7 +366,7 @@ func TestCoOpenCorruptFile(t *testing.T) {
 			var logs bytes.Buffer
 			f := &fetches{}
 			s, clk := startCoOpen(t, chain, f, Options{CoOpenFile: file, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-			if n := s.co.mem.Len(); n != 0 {
+			if n := s.co.mem.len(); n != 0 {
 				t.Fatalf("%d groups loaded from a bad file", n)
 			}
 			render(s, clk, "scene.pov")
@@ -392,8 +392,8 @@ func TestCoOpenMemoryBound(t *testing.T) {
 	for i := range coMaxLeaders + 10 {
 		m.learn(splitFrame(fmt.Sprintf("d%d/scene.pov", i)), []string{"a.inc"})
 	}
-	if m.Len() != coMaxLeaders {
-		t.Fatalf("%d leaders kept, bound %d", m.Len(), coMaxLeaders)
+	if m.len() != coMaxLeaders {
+		t.Fatalf("%d leaders kept, bound %d", m.len(), coMaxLeaders)
 	}
 	if m.has(splitFrame("d0/scene.pov").key()) || !m.has(splitFrame(fmt.Sprintf("d%d/scene.pov", coMaxLeaders+9)).key()) {
 		t.Fatal("not the least recently led forgotten")

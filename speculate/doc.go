@@ -37,6 +37,48 @@
 // of its own, so speculation never takes what a hook's prefetch or a
 // blocked read needs.
 //
+// # Co-open learning
+//
+// With CoOpen, the Speculator also learns which files are opened
+// together, for files with no order to follow: a POV-Ray scene and its
+// includes, a Blender file, its libraries and their textures, an OCIO
+// config and its LUTs. Opens through one Speculator (one mount, or one
+// job's view of a source on the node: within a job) fall into sessions: a
+// session starts with an open when none is running, its first file is
+// the leader, and it ends after a quiet gap (5 s), after a minute, or
+// when the leader (or another frame of its sequence) is opened again, as
+// a render loop's next frame does. A session ending teaches the leader's
+// group what followed it (at most 64 files). When the leader starts a
+// session again, the followers seen in most of its sessions (all of them,
+// after one) are looked up through the snapshot and fetched before they
+// are opened; a file that leads a group of its own starts it in another's
+// session too. Files opened in the last two minutes are resident and
+// never predicted.
+//
+// Names are normalised on their frame number (the last run of 2 to 9
+// digits in the base name): a group learned on plate.1001.exr leads on
+// plate.1002.exr, and a follower that is a frame near the leader's
+// (matte.1001.exr) is learned both as itself and relative to the leader's
+// frame (matte.1002.exr on frame 1002); the next frames tell which holds.
+// Frames of the leader's own sequence are left to sequence read-ahead.
+//
+// Co-open predictions are counted in the same Stats: predicted once
+// looked up and within the byte bound (MaxBytes outstanding), used when
+// opened, wasted when unopened two minutes later or at Close. A group
+// whose predictions are wasted Misses times in a row is forgotten
+// (counted in Stopped); one with any waste needs a follower seen twice.
+//
+// Groups are kept in CoOpenFile (in jitfs, one file per source under the
+// cache directory's coopen/), so a restarted daemon and every later job
+// of the source start with them: at most 4,096 leaders, the least
+// recently led forgotten first, and counts halved every 16 sessions so
+// that recent renders outweigh old ones. The file is a CRC-32C-checked
+// payload written to a temporary file and renamed over the old, every 30
+// s while learning and at Close; Speculators of one file share one set
+// of groups. A file that does not check out (cut short, a flipped byte,
+// counts learning never makes) is ignored with a log line: the groups
+// only drive fetching ahead, so the worst a bad file can do is waste.
+//
 // # Concurrency
 //
 // Opened is called on the FUSE open path and never blocks: a directory's
