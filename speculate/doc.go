@@ -85,5 +85,9 @@
 // listing is fetched in a goroutine, and predictions are handed to a
 // fixed pool of workers through a bounded queue (a full queue defers
 // them to the next open). One mutex guards the streams; it is never held
-// across a listing or a fetch.
+// across a listing or a fetch. Co-open learning has a mutex of its own
+// and its groups another, taken in that order and never held across a
+// lookup, a fetch or a write of the file (which is encoded one group at
+// a time, so an open waits for one group at most); its lookups and
+// fetches run on a pool of 16 workers.
 package speculate
