@@ -482,6 +482,15 @@ var errCorrupt = errors.New("corrupt")
 // does not check out is ignored with a log line: the groups only drive
 // fetching ahead, so starting empty costs round trips, never wrong data.
 func (m *memory) load() {
+	// A crash while saving leaves a temporary file behind; a save in
+	// progress (of another source's file) is younger than a minute.
+	if tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(m.file), ".coopen-*")); len(tmps) > 0 {
+		for _, p := range tmps {
+			if st, err := os.Stat(p); err == nil && time.Since(st.ModTime()) > time.Minute {
+				os.Remove(p)
+			}
+		}
+	}
 	gs, err := readGroups(m.file)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
