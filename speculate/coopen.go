@@ -138,18 +138,28 @@ func (f frameName) at(n int) string {
 }
 
 // follower is a file learned to follow a leader: literal (Width 0, Pre is
-// the path) or a frame Off frames from the leader's.
+// the path), a frame Off frames from the leader's, or (Seq, for a leader
+// with no frame number: a scene opened once per frame) the next frame of
+// a sequence that moved by Step from one session to the next, Last being
+// the frame its latest session opened.
 type follower struct {
 	Pre   string `json:"p"`
 	Post  string `json:"q,omitempty"`
 	Width int    `json:"w,omitempty"`
 	Off   int    `json:"o,omitempty"`
+	Seq   bool   `json:"s,omitempty"`
+	Last  int    `json:"l,omitempty"`
+	Step  int    `json:"d,omitempty"`
 	Hits  int    `json:"h"`
 }
 
 func (f *follower) same(g *follower) bool {
-	return f.Pre == g.Pre && f.Post == g.Post && f.Width == g.Width && f.Off == g.Off
+	return f.Pre == g.Pre && f.Post == g.Post && f.Width == g.Width && f.Off == g.Off && f.Seq == g.Seq
 }
+
+// coMaxStep bounds a sequence follower's step (a render of every tenth
+// frame steps by ten); a larger move is a new start, not a step.
+const coMaxStep = 100
 
 // group is what one leader was followed by: N sessions led, each
 // follower's Hits among them, and the run of its predictions wasted.
@@ -247,13 +257,30 @@ func (m *memory) learn(leader frameName, followers []string) {
 	}
 	m.lru.MoveToFront(g.elem)
 	g.N++
+	// Per sequence, the furthest frame this session opened (motion blur
+	// reads two): one step per session.
+	var seqs map[string]frameName
 	for _, rel := range followers {
 		g.hitLocked(&follower{Pre: rel})
-		if leader.width == 0 {
-			continue
-		}
-		if f := splitFrame(rel); f.width > 0 && abs(f.frame-leader.frame) <= coMaxOff {
+		f := splitFrame(rel)
+		switch {
+		case f.width == 0:
+		case leader.width == 0:
+			if seqs == nil {
+				seqs = map[string]frameName{}
+			}
+			if o, ok := seqs[f.key()]; !ok || f.frame > o.frame {
+				seqs[f.key()] = f
+			}
+		case abs(f.frame-leader.frame) <= coMaxOff:
 			g.hitLocked(&follower{Pre: f.pre, Post: f.post, Width: f.width, Off: f.frame - leader.frame})
+		}
+	}
+	for _, rel := range followers { // in the order opened
+		f := splitFrame(rel)
+		if o, ok := seqs[f.key()]; ok && o.frame == f.frame {
+			delete(seqs, f.key())
+			g.seqLocked(f)
 		}
 	}
 	if len(g.Followers) > coMaxEntries {
@@ -283,6 +310,27 @@ func (g *group) hitLocked(f *follower) {
 	}
 	f.Hits = 1
 	g.Followers = append(g.Followers, f)
+}
+
+// seqLocked moves g's sequence follower of f's sequence to f's frame. It
+// counts a hit only when the frame moved (or on the first session): a
+// file that keeps its number from one session to the next (a UDIM tile)
+// is a literal follower, not a sequence.
+func (g *group) seqLocked(f frameName) {
+	for _, h := range g.Followers {
+		if !h.Seq || h.Pre != f.pre || h.Post != f.post || h.Width != f.width {
+			continue
+		}
+		if d := f.frame - h.Last; d != 0 {
+			h.Step, h.Last = d, f.frame
+			if abs(d) > coMaxStep {
+				h.Step = 0
+			}
+			h.Hits++
+		}
+		return
+	}
+	g.Followers = append(g.Followers, &follower{Pre: f.pre, Post: f.post, Width: f.width, Seq: true, Last: f.frame, Hits: 1})
 }
 
 func (m *memory) insertLocked(g *group) {
@@ -316,7 +364,13 @@ func (m *memory) predict(leader frameName) []string {
 			continue
 		}
 		p := f.Pre
-		if f.Width > 0 {
+		switch {
+		case f.Seq:
+			if f.Step == 0 || f.Last+f.Step < 0 {
+				continue
+			}
+			p = frameName{pre: f.Pre, post: f.Post, width: f.Width}.at(f.Last + f.Step)
+		case f.Width > 0:
 			if leader.width == 0 || leader.frame+f.Off < 0 {
 				continue
 			}
@@ -343,7 +397,7 @@ func framed(g *group, f *follower, confirmed func(*follower) bool) bool {
 		return false
 	}
 	for _, t := range g.Followers {
-		if t.Width == n.width && t.Pre == n.pre && t.Post == n.post && t.Hits >= f.Hits && confirmed(t) {
+		if t.Width == n.width && t.Pre == n.pre && t.Post == n.post && t.Hits >= f.Hits && confirmed(t) && (!t.Seq || t.Step != 0) {
 			return true
 		}
 	}
@@ -562,7 +616,8 @@ func validGroup(g *group) bool {
 	}
 	for _, f := range g.Followers {
 		if f == nil || f.Pre == "" || len(f.Pre)+len(f.Post) > 4096 || f.Hits < 1 || f.Hits > g.N ||
-			f.Width < 0 || f.Width > 9 || abs(f.Off) > coMaxOff || f.Width == 0 && (f.Post != "" || f.Off != 0) {
+			f.Width < 0 || f.Width > 9 || abs(f.Off) > coMaxOff || f.Width == 0 && (f.Post != "" || f.Off != 0 || f.Seq) ||
+			f.Seq && (f.Off != 0 || f.Last < 0 || abs(f.Step) > coMaxStep) || !f.Seq && (f.Last != 0 || f.Step != 0) {
 			return false
 		}
 	}

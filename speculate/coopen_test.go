@@ -223,6 +223,48 @@ func contains(l []string, s string) bool {
 	return false
 }
 
+// A scene with no frame number, opened once per frame, learns which frame
+// of a per-frame sequence (a cache, a data include) each frame opens, and
+// fetches the next one ahead; a tile that keeps its number is not taken
+// for a sequence.
+func TestCoOpenSequenceFollower(t *testing.T) {
+	tr := tree{"scene.pov": 1, "tex/wood.1001.tx": 10}
+	for n := 1; n <= 9; n++ {
+		tr[fmt.Sprintf("data/pos.%04d.inc", n)] = 100
+	}
+	f := &fetches{}
+	s, clk := startCoOpen(t, tr, f, Options{})
+	frame := func(n int) {
+		render(s, clk, "scene.pov")
+		settle(t, s)
+		render(s, clk, "tex/wood.1001.tx", fmt.Sprintf("data/pos.%04d.inc", n))
+	}
+	frame(1)
+	frame(2)
+	if f.count() != 0 {
+		t.Fatalf("fetched %v before a step was seen", f.list())
+	}
+	for n := 3; n <= 6; n++ {
+		frame(n)
+		if want := fmt.Sprintf("data/pos.%04d.inc", n); !contains(f.list(), want) {
+			t.Fatalf("frame %d: fetched %v, want %s among them", n, f.list(), want)
+		}
+	}
+	s.Close()
+	exact(t, s, 4, 4, 0)
+	// Every second frame (a farm's task per two frames): the step follows.
+	f = &fetches{}
+	s, clk = startCoOpen(t, tr, f, Options{})
+	for _, n := range []int{1, 3, 5} {
+		frame(n)
+	}
+	if got := f.list(); fmt.Sprint(got) != "[data/pos.0005.inc]" {
+		t.Fatalf("frames 1, 3, 5 fetched %v", got)
+	}
+	s.Close()
+	exact(t, s, 1, 1, 0)
+}
+
 // A file that is the same on every frame (a UDIM tile that happens to
 // share the frame's number) is learned literally once a second frame
 // tells it apart from a frame-relative one.

@@ -60,7 +60,12 @@
 // plate.1002.exr, and a follower that is a frame near the leader's
 // (matte.1001.exr) is learned both as itself and relative to the leader's
 // frame (matte.1002.exr on frame 1002); the next frames tell which holds.
-// Frames of the leader's own sequence are left to sequence read-ahead.
+// A leader with no frame number (a scene opened once per frame) learns
+// instead how each sequence among its followers moved from one session
+// to the next (pos.0001.inc, then pos.0002.inc) and fetches the next step
+// (pos.0003.inc); a file that keeps its number (a UDIM tile) stays a
+// plain follower. Frames of the leader's own sequence are left to
+// sequence read-ahead.
 //
 // Co-open predictions are counted in the same Stats: predicted once
 // looked up and within the byte bound (MaxBytes outstanding), used when
