@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -262,4 +263,45 @@ func mountTB(tb testing.TB, w *testworld.World, prefix, cacheDir string, extra .
 		"--endpoint", w.Proxy.Addr(), "--cache-size", "1GiB"}, extra...)
 	return &jitfsd{Daemon: testworld.StartDaemon(tb, mnt, func() bool { return socketReady(mnt, args) }, args...),
 		mnt: mnt, cacheDir: cacheDir}
+}
+
+// TestCoOpenCorruptLearned: a mount whose learned groups were cut short
+// (a disk full, a crash mid-copy) starts, says so in its log, serves the
+// right bytes without fetching from the bad groups, and writes valid
+// ones again.
+func TestCoOpenCorruptLearned(t *testing.T) {
+	w := newWorld(t, false)
+	want := putChain(w, "v1")
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	d := w.mountForTest("show", cacheDir, "--speculate", "coopen")
+	renderChain(t, d, want, includeChain...)
+	d.Stop()
+	files := learnedFiles(t, cacheDir)
+	if len(files) != 1 {
+		t.Fatalf("learned groups kept in %v, want one file", files)
+	}
+	good, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(files[0], good[:len(good)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	want = putChain(w, "v2")
+	sock := filepath.Join(t.TempDir(), "hooks.sock")
+	d = w.mountForTest("show", cacheDir, "--socket", sock, "--speculate", "coopen")
+	waitFor(t, "the hook socket", time.Minute, func() bool { _, err := os.Stat(sock); return err == nil })
+	if !strings.Contains(d.Log.String(), "co-open groups ignored") {
+		t.Fatalf("no word of the bad groups in the log:\n%s", d.Log)
+	}
+	renderChain(t, d, want, includeChain...)
+	if sp := specStatus(t, sock); sp.Predicted != 0 {
+		t.Fatalf("predicted from bad groups: %+v", sp)
+	}
+	d.Stop()
+	b, err := os.ReadFile(files[0])
+	if err != nil || bytes.Equal(b, good[:len(good)/2]) {
+		t.Fatalf("the bad groups were not replaced (%v)", err)
+	}
 }
