@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,13 +32,14 @@ import (
 // the next job, after a restart), the followers seen in most of its
 // sessions are looked up and fetched before they are opened.
 //
-// Names are normalised on their frame number (the last run of two or more
+// Names are normalised on their frame number (the last run of 2 to 9
 // digits in the base name), so a group learned on plate.1001.exr applies to
 // plate.1002.exr; a follower that is a frame of the leader's (or a nearby)
 // frame is remembered both literally and relative to the leader's frame,
-// and whichever the later sessions confirm is kept. Frames of the leader's
-// own sequence are not followers: the sibling and sequence kinds fetch
-// those.
+// and whichever the later sessions confirm is kept. A leader without a
+// frame number learns instead the step each sequence among its followers
+// moves by from one session to the next. Frames of the leader's own
+// sequence are not followers: the sibling and sequence kinds fetch those.
 
 const (
 	// coGap is the quiet time that ends a session. A cold open that reads
@@ -88,7 +90,7 @@ type frameName struct {
 // splitFrame finds the frame number of rel: the last run of 2 to 9 digits
 // in its base name (shorter runs are more often an index: a1.inc, a2.inc).
 func splitFrame(rel string) frameName {
-	base := rel[lastSlash(rel)+1:]
+	base := rel[strings.LastIndexByte(rel, '/')+1:]
 	off := len(rel) - len(base)
 	for j := len(base); j > 0; {
 		if !isDigit(base[j-1]) {
@@ -106,15 +108,6 @@ func splitFrame(rel string) frameName {
 		j = i
 	}
 	return frameName{pre: rel}
-}
-
-func lastSlash(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '/' {
-			return i
-		}
-	}
-	return -1
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
