@@ -29,6 +29,8 @@ type Speculation struct {
 	Sequences bool
 	// CoOpen starts the files learned to be opened together with the
 	// one just opened (include chains, libraries and their textures).
+	// What it learns is kept per source in the cache directory
+	// (coopen/), for the next job and the next daemon.
 	CoOpen bool
 	// Metadata lists ahead of a walk, so a path deep in the tree costs
 	// one round trip, not one per directory level.
