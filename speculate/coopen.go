@@ -689,8 +689,9 @@ func (c *coopen) opened(rel string) {
 	c.openedLocked(rel, now)
 	if p, ok := c.pend[rel]; ok {
 		delete(c.pend, rel)
-		c.pendBytes -= p.size
+		c.settleLocked(p.size)
 		c.s.Stats.Used.Add(1)
+		c.s.Stats.UsedBytes.Add(p.size)
 		c.mem.used(p.key)
 	}
 	if c.sess != nil && (now.Sub(c.sess.last) > coGap || now.Sub(c.sess.start) > coWindow || name.key() == c.sess.leader.key()) {
@@ -760,6 +761,30 @@ func (c *coopen) predictLocked(leader frameName, rel string) {
 	}
 }
 
+// reserveLocked takes size from the budget every stream shares
+// (Options.Budget), or tells that it would go past it. c.mu is taken
+// before s.mu, never after.
+func (c *coopen) reserveLocked(size int64) bool {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.aheadBytes+size > s.opts.Budget {
+		return false
+	}
+	s.aheadBytes += size
+	c.pendBytes += size
+	return true
+}
+
+// settleLocked gives back what a prediction reserved, once it is opened
+// or wasted.
+func (c *coopen) settleLocked(size int64) {
+	c.pendBytes -= size
+	c.s.mu.Lock()
+	c.s.aheadBytes -= size
+	c.s.mu.Unlock()
+}
+
 // expireLocked counts the predictions left unopened too long as wasted.
 func (c *coopen) expireLocked(now time.Time) {
 	if c.nextDue.IsZero() || now.Before(c.nextDue) {
@@ -774,8 +799,9 @@ func (c *coopen) expireLocked(now time.Time) {
 			continue
 		}
 		delete(c.pend, rel)
-		c.pendBytes -= p.size
+		c.settleLocked(p.size)
 		c.s.Stats.Wasted.Add(1)
+		c.s.Stats.WastedBytes.Add(p.size)
 		if c.mem.wasted(p.key, c.s.opts.Misses) {
 			c.s.Stats.Stopped.Add(1)
 		}
@@ -808,7 +834,7 @@ func (c *coopen) fetch(w coWant) {
 		return // opened meanwhile
 	}
 	delete(c.queued, w.rel)
-	if err != nil || e.IsDir || c.pendBytes+e.Attrs.Size > s.opts.MaxBytes || len(c.pend) >= coMaxPending {
+	if err != nil || e.IsDir || c.pendBytes+e.Attrs.Size > s.opts.MaxBytes || len(c.pend) >= coMaxPending || !c.reserveLocked(e.Attrs.Size) {
 		c.mu.Unlock()
 		if err != nil && s.ctx.Err() == nil {
 			s.log.Debug("speculate: co-open follower not found", "path", w.rel, "err", err)
@@ -817,11 +843,11 @@ func (c *coopen) fetch(w coWant) {
 	}
 	due := c.now().Add(coLife)
 	c.pend[w.rel] = pred{key: w.key, due: due, size: e.Attrs.Size}
-	c.pendBytes += e.Attrs.Size
 	if c.nextDue.IsZero() || due.Before(c.nextDue) {
 		c.nextDue = due
 	}
 	s.Stats.Predicted.Add(1)
+	s.Stats.CoOpen.Add(1)
 	s.Stats.Bytes.Add(e.Attrs.Size)
 	c.mu.Unlock()
 	if err := s.fetch(s.ctx, e); err != nil {
@@ -898,8 +924,12 @@ func (c *coopen) close() {
 	if c.sess != nil {
 		c.endLocked()
 	}
-	c.s.Stats.Wasted.Add(int64(len(c.pend)))
-	c.pend, c.pendBytes = map[string]pred{}, 0
+	for _, p := range c.pend {
+		c.settleLocked(p.size)
+		c.s.Stats.Wasted.Add(1)
+		c.s.Stats.WastedBytes.Add(p.size)
+	}
+	clear(c.pend)
 	c.mu.Unlock()
 	c.mem.release()
 }

@@ -127,6 +127,18 @@ func exact(t *testing.T, s *Speculator, predicted, used, wasted int64) {
 		t.Fatalf("predicted %d, used %d, wasted %d; want %d, %d, %d",
 			st.Predicted.Load(), st.Used.Load(), st.Wasted.Load(), predicted, used, wasted)
 	}
+	if st.CoOpen.Load() != predicted {
+		t.Fatalf("%d predictions counted as co-open's, of %d", st.CoOpen.Load(), predicted)
+	}
+	if used+wasted == predicted && st.UsedBytes.Load()+st.WastedBytes.Load() != st.Bytes.Load() {
+		t.Fatalf("used %d + wasted %d bytes, of %d predicted", st.UsedBytes.Load(), st.WastedBytes.Load(), st.Bytes.Load())
+	}
+	s.mu.Lock()
+	ahead := s.aheadBytes
+	s.mu.Unlock()
+	if want := st.Bytes.Load() - st.UsedBytes.Load() - st.WastedBytes.Load(); ahead != want {
+		t.Fatalf("%d bytes held against the budget, %d predicted and not yet settled", ahead, want)
+	}
 }
 
 var chain = tree{"scene.pov": 100, "inc/a.inc": 200, "lib/b.inc": 300, "tex/c.inc": 400, "other.txt": 5}

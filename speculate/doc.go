@@ -67,9 +67,10 @@
 // plain follower. Frames of the leader's own sequence are left to
 // sequence read-ahead.
 //
-// Co-open predictions are counted in the same Stats: predicted once
-// looked up and within the byte bound (MaxBytes outstanding), used when
-// opened, wasted when unopened two minutes later or at Close. A group
+// Co-open predictions are counted in the same Stats (and in CoOpen):
+// predicted once looked up and within the byte bounds (MaxBytes
+// outstanding for co-open, and the Budget every stream shares), used
+// when opened, wasted when unopened two minutes later or at Close. A group
 // whose predictions are wasted Misses times in a row is forgotten
 // (counted in Stopped); one with any waste needs a follower seen twice.
 //

@@ -69,8 +69,8 @@ type Stats struct {
 	Bytes, UsedBytes, WastedBytes atomic.Int64
 	// Stopped counts streams that stopped after a run of misses.
 	Stopped atomic.Int64
-	// Siblings and Sequences count the predictions each kind made.
-	Siblings, Sequences atomic.Int64
+	// Siblings, Sequences and CoOpen count the predictions each kind made.
+	Siblings, Sequences, CoOpen atomic.Int64
 }
 
 // Speculator follows the streams of one snapshot (one mount, or one job's

@@ -101,8 +101,9 @@ func TestCoOpenLearning(t *testing.T) {
 		t.Fatalf("%d data requests once the includes were read: they were not resident", got)
 	}
 	sp = specStatus(t, sock)
-	if sp.Predicted != 3 || sp.Used != 3 || sp.Wasted != 0 || sp.Bytes != 27_000+34_000+41_000 {
-		t.Fatalf("speculation %+v, want 3 predicted (102,000 bytes), 3 used, none wasted", sp)
+	if sp.Predicted != 3 || sp.Used != 3 || sp.Wasted != 0 || sp.Bytes != 27_000+34_000+41_000 ||
+		sp.UsedBytes != sp.Bytes || sp.WastedBytes != 0 || sp.Kinds["coopen"] != 3 {
+		t.Fatalf("speculation %+v, want 3 predicted by co-open (102,000 bytes), 3 used, none wasted", sp)
 	}
 	d.Stop()
 }

@@ -147,7 +147,7 @@ func speculationStatus(spec *speculate.Speculator) *hooks.SpeculationStatus {
 	return &hooks.SpeculationStatus{Predicted: s.Predicted.Load(), Fetched: s.Fetched.Load(), Used: s.Used.Load(),
 		Wasted: s.Wasted.Load(), Bytes: s.Bytes.Load(), UsedBytes: s.UsedBytes.Load(), WastedBytes: s.WastedBytes.Load(),
 		Stopped: s.Stopped.Load(),
-		Kinds:   map[string]int64{"siblings": s.Siblings.Load(), "sequences": s.Sequences.Load()}}
+		Kinds:   map[string]int64{"siblings": s.Siblings.Load(), "sequences": s.Sequences.Load(), "coopen": s.CoOpen.Load()}}
 }
 
 // addSpeculation adds a speculator's counters to a metrics snapshot.
