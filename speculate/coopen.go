@@ -834,7 +834,7 @@ func (c *coopen) fetch(w coWant) {
 		return // opened meanwhile
 	}
 	delete(c.queued, w.rel)
-	if err != nil || e.IsDir || c.pendBytes+e.Attrs.Size > s.opts.MaxBytes || len(c.pend) >= coMaxPending || !c.reserveLocked(e.Attrs.Size) {
+	if err != nil || e.IsDir || e.Attrs.Size > s.opts.MaxFileBytes || c.pendBytes+e.Attrs.Size > s.opts.MaxBytes || len(c.pend) >= coMaxPending || !c.reserveLocked(e.Attrs.Size) {
 		c.mu.Unlock()
 		if err != nil && s.ctx.Err() == nil {
 			s.log.Debug("speculate: co-open follower not found", "path", w.rel, "err", err)

@@ -68,8 +68,9 @@
 // sequence read-ahead.
 //
 // Co-open predictions are counted in the same Stats (and in CoOpen):
-// predicted once looked up and within the byte bounds (MaxBytes
-// outstanding for co-open, and the Budget every stream shares), used
+// predicted once looked up and within the byte bounds (MaxFileBytes a
+// file, MaxBytes outstanding for co-open, and the Budget every stream
+// shares), used
 // when opened, wasted when unopened two minutes later or at Close. A group
 // whose predictions are wasted Misses times in a row is forgotten
 // (counted in Stopped); one with any waste needs a follower seen twice.
@@ -92,8 +93,9 @@
 // fixed pool of workers through a bounded queue (a full queue defers
 // them to the next open). One mutex guards the streams; it is never held
 // across a listing or a fetch. Co-open learning has a mutex of its own
-// and its groups another, taken in that order and never held across a
-// lookup, a fetch or a write of the file (which is encoded one group at
-// a time, so an open waits for one group at most); its lookups and
-// fetches run on a pool of 16 workers.
+// and its groups another, taken in that order (and the streams' mutex
+// after its own, for the Budget), and none is held across a lookup, a
+// fetch or a write of the file (which is encoded one group at a time, so
+// an open waits for one group at most); its lookups and fetches run on a
+// pool of 16 workers.
 package speculate
