@@ -1,6 +1,7 @@
 package namespace
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -42,6 +43,12 @@ type dir struct {
 	finished  chan struct{} // closed when the listing ends
 	listErr   error
 	listedAt  time.Time
+	// ahead: completed by a parent's listing ahead and not yet read.
+	ahead bool
+	// largeTree: this directory's flat listing did not fit in one page, so
+	// a subdirectory it did not cover lists its own names at once beside
+	// its flat listing instead of after it.
+	largeTree bool
 }
 
 // startList begins listing the directory if it is not listed (or its TTL
@@ -49,9 +56,12 @@ type dir struct {
 func (d *dir) startList() (first, finished chan struct{}) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	ttl := d.ns.opts.TTL
-	if d.state == listDone && (d.listErr != nil || (ttl > 0 && d.ns.opts.Now().Sub(d.listedAt) > ttl)) {
+	if d.state == listDone && d.staleLocked() {
 		d.state = listNone
+	}
+	if d.ahead {
+		d.ahead = false
+		d.ns.Stats.AheadUsed.Add(1)
 	}
 	if d.state == listNone {
 		d.state = listRunning
@@ -76,6 +86,13 @@ func (d *dir) startList() (first, finished chan struct{}) {
 	return d.firstPage, d.finished
 }
 
+// staleLocked tells whether a finished listing must be made again: it
+// failed, or its TTL ran out.
+func (d *dir) staleLocked() bool {
+	ttl := d.ns.opts.TTL
+	return d.listErr != nil || (ttl > 0 && d.ns.opts.Now().Sub(d.listedAt) > ttl)
+}
+
 // list runs detached from any one request: a listing that a cancelled
 // lookup started still completes for the next one.
 func (d *dir) list(first, finished chan struct{}) {
@@ -85,21 +102,59 @@ func (d *dir) list(first, finished chan struct{}) {
 		return
 	}
 	ns.Stats.Listings.Add(1)
-	ctx := ns.ctx
+	var fresh map[string]*entry
+	var err error
+	if ns.flat != nil {
+		fresh, err = d.listAhead(first)
+	} else {
+		fresh, _, err = d.listDelimited(ns.ctx, func() { close(first) })
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.listErr = err
+	} else {
+		if ns.opts.TTL == 0 {
+			// Without a TTL nothing once seen is forgotten: keep names a
+			// direct lookup pinned that the listing did not return.
+			for name, e := range d.entries {
+				if _, ok := fresh[name]; !ok {
+					fresh[name] = e
+				}
+			}
+		}
+		d.entries = fresh
+	}
+	// Only this goroutine closes first, and only once: a failed listing
+	// may not have.
+	select {
+	case <-first:
+	default:
+		close(first)
+	}
+	d.listedAt = ns.opts.Now()
+	d.state = listDone
+	if err == nil && ns.opts.Store != nil {
+		ns.opts.Store.SaveDir(d.path, d.listingLocked())
+	}
+	close(finished)
+}
+
+// listDelimited lists the directory's own names page by page, making each
+// visible at once, and calls onFirst after the first page. It returns the
+// listing and how many requests it made.
+func (d *dir) listDelimited(ctx context.Context, onFirst func()) (map[string]*entry, int, error) {
+	ns := d.ns
 	prefix := ns.ObjectPrefix(d.path)
 	fresh := map[string]*entry{}
 	token := ""
-	var err error
 	for page := 0; ; page++ {
 		if ctx.Err() != nil {
-			err = ErrClosed
-			break
+			return nil, page, ErrClosed
 		}
-		var p gcs.Page
-		p, err = ns.opts.Remote.ListPage(ctx, prefix, token, ns.opts.PageSize)
+		p, err := ns.opts.Remote.ListPage(ctx, prefix, token, ns.opts.PageSize)
 		if err != nil {
-			err = fmt.Errorf("namespace: list %s: %w", prefix, err)
-			break
+			return nil, page + 1, fmt.Errorf("namespace: list %s: %w", prefix, err)
 		}
 		d.mu.Lock()
 		for _, pre := range p.Prefixes {
@@ -114,42 +169,15 @@ func (d *dir) list(first, finished chan struct{}) {
 				d.mergeLocked(fresh, name, &entry{attrs: a})
 			}
 		}
-		if page == 0 {
-			close(first)
-		}
 		d.mu.Unlock()
+		if page == 0 && onFirst != nil {
+			onFirst()
+		}
 		if p.Next == "" {
-			break
+			return fresh, page + 1, nil
 		}
 		token = p.Next
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err != nil {
-		d.listErr = err
-		select {
-		case <-first:
-		default:
-			close(first)
-		}
-	} else {
-		if ns.opts.TTL == 0 {
-			// Without a TTL nothing once seen is forgotten: keep names a
-			// direct lookup pinned that the listing did not return.
-			for name, e := range d.entries {
-				if _, ok := fresh[name]; !ok {
-					fresh[name] = e
-				}
-			}
-		}
-		d.entries = fresh
-	}
-	d.listedAt = ns.opts.Now()
-	d.state = listDone
-	if err == nil && ns.opts.Store != nil {
-		ns.opts.Store.SaveDir(d.path, d.listingLocked())
-	}
-	close(finished)
 }
 
 // loadStored answers the listing from the Store when it holds one (within

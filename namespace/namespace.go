@@ -42,6 +42,26 @@ type Options struct {
 	// what it had listed with no list or stat request. With a TTL, a stored
 	// listing older than the TTL is listed again.
 	Store Store
+	// ListAhead, when above 0, lists a directory met cold as one flat
+	// listing of its whole prefix (every object at any depth, up to about
+	// this many objects), which completes the directory and every
+	// subdirectory whose names it covers, so a walk down a small tree costs
+	// one request, not one per level. Past the bound the directory is
+	// listed as without it. Remote must then be a FlatLister.
+	// DefaultListAhead is the usual value; 0 is off.
+	ListAhead int
+}
+
+// DefaultListAhead bounds a listing ahead to five pages of GCS's largest
+// size: a few hundred KiB of names and at most five round trips, while a
+// walk that stays inside it costs one.
+const DefaultListAhead = 5000
+
+// FlatLister is a Remote that also lists a prefix without a delimiter:
+// every object under it, at any depth, in name order (Page.Prefixes
+// empty). *gcs.Client fits.
+type FlatLister interface {
+	ListFlatPage(ctx context.Context, prefix, token string, pageSize int) (gcs.Page, error)
 }
 
 // Store persists a Namespace's completed listings (one snapshot's: a
@@ -103,6 +123,17 @@ type Stats struct {
 	DirectLookups atomic.Int64
 	// NegativeLookups counts lookups answered "absent".
 	NegativeLookups atomic.Int64
+	// AheadPages counts the flat listing requests of Options.ListAhead.
+	AheadPages atomic.Int64
+	// AheadDirs counts the subdirectories those listings completed, and
+	// AheadUsed those of them a lookup or listing then read: each is a
+	// listing request (a round trip) saved.
+	AheadDirs, AheadUsed atomic.Int64
+	// AheadFallbacks counts directories whose flat listing stopped at the
+	// bound, so they were listed with a delimiter as well; AheadWasted
+	// counts requests made in vain (a delimiter listing started beside a
+	// flat one that then covered the whole directory).
+	AheadFallbacks, AheadWasted atomic.Int64
 }
 
 // Namespace is one snapshot of a bucket prefix. See the package comment.
@@ -123,6 +154,8 @@ type Namespace struct {
 	// whose listing was still in progress. Best effort: a dropped entry
 	// only costs one more request.
 	neg *ristretto.Cache[string, struct{}]
+
+	flat FlatLister // nil: no listing ahead
 
 	Stats Stats
 }
@@ -150,13 +183,23 @@ func New(opts Options) (*Namespace, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.ListAhead < 0 {
+		return nil, fmt.Errorf("namespace: negative ListAhead %d", opts.ListAhead)
+	}
+	var flat FlatLister
+	if opts.ListAhead > 0 {
+		var ok bool
+		if flat, ok = opts.Remote.(FlatLister); !ok {
+			return nil, fmt.Errorf("namespace: ListAhead needs a Remote that lists flat (%T does not)", opts.Remote)
+		}
+	}
 	neg, err := ristretto.NewCache(&ristretto.Config[string, struct{}]{
 		NumCounters: 10 * opts.NegativeEntries, MaxCost: opts.NegativeEntries, BufferItems: 64,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("namespace: negative cache: %w", err)
 	}
-	ns := &Namespace{opts: opts, dirs: map[string]*dir{}, neg: neg}
+	ns := &Namespace{opts: opts, dirs: map[string]*dir{}, neg: neg, flat: flat}
 	ns.ctx, ns.cancel = context.WithCancel(context.Background())
 	ns.ino.Store(RootIno)
 	return ns, nil

@@ -3,6 +3,7 @@ package namespace
 import (
 	"container/list"
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -141,4 +142,15 @@ func (s *SharedListings) keepLocked(l *sharedListing) {
 		s.lru.Remove(el)
 		delete(s.done, old.prefix)
 	}
+}
+
+// ListFlatPage serves a flat listing (Options.ListAhead) from the bucket:
+// it is bounded, and the directories it completes are pinned by the job
+// that asked, at the time it asked, as a listing of each would be.
+func (r sinceRemote) ListFlatPage(ctx context.Context, prefix, token string, pageSize int) (gcs.Page, error) {
+	f, ok := r.s.remote.(FlatLister)
+	if !ok {
+		return gcs.Page{}, fmt.Errorf("namespace: %T does not list flat", r.s.remote)
+	}
+	return f.ListFlatPage(ctx, prefix, token, pageSize)
 }
