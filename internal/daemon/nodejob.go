@@ -73,7 +73,7 @@ func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, 
 		return v, nil
 	}
 	ns, err := namespace.New(namespace.Options{Remote: bc.shared.Since(j.started), Prefix: prefix,
-		Store: sinceStore{Store: n.Store.Listings(j.id, key), started: j.started}})
+		Store: sinceStore{Store: n.Store.Listings(j.id, key), started: j.started}, ListAhead: n.cfg.Speculate.listAhead()})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// TestListAheadDeepStat: on a mount with the default --speculate, a stat
+// of a path five directories deep costs one list request at the bucket,
+// not one per directory, and a walk of the whole tree after it none more;
+// the tree and the bytes are the bucket's. With metadata left out of
+// --speculate, each directory on the path is listed on its own, as it
+// always was.
+func TestListAheadDeepStat(t *testing.T) {
+	objects := []string{
+		"show/a/b/c/d/e/file.exr", "show/a/b/c/d/e/other.exr", "show/a/b/c/side.txt",
+		"show/a/b/empty/", "show/a/x/y.txt", "show/top.txt", "elsewhere/a/b/c/d/e/file.exr",
+	}
+	const deep = "a/b/c/d/e/file.exr"
+
+	w := newWorld(t, false)
+	want := map[string][]byte{}
+	for i, o := range objects {
+		if strings.HasSuffix(o, "/") {
+			w.Put(o, nil)
+			continue
+		}
+		want[o] = w.PutRandom(o, 1000+i)
+	}
+	d := w.mountForTest("show", "")
+	lists := w.Proxy.Lists.Load()
+	st, err := os.Stat(d.path(deep))
+	if err != nil || st.Size() != int64(len(want["show/"+deep])) {
+		t.Fatalf("stat %s: %v %v", deep, st, err)
+	}
+	if n := w.Proxy.Lists.Load() - lists; n != 1 {
+		t.Fatalf("a stat five directories deep cost %d list requests, want 1", n)
+	}
+	var tree []string
+	err = filepath.WalkDir(d.mnt, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(d.mnt, p)
+		if e.IsDir() {
+			rel += "/"
+		}
+		tree = append(tree, rel)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(tree)
+	wantTree := "./ a/ a/b/ a/b/c/ a/b/c/d/ a/b/c/d/e/ a/b/c/d/e/file.exr a/b/c/d/e/other.exr a/b/c/side.txt a/b/empty/ a/x/ a/x/y.txt top.txt"
+	if got := strings.Join(tree, " "); got != wantTree {
+		t.Fatalf("the tree through the mount:\n%s\nwant\n%s", got, wantTree)
+	}
+	if n := w.Proxy.Lists.Load() - lists; n != 1 {
+		t.Fatalf("stat and a walk of the whole tree cost %d list requests, want 1", n)
+	}
+	mustEqualBytes(t, deep, mustRead(t, d.path(deep)), want["show/"+deep])
+	if _, err := os.Stat(d.path("a/b/c/d/e/none.exr")); !os.IsNotExist(err) {
+		t.Fatalf("an absent name: %v", err)
+	}
+	if n := w.Proxy.Lists.Load() - lists; n != 1 {
+		t.Fatalf("an absent name in a directory listed ahead cost %d list requests", n-1)
+	}
+	d.Stop()
+
+	// Off: the root and each of the five directories.
+	d2 := w.mountForTest("show", "", "--speculate", "siblings,sequences,coopen")
+	lists = w.Proxy.Lists.Load()
+	if _, err := os.Stat(d2.path(deep)); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.Proxy.Lists.Load() - lists; n != 6 {
+		t.Fatalf("metadata off: a stat five directories deep cost %d list requests, want 6", n)
+	}
+}
