@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestListAheadDeepStat: on a mount with the default --speculate, a stat
@@ -80,5 +82,34 @@ func TestListAheadDeepStat(t *testing.T) {
 	}
 	if n := w.Proxy.Lists.Load() - lists; n != 6 {
 		t.Fatalf("metadata off: a stat five directories deep cost %d list requests, want 6", n)
+	}
+}
+
+// TestListAheadStalledLink: a lookup waiting on a listing ahead over a
+// stalled link fails with EIO once --op-timeout has passed, like any
+// lookup, and succeeds once the link is back, with the right bytes.
+func TestListAheadStalledLink(t *testing.T) {
+	w := newWorld(t, false)
+	want := w.PutRandom("shots/sh010/comp/v001/plate.exr", 30_000)
+	w.PutRandom("tex/wall.tx", 1000)
+	d := w.mountForTest("", "", "--op-timeout", "2s", "--gcs-attempt-timeout", "1s")
+	w.Proxy.StallAll.Store(true)
+	if _, err := os.Stat(d.path("shots/sh010/comp/v001/plate.exr")); errnoOf(err) != syscall.EIO {
+		t.Fatalf("stat over a stalled link: %v, want EIO", err)
+	}
+	if w.Proxy.Held.Load() == 0 {
+		t.Fatal("the proxy held no request: the link was not stalled")
+	}
+	w.Proxy.StallAll.Store(false)
+	// The failed listing may still be in a retry backoff: try until it
+	// answers.
+	waitFor(t, "the lookup to succeed once the link is back", time.Minute, func() bool {
+		_, err := os.Stat(d.path("shots/sh010/comp/v001/plate.exr"))
+		return err == nil
+	})
+	mustEqualBytes(t, "the file after the stall", mustRead(t, d.path("shots/sh010/comp/v001/plate.exr")), want)
+	ents, err := os.ReadDir(d.path(""))
+	if err != nil || len(ents) != 2 {
+		t.Fatalf("the root after the stall: %v %v", ents, err)
 	}
 }
