@@ -57,19 +57,19 @@ func (d *dir) listAhead(first chan struct{}) (map[string]*entry, error) {
 	ns := d.ns
 	prefix := ns.ObjectPrefix(d.path)
 	var delim *delimRun
-	if d.path != "" && ns.parentLarge(d.path) {
+	startDelim := func() {
 		delim = d.startDelimited()
+		d.mu.Lock()
+		d.namesFirst = delim.first
+		d.mu.Unlock()
+	}
+	if d.path != "" && ns.parentLarge(d.path) {
+		startDelim()
 	}
 	w := aheadWalk{prefix: prefix}
 	fresh := map[string]*entry{}
 	firstClosed := false
 	closeFirst := func() {
-		if delim != nil {
-			select {
-			case <-delim.first:
-			case <-ns.ctx.Done():
-			}
-		}
 		close(first)
 		firstClosed = true
 	}
@@ -96,6 +96,11 @@ func (d *dir) listAhead(first chan struct{}) (map[string]*entry, error) {
 			ns.adopt(joinPath(d.path, c.rel), c.entries)
 		}
 		w.done = w.done[:0]
+		if ns.opts.TTL == 0 {
+			for _, o := range w.open {
+				ns.seed(joinPath(d.path, o.rel), o.entries)
+			}
+		}
 		d.mu.Lock()
 		for name, e := range w.top.entries {
 			d.mergeLocked(fresh, name, e)
@@ -111,7 +116,7 @@ func (d *dir) listAhead(first chan struct{}) (map[string]*entry, error) {
 		}
 		if page == 0 {
 			if delim == nil {
-				delim = d.startDelimited()
+				startDelim()
 			}
 			closeFirst()
 		}
@@ -136,9 +141,15 @@ func (d *dir) listAhead(first chan struct{}) (map[string]*entry, error) {
 	}
 	ns.Stats.AheadFallbacks.Add(1)
 	if delim == nil {
-		delim = d.startDelimited()
+		startDelim()
 	}
 	if !firstClosed {
+		// The flat listing failed at once: the directory's first names
+		// are the delimiter listing's.
+		select {
+		case <-delim.first:
+		case <-ns.ctx.Done():
+		}
 		closeFirst()
 	}
 	<-delim.done
@@ -193,6 +204,27 @@ func (ns *Namespace) adopt(p string, entries map[string]*entry) {
 	ns.Stats.AheadDirs.Add(1)
 	if ns.opts.Store != nil {
 		ns.opts.Store.SaveDir(s.path, s.listingLocked())
+	}
+}
+
+// seed gives directory p, never listed, the names a flat listing that
+// stopped inside it has seen so far: each exists, so a lookup of one needs
+// no listing of p (LookupIn). Only without a TTL: a seeded name is never
+// re-listed until a lookup misses.
+func (ns *Namespace) seed(p string, entries map[string]*entry) {
+	s := ns.dir(p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != listNone {
+		return
+	}
+	for name, e := range entries {
+		if old, ok := s.entries[name]; ok && (old.isDir || !e.isDir) {
+			continue
+		}
+		c := *e
+		c.ino = ns.nextIno()
+		s.entries[name] = &c
 	}
 }
 

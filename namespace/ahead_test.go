@@ -238,3 +238,61 @@ func TestListAheadSharedJobs(t *testing.T) {
 		t.Fatalf("%d list requests through SharedListings, want 1", n)
 	}
 }
+
+// TestListAheadPastTheBound: a flat listing that stops at the bound still
+// names what it saw in the directories it stopped inside, so a lookup
+// there costs no listing; a lookup of a name it had not reached lists
+// that directory (flat, then with a delimiter past the bound), and the
+// listed directory gets its own names from a delimiter listing. The tree
+// is the same as listed one by one.
+func TestListAheadPastTheBound(t *testing.T) {
+	w := testworld.New(t, testworld.Options{})
+	for i := 0; i < 5; i++ {
+		w.Put(fmt.Sprintf("big/a/f%02d", i), []byte("a"))
+	}
+	for i := 0; i < 20; i++ {
+		w.Put(fmt.Sprintf("big/b/c/d/f%02d", i), []byte("d"))
+	}
+	w.Put("z.txt", []byte("z"))
+	ns := newNS(t, w.GCS, namespace.Options{PageSize: 10, ListAhead: 10})
+	ctx := context.Background()
+	before := w.Proxy.Lists.Load()
+	if _, err := ns.Lookup(ctx, "big/b/c/d/f03"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns.List(ctx, ""); err != nil { // waits for the root's own listing
+		t.Fatal(err)
+	}
+	if n := w.Proxy.Lists.Load() - before; n != 2 {
+		t.Fatalf("%d list requests, want 2: one flat page, then the root's delimiter listing", n)
+	}
+	if _, err := ns.Lookup(ctx, "big/b/c/d/f15"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns.List(ctx, "big/b/c/d"); err != nil {
+		t.Fatal(err)
+	}
+	// big/b/c/d listed flat (one page, the bound) and with a delimiter
+	// (two pages). As in any directory larger than a page, the lookup did
+	// not wait for the second page: it asked for its name directly, unless
+	// the listing was done by the time it looked again.
+	n, direct := w.Proxy.Lists.Load()-before, ns.Stats.DirectLookups.Load()
+	if n != 5+direct || direct > 1 {
+		t.Fatalf("%d list requests and %d direct lookups, want 5 and one for each direct lookup (0 or 1)", n, direct)
+	}
+	before += direct
+	if _, err := ns.Lookup(ctx, "big/b/c/d/nope"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("an absent name: %v", err)
+	}
+	if n := w.Proxy.Lists.Load() - before; n != 5 {
+		t.Fatalf("an absent name in a listed directory cost %d list requests", n-5)
+	}
+	if s := &ns.Stats; s.AheadFallbacks.Load() != 2 || s.AheadDirs.Load() != 1 {
+		t.Fatalf("%d fallbacks and %d directories ahead, want 2 and 1 (big/a)", s.AheadFallbacks.Load(), s.AheadDirs.Load())
+	}
+	got := walkAll(t, ns)
+	plain := walkAll(t, newNS(t, w.GCS, namespace.Options{PageSize: 10}))
+	if strings.Join(got, "\n") != strings.Join(plain, "\n") {
+		t.Fatalf("listing ahead shows\n%s\nlisting one by one shows\n%s", strings.Join(got, "\n"), strings.Join(plain, "\n"))
+	}
+}

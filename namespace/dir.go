@@ -49,6 +49,9 @@ type dir struct {
 	// a subdirectory it did not cover lists its own names at once beside
 	// its flat listing instead of after it.
 	largeTree bool
+	// namesFirst, while a flat listing runs beside a delimiter one, is
+	// closed when the delimiter listing's first page is in.
+	namesFirst chan struct{}
 }
 
 // startList begins listing the directory if it is not listed (or its TTL
@@ -134,6 +137,7 @@ func (d *dir) list(first, finished chan struct{}) {
 	}
 	d.listedAt = ns.opts.Now()
 	d.state = listDone
+	d.namesFirst = nil
 	if err == nil && ns.opts.Store != nil {
 		ns.opts.Store.SaveDir(d.path, d.listingLocked())
 	}

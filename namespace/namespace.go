@@ -286,6 +286,15 @@ func (ns *Namespace) LookupIn(ctx context.Context, dirPath, name string) (Entry,
 		return Entry{}, fmt.Errorf("%q: %w", full, ErrNotExist)
 	}
 	d := ns.dir(dirPath)
+	d.mu.Lock()
+	e := d.entries[name]
+	seeded := d.state == listNone
+	d.mu.Unlock()
+	if e != nil && seeded {
+		// Named by a listing ahead of a larger tree: the name exists, and
+		// the directory need not be listed until a name it lacks is asked.
+		return e.entry(full), nil
+	}
 	first, finished := d.startList()
 	select {
 	case <-first:
@@ -293,12 +302,28 @@ func (ns *Namespace) LookupIn(ctx context.Context, dirPath, name string) (Entry,
 		return Entry{}, ns.waitErr(ctx, d)
 	}
 	d.mu.Lock()
-	e := d.entries[name]
+	e = d.entries[name]
 	done := d.state == listDone
 	listErr := d.listErr
+	names := d.namesFirst
 	d.mu.Unlock()
 	if e != nil {
 		return e.entry(full), nil
+	}
+	if !done && names != nil {
+		// The first page was a flat one, and the directory's own names
+		// are on their way: cheaper to wait for them than to ask.
+		select {
+		case <-names:
+		case <-ctx.Done():
+			return Entry{}, ns.waitErr(ctx, d)
+		}
+		d.mu.Lock()
+		e, done, listErr = d.entries[name], d.state == listDone, d.listErr
+		d.mu.Unlock()
+		if e != nil {
+			return e.entry(full), nil
+		}
 	}
 	select {
 	case <-finished:
