@@ -2,6 +2,7 @@ package namespace
 
 import (
 	"context"
+	"sort"
 	"strings"
 
 	"github.com/jitfs/jitfs/gcs"
@@ -45,15 +46,15 @@ func (d *dir) startDelimited() *delimRun {
 // only when the flat listing ends within the bound; otherwise its own
 // names come from a delimiter listing as without listing ahead, started
 // as soon as the first flat page shows the tree is larger than a page (or
-// at once, when the parent's tree was: a directory the parent's flat
-// listing could not cover is likely large too). Correctness never
-// depends on the bound.
+// at once, when the parent's tree was and a caller is waiting: a
+// directory the parent's flat listing could not cover is likely large
+// too). Correctness never depends on the bound.
 //
 // It closes first once the directory's first names are in: the flat
 // page's, and when the tree is larger, the delimiter listing's first page
 // too, so a lookup finds a name of a large directory without a request of
 // its own. It returns the listing, or the error that ended it.
-func (d *dir) listAhead(first chan struct{}) (map[string]*entry, error) {
+func (d *dir) listAhead(first chan struct{}, background bool) (map[string]*entry, error) {
 	ns := d.ns
 	prefix := ns.ObjectPrefix(d.path)
 	var delim *delimRun
@@ -63,7 +64,7 @@ func (d *dir) listAhead(first chan struct{}) (map[string]*entry, error) {
 		d.namesFirst = delim.first
 		d.mu.Unlock()
 	}
-	if d.path != "" && ns.parentLarge(d.path) {
+	if !background && d.path != "" && ns.parentLarge(d.path) {
 		startDelim()
 	}
 	w := aheadWalk{prefix: prefix}
@@ -126,9 +127,9 @@ func (d *dir) listAhead(first chan struct{}) (map[string]*entry, error) {
 		token = p.Next
 	}
 	if complete {
-		if !firstClosed {
-			close(first)
-		}
+		// first, if still open, is closed by list with the listing
+		// marked done: a lookup woken by it must not find the directory
+		// still running and ask for an absent name directly.
 		if delim != nil {
 			delim.cancel()
 			<-delim.done
@@ -297,3 +298,64 @@ func (w *aheadWalk) closeFrom(depth int) {
 
 // closeAll ends the walk: the listing returned everything.
 func (w *aheadWalk) closeAll() { w.closeFrom(0) }
+
+// listChildren lists in the background, a few at a time, the first
+// ListAheadSubdirs subdirectories of d (in name order, as walkers go)
+// that nothing has listed or is listing.
+func (ns *Namespace) listChildren(d *dir) {
+	if ns.flat == nil || ns.opts.ListAheadSubdirs <= 0 {
+		return
+	}
+	d.mu.Lock()
+	var subs []string
+	for name, e := range d.entries {
+		if e.isDir {
+			subs = append(subs, name)
+		}
+	}
+	d.mu.Unlock()
+	sort.Strings(subs)
+	started := 0
+	for _, name := range subs {
+		if started == ns.opts.ListAheadSubdirs {
+			return
+		}
+		s := ns.dir(joinPath(d.path, name))
+		s.mu.Lock()
+		idle := s.state == listNone
+		s.mu.Unlock()
+		if !idle {
+			continue
+		}
+		ns.mu.Lock()
+		if ns.closed {
+			ns.mu.Unlock()
+			return
+		}
+		ns.listing.Add(1)
+		ns.mu.Unlock()
+		started++
+		go func() {
+			defer ns.listing.Done()
+			select {
+			case ns.slots <- struct{}{}:
+			case <-ns.ctx.Done():
+				return
+			}
+			defer func() { <-ns.slots }()
+			s.mu.Lock()
+			if s.state != listNone { // a caller got there first
+				s.mu.Unlock()
+				return
+			}
+			ns.Stats.AheadBackground.Add(1)
+			s.launchLocked(true)
+			finished := s.finished
+			s.mu.Unlock()
+			select {
+			case <-finished:
+			case <-ns.ctx.Done():
+			}
+		}()
+	}
+}

@@ -254,7 +254,7 @@ func TestListAheadPastTheBound(t *testing.T) {
 		w.Put(fmt.Sprintf("big/b/c/d/f%02d", i), []byte("d"))
 	}
 	w.Put("z.txt", []byte("z"))
-	ns := newNS(t, w.GCS, namespace.Options{PageSize: 10, ListAhead: 10})
+	ns := newNS(t, w.GCS, namespace.Options{PageSize: 10, ListAhead: 10, ListAheadSubdirs: -1})
 	ctx := context.Background()
 	before := w.Proxy.Lists.Load()
 	if _, err := ns.Lookup(ctx, "big/b/c/d/f03"); err != nil {
@@ -294,5 +294,66 @@ func TestListAheadPastTheBound(t *testing.T) {
 	plain := walkAll(t, newNS(t, w.GCS, namespace.Options{PageSize: 10}))
 	if strings.Join(got, "\n") != strings.Join(plain, "\n") {
 		t.Fatalf("listing ahead shows\n%s\nlisting one by one shows\n%s", strings.Join(got, "\n"), strings.Join(plain, "\n"))
+	}
+}
+
+// TestListAheadBackground: once a directory is listed, the first
+// ListAheadSubdirs of its subdirectories nothing has listed are listed in
+// the background, so a walker finds them listed; the rest wait for a
+// caller.
+func TestListAheadBackground(t *testing.T) {
+	w := testworld.New(t, testworld.Options{})
+	for d := 0; d < 6; d++ {
+		for f := 0; f < 5; f++ {
+			w.Put(fmt.Sprintf("d%d/f%d", d, f), []byte("x"))
+		}
+	}
+	ns := newNS(t, w.GCS, namespace.Options{PageSize: 10, ListAhead: 10, ListAheadSubdirs: 3})
+	ctx := context.Background()
+	before := w.Proxy.Lists.Load()
+	// The root's flat page holds d0 (complete) and d1; its delimiter
+	// listing names d2 to d5.
+	if _, err := ns.List(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	// d1, d2 and d3 are listed in the background, one flat page each.
+	waitCond(t, "three background listings", func() bool {
+		return ns.Stats.AheadBackground.Load() == 3 && w.Proxy.Lists.Load()-before == 2+3
+	})
+	for d := 1; d < 4; d++ {
+		if ents, err := ns.List(ctx, fmt.Sprintf("d%d", d)); err != nil || len(ents) != 5 {
+			t.Fatalf("d%d: %q %v", d, names(ents), err)
+		}
+	}
+	if n := w.Proxy.Lists.Load() - before; n != 5 {
+		t.Fatalf("directories listed in the background cost %d more list requests", n-5)
+	}
+	for d := 4; d < 6; d++ {
+		if ents, err := ns.List(ctx, fmt.Sprintf("d%d", d)); err != nil || len(ents) != 5 {
+			t.Fatalf("d%d: %q %v", d, names(ents), err)
+		}
+	}
+	// d4 and d5, past the bound, are listed when asked: flat, and (a
+	// caller waiting, in a tree larger than a page) with a delimiter at
+	// once, which the flat page makes needless: cancelled, and counted
+	// wasted whether or not it reached the bucket.
+	if n, wasted := w.Proxy.Lists.Load()-before, ns.Stats.AheadWasted.Load(); n < 7 || n > 7+wasted || wasted > 2 {
+		t.Fatalf("%d list requests (%d wasted), want 7 and at most the 2 wasted", n, wasted)
+	}
+	if s := &ns.Stats; s.AheadBackground.Load() != 3 || s.AheadBackgroundUsed.Load() != 3 {
+		t.Fatalf("%d background listings, %d used; want 3 and 3", s.AheadBackground.Load(), s.AheadBackgroundUsed.Load())
+	}
+}
+
+// waitCond waits for cond, polling: background work has no event to wait
+// on from outside the namespace.
+func waitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -49,6 +49,8 @@ type dir struct {
 	// a subdirectory it did not cover lists its own names at once beside
 	// its flat listing instead of after it.
 	largeTree bool
+	// background: listed ahead of any caller, and not yet asked for.
+	background bool
 	// namesFirst, while a flat listing runs beside a delimiter one, is
 	// closed when the delimiter listing's first page is in.
 	namesFirst chan struct{}
@@ -58,7 +60,6 @@ type dir struct {
 // ran out, or its last listing failed) and returns the channels to wait on.
 func (d *dir) startList() (first, finished chan struct{}) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.state == listDone && d.staleLocked() {
 		d.state = listNone
 	}
@@ -66,27 +67,46 @@ func (d *dir) startList() (first, finished chan struct{}) {
 		d.ahead = false
 		d.ns.Stats.AheadUsed.Add(1)
 	}
-	if d.state == listNone {
-		d.state = listRunning
-		d.listErr = nil
-		d.firstPage = make(chan struct{})
-		d.finished = make(chan struct{})
-		ns := d.ns
-		ns.mu.Lock()
-		closed := ns.closed
-		if !closed {
-			ns.listing.Add(1)
-		}
-		ns.mu.Unlock()
-		if closed {
-			d.listErr, d.state = ErrClosed, listDone
-			close(d.firstPage)
-			close(d.finished)
-		} else {
-			go d.list(d.firstPage, d.finished)
-		}
+	wasBackground := d.background
+	if wasBackground {
+		d.background = false
+		d.ns.Stats.AheadBackgroundUsed.Add(1)
 	}
-	return d.firstPage, d.finished
+	if d.state == listNone {
+		d.launchLocked(false)
+	}
+	first, finished = d.firstPage, d.finished
+	d.mu.Unlock()
+	if wasBackground {
+		// A walker reached a directory listed ahead of it: list ahead of
+		// its next step too.
+		d.ns.listChildren(d)
+	}
+	return first, finished
+}
+
+// launchLocked starts the listing goroutine; background marks a listing
+// no caller is waiting for yet.
+func (d *dir) launchLocked(background bool) {
+	d.state = listRunning
+	d.listErr = nil
+	d.background = background
+	d.firstPage = make(chan struct{})
+	d.finished = make(chan struct{})
+	ns := d.ns
+	ns.mu.Lock()
+	closed := ns.closed
+	if !closed {
+		ns.listing.Add(1)
+	}
+	ns.mu.Unlock()
+	if closed {
+		d.listErr, d.state = ErrClosed, listDone
+		close(d.firstPage)
+		close(d.finished)
+		return
+	}
+	go d.list(d.firstPage, d.finished, background)
 }
 
 // staleLocked tells whether a finished listing must be made again: it
@@ -98,17 +118,23 @@ func (d *dir) staleLocked() bool {
 
 // list runs detached from any one request: a listing that a cancelled
 // lookup started still completes for the next one.
-func (d *dir) list(first, finished chan struct{}) {
+func (d *dir) list(first, finished chan struct{}, background bool) {
 	ns := d.ns
 	defer ns.listing.Done()
 	if d.loadStored(first, finished) {
 		return
 	}
+	if !background {
+		// Once the directory is listed, list ahead of a walker's next step
+		// (bounded; a listing started that way starts no more until a
+		// walker reaches it: see startList).
+		defer ns.listChildren(d)
+	}
 	ns.Stats.Listings.Add(1)
 	var fresh map[string]*entry
 	var err error
 	if ns.flat != nil {
-		fresh, err = d.listAhead(first)
+		fresh, err = d.listAhead(first, background)
 	} else {
 		fresh, _, err = d.listDelimited(ns.ctx, func() { close(first) })
 	}

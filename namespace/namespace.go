@@ -50,7 +50,21 @@ type Options struct {
 	// listed as without it. Remote must then be a FlatLister.
 	// DefaultListAhead is the usual value; 0 is off.
 	ListAhead int
+	// ListAheadSubdirs bounds the subdirectories a directory's listing
+	// starts listing in the background once it is done (when ListAhead is
+	// on), so that a walker's next step is listed before it gets there;
+	// a directory so listed starts its own only when a walker reaches it.
+	// 0 means DefaultListAheadSubdirs; below 0, none.
+	ListAheadSubdirs int
 }
+
+// DefaultListAheadSubdirs: enough for a walker's next few steps, at most
+// backgroundSlots listings at a time per namespace.
+const DefaultListAheadSubdirs = 16
+
+// backgroundSlots bounds the background listings of one namespace running
+// at once: they must never crowd out a listing a caller waits for.
+const backgroundSlots = 4
 
 // DefaultListAhead bounds a listing ahead to five pages of GCS's largest
 // size: a few hundred KiB of names and at most five round trips, while a
@@ -129,6 +143,9 @@ type Stats struct {
 	// AheadUsed those of them a lookup or listing then read: each is a
 	// listing request (a round trip) saved.
 	AheadDirs, AheadUsed atomic.Int64
+	// AheadBackground counts the listings of ListAheadSubdirs, and
+	// AheadBackgroundUsed those a lookup or listing then asked for.
+	AheadBackground, AheadBackgroundUsed atomic.Int64
 	// AheadFallbacks counts directories whose flat listing stopped at the
 	// bound, so they were listed with a delimiter as well; AheadWasted
 	// counts requests made in vain (a delimiter listing started beside a
@@ -155,7 +172,8 @@ type Namespace struct {
 	// only costs one more request.
 	neg *ristretto.Cache[string, struct{}]
 
-	flat FlatLister // nil: no listing ahead
+	flat  FlatLister    // nil: no listing ahead
+	slots chan struct{} // one per background listing running
 
 	Stats Stats
 }
@@ -186,6 +204,9 @@ func New(opts Options) (*Namespace, error) {
 	if opts.ListAhead < 0 {
 		return nil, fmt.Errorf("namespace: negative ListAhead %d", opts.ListAhead)
 	}
+	if opts.ListAheadSubdirs == 0 {
+		opts.ListAheadSubdirs = DefaultListAheadSubdirs
+	}
 	var flat FlatLister
 	if opts.ListAhead > 0 {
 		var ok bool
@@ -199,7 +220,8 @@ func New(opts Options) (*Namespace, error) {
 	if err != nil {
 		return nil, fmt.Errorf("namespace: negative cache: %w", err)
 	}
-	ns := &Namespace{opts: opts, dirs: map[string]*dir{}, neg: neg, flat: flat}
+	ns := &Namespace{opts: opts, dirs: map[string]*dir{}, neg: neg, flat: flat,
+		slots: make(chan struct{}, backgroundSlots)}
 	ns.ctx, ns.cancel = context.WithCancel(context.Background())
 	ns.ino.Store(RootIno)
 	return ns, nil
