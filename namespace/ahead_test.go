@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -223,19 +224,36 @@ func TestListAheadSnapshot(t *testing.T) {
 	}
 }
 
-// TestListAheadSharedJobs: a job's namespace over SharedListings lists
-// ahead through it, and still never sees a listing older than the job.
+// TestListAheadSharedJobs: jobs on one node list ahead through
+// SharedListings: jobs that start together share one flat listing, and a
+// job never sees one that began before it.
 func TestListAheadSharedJobs(t *testing.T) {
 	w := testworld.New(t, testworld.Options{})
 	w.PutRandom("a/b/c/file", 10)
-	sh := namespace.NewSharedListings(w.GCS, 0, nil)
-	ns := newNS(t, sh.Since(time.Now()), namespace.Options{ListAhead: namespace.DefaultListAhead})
-	before := w.Proxy.Lists.Load()
-	if _, err := ns.Lookup(context.Background(), "a/b/c/file"); err != nil {
-		t.Fatal(err)
+	var mu sync.Mutex
+	clock := time.Unix(1000, 0)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	sh := namespace.NewSharedListings(w.GCS, 0, now)
+	ctx := context.Background()
+	job := func(start time.Time, path string) (int64, error) {
+		ns := newNS(t, sh.Since(start), namespace.Options{ListAhead: namespace.DefaultListAhead})
+		before := w.Proxy.Lists.Load()
+		_, err := ns.Lookup(ctx, path)
+		return w.Proxy.Lists.Load() - before, err
 	}
-	if n := w.Proxy.Lists.Load() - before; n != 1 {
-		t.Fatalf("%d list requests through SharedListings, want 1", n)
+	start := now()
+	if n, err := job(start, "a/b/c/file"); err != nil || n != 1 {
+		t.Fatalf("job A: %d list requests, %v; want 1", n, err)
+	}
+	if n, err := job(start, "a/b/c/file"); err != nil || n != 0 || sh.Reused.Load() != 1 {
+		t.Fatalf("job B, started with A: %d list requests (%d reused), %v; want A's listing", n, sh.Reused.Load(), err)
+	}
+	mu.Lock()
+	clock = clock.Add(time.Second)
+	mu.Unlock()
+	w.PutRandom("a/b/c/new", 10)
+	if n, err := job(now(), "a/b/c/new"); err != nil || n != 1 {
+		t.Fatalf("job C, started after A's listing and a new object: %d list requests, %v; want its own listing", n, err)
 	}
 }
 
