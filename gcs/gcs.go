@@ -219,7 +219,12 @@ func (c *Client) listPage(ctx context.Context, prefix, delim, token string, page
 		c.Stats.Lists.Add(1)
 		ctx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
 		defer cancel()
-		it := c.bucket.Objects(ctx, &storage.Query{Prefix: prefix, Delimiter: delim, Projection: storage.ProjectionNoACL})
+		q := &storage.Query{Prefix: prefix, Delimiter: delim, Projection: storage.ProjectionNoACL}
+		// Only the fields toAttrs keeps: a flat page holds a thousand objects.
+		if err := q.SetAttrSelection([]string{"Name", "Size", "Generation", "Updated", "CRC32C", "Metadata"}); err != nil {
+			return err
+		}
+		it := c.bucket.Objects(ctx, q)
 		var attrs []*storage.ObjectAttrs
 		next, err := iterator.NewPager(it, pageSize, token).NextPage(&attrs)
 		if err != nil {
