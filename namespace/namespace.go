@@ -153,6 +153,35 @@ type Stats struct {
 	AheadFallbacks, AheadWasted atomic.Int64
 }
 
+// AheadStats is what Options.ListAhead spent and saved, in requests.
+type AheadStats struct {
+	// Requests is the flat listing requests made.
+	Requests int64 `json:"requests"`
+	// Saved is the directory listings they made needless: subdirectories
+	// they completed that a lookup or listing then read, each at least
+	// one request, and a round trip, saved.
+	Saved int64 `json:"saved"`
+	// Unread is the subdirectories they completed that nothing read.
+	Unread int64 `json:"unread"`
+	// Fallbacks is the directories past the bound, listed with a
+	// delimiter as well; Wasted the delimiter requests a flat listing
+	// made needless after they were sent.
+	Fallbacks int64 `json:"fallbacks"`
+	Wasted    int64 `json:"wasted"`
+	// Background is the listings started ahead of a walker, and
+	// BackgroundUsed those a lookup or listing then asked for.
+	Background     int64 `json:"background"`
+	BackgroundUsed int64 `json:"background_used"`
+}
+
+// Ahead sums up the listing-ahead counters.
+func (s *Stats) Ahead() AheadStats {
+	dirs, used := s.AheadDirs.Load(), s.AheadUsed.Load()
+	return AheadStats{Requests: s.AheadPages.Load(), Saved: used, Unread: max(0, dirs-used),
+		Fallbacks: s.AheadFallbacks.Load(), Wasted: s.AheadWasted.Load(),
+		Background: s.AheadBackground.Load(), BackgroundUsed: s.AheadBackgroundUsed.Load()}
+}
+
 // Namespace is one snapshot of a bucket prefix. See the package comment.
 type Namespace struct {
 	opts   Options

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/namespace"
 )
 
 // The node daemon's control API: HTTP and JSON on the node socket
@@ -146,6 +147,9 @@ type SourceStatus struct {
 	Source         string `json:"source"` // gs://BUCKET/PREFIX
 	Listings       int64  `json:"listings"`
 	StoredListings int64  `json:"stored_listings"`
+	// ListAhead is what listing ahead (--speculate metadata) spent and
+	// saved: namespace.Stats.Ahead*.
+	ListAhead namespace.AheadStats `json:"list_ahead"`
 	Files          int64  `json:"files"` // generations pinned
 	FileBytes      int64  `json:"file_bytes"`
 	ResidentBytes  int64  `json:"resident_bytes"`

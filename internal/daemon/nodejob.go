@@ -159,7 +159,7 @@ func (j *job) status(n *Node) JobStatus {
 	j.vmu.Unlock()
 	for _, v := range views {
 		ss := SourceStatus{Source: "gs://" + v.bucket + "/" + v.prefix, Listings: v.ns.Stats.Listings.Load(),
-			StoredListings: v.ns.Stats.StoredListings.Load(), Prefetch: v.engine.Status()}
+			StoredListings: v.ns.Stats.StoredListings.Load(), ListAhead: v.ns.Stats.Ahead(), Prefetch: v.engine.Status()}
 		ss.Prefetch.Speculation = speculationStatus(v.spec)
 		v.ns.PinnedFiles(func(e namespace.Entry) {
 			ss.Files++
