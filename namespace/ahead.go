@@ -50,13 +50,13 @@ func (d *dir) startDelimited() *delimRun {
 // directory the parent's flat listing could not cover is likely large
 // too). Correctness never depends on the bound.
 //
-// It closes first once the directory's first names are in: the flat
-// page's, and when the tree is larger, the delimiter listing's first page
-// too, so a lookup finds a name of a large directory without a request of
-// its own. It returns the listing, or the error that ended it.
+// first is closed after the first flat page. The directory's listing
+// ends with whichever of the two listings completes it first: the flat
+// pages after the first go on alone for the subdirectories, never
+// holding up the directory. It returns the listing, or the error that
+// ended it.
 func (d *dir) listAhead(first chan struct{}, background bool) (map[string]*entry, error) {
 	ns := d.ns
-	prefix := ns.ObjectPrefix(d.path)
 	var delim *delimRun
 	startDelim := func() {
 		delim = d.startDelimited()
@@ -67,65 +67,8 @@ func (d *dir) listAhead(first chan struct{}, background bool) (map[string]*entry
 	if !background && d.path != "" && ns.parentLarge(d.path) {
 		startDelim()
 	}
-	w := aheadWalk{prefix: prefix}
-	fresh := map[string]*entry{}
-	firstClosed := false
-	closeFirst := func() {
-		close(first)
-		firstClosed = true
-	}
-	token := ""
-	got := 0
-	complete := false
-	for page := 0; ns.ctx.Err() == nil; page++ {
-		size := min(ns.opts.PageSize, ns.opts.ListAhead-got)
-		ns.Stats.AheadPages.Add(1)
-		p, err := ns.flat.ListFlatPage(ns.ctx, prefix, token, size)
-		if err != nil {
-			// The delimiter listing below answers alone: a flat listing is
-			// an optimisation, never the only way to a name.
-			break
-		}
-		got += len(p.Objects)
-		for _, a := range p.Objects {
-			w.add(a)
-		}
-		if p.Next == "" {
-			w.closeAll()
-		}
-		for _, c := range w.done {
-			ns.adopt(joinPath(d.path, c.rel), c.entries)
-		}
-		w.done = w.done[:0]
-		if ns.opts.TTL == 0 {
-			for _, o := range w.open {
-				ns.seed(joinPath(d.path, o.rel), o.entries)
-			}
-		}
-		d.mu.Lock()
-		for name, e := range w.top.entries {
-			d.mergeLocked(fresh, name, e)
-		}
-		if page == 0 && p.Next != "" {
-			d.largeTree = true
-		}
-		d.mu.Unlock()
-		clear(w.top.entries)
-		if p.Next == "" {
-			complete = true
-			break
-		}
-		if page == 0 {
-			if delim == nil {
-				startDelim()
-			}
-			closeFirst()
-		}
-		if got >= ns.opts.ListAhead {
-			break
-		}
-		token = p.Next
-	}
+	f := &flatRun{d: d, w: aheadWalk{prefix: ns.ObjectPrefix(d.path)}, fresh: map[string]*entry{}}
+	complete, ok := f.page()
 	if complete {
 		// first, if still open, is closed by list with the listing
 		// marked done: a lookup woken by it must not find the directory
@@ -135,26 +78,123 @@ func (d *dir) listAhead(first chan struct{}, background bool) (map[string]*entry
 			<-delim.done
 			ns.Stats.AheadWasted.Add(int64(delim.pages))
 		}
-		return fresh, nil
+		return f.fresh, nil
 	}
-	if ns.ctx.Err() != nil && delim == nil {
+	if !ok && delim == nil && ns.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
-	ns.Stats.AheadFallbacks.Add(1)
+	// The flat listing failed (the delimiter listing answers alone: a
+	// flat listing is an optimisation, never the only way to a name), or
+	// the tree is larger than a page.
 	if delim == nil {
 		startDelim()
 	}
-	if !firstClosed {
-		// The flat listing failed at once: the directory's first names
-		// are the delimiter listing's.
+	if !ok {
 		select {
 		case <-delim.first:
 		case <-ns.ctx.Done():
 		}
-		closeFirst()
+	}
+	close(first)
+	if ok && f.got < ns.opts.ListAhead {
+		flatDone := make(chan bool, 1)
+		ns.listing.Add(1) // within this listing's own count: Close waits for it
+		go func() {
+			defer ns.listing.Done()
+			flatDone <- f.rest()
+		}()
+		select {
+		case complete := <-flatDone:
+			if complete {
+				delim.cancel()
+				<-delim.done
+				ns.Stats.AheadWasted.Add(int64(delim.pages))
+				return f.fresh, nil
+			}
+		case <-delim.done:
+		}
 	}
 	<-delim.done
+	d.mu.Lock()
+	f.abandoned = true // later flat pages are for the subdirectories only
+	d.mu.Unlock()
+	ns.Stats.AheadFallbacks.Add(1)
 	return delim.fresh, delim.err
+}
+
+// flatRun is one flat listing ahead, page by page.
+type flatRun struct {
+	d     *dir
+	w     aheadWalk
+	fresh map[string]*entry // the directory's own names
+	token string
+	got   int // objects listed
+	pages int
+	// abandoned, under d.mu: the directory's listing ended without this
+	// one, which must no longer add names to it.
+	abandoned bool
+}
+
+// page lists the next flat page, completes the subdirectories it shows
+// complete, names what it saw in those it stopped inside (without a TTL:
+// see seed), and adds the directory's own names. It tells whether the
+// listing is complete, and whether the page was listed at all.
+func (f *flatRun) page() (complete, ok bool) {
+	d := f.d
+	ns := d.ns
+	if ns.ctx.Err() != nil {
+		return false, false
+	}
+	ns.Stats.AheadPages.Add(1)
+	p, err := ns.flat.ListFlatPage(ns.ctx, f.w.prefix, f.token, min(ns.opts.PageSize, ns.opts.ListAhead-f.got))
+	if err != nil {
+		return false, false
+	}
+	f.got += len(p.Objects)
+	f.pages++
+	for _, a := range p.Objects {
+		f.w.add(a)
+	}
+	if p.Next == "" {
+		f.w.closeAll()
+	}
+	for _, c := range f.w.done {
+		ns.adopt(joinPath(d.path, c.rel), c.entries)
+	}
+	f.w.done = f.w.done[:0]
+	if ns.opts.TTL == 0 {
+		for _, o := range f.w.open {
+			ns.seed(joinPath(d.path, o.rel), o.entries)
+		}
+	}
+	d.mu.Lock()
+	if !f.abandoned {
+		for name, e := range f.w.top.entries {
+			d.mergeLocked(f.fresh, name, e)
+		}
+	}
+	if f.pages == 1 && p.Next != "" {
+		d.largeTree = true
+	}
+	d.mu.Unlock()
+	clear(f.w.top.entries)
+	f.token = p.Next
+	return p.Next == "", true
+}
+
+// rest lists the pages after the first up to the bound, and tells
+// whether the listing completed.
+func (f *flatRun) rest() bool {
+	for f.got < f.d.ns.opts.ListAhead {
+		complete, ok := f.page()
+		if !ok {
+			return false
+		}
+		if complete {
+			return true
+		}
+	}
+	return false
 }
 
 // parentLarge tells whether the parent of directory p had a flat listing
