@@ -55,7 +55,7 @@ func (d *dir) startDelimited() *delimRun {
 // pages after the first go on alone for the subdirectories, never
 // holding up the directory. It returns the listing, or the error that
 // ended it.
-func (d *dir) listAhead(first chan struct{}, background bool) (map[string]*entry, error) {
+func (d *dir) listAhead(first chan struct{}, background bool) (fresh map[string]*entry, childrenLater bool, err error) {
 	ns := d.ns
 	var delim *delimRun
 	startDelim := func() {
@@ -78,10 +78,10 @@ func (d *dir) listAhead(first chan struct{}, background bool) (map[string]*entry
 			<-delim.done
 			ns.Stats.AheadWasted.Add(int64(delim.pages))
 		}
-		return f.fresh, nil
+		return f.fresh, false, nil
 	}
 	if !ok && delim == nil && ns.ctx.Err() != nil {
-		return nil, ErrClosed
+		return nil, false, ErrClosed
 	}
 	// The flat listing failed (the delimiter listing answers alone: a
 	// flat listing is an optimisation, never the only way to a name), or
@@ -96,12 +96,23 @@ func (d *dir) listAhead(first chan struct{}, background bool) (map[string]*entry
 		}
 	}
 	close(first)
-	if ok && f.got < ns.opts.ListAhead {
+	more := ok && f.got < ns.opts.ListAhead // f is the continuation's from here
+	if more {
 		flatDone := make(chan bool, 1)
 		ns.listing.Add(1) // within this listing's own count: Close waits for it
 		go func() {
 			defer ns.listing.Done()
-			flatDone <- f.rest()
+			complete := f.rest()
+			d.mu.Lock()
+			f.finished = true
+			abandoned := f.abandoned
+			d.mu.Unlock()
+			flatDone <- complete
+			if abandoned && !background {
+				// Listed after the flat pages, which may have completed
+				// some of them.
+				ns.listChildren(d)
+			}
 		}()
 		select {
 		case complete := <-flatDone:
@@ -109,7 +120,7 @@ func (d *dir) listAhead(first chan struct{}, background bool) (map[string]*entry
 				delim.cancel()
 				<-delim.done
 				ns.Stats.AheadWasted.Add(int64(delim.pages))
-				return f.fresh, nil
+				return f.fresh, false, nil
 			}
 		case <-delim.done:
 		}
@@ -117,9 +128,10 @@ func (d *dir) listAhead(first chan struct{}, background bool) (map[string]*entry
 	<-delim.done
 	d.mu.Lock()
 	f.abandoned = true // later flat pages are for the subdirectories only
+	childrenLater = more && !f.finished
 	d.mu.Unlock()
 	ns.Stats.AheadFallbacks.Add(1)
-	return delim.fresh, delim.err
+	return delim.fresh, childrenLater, delim.err
 }
 
 // flatRun is one flat listing ahead, page by page.
@@ -131,8 +143,10 @@ type flatRun struct {
 	got   int // objects listed
 	pages int
 	// abandoned, under d.mu: the directory's listing ended without this
-	// one, which must no longer add names to it.
-	abandoned bool
+	// one, which must no longer add names to it. finished, under d.mu:
+	// the pages after the first are done. Whichever of the two is set
+	// last starts the directory's background listings (listChildren).
+	abandoned, finished bool
 }
 
 // page lists the next flat page, completes the subdirectories it shows

@@ -124,17 +124,23 @@ func (d *dir) list(first, finished chan struct{}, background bool) {
 	if d.loadStored(first, finished) {
 		return
 	}
+	later := false
 	if !background {
 		// Once the directory is listed, list ahead of a walker's next step
 		// (bounded; a listing started that way starts no more until a
-		// walker reaches it: see startList).
-		defer ns.listChildren(d)
+		// walker reaches it: see startList), unless flat pages still
+		// running will (listAhead).
+		defer func() {
+			if !later {
+				ns.listChildren(d)
+			}
+		}()
 	}
 	ns.Stats.Listings.Add(1)
 	var fresh map[string]*entry
 	var err error
 	if ns.flat != nil {
-		fresh, err = d.listAhead(first, background)
+		fresh, later, err = d.listAhead(first, background)
 	} else {
 		fresh, _, err = d.listDelimited(ns.ctx, func() { close(first) })
 	}
