@@ -147,13 +147,13 @@ type SourceStatus struct {
 	Source         string `json:"source"` // gs://BUCKET/PREFIX
 	Listings       int64  `json:"listings"`
 	StoredListings int64  `json:"stored_listings"`
-	// ListAhead is what listing ahead (--speculate metadata) spent and
-	// saved: namespace.Stats.Ahead*.
-	ListAhead namespace.AheadStats `json:"list_ahead"`
 	Files          int64  `json:"files"` // generations pinned
 	FileBytes      int64  `json:"file_bytes"`
 	ResidentBytes  int64  `json:"resident_bytes"`
 	PinnedBytes    int64  `json:"pinned_bytes"`
+	// ListAhead is what listing ahead (--speculate metadata) spent and
+	// saved: namespace.Stats.Ahead*.
+	ListAhead namespace.AheadStats `json:"list_ahead"`
 	// Prefetch is the job's prefetch engine for this source.
 	Prefetch hooks.Status `json:"prefetch"`
 }
