@@ -201,6 +201,16 @@ type Page struct {
 // ListPage lists one page of the objects and sub-prefixes directly under
 // prefix (which is "" or ends in "/"). pageSize 0 means 1000, GCS's maximum.
 func (c *Client) ListPage(ctx context.Context, prefix, token string, pageSize int) (Page, error) {
+	return c.listPage(ctx, prefix, "/", token, pageSize)
+}
+
+// ListFlatPage lists one page of every object under prefix, at any depth,
+// in name order (no Prefixes): one request answers a whole small tree.
+func (c *Client) ListFlatPage(ctx context.Context, prefix, token string, pageSize int) (Page, error) {
+	return c.listPage(ctx, prefix, "", token, pageSize)
+}
+
+func (c *Client) listPage(ctx context.Context, prefix, delim, token string, pageSize int) (Page, error) {
 	if pageSize <= 0 {
 		pageSize = 1000
 	}
@@ -209,7 +219,12 @@ func (c *Client) ListPage(ctx context.Context, prefix, token string, pageSize in
 		c.Stats.Lists.Add(1)
 		ctx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
 		defer cancel()
-		it := c.bucket.Objects(ctx, &storage.Query{Prefix: prefix, Delimiter: "/", Projection: storage.ProjectionNoACL})
+		q := &storage.Query{Prefix: prefix, Delimiter: delim, Projection: storage.ProjectionNoACL}
+		// Only the fields toAttrs keeps: a flat page holds a thousand objects.
+		if err := q.SetAttrSelection([]string{"Name", "Size", "Generation", "Updated", "CRC32C", "Metadata"}); err != nil {
+			return err
+		}
+		it := c.bucket.Objects(ctx, q)
 		var attrs []*storage.ObjectAttrs
 		next, err := iterator.NewPager(it, pageSize, token).NextPage(&attrs)
 		if err != nil {

@@ -56,6 +56,9 @@ type Options struct {
 	Passthrough bool
 	// ListPageSize is the listing page size (default 1000).
 	ListPageSize int
+	// ListAhead is namespace.Options.ListAhead for the namespace New
+	// makes (Remote must then list flat, as *gcs.Client does); 0 is off.
+	ListAhead int
 	// UID and GID own every file (default: the daemon's).
 	UID, GID uint32
 	Logger   *slog.Logger
@@ -77,8 +80,8 @@ func (o *Options) Validate() error {
 	if o.Remote == nil || o.Cache == nil {
 		return errors.New("jitfs: Remote and Cache are required")
 	}
-	if o.Namespace != nil && (o.Prefix != "" || o.MetadataTTL != 0 || o.ListPageSize != 0) {
-		return errors.New("jitfs: Prefix, MetadataTTL and ListPageSize belong to the Namespace given")
+	if o.Namespace != nil && (o.Prefix != "" || o.MetadataTTL != 0 || o.ListPageSize != 0 || o.ListAhead != 0) {
+		return errors.New("jitfs: Prefix, MetadataTTL, ListPageSize and ListAhead belong to the Namespace given")
 	}
 	if o.Prefix != "" && !strings.HasSuffix(o.Prefix, "/") {
 		o.Prefix += "/"
@@ -173,7 +176,7 @@ func New(opts Options) (*FS, error) {
 	f := &FS{opts: opts, log: opts.Logger, start: time.Now(), ns: opts.Namespace}
 	if f.ns == nil {
 		ns, err := namespace.New(namespace.Options{Remote: opts.Remote, Prefix: opts.Prefix,
-			TTL: opts.MetadataTTL, PageSize: opts.ListPageSize})
+			TTL: opts.MetadataTTL, PageSize: opts.ListPageSize, ListAhead: opts.ListAhead})
 		if err != nil {
 			return nil, fmt.Errorf("jitfs: %w", err)
 		}

@@ -1,6 +1,7 @@
 package namespace
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -42,64 +43,154 @@ type dir struct {
 	finished  chan struct{} // closed when the listing ends
 	listErr   error
 	listedAt  time.Time
+	// ahead: completed by a parent's listing ahead and not yet read.
+	ahead bool
+	// largeTree: this directory's flat listing did not fit in one page, so
+	// a subdirectory it did not cover lists its own names at once beside
+	// its flat listing instead of after it.
+	largeTree bool
+	// background: listed ahead of any caller, and not yet asked for.
+	background bool
+	// namesFirst, while a flat listing runs beside a delimiter one, is
+	// closed when the delimiter listing's first page is in.
+	namesFirst chan struct{}
 }
 
 // startList begins listing the directory if it is not listed (or its TTL
 // ran out, or its last listing failed) and returns the channels to wait on.
 func (d *dir) startList() (first, finished chan struct{}) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	ttl := d.ns.opts.TTL
-	if d.state == listDone && (d.listErr != nil || (ttl > 0 && d.ns.opts.Now().Sub(d.listedAt) > ttl)) {
+	if d.state == listDone && d.staleLocked() {
 		d.state = listNone
 	}
-	if d.state == listNone {
-		d.state = listRunning
-		d.listErr = nil
-		d.firstPage = make(chan struct{})
-		d.finished = make(chan struct{})
-		ns := d.ns
-		ns.mu.Lock()
-		closed := ns.closed
-		if !closed {
-			ns.listing.Add(1)
-		}
-		ns.mu.Unlock()
-		if closed {
-			d.listErr, d.state = ErrClosed, listDone
-			close(d.firstPage)
-			close(d.finished)
-		} else {
-			go d.list(d.firstPage, d.finished)
-		}
+	if d.ahead {
+		d.ahead = false
+		d.ns.Stats.AheadUsed.Add(1)
 	}
-	return d.firstPage, d.finished
+	wasBackground := d.background
+	if wasBackground {
+		d.background = false
+		d.ns.Stats.AheadBackgroundUsed.Add(1)
+	}
+	if d.state == listNone {
+		d.launchLocked(false)
+	}
+	first, finished = d.firstPage, d.finished
+	d.mu.Unlock()
+	if wasBackground {
+		// A walker reached a directory listed ahead of it: list ahead of
+		// its next step too.
+		d.ns.listChildren(d)
+	}
+	return first, finished
+}
+
+// launchLocked starts the listing goroutine; background marks a listing
+// no caller is waiting for yet.
+func (d *dir) launchLocked(background bool) {
+	d.state = listRunning
+	d.listErr = nil
+	d.background = background
+	d.firstPage = make(chan struct{})
+	d.finished = make(chan struct{})
+	ns := d.ns
+	ns.mu.Lock()
+	closed := ns.closed
+	if !closed {
+		ns.listing.Add(1)
+	}
+	ns.mu.Unlock()
+	if closed {
+		d.listErr, d.state = ErrClosed, listDone
+		close(d.firstPage)
+		close(d.finished)
+		return
+	}
+	go d.list(d.firstPage, d.finished, background)
+}
+
+// staleLocked tells whether a finished listing must be made again: it
+// failed, or its TTL ran out.
+func (d *dir) staleLocked() bool {
+	ttl := d.ns.opts.TTL
+	return d.listErr != nil || (ttl > 0 && d.ns.opts.Now().Sub(d.listedAt) > ttl)
 }
 
 // list runs detached from any one request: a listing that a cancelled
 // lookup started still completes for the next one.
-func (d *dir) list(first, finished chan struct{}) {
+func (d *dir) list(first, finished chan struct{}, background bool) {
 	ns := d.ns
 	defer ns.listing.Done()
 	if d.loadStored(first, finished) {
 		return
 	}
+	later := false
+	if !background {
+		// Once the directory is listed, list ahead of a walker's next step
+		// (bounded; a listing started that way starts no more until a
+		// walker reaches it: see startList), unless flat pages still
+		// running will (listAhead).
+		defer func() {
+			if !later {
+				ns.listChildren(d)
+			}
+		}()
+	}
 	ns.Stats.Listings.Add(1)
-	ctx := ns.ctx
+	var fresh map[string]*entry
+	var err error
+	if ns.flat != nil {
+		fresh, later, err = d.listAhead(first, background)
+	} else {
+		fresh, _, err = d.listDelimited(ns.ctx, func() { close(first) })
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.listErr = err
+	} else {
+		if ns.opts.TTL == 0 {
+			// Without a TTL nothing once seen is forgotten: keep names a
+			// direct lookup pinned that the listing did not return.
+			for name, e := range d.entries {
+				if _, ok := fresh[name]; !ok {
+					fresh[name] = e
+				}
+			}
+		}
+		d.entries = fresh
+	}
+	// Only this goroutine closes first, and only once: a failed listing
+	// may not have.
+	select {
+	case <-first:
+	default:
+		close(first)
+	}
+	d.listedAt = ns.opts.Now()
+	d.state = listDone
+	d.namesFirst = nil
+	if err == nil && ns.opts.Store != nil {
+		ns.opts.Store.SaveDir(d.path, d.listingLocked())
+	}
+	close(finished)
+}
+
+// listDelimited lists the directory's own names page by page, making each
+// visible at once, and calls onFirst after the first page. It returns the
+// listing and how many requests it made.
+func (d *dir) listDelimited(ctx context.Context, onFirst func()) (map[string]*entry, int, error) {
+	ns := d.ns
 	prefix := ns.ObjectPrefix(d.path)
 	fresh := map[string]*entry{}
 	token := ""
-	var err error
 	for page := 0; ; page++ {
 		if ctx.Err() != nil {
-			err = ErrClosed
-			break
+			return nil, page, ErrClosed
 		}
-		var p gcs.Page
-		p, err = ns.opts.Remote.ListPage(ctx, prefix, token, ns.opts.PageSize)
+		p, err := ns.opts.Remote.ListPage(ctx, prefix, token, ns.opts.PageSize)
 		if err != nil {
-			err = fmt.Errorf("namespace: list %s: %w", prefix, err)
-			break
+			return nil, page + 1, fmt.Errorf("namespace: list %s: %w", prefix, err)
 		}
 		d.mu.Lock()
 		for _, pre := range p.Prefixes {
@@ -114,42 +205,15 @@ func (d *dir) list(first, finished chan struct{}) {
 				d.mergeLocked(fresh, name, &entry{attrs: a})
 			}
 		}
-		if page == 0 {
-			close(first)
-		}
 		d.mu.Unlock()
+		if page == 0 && onFirst != nil {
+			onFirst()
+		}
 		if p.Next == "" {
-			break
+			return fresh, page + 1, nil
 		}
 		token = p.Next
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err != nil {
-		d.listErr = err
-		select {
-		case <-first:
-		default:
-			close(first)
-		}
-	} else {
-		if ns.opts.TTL == 0 {
-			// Without a TTL nothing once seen is forgotten: keep names a
-			// direct lookup pinned that the listing did not return.
-			for name, e := range d.entries {
-				if _, ok := fresh[name]; !ok {
-					fresh[name] = e
-				}
-			}
-		}
-		d.entries = fresh
-	}
-	d.listedAt = ns.opts.Now()
-	d.state = listDone
-	if err == nil && ns.opts.Store != nil {
-		ns.opts.Store.SaveDir(d.path, d.listingLocked())
-	}
-	close(finished)
 }
 
 // loadStored answers the listing from the Store when it holds one (within

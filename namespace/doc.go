@@ -17,6 +17,25 @@
 // of the same name are one directory: the prefix wins, as in every POSIX
 // view of a bucket, and the object is unreachable.
 //
+// # Listing ahead
+//
+// With Options.ListAhead, a directory met cold is listed as one flat
+// listing of its whole prefix (no delimiter, up to ListAhead objects in
+// pages fetched in order), from which the listings of the directory and of
+// every subdirectory whose names it covered are built: GCS lists in name
+// order, so a prefix P/ is complete once a name past it has been returned,
+// or the listing ended. A lookup five directories deep in a small tree
+// thus costs one request, not six. Past the bound the directory is also
+// listed with a delimiter, as without listing ahead, so correctness never
+// depends on the bound; the directories the flat listing stopped inside
+// keep the names it saw, enough for a lookup of one of them. When a
+// directory's listing is done, its first few unlisted subdirectories are
+// listed in the background, so a walker's next step is listed before it
+// gets there. Directories completed ahead are listings like any other:
+// they pin what they saw, go to the Store, and are shared through
+// SharedListings under the same rule. Stats.Ahead counts what it spent
+// and saved.
+//
 // # Snapshot
 //
 // A Namespace is one snapshot. The generation of each object is pinned the

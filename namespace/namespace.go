@@ -42,6 +42,40 @@ type Options struct {
 	// what it had listed with no list or stat request. With a TTL, a stored
 	// listing older than the TTL is listed again.
 	Store Store
+	// ListAhead, when above 0, lists a directory met cold as one flat
+	// listing of its whole prefix (every object at any depth, up to about
+	// this many objects), which completes the directory and every
+	// subdirectory whose names it covers, so a walk down a small tree costs
+	// one request, not one per level. Past the bound the directory is
+	// listed as without it. Remote must then be a FlatLister.
+	// DefaultListAhead is the usual value; 0 is off.
+	ListAhead int
+	// ListAheadSubdirs bounds the subdirectories a directory's listing
+	// starts listing in the background once it is done (when ListAhead is
+	// on), so that a walker's next step is listed before it gets there;
+	// a directory so listed starts its own only when a walker reaches it.
+	// 0 means DefaultListAheadSubdirs; below 0, none.
+	ListAheadSubdirs int
+}
+
+// DefaultListAheadSubdirs: enough for a walker's next few steps, at most
+// backgroundSlots listings at a time per namespace.
+const DefaultListAheadSubdirs = 16
+
+// backgroundSlots bounds the background listings of one namespace running
+// at once: they must never crowd out a listing a caller waits for.
+const backgroundSlots = 4
+
+// DefaultListAhead bounds a listing ahead to five pages of GCS's largest
+// size: a few hundred KiB of names and at most five round trips, while a
+// walk that stays inside it costs one.
+const DefaultListAhead = 5000
+
+// FlatLister is a Remote that also lists a prefix without a delimiter:
+// every object under it, at any depth, in name order (Page.Prefixes
+// empty). *gcs.Client fits.
+type FlatLister interface {
+	ListFlatPage(ctx context.Context, prefix, token string, pageSize int) (gcs.Page, error)
 }
 
 // Store persists a Namespace's completed listings (one snapshot's: a
@@ -103,6 +137,49 @@ type Stats struct {
 	DirectLookups atomic.Int64
 	// NegativeLookups counts lookups answered "absent".
 	NegativeLookups atomic.Int64
+	// AheadPages counts the flat listing requests of Options.ListAhead.
+	AheadPages atomic.Int64
+	// AheadDirs counts the subdirectories those listings completed, and
+	// AheadUsed those of them a lookup or listing then read: each is a
+	// listing request (a round trip) saved.
+	AheadDirs, AheadUsed atomic.Int64
+	// AheadBackground counts the listings of ListAheadSubdirs, and
+	// AheadBackgroundUsed those a lookup or listing then asked for.
+	AheadBackground, AheadBackgroundUsed atomic.Int64
+	// AheadFallbacks counts directories whose flat listing stopped at the
+	// bound, so they were listed with a delimiter as well; AheadWasted
+	// counts requests made in vain (a delimiter listing started beside a
+	// flat one that then covered the whole directory).
+	AheadFallbacks, AheadWasted atomic.Int64
+}
+
+// AheadStats is what Options.ListAhead spent and saved, in requests.
+type AheadStats struct {
+	// Requests is the flat listing requests made.
+	Requests int64 `json:"requests"`
+	// Saved is the directory listings they made needless: subdirectories
+	// they completed that a lookup or listing then read, each at least
+	// one request, and a round trip, saved.
+	Saved int64 `json:"saved"`
+	// Unread is the subdirectories they completed that nothing read.
+	Unread int64 `json:"unread"`
+	// Fallbacks is the directories past the bound, listed with a
+	// delimiter as well; Wasted the delimiter requests a flat listing
+	// made needless after they were sent.
+	Fallbacks int64 `json:"fallbacks"`
+	Wasted    int64 `json:"wasted"`
+	// Background is the listings started ahead of a walker, and
+	// BackgroundUsed those a lookup or listing then asked for.
+	Background     int64 `json:"background"`
+	BackgroundUsed int64 `json:"background_used"`
+}
+
+// Ahead sums up the listing-ahead counters.
+func (s *Stats) Ahead() AheadStats {
+	dirs, used := s.AheadDirs.Load(), s.AheadUsed.Load()
+	return AheadStats{Requests: s.AheadPages.Load(), Saved: used, Unread: max(0, dirs-used),
+		Fallbacks: s.AheadFallbacks.Load(), Wasted: s.AheadWasted.Load(),
+		Background: s.AheadBackground.Load(), BackgroundUsed: s.AheadBackgroundUsed.Load()}
 }
 
 // Namespace is one snapshot of a bucket prefix. See the package comment.
@@ -123,6 +200,9 @@ type Namespace struct {
 	// whose listing was still in progress. Best effort: a dropped entry
 	// only costs one more request.
 	neg *ristretto.Cache[string, struct{}]
+
+	flat  FlatLister    // nil: no listing ahead
+	slots chan struct{} // one per background listing running
 
 	Stats Stats
 }
@@ -150,13 +230,27 @@ func New(opts Options) (*Namespace, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.ListAhead < 0 {
+		return nil, fmt.Errorf("namespace: negative ListAhead %d", opts.ListAhead)
+	}
+	if opts.ListAheadSubdirs == 0 {
+		opts.ListAheadSubdirs = DefaultListAheadSubdirs
+	}
+	var flat FlatLister
+	if opts.ListAhead > 0 {
+		var ok bool
+		if flat, ok = opts.Remote.(FlatLister); !ok {
+			return nil, fmt.Errorf("namespace: ListAhead needs a Remote that lists flat (%T does not)", opts.Remote)
+		}
+	}
 	neg, err := ristretto.NewCache(&ristretto.Config[string, struct{}]{
 		NumCounters: 10 * opts.NegativeEntries, MaxCost: opts.NegativeEntries, BufferItems: 64,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("namespace: negative cache: %w", err)
 	}
-	ns := &Namespace{opts: opts, dirs: map[string]*dir{}, neg: neg}
+	ns := &Namespace{opts: opts, dirs: map[string]*dir{}, neg: neg, flat: flat,
+		slots: make(chan struct{}, backgroundSlots)}
 	ns.ctx, ns.cancel = context.WithCancel(context.Background())
 	ns.ino.Store(RootIno)
 	return ns, nil
@@ -243,6 +337,15 @@ func (ns *Namespace) LookupIn(ctx context.Context, dirPath, name string) (Entry,
 		return Entry{}, fmt.Errorf("%q: %w", full, ErrNotExist)
 	}
 	d := ns.dir(dirPath)
+	d.mu.Lock()
+	e := d.entries[name]
+	seeded := d.state == listNone
+	d.mu.Unlock()
+	if e != nil && seeded {
+		// Named by a listing ahead of a larger tree: the name exists, and
+		// the directory need not be listed until a name it lacks is asked.
+		return e.entry(full), nil
+	}
 	first, finished := d.startList()
 	select {
 	case <-first:
@@ -250,12 +353,28 @@ func (ns *Namespace) LookupIn(ctx context.Context, dirPath, name string) (Entry,
 		return Entry{}, ns.waitErr(ctx, d)
 	}
 	d.mu.Lock()
-	e := d.entries[name]
+	e = d.entries[name]
 	done := d.state == listDone
 	listErr := d.listErr
+	names := d.namesFirst
 	d.mu.Unlock()
 	if e != nil {
 		return e.entry(full), nil
+	}
+	if !done && names != nil {
+		// The first page was a flat one, and the directory's own names
+		// are on their way: cheaper to wait for them than to ask.
+		select {
+		case <-names:
+		case <-ctx.Done():
+			return Entry{}, ns.waitErr(ctx, d)
+		}
+		d.mu.Lock()
+		e, done, listErr = d.entries[name], d.state == listDone, d.listErr
+		d.mu.Unlock()
+		if e != nil {
+			return e.entry(full), nil
+		}
 	}
 	select {
 	case <-finished:

@@ -3,6 +3,8 @@ package namespace
 import (
 	"container/list"
 	"context"
+	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,19 +30,22 @@ type SharedListings struct {
 	now      func() time.Time
 
 	mu    sync.Mutex
-	done  map[string]*list.Element // by prefix; values *sharedListing
+	done  map[string]*list.Element // by key; values *sharedListing
 	lru   *list.List               // front: most recently used
 	names int
 	// partial are listings being paged through, by prefix and next page
 	// token.
 	partial map[string]*sharedListing
+	// flatStarted is when the flat listing a next-page token belongs to
+	// began, by prefix and token.
+	flatStarted map[string]time.Time
 
 	// Reused counts listings answered from another job's listing.
 	Reused atomic.Int64
 }
 
 type sharedListing struct {
-	prefix  string
+	key     string // the prefix of a delimiter listing; flatKey of a flat page
 	started time.Time
 	page    gcs.Page
 }
@@ -55,7 +60,7 @@ func NewSharedListings(remote Remote, maxNames int, now func() time.Time) *Share
 		now = time.Now
 	}
 	return &SharedListings{remote: remote, maxNames: maxNames, now: now, done: map[string]*list.Element{},
-		lru: list.New(), partial: map[string]*sharedListing{}}
+		lru: list.New(), partial: map[string]*sharedListing{}, flatStarted: map[string]time.Time{}}
 }
 
 // Since is the Remote of a job that started at t.
@@ -90,7 +95,7 @@ func (r sinceRemote) ListPage(ctx context.Context, prefix, token string, pageSiz
 				return gcs.Page{Objects: l.page.Objects, Prefixes: l.page.Prefixes}, nil
 			}
 		}
-		acc = &sharedListing{prefix: prefix, started: s.now()}
+		acc = &sharedListing{key: prefix, started: s.now()}
 	} else {
 		acc = s.partial[prefix+"\x00"+token]
 		delete(s.partial, prefix+"\x00"+token)
@@ -124,7 +129,7 @@ func (s *SharedListings) keepLocked(l *sharedListing) {
 	if n > s.maxNames {
 		return
 	}
-	if el, ok := s.done[l.prefix]; ok {
+	if el, ok := s.done[l.key]; ok {
 		old := el.Value.(*sharedListing)
 		if old.started.After(l.started) {
 			return
@@ -132,13 +137,65 @@ func (s *SharedListings) keepLocked(l *sharedListing) {
 		s.names -= len(old.page.Objects) + len(old.page.Prefixes)
 		s.lru.Remove(el)
 	}
-	s.done[l.prefix] = s.lru.PushFront(l)
+	s.done[l.key] = s.lru.PushFront(l)
 	s.names += n
 	for s.names > s.maxNames {
 		el := s.lru.Back()
 		old := el.Value.(*sharedListing)
 		s.names -= len(old.page.Objects) + len(old.page.Prefixes)
 		s.lru.Remove(el)
-		delete(s.done, old.prefix)
+		delete(s.done, old.key)
 	}
+}
+
+// ListFlatPage shares flat listings (Options.ListAhead) page by page: a
+// page is reused by a job when the listing it belongs to began at or after
+// the job's start, as whole delimiter listings are. Pages are kept with
+// their next-page token, so a job reusing a first page pages on through
+// the kept ones, and to the bucket past any dropped.
+func (r sinceRemote) ListFlatPage(ctx context.Context, prefix, token string, pageSize int) (gcs.Page, error) {
+	s := r.s
+	f, ok := s.remote.(FlatLister)
+	if !ok {
+		return gcs.Page{}, fmt.Errorf("namespace: %T does not list flat", s.remote)
+	}
+	key := flatKey(prefix, token, pageSize)
+	s.mu.Lock()
+	if el, ok := s.done[key]; ok {
+		l := el.Value.(*sharedListing)
+		if !l.started.Before(r.t) {
+			s.lru.MoveToFront(el)
+			s.Reused.Add(1)
+			s.mu.Unlock()
+			return gcs.Page{Objects: l.page.Objects, Next: l.page.Next}, nil
+		}
+	}
+	started := s.now()
+	if token != "" {
+		// A later page belongs to the listing its first page began.
+		if t, ok := s.flatStarted[prefix+"\x00"+token]; ok {
+			started = t
+		}
+	}
+	s.mu.Unlock()
+	p, err := f.ListFlatPage(ctx, prefix, token, pageSize)
+	if err != nil {
+		return p, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keepLocked(&sharedListing{key: key, started: started, page: gcs.Page{Objects: p.Objects, Next: p.Next}})
+	if p.Next != "" {
+		if len(s.flatStarted) >= 4096 {
+			clear(s.flatStarted) // listings stopped at their bound leave these behind
+		}
+		s.flatStarted[prefix+"\x00"+p.Next] = started
+	}
+	return p, nil
+}
+
+// flatKey keeps flat pages apart from delimiter listings (no prefix holds
+// a NUL) and from one another.
+func flatKey(prefix, token string, pageSize int) string {
+	return "\x00flat\x00" + prefix + "\x00" + token + "\x00" + strconv.Itoa(pageSize)
 }

@@ -412,7 +412,9 @@ func TestStalledLinkFailsFast(t *testing.T) {
 	w := newWorld(t, false)
 	unlisted := w.PutRandom("shots/sh010/plate.exr", 300_000)
 	uncached := w.PutRandom("tex/wall.tx", 3<<20)
-	d := w.mountForTest("", "", "--op-timeout", "2s", "--gcs-attempt-timeout", "1s")
+	// Without metadata list-ahead, whose one listing of the root would
+	// list shots/sh010 with tex (TestListAheadStalledLink stalls that).
+	d := w.mountForTest("", "", "--op-timeout", "2s", "--gcs-attempt-timeout", "1s", "--speculate", "siblings,sequences,coopen")
 	if _, err := os.Stat(d.path("tex/wall.tx")); err != nil {
 		t.Fatal(err)
 	}

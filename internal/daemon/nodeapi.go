@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/namespace"
 )
 
 // The node daemon's control API: HTTP and JSON on the node socket
@@ -150,6 +151,9 @@ type SourceStatus struct {
 	FileBytes      int64  `json:"file_bytes"`
 	ResidentBytes  int64  `json:"resident_bytes"`
 	PinnedBytes    int64  `json:"pinned_bytes"`
+	// ListAhead is what listing ahead (--speculate metadata) spent and
+	// saved: namespace.Stats.Ahead*.
+	ListAhead namespace.AheadStats `json:"list_ahead"`
 	// Prefetch is the job's prefetch engine for this source.
 	Prefetch hooks.Status `json:"prefetch"`
 }

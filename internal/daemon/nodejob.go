@@ -73,7 +73,7 @@ func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, 
 		return v, nil
 	}
 	ns, err := namespace.New(namespace.Options{Remote: bc.shared.Since(j.started), Prefix: prefix,
-		Store: sinceStore{Store: n.Store.Listings(j.id, key), started: j.started}})
+		Store: sinceStore{Store: n.Store.Listings(j.id, key), started: j.started}, ListAhead: n.cfg.Speculate.listAhead()})
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func (j *job) status(n *Node) JobStatus {
 	j.vmu.Unlock()
 	for _, v := range views {
 		ss := SourceStatus{Source: "gs://" + v.bucket + "/" + v.prefix, Listings: v.ns.Stats.Listings.Load(),
-			StoredListings: v.ns.Stats.StoredListings.Load(), Prefetch: v.engine.Status()}
+			StoredListings: v.ns.Stats.StoredListings.Load(), ListAhead: v.ns.Stats.Ahead(), Prefetch: v.engine.Status()}
 		ss.Prefetch.Speculation = speculationStatus(v.spec)
 		v.ns.PinnedFiles(func(e namespace.Entry) {
 			ss.Files++

@@ -139,7 +139,7 @@ func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
 		return nil, err
 	}
 	s.FS, err = jitfs.New(jitfs.Options{Remote: s.GCS, Cache: s.Cache, Prefix: cfg.Prefix, MetadataTTL: cfg.MetadataTTL, OpTimeout: cfg.OpTimeout,
-		Passthrough: cfg.Passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.Log, Trace: s.rec, Metrics: met, Tracer: fuseTracer(tel)})
+		Passthrough: cfg.Passthrough, ListAhead: cfg.Speculate.listAhead(), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.Log, Trace: s.rec, Metrics: met, Tracer: fuseTracer(tel)})
 	if err != nil {
 		s.Cache.Close()
 		closeGCS()

@@ -45,6 +45,14 @@ func (sp Speculation) Any() bool {
 	return sp.Siblings || sp.Sequences || sp.CoOpen || sp.Metadata
 }
 
+// listAhead is the namespace's Options.ListAhead for the kinds.
+func (sp Speculation) listAhead() int {
+	if sp.Metadata {
+		return namespace.DefaultListAhead
+	}
+	return 0
+}
+
 // ParseSpeculation reads a comma-separated list of kinds; "none" (or "")
 // turns every kind off.
 func ParseSpeculation(v string) (Speculation, error) {
