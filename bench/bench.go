@@ -269,6 +269,30 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 		return nil, info, err
 	}
 
+	// Cold bytes, but what the mount learned of files opened together
+	// kept (the cache directory's coopen/): a node whose cache was
+	// evicted, or the same chain at new generations.
+	if cfg.speculation().CoOpen {
+		if err := emptyExceptLearned(cacheDir); err != nil {
+			return nil, info, err
+		}
+		if m, err = mount(ctx, cfg, addr, w.Name, cacheDir, mnt); err != nil {
+			return nil, info, err
+		}
+		res, err := play(ctx, w, mnt)
+		if err != nil {
+			m.Close()
+			return nil, info, fmt.Errorf("jitfs cold, learned: %w", err)
+		}
+		m.settle(ctx)
+		r := rowFrom("jitfs cold, learned", res, nil)
+		r.LinkBytes, r.Requests = m.since([2]int64{})
+		emit(r)
+		if err := m.Close(); err != nil {
+			return nil, info, err
+		}
+	}
+
 	// Cold again, but the prefetch engine gets the manifest first, as a
 	// render agent's `jitfs prefetch` or a DCC hook would send it, and
 	// the render starts at once without waiting for it.
@@ -572,4 +596,22 @@ func (cfg Config) speculation() daemon.Speculation {
 		return daemon.Speculation{Siblings: true, Sequences: true, CoOpen: true, Metadata: true}
 	}
 	return cfg.Speculate
+}
+
+// emptyExceptLearned removes a cache directory's contents but for what
+// co-open learning keeps there.
+func emptyExceptLearned(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.Name() == "coopen" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -91,11 +91,14 @@ func TestRunMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Rows) != 6*len(wls) {
-		t.Fatalf("%d rows, want %d", len(rep.Rows), 6*len(wls))
+	// pre-sync, cold, warm, restarted, cold learned, cold + prefetch, cold
+	// with no speculation.
+	const perWorkload = 7
+	if len(rep.Rows) != perWorkload*len(wls) {
+		t.Fatalf("%d rows, want %d", len(rep.Rows), perWorkload*len(wls))
 	}
 	for i, row := range rep.Rows {
-		w := wls[i/6]
+		w := wls[i/perWorkload]
 		if row.Read < w.Needed {
 			t.Errorf("%s/%s read %d bytes, workload needs %d", row.Workload, row.Strategy, row.Read, w.Needed)
 		}
@@ -104,7 +107,7 @@ func TestRunMatrix(t *testing.T) {
 			if row.LinkBytes != w.Bytes() || row.CopyTime <= 0 {
 				t.Errorf("pre-sync of %s moved %d bytes (want %d), copy %v s", w.Name, row.LinkBytes, w.Bytes(), row.CopyTime)
 			}
-		case "jitfs cold", "jitfs cold, no speculation":
+		case "jitfs cold", "jitfs cold, no speculation", "jitfs cold, learned":
 			if row.LinkBytes < w.Needed || row.Requests == 0 {
 				t.Errorf("cold %s: %d bytes, %d requests", w.Name, row.LinkBytes, row.Requests)
 			}

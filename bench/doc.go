@@ -16,6 +16,8 @@
 //   - jitfs cold: an empty cache;
 //   - jitfs warm: the same mount again, as the next frame on a node sees it;
 //   - jitfs restarted: a new daemon on the same cache directory;
+//   - jitfs cold, learned: an empty cache but for what co-open learning
+//     kept from the runs before (a node whose cache was evicted);
 //   - gcsfuse and rclone mount (cold, then warm on the same mount), when
 //     installed: the same bucket over the same link, each on a fresh cache.
 //     What they move is counted at the emulator, on the requests that came

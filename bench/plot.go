@@ -217,6 +217,8 @@ func strategyColor(s string, i int) color.Color {
 		return color.RGBA{R: 60, G: 160, B: 170, A: 255}
 	case "jitfs cold + prefetch":
 		return color.RGBA{R: 44, G: 150, B: 60, A: 255}
+	case "jitfs cold, learned":
+		return color.RGBA{R: 90, G: 60, B: 170, A: 255}
 	case "jitfs cold, no speculation":
 		return color.RGBA{R: 20, G: 40, B: 100, A: 255}
 	case "gcsfuse cold":

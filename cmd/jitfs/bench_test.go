@@ -30,7 +30,9 @@ func TestBenchShort(t *testing.T) {
 	if rep.RTT != 10 || rep.Bandwidth != 200e6 {
 		t.Errorf("link = %v ms, %d B/s", rep.RTT, rep.Bandwidth)
 	}
-	if len(rep.Workloads) != 5 || len(rep.Rows) != 6*len(rep.Workloads) {
+	// pre-sync, cold, warm, restarted, cold learned, cold + prefetch, cold
+	// with no speculation.
+	if len(rep.Workloads) != 5 || len(rep.Rows) != 7*len(rep.Workloads) {
 		t.Fatalf("%d workloads, %d rows:\n%s", len(rep.Workloads), len(rep.Rows), out)
 	}
 	if !strings.HasPrefix(rep.Workloads[0].Name, "povray_") && !strings.HasPrefix(rep.Workloads[0].Name, "blender_") {
@@ -52,7 +54,7 @@ func TestBenchShort(t *testing.T) {
 			if min := float64(w.Bytes) / 200e6 * 0.9; r.CopyTime < min {
 				t.Errorf("%s copied %d bytes in %.3f s, faster than the 200 MB/s link allows (%.3f s)", w.Name, w.Bytes, r.CopyTime, min)
 			}
-		case "jitfs cold", "jitfs cold, no speculation":
+		case "jitfs cold", "jitfs cold, no speculation", "jitfs cold, learned":
 			if r.LinkBytes < w.Needed || r.TTFB < 0.010 {
 				t.Errorf("%s cold: %d bytes over the link (needs %d), first byte at %.3f s (RTT 10 ms)", w.Name, r.LinkBytes, w.Needed, r.TTFB)
 			}
