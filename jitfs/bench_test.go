@@ -316,6 +316,9 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 	cold := time.Since(t0)
 	coldReads, coldBytes := gc.Stats.Reads.Load()-coldReads0, gc.Stats.BytesRead.Load()-coldBytes0
 	coldRA := m.Cache.Stats.ReadAheadBytes.Load()
+	// How long after the cold read's last byte an open is a passthrough
+	// open (the first open waits for the last writes and the check).
+	ptStart := time.Now()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		before := m.FS.Stats.PassthroughOpens.Load()
@@ -332,6 +335,7 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	waitPT := time.Since(ptStart)
 	if n, got, err := crcFile(file); err != nil || n != size || got != want {
 		b.Fatalf("warm read through the mount: %d bytes, crc %08x, %v; want crc %08x", n, got, err, want)
 	}
@@ -392,6 +396,8 @@ func BenchmarkWarmSequentialRead(b *testing.B) {
 		// The read that filled the cache (once, before the sub-benchmarks).
 		b.ReportMetric(float64(size)/cold.Seconds()/1e6, "cold-fill-MB/s")
 		b.ReportMetric(float64(coldReads), "cold-fill-gcs-reads")
+		b.ReportMetric(float64(m.Cache.Stats.ReadBackChecks.Load()), "cold-fill-read-back-checks")
+		b.ReportMetric(waitPT.Seconds(), "cold-fill-to-passthrough-s")
 		b.ReportMetric(float64(coldBytes)/mib, "cold-fill-fetched-MiB")
 		b.ReportMetric(float64(coldRA)/mib, "cold-fill-readahead-MiB")
 	})
