@@ -190,17 +190,7 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 	}
 	defer os.RemoveAll(dir)
 	var rows []Row
-	emit := func(r Row) {
-		r.Workload = w.Name
-		r.XIdeal = r.Total / info.Ideal
-		if info.Local > 0 {
-			r.XLocal = r.Total / info.Local
-		}
-		rows = append(rows, r)
-		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, "bench: %-28s %-16s %8.3f s  %9.1f MiB over the link\n", w.Name, r.Strategy, r.Total, float64(r.LinkBytes)/(1<<20))
-		}
-	}
+	emit := func(r Row) { rows = append(rows, cfg.finish(r, w, info)) }
 
 	// Pre-sync: copy everything, then replay on local disk.
 	gc, err := gcs.New(ctx, gcs.Options{Bucket: Bucket, Endpoint: addr})
@@ -360,6 +350,20 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 	return rows, info, nil
 }
 
+// finish names a row's workload, sets its ratios to the ideal and to local
+// disk, and reports it on Progress.
+func (cfg Config) finish(r Row, w *Workload, info WorkloadInfo) Row {
+	r.Workload = w.Name
+	r.XIdeal = r.Total / info.Ideal
+	if info.Local > 0 {
+		r.XLocal = r.Total / info.Local
+	}
+	if cfg.Progress != nil {
+		fmt.Fprintf(cfg.Progress, "bench: %-28s %-16s %8.3f s  %9.1f MiB over the link\n", w.Name, r.Strategy, r.Total, float64(r.LinkBytes)/(1<<20))
+	}
+	return r
+}
+
 // runPeers measures every installed peer on w. A peer that fails is
 // reported in its PeerInfo and the bench goes on; only the bench's own
 // failures (its context ended) stop it.
@@ -377,15 +381,7 @@ func runPeers(ctx context.Context, cfg Config, addr string, link *linkCounter, w
 		// The rows a failing peer finished (its cold replay, when the warm
 		// one failed) stand.
 		for _, r := range got {
-			r.Workload = w.Name
-			r.XIdeal = r.Total / info.Ideal
-			if info.Local > 0 {
-				r.XLocal = r.Total / info.Local
-			}
-			rows = append(rows, r)
-			if cfg.Progress != nil {
-				fmt.Fprintf(cfg.Progress, "bench: %-28s %-16s %8.3f s  %9.1f MiB over the link\n", w.Name, r.Strategy, r.Total, float64(r.LinkBytes)/(1<<20))
-			}
+			rows = append(rows, cfg.finish(r, w, info))
 		}
 		if err != nil {
 			msg := fmt.Sprintf("%s on %s: %v", p.Name, w.Name, err)
