@@ -284,4 +284,14 @@ func TestSpeculationDirectoryWalker(t *testing.T) {
 			t.Fatalf("%s crossed the link %d times", p, n)
 		}
 	}
+	// The names carry numbers (t000.tx…), yet with only siblings on the
+	// sequences kind predicted nothing.
+	var sp *hooks.SpeculationStatus
+	waitFor(t, "the speculator idle", time.Minute, func() bool {
+		sp = jitfsStatus(t, sock).Speculation
+		return sp != nil && sp.Fetched == sp.Predicted
+	})
+	if sp.Kinds["sequences"] != 0 || sp.Kinds["coopen"] != 0 || sp.Kinds["siblings"] == 0 {
+		t.Fatalf("only siblings on, yet predictions by kind %v", sp.Kinds)
+	}
 }
