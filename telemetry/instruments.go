@@ -61,6 +61,7 @@ const (
 	PrefetchWait        = "jitfs.prefetch.wait.duration"
 	SpeculationFiles    = "jitfs.speculation.files"
 	SpeculationBytes    = "jitfs.speculation"
+	ListAhead           = "jitfs.speculation.listings"
 	HookRequests        = "jitfs.hook.requests"
 	OutputStaged        = "jitfs.output.staged"
 	OutputUploaded      = "jitfs.output.uploaded"
@@ -93,6 +94,7 @@ var Catalog = []Def{
 	{PrefetchWasted, "By", ObservableCounter, nil, "prefetched bytes evicted before anyone read them"},
 	{SpeculationFiles, "{file}", ObservableCounter, []string{"outcome"}, "files fetched ahead of readers that sent no hooks, by outcome: predicted (queued), used (then opened), wasted (passed by or never opened); every prediction ends used or wasted"},
 	{SpeculationBytes, "By", ObservableCounter, []string{"outcome"}, "the sizes of those files, by the same outcomes"},
+	{ListAhead, "{request}", ObservableCounter, []string{"outcome"}, "directory listings made ahead of use (--speculate metadata), by outcome: flat (flat listing pages sent), background (listings started ahead of a walker), saved (directory listings they made needless: each a round trip), wasted (delimiter listings sent that a flat listing made needless)"},
 	{PrefetchQueue, "{file}", ObservableGauge, nil, "prefetch work waiting for a fetch slot"},
 	{PrefetchInFlight, "{file}", ObservableGauge, nil, "prefetch fetches running"},
 	{PrefetchWait, "s", Histogram, []string{"scope", "timed_out"}, "how long a hook request with wait_ms held its frame"},
@@ -122,8 +124,11 @@ type Snapshot struct {
 	// Spec* are speculation's files and bytes: predicted, used, wasted.
 	SpecPredicted, SpecUsed, SpecWasted                int64
 	SpecPredictedBytes, SpecUsedBytes, SpecWastedBytes int64
-	OutputStaged, OutputUploaded                       int64
-	OutputDurable, OutputPending, OutputFailed         int64
+	// ListAhead* are listing ahead's requests: flat pages, background
+	// listings, listings saved and listings wasted.
+	ListAheadFlat, ListAheadBackground, ListAheadSaved, ListAheadWasted int64
+	OutputStaged, OutputUploaded                                        int64
+	OutputDurable, OutputPending, OutputFailed                          int64
 }
 
 // Metrics holds jitfs's instruments. A nil *Metrics records nothing, so
@@ -241,6 +246,10 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 			put(SpeculationBytes, s.SpecPredictedBytes, outcome("predicted"))
 			put(SpeculationBytes, s.SpecUsedBytes, outcome("used"))
 			put(SpeculationBytes, s.SpecWastedBytes, outcome("wasted"))
+			put(ListAhead, s.ListAheadFlat, outcome("flat"))
+			put(ListAhead, s.ListAheadBackground, outcome("background"))
+			put(ListAhead, s.ListAheadSaved, outcome("saved"))
+			put(ListAhead, s.ListAheadWasted, outcome("wasted"))
 			put(PrefetchInFlight, s.PrefetchInFlight)
 			put(OutputStaged, s.OutputStaged)
 			put(OutputUploaded, s.OutputUploaded)

@@ -23,6 +23,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/internal/testworld"
 	"github.com/jitfs/jitfs/telemetry"
 )
@@ -100,8 +101,11 @@ func TestMetricsOnMount(t *testing.T) {
 		// Without passthrough every read reaches the daemon, so warm reads
 		// are counted too.
 		passthrough: false,
-		log:         slog.New(slog.DiscardHandler),
-		tel:         &telemetry.Telemetry{Meters: mp, Tracers: tracenoop.NewTracerProvider()}}
+		// Listing ahead only: its counters are checked below; fetching
+		// ahead would move the byte counters this test checks exactly.
+		speculate: daemon.Speculation{Metadata: true},
+		log:       slog.New(slog.DiscardHandler),
+		tel:       &telemetry.Telemetry{Meters: mp, Tracers: tracenoop.NewTracerProvider()}}
 	m, err := startMount(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +134,12 @@ func TestMetricsOnMount(t *testing.T) {
 	}
 	if n := mr.value(telemetry.GCSFirstByte, attribute.String("kind", "read")); n == 0 {
 		t.Error("no GCS first-byte latency recorded")
+	}
+	// The lookup of shots/a.exr listed the mount's root flat, which
+	// completed shots/ too: one listing request saved.
+	flat, saved := mr.value(telemetry.ListAhead, attribute.String("outcome", "flat")), mr.value(telemetry.ListAhead, attribute.String("outcome", "saved"))
+	if flat == 0 || flat > w.Proxy.Lists.Load() || saved == 0 {
+		t.Errorf("listing ahead: %d flat pages (the proxy saw %d lists), %d listings saved", flat, w.Proxy.Lists.Load(), saved)
 	}
 	reads := mr.value(telemetry.FUSEOperations, attribute.String("op", "read"), attribute.String("result", "ok"))
 	if reads == 0 || mr.value(telemetry.FUSEDuration, attribute.String("op", "read")) != reads {

@@ -258,6 +258,7 @@ func (n *Node) snapshot() telemetry.Snapshot {
 			snap.PrefetchQueue += st.QueueDepth
 			snap.PrefetchInFlight += st.InFlight
 			addSpeculation(&snap, v.spec)
+			addListAhead(&snap, v.ns)
 		}
 		j.vmu.Unlock()
 	}

@@ -213,6 +213,7 @@ func (s *Scene) snapshot() telemetry.Snapshot {
 		snap.PrefetchQueue, snap.PrefetchInFlight, snap.Pinned = st.QueueDepth, st.InFlight, st.PinnedBytes
 	}
 	addSpeculation(&snap, s.Spec)
+	addListAhead(&snap, s.FS.Namespace())
 	return snap
 }
 

@@ -158,6 +158,16 @@ func speculationStatus(spec *speculate.Speculator) *hooks.SpeculationStatus {
 		Kinds:   map[string]int64{"siblings": s.Siblings.Load(), "sequences": s.Sequences.Load(), "coopen": s.CoOpen.Load()}}
 }
 
+// addListAhead adds a namespace's listing-ahead counters to a metrics
+// snapshot.
+func addListAhead(snap *telemetry.Snapshot, ns *namespace.Namespace) {
+	a := ns.Stats.Ahead()
+	snap.ListAheadFlat += a.Requests
+	snap.ListAheadBackground += a.Background
+	snap.ListAheadSaved += a.Saved + a.BackgroundUsed
+	snap.ListAheadWasted += a.Wasted
+}
+
 // addSpeculation adds a speculator's counters to a metrics snapshot.
 func addSpeculation(snap *telemetry.Snapshot, spec *speculate.Speculator) {
 	if spec == nil {
