@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -120,13 +121,17 @@ func (h *Handle) BackingFile() (*os.File, bool) {
 
 // AwaitLocal waits, when every byte of the object has arrived and what is
 // left is writing the last ranges to the cache disk and the whole-object
-// check, until that is done (or ctx ends), and reports whether the object
+// check, until that is done (or ctx ends, or limit has passed), and reports
+// whether the object
 // is then complete and verified. It never waits on the network: an object
 // with bytes still to fetch returns false at once. An open right after a
 // cold fill then gets passthrough instead of going through the daemon for
 // as long as it stays open.
-func (h *Handle) AwaitLocal(ctx context.Context) bool {
+func (h *Handle) AwaitLocal(ctx context.Context, limit time.Duration) bool {
 	o := h.o
+	// The timer is made only once there is something to wait for: most
+	// opens find the object complete, and the open path stays free of it.
+	var timeout <-chan time.Time
 	for {
 		o.mu.Lock()
 		if o.complete {
@@ -162,8 +167,15 @@ func (h *Handle) AwaitLocal(ctx context.Context) bool {
 		if wait == nil {
 			return false
 		}
+		if timeout == nil {
+			t := time.NewTimer(limit)
+			defer t.Stop()
+			timeout = t.C
+		}
 		select {
 		case <-wait:
+		case <-timeout:
+			return false
 		case <-ctx.Done():
 			return false
 		}

@@ -146,9 +146,7 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if f.opts.Passthrough {
 		// Fetched whole and being written or checked: a moment's wait
 		// buys passthrough for the whole life of this open.
-		wctx, cancel := context.WithTimeout(ctx, awaitLocalMax)
-		ch.AwaitLocal(wctx)
-		cancel()
+		ch.AwaitLocal(ctx, awaitLocalMax)
 	}
 	n.mu.Lock()
 	if f.opts.Passthrough && n.cachedIO == 0 {
