@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/jitfs/jitfs/cache"
 	"github.com/jitfs/jitfs/internal/testworld"
 )
@@ -266,18 +264,6 @@ func TestPassthroughRightAfterColdFill(t *testing.T) {
 	}
 	// Through the backing file, not the pages the cold read left on the
 	// mount's own inode.
-	dropPageCache(t, path)
+	testworld.DropPageCache(t, path)
 	readAll(t, f, want, "read right after the fill")
-}
-
-func dropPageCache(t *testing.T, p string) {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
 }

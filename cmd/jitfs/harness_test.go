@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/internal/testworld"
 )
@@ -82,20 +80,6 @@ func socketReady(mnt string, args []string) bool {
 }
 
 func (d *jitfsd) path(rel string) string { return filepath.Join(d.mnt, rel) }
-
-// dropPageCache drops the kernel's cached pages of a file in the mount, so
-// the next read reaches the daemon.
-func dropPageCache(t *testing.T, p string) {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // runJitfs runs the jitfs command to completion.
 func runJitfs(t *testing.T, args ...string) (string, int) {

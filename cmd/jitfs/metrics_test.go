@@ -148,7 +148,7 @@ func TestMetricsOnMount(t *testing.T) {
 
 	// Warm: the kernel's page cache dropped, so the reads reach the daemon
 	// again and are served from the cache disk.
-	dropPageCache(t, p)
+	testworld.DropPageCache(t, p)
 	if got, err = os.ReadFile(p); err != nil {
 		t.Fatal(err)
 	}

@@ -301,7 +301,7 @@ func TestEvictionUnderSmallBudget(t *testing.T) {
 	}
 	// Evicted data is fetched again, correctly.
 	media := w.Proxy.MediaReqs.Load()
-	dropPageCache(t, d.path(names[0]))
+	testworld.DropPageCache(t, d.path(names[0]))
 	mustEqualBytes(t, names[0], mustRead(t, d.path(names[0])), files[names[0]])
 	if w.Proxy.MediaReqs.Load() == media {
 		t.Fatal("the oldest frame was not evicted")

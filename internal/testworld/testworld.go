@@ -4,7 +4,10 @@ import (
 	"context"
 	"hash/fnv"
 	"math/rand/v2"
+	"os"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/internal/emulator"
@@ -112,4 +115,18 @@ func RandBytes(seed string, size int) []byte {
 		}
 	}
 	return b
+}
+
+// DropPageCache drops the kernel's cached pages of a file (in a mount, so
+// the next read reaches the daemon, or its backing file).
+func DropPageCache(t testing.TB, p string) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
 }
