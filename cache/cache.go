@@ -35,6 +35,21 @@ type Source interface {
 	ReadRange(ctx context.Context, name string, gen, off int64, p []byte) error
 }
 
+// MismatchReporter is a Source with more than one path to the bytes (a
+// zone cache in front of GCS, *gcs.Client): the cache tells it of an
+// object whose fetched bytes failed their CRC32C, so the refetch takes the
+// path that is the authority rather than the one that may hold a corrupt
+// copy.
+type MismatchReporter interface {
+	Mismatch(name string, gen int64)
+}
+
+func reportMismatch(src Source, m Meta) {
+	if r, ok := src.(MismatchReporter); ok {
+		r.Mismatch(m.Name, m.Gen)
+	}
+}
+
 // ErrInUse is returned by New when another process holds the directory.
 var ErrInUse = errors.New("cache: directory in use by another jitfs daemon")
 

@@ -176,6 +176,7 @@ func (o *Object) runFill(f *fill) {
 			break
 		}
 		c.Stats.ChecksumMismatches.Add(1)
+		reportMismatch(o.src, o.meta)
 		err = fmt.Errorf("%w: %s: fetched bytes do not match the object's checksum", ErrChecksum, o.meta)
 		c.log.Warn("cache: refetching object after checksum mismatch", "object", o.meta.String(), "attempt", attempt+1)
 	}

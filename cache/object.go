@@ -520,6 +520,8 @@ func (o *Object) completeVerify() {
 		return
 	}
 	if err := o.verifyWholeLocked(); err != nil {
+		// The refetch must not come from a copy that may be the corrupt one.
+		reportMismatch(o.src, o.meta)
 		args := []any{"object", o.meta.String(), "err", err}
 		if len(o.readers) > 0 {
 			// Bytes of this object were served before the check could be

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -60,6 +61,12 @@ type Options struct {
 	HTTPClient *http.Client
 	// Metrics, when set, records the time to each response's first byte.
 	Metrics *telemetry.Metrics
+	// Zone, when its URL is set, sends object reads through a zone cache
+	// first (ZoneOptions).
+	Zone ZoneOptions
+	// Logger hears of the zone cache going away and coming back (default:
+	// discard).
+	Logger *slog.Logger
 }
 
 func (o *Options) setDefaults() {
@@ -111,6 +118,7 @@ type Client struct {
 	opts   Options
 	client *storage.Client
 	bucket *storage.BucketHandle
+	zone   *zone // nil without a zone cache
 	Stats  Stats
 }
 
@@ -121,6 +129,16 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		return nil, err
 	}
 	opts.setDefaults()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	var z *zone
+	if opts.Zone.URL != "" {
+		var err error
+		if z, err = newZone(opts.Zone, opts.Bucket, opts.Logger); err != nil {
+			return nil, err
+		}
+	}
 	var copts []option.ClientOption
 	if ep := opts.Endpoint; ep != "" {
 		if !strings.Contains(ep, "://") {
@@ -142,14 +160,19 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	}
 	// Retries are ours: bounded attempts, classified errors, counted.
 	b := c.Bucket(opts.Bucket).Retryer(storage.WithPolicy(storage.RetryNever))
-	return &Client{opts: opts, client: c, bucket: b}, nil
+	return &Client{opts: opts, client: c, bucket: b, zone: z}, nil
 }
 
 // Bucket returns the bucket name.
 func (c *Client) Bucket() string { return c.opts.Bucket }
 
 // Close releases the client's connections.
-func (c *Client) Close() error { return c.client.Close() }
+func (c *Client) Close() error {
+	if c.zone != nil {
+		c.zone.close()
+	}
+	return c.client.Close()
+}
 
 // CheckBucket verifies the bucket exists and the credentials can read it.
 func (c *Client) CheckBucket(ctx context.Context) error {
@@ -253,7 +276,14 @@ var errShortBody = errors.New("gcs: response body shorter than requested range")
 // ReadRange fills p with the bytes of generation gen of object name starting
 // at off. It never returns partial results: either all of p is filled or an
 // error is returned. A generation that no longer exists yields ErrNotFound.
+//
+// With a zone cache, the read asks it first and falls back to GCS directly
+// when it is down, slow or wrong (ZoneOptions); either way the bytes are
+// the generation's, and the cache checks them against its CRC32C alike.
 func (c *Client) ReadRange(ctx context.Context, name string, gen, off int64, p []byte) error {
+	if c.zone != nil && c.readZone(ctx, name, gen, off, p) {
+		return nil
+	}
 	return c.retry(ctx, fmt.Sprintf("read %s#%d [%d,%d)", name, gen, off, off+int64(len(p))), func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
 		defer cancel()

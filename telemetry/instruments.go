@@ -55,6 +55,8 @@ const (
 	GCSRetries          = "jitfs.gcs.retries"
 	GCSReceived         = "jitfs.gcs.received"
 	GCSFirstByte        = "jitfs.gcs.first_byte.duration"
+	ZoneRequests        = "jitfs.zone.requests"
+	ZoneReceived        = "jitfs.zone.received"
 	PrefetchWasted      = "jitfs.prefetch.wasted"
 	PrefetchQueue       = "jitfs.prefetch.queue.depth"
 	PrefetchInFlight    = "jitfs.prefetch.in_flight"
@@ -91,6 +93,8 @@ var Catalog = []Def{
 	{GCSRetries, "{request}", ObservableCounter, nil, "GCS attempts retried after a transient error"},
 	{GCSReceived, "By", ObservableCounter, nil, "object bytes received from GCS"},
 	{GCSFirstByte, "s", Histogram, []string{"kind"}, "time from sending a GCS request to its first response byte"},
+	{ZoneRequests, "{request}", Counter, []string{"result"}, "object reads offered to the zone cache (--zone-cache), by result: ok (it answered), error (it failed: down, slow, refused or wrong; read from GCS directly), not_found (read from GCS directly for the authoritative answer), bypassed (sent to GCS without asking: the zone cache was down or the object had failed its check), mismatch (an object failed its CRC32C check; bypassed from then on)"},
+	{ZoneReceived, "By", Counter, nil, "object bytes received from the zone cache (not counted in jitfs.gcs.received)"},
 	{PrefetchWasted, "By", ObservableCounter, nil, "prefetched bytes evicted before anyone read them"},
 	{SpeculationFiles, "{file}", ObservableCounter, []string{"outcome"}, "files fetched ahead of readers that sent no hooks, by outcome: predicted (queued), used (then opened), wasted (passed by or never opened); every prediction ends used or wasted"},
 	{SpeculationBytes, "By", ObservableCounter, []string{"outcome"}, "the sizes of those files, by the same outcomes"},
@@ -140,6 +144,8 @@ type Metrics struct {
 	prefetchWait metric.Float64Histogram
 	hookReqs     metric.Int64Counter
 	gcsReqs      metric.Int64Counter
+	zoneReqs     metric.Int64Counter
+	zoneBytes    metric.Int64Counter
 	uploadDur    metric.Float64Histogram
 	errs         metric.Int64Counter
 	reg          metric.Registration
@@ -189,6 +195,8 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 		prefetchWait: hist(PrefetchWait),
 		hookReqs:     counter(HookRequests),
 		gcsReqs:      counter(GCSRequests),
+		zoneReqs:     counter(ZoneRequests),
+		zoneBytes:    counter(ZoneReceived),
 		uploadDur:    hist(OutputUploadLatency),
 		errs:         counter(Errors),
 	}
@@ -312,6 +320,18 @@ func (m *Metrics) GCSRequest(ctx context.Context, kind, result string) {
 		return
 	}
 	m.gcsReqs.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", kind), attribute.String("result", result)))
+}
+
+// ZoneRequest counts one read offered to the zone cache and the bytes it
+// answered with.
+func (m *Metrics) ZoneRequest(ctx context.Context, result string, bytes int64) {
+	if m == nil {
+		return
+	}
+	m.zoneReqs.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
+	if bytes > 0 {
+		m.zoneBytes.Add(ctx, bytes)
+	}
 }
 
 // PrefetchWaited records how long a hook request held its caller.

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,6 +44,7 @@ type mountConfig struct {
 	socketGroup    string
 	prefetchers    int
 	speculate      daemon.Speculation
+	zone           gcs.ZoneOptions
 	log            *slog.Logger
 	// tel exports this process's metrics; nil records none.
 	tel *telemetry.Telemetry
@@ -59,7 +63,7 @@ func (c mountConfig) scene() daemon.SceneConfig {
 	return daemon.SceneConfig{Bucket: c.bucket, Prefix: c.prefix, Mountpoint: c.mountpoint, CacheDir: c.cacheDir, CacheSize: c.cacheSize,
 		Endpoint: c.endpoint, AttemptTimeout: c.attemptTimeout, MetadataTTL: c.metadataTTL, OpTimeout: c.opTimeout,
 		Passthrough: c.passthrough, AllowOther: c.allowOther, DebugFUSE: c.debugFUSE, StrictVerify: c.strictVerify,
-		TraceFile: c.traceFile, Socket: c.socket, SocketGroup: c.socketGroup, PrefetchWorkers: c.prefetchers, Speculate: c.speculate, Log: c.log, Telemetry: c.tel}
+		TraceFile: c.traceFile, Socket: c.socket, SocketGroup: c.socketGroup, PrefetchWorkers: c.prefetchers, Speculate: c.speculate, Zone: c.zone, Log: c.log, Telemetry: c.tel}
 }
 
 func runMount(args []string, stdout, stderr io.Writer) error {
@@ -82,6 +86,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	socketGroup := fl.String("socket-group", "", "group (name or gid) allowed to use the hook socket (mode 0660)")
 	prefetchers := fl.Int("prefetch-workers", 32, "files prefetched at once (prefetch has its own fetch budget and never takes a blocked read's)")
 	spec := speculateFlag(fl)
+	zf := zoneFlags(fl)
 	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9464); OTLP export follows the standard OTEL_EXPORTER_OTLP_* variables (docs/metrics.md)")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
@@ -97,6 +102,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --speculate: %v", errUsage, err)
 	}
 	if cfg.bucket, cfg.prefix, err = parseGSURL(pos[0]); err != nil {
+		return err
+	}
+	if cfg.zone, err = zf.options(); err != nil {
 		return err
 	}
 	if cfg.cacheSize, err = parseSize(*cacheSize); err != nil {
@@ -179,6 +187,49 @@ func buildVersion() string {
 		return bi.Main.Version
 	}
 	return "(devel)"
+}
+
+// zoneFlag is the zone cache's flags, shared by the commands that read
+// from GCS.
+type zoneFlag struct {
+	url, tokenFile *string
+	timeout        *time.Duration
+}
+
+func zoneFlags(fl *flag.FlagSet) zoneFlag {
+	return zoneFlag{
+		url: fl.String("zone-cache", "", "read object data through this zone cache (http://HOST:PORT, deploy/zone-cache; docs/zone.md); "+
+			"listings and stats still go to GCS, and a zone cache that is down or slow is bypassed"),
+		tokenFile: fl.String("zone-token-file", "", "file holding the token the zone cache's front door asks for (its --token-file)"),
+		timeout:   fl.Duration("zone-timeout", 5*time.Second, "read from GCS directly when the zone cache has not answered, or its answer has stalled, for this long"),
+	}
+}
+
+func (z zoneFlag) options() (gcs.ZoneOptions, error) {
+	o := gcs.ZoneOptions{URL: *z.url, Timeout: *z.timeout}
+	if o.URL == "" {
+		if *z.tokenFile != "" {
+			return o, fmt.Errorf("%w: --zone-token-file without --zone-cache", errUsage)
+		}
+		return o, nil
+	}
+	if *z.timeout <= 0 {
+		return o, fmt.Errorf("%w: --zone-timeout must be positive", errUsage)
+	}
+	u, err := url.Parse(o.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+		return o, fmt.Errorf("%w: --zone-cache %q: want http://HOST:PORT", errUsage, o.URL)
+	}
+	if *z.tokenFile != "" {
+		b, err := os.ReadFile(*z.tokenFile)
+		if err != nil {
+			return o, fmt.Errorf("--zone-token-file: %w", err)
+		}
+		if o.Token = strings.TrimSpace(string(b)); o.Token == "" {
+			return o, fmt.Errorf("--zone-token-file %s is empty", *z.tokenFile)
+		}
+	}
+	return o, nil
 }
 
 // speculateFlag is --speculate, shared by the commands that serve mounts.

@@ -61,6 +61,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	metricsAddr := fl.String("metrics-addr", "", "serve the mounts' Prometheus metrics at http://ADDR/metrics while the command runs (docs/metrics.md)")
 	spec := speculateFlag(fl)
+	zf := zoneFlags(fl)
 	nodeSocket := fl.String("daemon", os.Getenv(daemon.EnvNodeSocket), "the node daemon's socket: the task attaches to it and mounts nothing itself (default $"+daemon.EnvNodeSocket+", else "+daemon.DefaultNodeSocket+" when a daemon answers there, else standalone)")
 	// Everything after the first non-flag argument (or --) is the command
 	// and its own arguments, which jitfs must not parse.
@@ -98,6 +99,10 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w: --speculate: %v", errUsage, err)
 	}
+	zone, err := zf.options()
+	if err != nil {
+		return err
+	}
 	tel, err := startTelemetry(context.Background(), *metricsAddr, log)
 	if err != nil {
 		return err
@@ -126,7 +131,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		}
 		mcfgs = append(mcfgs, mountConfig{bucket: b, prefix: p, mountpoint: dir, cacheSize: csize, endpoint: *endpoint,
 			cacheDir:    filepath.Join(*cacheDir, strings.ReplaceAll(strings.TrimSuffix(b+"/"+p, "/"), "/", "%2F")),
-			passthrough: true, allowOther: *allowOther, attemptTimeout: 60 * time.Second, opTimeout: defaultOpTimeout, prefetchers: 32, speculate: sp, log: log, tel: tel})
+			passthrough: true, allowOther: *allowOther, attemptTimeout: 60 * time.Second, opTimeout: defaultOpTimeout, prefetchers: 32, speculate: sp, zone: zone, log: log, tel: tel})
 	}
 	var ocfgs []daemon.OutputConfig
 	for _, v := range outs {

@@ -42,7 +42,9 @@ type NodeConfig struct {
 	// Endpoint is a GCS emulator's address ("" for Google Cloud Storage).
 	Endpoint       string
 	AttemptTimeout time.Duration
-	OpTimeout      time.Duration
+	// Zone sends every bucket client's object reads through a zone cache.
+	Zone      gcs.ZoneOptions
+	OpTimeout time.Duration
 	// JobGrace is how long a job's snapshot and pins outlive its last
 	// task (default DefaultJobGrace): the next task of the job on this node
 	// usually attaches within it and finds the job's files pinned.
@@ -209,7 +211,8 @@ func (n *Node) bucket(ctx context.Context, name string) (*bucketClient, error) {
 	}
 	n.mu.Unlock()
 	b.once.Do(func() {
-		gc, err := openBucket(ctx, gcs.Options{Bucket: name, Endpoint: n.cfg.Endpoint, AttemptTimeout: n.cfg.AttemptTimeout, Metrics: n.ops})
+		gc, err := openBucket(ctx, gcs.Options{Bucket: name, Endpoint: n.cfg.Endpoint, AttemptTimeout: n.cfg.AttemptTimeout, Metrics: n.ops,
+			Zone: n.cfg.Zone, Logger: n.log})
 		// Published under mu: status and metrics read them there.
 		n.mu.Lock()
 		b.gc, b.err = gc, err

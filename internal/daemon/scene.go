@@ -42,11 +42,13 @@ type SceneConfig struct {
 	// AttemptTimeout bounds one GCS request attempt of the client that
 	// StartScene opens.
 	AttemptTimeout time.Duration
-	MetadataTTL    time.Duration
-	OpTimeout      time.Duration
-	Passthrough    bool
-	AllowOther     bool
-	DebugFUSE      bool
+	// Zone sends the client's object reads through a zone cache.
+	Zone        gcs.ZoneOptions
+	MetadataTTL time.Duration
+	OpTimeout   time.Duration
+	Passthrough bool
+	AllowOther  bool
+	DebugFUSE   bool
 	// StrictVerify serves no byte of a large object before all of it is
 	// checked against its CRC32C.
 	StrictVerify bool
@@ -124,7 +126,8 @@ func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
 	s.ops = met
 	s.GCS, s.ownGCS = cfg.GCS, cfg.GCS == nil
 	if s.ownGCS {
-		if s.GCS, err = openBucket(ctx, gcs.Options{Bucket: cfg.Bucket, Endpoint: cfg.Endpoint, AttemptTimeout: cfg.AttemptTimeout, Metrics: met}); err != nil {
+		if s.GCS, err = openBucket(ctx, gcs.Options{Bucket: cfg.Bucket, Endpoint: cfg.Endpoint, AttemptTimeout: cfg.AttemptTimeout, Metrics: met,
+			Zone: cfg.Zone, Logger: cfg.Log}); err != nil {
 			return nil, err
 		}
 	}
