@@ -47,6 +47,16 @@ func (h *Handle) MayServeUnchecked() bool {
 	return !o.complete && o.meta.HasCRC32C && o.meta.Size > o.c.opts.WholeObjectMax && !o.c.opts.Strict
 }
 
+// Resets counts the times the object's cached bytes were found wrong and
+// dropped (a CRC32C mismatch). Bytes a reader was served before such a
+// reset may sit in the kernel's page cache: an open that sees the count
+// move must not keep those pages.
+func (h *Handle) Resets() int64 {
+	h.o.mu.Lock()
+	defer h.o.mu.Unlock()
+	return h.o.resets
+}
+
 // SetReader names who reads through the handle (the FUSE layer gives the
 // opening process's pid and command), so a checksum mismatch found after
 // bytes were served can say whose reads it affected. id deduplicates

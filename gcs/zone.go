@@ -63,6 +63,7 @@ type ZoneStats struct {
 // ZoneStatus is the zone cache's state for `jitfs status`.
 type ZoneStatus struct {
 	URL        string `json:"url"`
+	Bucket     string `json:"bucket"`
 	Up         bool   `json:"up"`
 	LastError  string `json:"last_error,omitempty"`
 	Reads      int64  `json:"reads"`
@@ -338,7 +339,7 @@ func (z *zone) status() ZoneStatus {
 		last = z.lastErr.Error()
 	}
 	z.mu.Unlock()
-	return ZoneStatus{URL: z.base, Up: z.up.Load(), LastError: last, Reads: z.Stats.Reads.Load(), Bytes: z.Stats.Bytes.Load(),
+	return ZoneStatus{URL: z.base, Bucket: z.bucket, Up: z.up.Load(), LastError: last, Reads: z.Stats.Reads.Load(), Bytes: z.Stats.Bytes.Load(),
 		Errors: z.Stats.Errors.Load(), Bypassed: z.Stats.Bypassed.Load(), Mismatches: z.Stats.Mismatches.Load(),
 		Outages: z.Stats.Outages.Load()}
 }

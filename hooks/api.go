@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/jitfs/jitfs/gcs"
 )
 
 // Schema is the version every request and reply carries.
@@ -128,6 +130,8 @@ type Status struct {
 	// Speculation is what the daemon fetched ahead of readers that sent
 	// no hooks (nil when it is off).
 	Speculation *SpeculationStatus `json:"speculation,omitempty"`
+	// Zone is the zone cache's state (nil without --zone-cache).
+	Zone *gcs.ZoneStatus `json:"zone,omitempty"`
 }
 
 // SpeculationStatus counts fetching ahead without hooks: files predicted,

@@ -34,6 +34,9 @@ type fileNode struct {
 	mu       sync.Mutex
 	attrs    gcs.Attrs
 	cachedIO int
+	// resets is the cache object's Resets when the last open was answered:
+	// an open that finds it moved drops the kernel's pages of the file.
+	resets int64
 }
 
 var (
@@ -161,14 +164,21 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if h.backing == nil {
 		n.cachedIO++
 	}
+	// Content never changes under a pinned generation: keep the kernel's
+	// page cache across opens (renderers re-open textures several times),
+	// unless bytes of the object were found wrong since the last open. The
+	// pages an earlier reader was served before the check may be those
+	// bytes; without KEEP_CACHE the kernel drops them at this open.
+	keep := uint32(fuse.FOPEN_KEEP_CACHE)
+	if r := ch.Resets(); r != n.resets {
+		n.resets, keep = r, 0
+	}
 	n.mu.Unlock()
 	if obs := f.onOpen.Load(); obs != nil {
 		// The namespace's prefix: a shared Namespace's FS has no Prefix of its own.
 		(*obs)(strings.TrimPrefix(a.Name, f.ns.Prefix()))
 	}
-	// Content never changes under a pinned generation: keep the kernel's
-	// page cache across opens (renderers re-open textures several times).
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	return h, keep, 0
 }
 
 func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/prefetch"
@@ -276,6 +277,9 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 	if st.Speculation != nil {
 		fmt.Fprintf(w, "  speculation %s\n", speculationLine(st.Speculation))
 	}
+	if st.Zone != nil {
+		fmt.Fprintf(w, "  zone cache  %s\n", zoneLine(*st.Zone))
+	}
 	if st.MissingFiles > 0 || st.RefusedFiles > 0 {
 		fmt.Fprintf(w, "  asked for   %d names not in the bucket; %d files refused (daemon busy)\n", st.MissingFiles, st.RefusedFiles)
 	}
@@ -362,6 +366,9 @@ func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
 		fmt.Fprintf(w, ", REBUILT at start (%s)", st.Metadata.RebuiltReason)
 	}
 	fmt.Fprintf(w, "; %d listings shared between jobs\n", st.ListingsShared)
+	for _, z := range st.Zones {
+		fmt.Fprintf(w, "  zone cache  gs://%s: %s\n", z.Bucket, zoneLine(z))
+	}
 	for _, d := range st.Recovering {
 		fmt.Fprintf(w, "  uploading   outputs a gone task staged in %s\n", d)
 	}
@@ -382,6 +389,16 @@ func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
 			fmt.Fprintf(w, "    task %s pid %d %s mounts %v outputs %v\n", t.ID, t.PID, t.Name, t.Mounts, t.Outputs)
 		}
 	}
+}
+
+// zoneLine tells whether the zone cache is in use and what it served.
+func zoneLine(z gcs.ZoneStatus) string {
+	state := "up"
+	if !z.Up {
+		state = "DOWN, reading from GCS directly (" + z.LastError + ")"
+	}
+	return fmt.Sprintf("%s %s; %d reads (%.1f MiB) through it, %d failed, %d bypassed, %d objects failed their check, %d outages",
+		z.URL, state, z.Reads, float64(z.Bytes)/(1<<20), z.Errors, z.Bypassed, z.Mismatches, z.Outages)
 }
 
 // speculationLine tells what fetching ahead without hooks did: how much

@@ -354,12 +354,18 @@ func (n *Node) Status() NodeStatus {
 		if b.shared != nil {
 			st.ListingsShared += b.shared.Reused.Load()
 		}
+		if b.gc != nil {
+			if z := b.gc.Zone(); z != nil {
+				st.Zones = append(st.Zones, *z)
+			}
+		}
 	}
 	for dir := range n.orphans {
 		st.Recovering = append(st.Recovering, dir)
 	}
 	n.mu.Unlock()
 	sort.Strings(st.Recovering)
+	sort.Slice(st.Zones, func(a, b int) bool { return st.Zones[a].Bucket < st.Zones[b].Bucket })
 	for _, j := range jobs {
 		st.Jobs = append(st.Jobs, j.status(n))
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/namespace"
 )
@@ -97,8 +98,11 @@ type NodeStatus struct {
 	Metadata MetadataStatus `json:"metadata"`
 	// ListingsShared counts listings a job took from another job's
 	// (started no earlier than it) instead of listing again.
-	ListingsShared int64       `json:"listings_shared"`
-	Jobs           []JobStatus `json:"jobs"`
+	ListingsShared int64 `json:"listings_shared"`
+	// Zones is the zone cache's state as each bucket's client sees it
+	// (empty without --zone-cache).
+	Zones []gcs.ZoneStatus `json:"zones,omitempty"`
+	Jobs  []JobStatus      `json:"jobs"`
 	// Recovering are output areas left by earlier tasks whose staged files
 	// are still being uploaded.
 	Recovering []string `json:"recovering,omitempty"`

@@ -284,7 +284,7 @@ func (n *Node) taskHooks(t *task) error {
 	opts := hooks.ServerOptions{SocketGroup: n.cfg.SocketGroup, Logger: n.log, Metrics: n.ops}
 	if len(t.scenes) > 0 {
 		s := t.scenes[0]
-		opts.Mountpoint, opts.Backend, opts.ListDir = s.src.Dir, withSpeculation(s.v.engine, s.v.spec), s.fs.ListDir
+		opts.Mountpoint, opts.Backend, opts.ListDir = s.src.Dir, withSpeculation(s.v.engine, s.v.spec, nil), s.fs.ListDir
 	}
 	if len(t.outs) > 0 {
 		opts.Outputs = outputsAPI{o: t.outs[0]}

@@ -184,7 +184,7 @@ func (s *Scene) startHooks() error {
 	}
 	// UDIM tiles are found in the namespace, not by reading the directory
 	// back through the kernel and this same daemon.
-	hs, err := hooks.NewServer(hooks.ServerOptions{Mountpoint: cfg.Mountpoint, Backend: withSpeculation(eng, s.Spec), SocketPath: cfg.Socket,
+	hs, err := hooks.NewServer(hooks.ServerOptions{Mountpoint: cfg.Mountpoint, Backend: withSpeculation(eng, s.Spec, s.GCS), SocketPath: cfg.Socket,
 		SocketGroup: cfg.SocketGroup, Logger: cfg.Log, Metrics: s.ops, ListDir: s.FS.ListDir})
 	if err != nil {
 		eng.Close()

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jitfs/jitfs/cache"
+	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/namespace"
 	"github.com/jitfs/jitfs/prefetch"
@@ -128,22 +129,26 @@ func observer(eng *prefetch.Engine, spec *speculate.Speculator) func(rel string)
 }
 
 // specBackend is the prefetch engine as the hook API sees it, its status
-// carrying the speculator's counters.
+// carrying the speculator's counters and the zone cache's state.
 type specBackend struct {
 	*prefetch.Engine
 	spec *speculate.Speculator
+	gc   *gcs.Client
 }
 
-func withSpeculation(eng *prefetch.Engine, spec *speculate.Speculator) hooks.Backend {
-	if spec == nil {
+func withSpeculation(eng *prefetch.Engine, spec *speculate.Speculator, gc *gcs.Client) hooks.Backend {
+	if spec == nil && (gc == nil || gc.Zone() == nil) {
 		return eng
 	}
-	return specBackend{eng, spec}
+	return specBackend{eng, spec, gc}
 }
 
 func (b specBackend) Status() hooks.Status {
 	st := b.Engine.Status()
 	st.Speculation = speculationStatus(b.spec)
+	if b.gc != nil {
+		st.Zone = b.gc.Zone()
+	}
 	return st
 }
 
