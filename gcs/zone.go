@@ -32,8 +32,9 @@ type ZoneOptions struct {
 	Token string
 	// Timeout bounds the wait for the zone cache's response headers, and
 	// any stall of its body, before the read falls back to GCS directly
-	// (default 5s). A zone cache that is down (connection refused) costs
-	// no wait at all.
+	// (default 5s); a read also falls back when its bytes come slower than
+	// ZoneMinRate overall, past Timeout. A zone cache that is down
+	// (connection refused) costs no wait at all.
 	Timeout time.Duration
 	// Retry is how long the zone cache is left alone after it failed
 	// before a health probe asks again (default 5s, doubling to 1 min while
@@ -73,6 +74,12 @@ type ZoneStatus struct {
 	Mismatches int64  `json:"mismatches"`
 	Outages    int64  `json:"outages"`
 }
+
+// ZoneMinRate is the slowest a zone cache may deliver a read's bytes,
+// overall, before the read falls back to GCS: a zone cache that trickles
+// is as useless to a waiting renderer as one that is down. A read of n
+// bytes may take Timeout + n/ZoneMinRate.
+const ZoneMinRate = 8 << 20 // bytes per second
 
 const (
 	defaultZoneTimeout = 5 * time.Second
@@ -172,9 +179,12 @@ func (z *zone) read(ctx context.Context, name string, gen, off int64, p []byte) 
 	defer cancel()
 	// One timer bounds both the headers and every stall of the body: it is
 	// pushed back whenever bytes arrive.
-	var stalled atomic.Bool
+	var stalled, slow atomic.Bool
 	t := time.AfterFunc(z.timeout, func() { stalled.Store(true); cancel() })
 	defer t.Stop()
+	whole := time.AfterFunc(z.timeout+time.Duration(float64(len(p))/ZoneMinRate*float64(time.Second)),
+		func() { slow.Store(true); cancel() })
+	defer whole.Stop()
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, z.objectURL(name, gen), nil)
 	if err != nil {
 		return err
@@ -186,7 +196,7 @@ func (z *zone) read(ctx context.Context, name string, gen, off int64, p []byte) 
 	}
 	resp, err := z.hc.Do(req)
 	if err != nil {
-		return z.stallErr(&stalled, err)
+		return z.stallErr(&stalled, &slow, len(p), err)
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -224,7 +234,7 @@ func (z *zone) read(ctx context.Context, name string, gen, off int64, p []byte) 
 			break
 		}
 		if err != nil {
-			return z.stallErr(&stalled, err)
+			return z.stallErr(&stalled, &slow, len(p), err)
 		}
 	}
 	if n < len(p) {
@@ -233,9 +243,12 @@ func (z *zone) read(ctx context.Context, name string, gen, off int64, p []byte) 
 	return nil
 }
 
-func (z *zone) stallErr(stalled *atomic.Bool, err error) error {
-	if stalled.Load() {
+func (z *zone) stallErr(stalled, slow *atomic.Bool, n int, err error) error {
+	switch {
+	case stalled.Load():
 		return fmt.Errorf("zone cache gave nothing for %v: %w", z.timeout, err)
+	case slow.Load():
+		return fmt.Errorf("zone cache delivered %d bytes slower than %d MiB/s: %w", n, ZoneMinRate>>20, err)
 	}
 	return err
 }

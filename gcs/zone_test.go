@@ -19,13 +19,14 @@ import (
 )
 
 // standIn is an HTTP stand-in for the zone cache in front of the world's
-// emulator: it forwards each request and can be switched to answer wrongly.
+// emulator: it forwards each request, or fails it in one of the ways a
+// zone cache can (an error, a hang, a trickle, a refusal, a wrong object).
 // The real zone cache (nginx, deploy/zone-cache) is tested in
 // internal/zonecache and end to end in cmd/jitfs; this one lets the
 // client's side of the contract be driven into each failure.
 type standIn struct {
 	srv   *httptest.Server
-	mode  atomic.Value // "ok", "flip", "hang", "500", "403", "gen"
+	mode  atomic.Value // "ok", "hang", "500", "403", "gen", "slow"
 	reqs  atomic.Int64
 	mu    sync.Mutex
 	uris  []string
@@ -39,20 +40,6 @@ func newStandIn(t *testing.T, w *testworld.World) *standIn {
 	rp := httputil.NewSingleHostReverseProxy(origin)
 	s := &standIn{hang: make(chan struct{})}
 	s.mode.Store("ok")
-	rp.ModifyResponse = func(r *http.Response) error {
-		if s.mode.Load() != "flip" {
-			return nil
-		}
-		b, err := readAll(r)
-		if err != nil {
-			return err
-		}
-		for i := range b {
-			b[i] ^= 0x5a
-		}
-		r.Body = nopCloser{bytes.NewReader(b)}
-		return nil
-	}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" {
 			if s.mode.Load() == "500" {
@@ -82,22 +69,29 @@ func newStandIn(t *testing.T, w *testworld.World) *standIn {
 			return
 		case "gen":
 			rw.Header().Set("X-Goog-Generation", "1")
+		case "slow":
+			// Bytes keep coming, a little at a time: never a stall, far
+			// below the least rate a read accepts.
+			rw.Header().Set("Content-Range", "bytes "+strings.TrimPrefix(r.Header.Get("Range"), "bytes=")+"/999999999")
+			rw.WriteHeader(http.StatusPartialContent)
+			for {
+				if _, err := rw.Write([]byte{0}); err != nil {
+					return
+				}
+				rw.(http.Flusher).Flush()
+				select {
+				case <-time.After(time.Millisecond):
+				case <-r.Context().Done():
+					return
+				case <-s.hang:
+					return
+				}
+			}
 		}
 		rp.ServeHTTP(rw, r)
 	}))
 	t.Cleanup(func() { close(s.hang); s.srv.Close() })
 	return s
-}
-
-type nopCloser struct{ *bytes.Reader }
-
-func (nopCloser) Close() error { return nil }
-
-func readAll(r *http.Response) ([]byte, error) {
-	var b bytes.Buffer
-	_, err := b.ReadFrom(r.Body)
-	r.Body.Close()
-	return b.Bytes(), err
 }
 
 func zoneClient(t *testing.T, w *testworld.World, s *standIn, token string) *gcs.Client {
@@ -169,7 +163,7 @@ func TestZoneFallsBackAndReturns(t *testing.T) {
 			t.Fatal("wrong bytes")
 		}
 	}
-	for i, mode := range []string{"500", "hang", "gen", "403"} {
+	for i, mode := range []string{"500", "hang", "gen", "403", "slow"} {
 		s.mode.Store(mode)
 		direct := c.Stats.BytesRead.Load()
 		read()
