@@ -150,7 +150,9 @@ nginx_v=$("$nginx" -V 2>&1) || die "$nginx -V failed: $nginx_v"
 umask 077 # the rendered configuration holds the zone token and origin token
 mkdir -p "$cache_dir" || die "--cache-dir $cache_dir: cannot create"
 cache_dir=$(cd "$cache_dir" && pwd -P)
-[[ $cache_dir =~ ^[A-Za-z0-9._/+@-]+$ ]] || die "--cache-dir $cache_dir: want a path of letters, digits and ._/+@-"
+# It is quoted in the configuration: only a quote, backslash or $ would
+# break out of that.
+[[ $cache_dir =~ ^[^\"\\\$[:cntrl:]]+$ ]] || die "--cache-dir $cache_dir: want a path without quotes, backslashes or \$"
 [ -w "$cache_dir" ] || die "--cache-dir $cache_dir: not writable"
 mkdir -p "$cache_dir/conf" "$cache_dir/run" "$cache_dir/tmp" "$cache_dir/data"
 

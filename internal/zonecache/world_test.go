@@ -46,9 +46,14 @@ type world struct {
 	hold func(originReq) <-chan struct{}
 	// seen is signalled (non-blocking) on every origin request.
 	seen chan struct{}
+	// ttfb and rate model a remote origin for BenchmarkSlice: each
+	// response starts after ttfb and streams at rate bytes/s (0: loopback
+	// speed). Set before the first request.
+	ttfb time.Duration
+	rate float64
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	emu, err := emulator.Start(emulator.Options{Bucket: bucket, Versioning: true})
 	if err != nil {
@@ -77,7 +82,10 @@ func newWorld(t *testing.T) *world {
 				<-ch
 			}
 		}
-		cw := &countingWriter{ResponseWriter: rw}
+		if w.ttfb > 0 {
+			time.Sleep(w.ttfb) // the modelled origin's latency, not a wait for a condition
+		}
+		cw := &countingWriter{ResponseWriter: rw, rate: w.rate, start: time.Now()}
 		rp.ServeHTTP(cw, r)
 		w.mu.Lock()
 		w.bytes += cw.n
@@ -89,12 +97,21 @@ func newWorld(t *testing.T) *world {
 
 type countingWriter struct {
 	http.ResponseWriter
-	n int64
+	n     int64
+	rate  float64 // bytes/s, 0: unpaced
+	start time.Time
 }
 
 func (c *countingWriter) Write(b []byte) (int, error) {
 	n, err := c.ResponseWriter.Write(b)
 	c.n += int64(n)
+	if c.rate > 0 {
+		// Pace the stream: the modelled link's bandwidth.
+		due := c.start.Add(time.Duration(float64(c.n) / c.rate * float64(time.Second)))
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+	}
 	return n, err
 }
 
@@ -112,7 +129,7 @@ func (w *world) origin() ([]originReq, int64) {
 }
 
 // put stores data as a new generation of name and returns the generation.
-func (w *world) put(t *testing.T, name string, data []byte) int64 {
+func (w *world) put(t testing.TB, name string, data []byte) int64 {
 	t.Helper()
 	w.emu.Put(bucket, name, data)
 	obj, err := w.emu.GetObject(bucket, name)
@@ -144,7 +161,7 @@ func randomBytes(seed uint64, n int) []byte {
 
 // startZone starts a zone cache in front of w with o's access settings
 // (Open when o says nothing) and stops it when the test ends.
-func startZone(t *testing.T, w *world, o Options) *Proc {
+func startZone(t testing.TB, w *world, o Options) *Proc {
 	t.Helper()
 	if err := Available(); err != nil {
 		t.Fatalf("%v (scripts/test.sh installs nginx-light)", err)
