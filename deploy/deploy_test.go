@@ -318,8 +318,8 @@ func TestMountUnitCachePerInstance(t *testing.T) {
 }
 
 // TestUnitsVerify runs `systemd-analyze verify` on every unit here, the
-// node daemon's included, where systemd-analyze is installed. The units
-// name /usr/local/bin/jitfs, which a test machine need not have: it
+// node daemon's and the zone cache's included, where systemd-analyze is
+// installed. The units name /usr/local/bin/jitfs (and start.sh), which a test machine need not have: it
 // verifies copies that run /bin/true instead, templates as an "example"
 // instance. verify exits 0 on unknown keys and bad values, so any output
 // fails the test.
@@ -332,6 +332,11 @@ func TestUnitsVerify(t *testing.T) {
 	if err != nil || len(units) == 0 {
 		t.Fatalf("no units: %v", err)
 	}
+	zone, err := filepath.Glob("zone-cache/*.service")
+	if err != nil || len(zone) == 0 {
+		t.Fatalf("no zone cache unit: %v", err)
+	}
+	units = append(units, zone...)
 	dir := t.TempDir()
 	var names []string
 	for _, u := range units {
@@ -339,12 +344,13 @@ func TestUnitsVerify(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := strings.TrimSuffix(u, ".service")
+		name := strings.TrimSuffix(filepath.Base(u), ".service")
 		if strings.HasSuffix(name, "@") {
 			name += "example"
 		}
 		name += ".service"
 		fixed := strings.ReplaceAll(string(src), "/usr/local/bin/jitfs", "/bin/true")
+		fixed = strings.ReplaceAll(fixed, "/usr/local/lib/jitfs/zone-cache/start.sh", "/bin/true")
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(fixed), 0o644); err != nil {
 			t.Fatal(err)
 		}

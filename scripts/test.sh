@@ -19,12 +19,21 @@ dpkg -s python3-openvdb >/dev/null 2>&1 || need_apt+=(python3-openvdb) # for Ble
 # Debian package, so its rows are tested everywhere. gcsfuse takes minutes
 # to build (scripts/install-peers.sh): its rows are tested where installed.
 command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
+# The zone cache (deploy/zone-cache, internal/zonecache) is stock nginx with
+# the slice module; Debian's nginx-light has it. nginx lives in /usr/sbin.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then echo "scripts/test.sh: need root to install ${need_apt[*]}" >&2; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # nginx's postinst starts the package's default site on port 80 where
+  # systemd runs; the tests start their own nginx on free ports and need
+  # none, so do not leave one serving.
+  if [[ " ${need_apt[*]} " == *" nginx-light "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now nginx.service >/dev/null 2>&1 || true
+  fi
 fi
 if [ ! -e /dev/fuse ]; then
   echo "scripts/test.sh: /dev/fuse is missing; the tests mount real FUSE filesystems" >&2
@@ -48,10 +57,11 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   # The units name /usr/local/bin/jitfs, which a test machine need not
   # have: verify copies that run /bin/true instead. verify exits 0 on
   # unknown keys and bad values, so any output fails the run.
-  echo "== systemd-analyze verify deploy/*.service"
+  echo "== systemd-analyze verify deploy/*.service deploy/zone-cache/*.service"
   unitdir=$(mktemp -d)
-  for u in deploy/*.service; do
-    sed 's#/usr/local/bin/jitfs#/bin/true#' "$u" > "$unitdir/$(basename "$u" .service)example.service"
+  for u in deploy/*.service deploy/zone-cache/*.service; do
+    sed -e 's#/usr/local/bin/jitfs#/bin/true#' -e 's#/usr/local/lib/jitfs/zone-cache/start.sh#/bin/true#' \
+      "$u" > "$unitdir/$(basename "$u" .service)example.service"
   done
   verify_out=$(cd "$unitdir" && systemd-analyze verify ./*.service 2>&1) || true
   rm -rf "$unitdir"
