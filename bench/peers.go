@@ -171,7 +171,12 @@ func mountPeer(ctx context.Context, p Peer, addr, prefix, cache, mnt string) (*p
 			return nil, err
 		}
 	}
-	m := &peerMount{mnt: mnt, cmd: p.command(addr, prefix, cache, mnt), log: &tailBuffer{max: 4 << 10}, done: make(chan struct{})}
+	return startMount(ctx, p.command(addr, prefix, cache, mnt), mnt)
+}
+
+// startMount starts a FUSE client's process and waits as mountPeer does.
+func startMount(ctx context.Context, cmd *exec.Cmd, mnt string) (*peerMount, error) {
+	m := &peerMount{mnt: mnt, cmd: cmd, log: &tailBuffer{max: 4 << 10}, done: make(chan struct{})}
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	if err := m.cmd.Start(); err != nil {
 		return nil, err

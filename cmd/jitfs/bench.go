@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -38,6 +39,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	spec := fl.String("speculate", daemon.SpeculationKinds, "the jitfs strategies' fetching ahead without hooks (as jitfs mount --speculate); with it on, a \"jitfs cold, no speculation\" row is added")
 	node := fl.Bool("node", false, "instead of the matrix, the node daemon's figures: tasks at once through it vs one after another standalone, memory with many jobs listed, restart over a large cache")
 	nodeWorkload := fl.String("node-workload", "blender_sh010_f02", "with --node: the trace (in --traces) each task reads; a synthetic small-files workload when it is missing")
+	farm := fl.Bool("farm", false, "instead of the matrix, the zone's figures: nodes (each its own jitfs mount process and cache) reading one job at once, "+
+		"through GCS directly and through a zone cache (deploy/zone-cache, nginx), origin bytes against node count (docs/farm.md)")
+	farmNodes := fl.String("farm-nodes", "1,2,4,8", "with --farm: the node counts measured")
+	farmModes := fl.String("farm-modes", "gcs,zone", "with --farm: how nodes reach the origin: gcs (directly), zone (through the zone cache)")
+	farmKill := fl.Bool("farm-kill-zone", false, "with --farm: add a row with the most nodes through the zone cache, killed once half the bytes are read")
+	farmScale := fl.Float64("farm-scale", 1, "with --farm: scale the job's file sizes (1: 62 MiB of assets and 8 MiB per frame)")
 	peerNames := fl.String("peers", strings.Join(bench.PeerNames, ","), "other FUSE clients of GCS to measure beside jitfs, over the same link, where installed (\"none\" for none); scripts/install-peers.sh installs them")
 	peerPaths := map[string]*string{}
 	for _, n := range bench.PeerNames {
@@ -83,6 +90,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	// loopback is never touched: run the rest of the command there.
 	if err := wan.Reexec(); err != nil {
 		return err
+	}
+	if *farm {
+		return runFarmBench(*farmNodes, *farmModes, *farmKill, *farmScale, *short, *workDir, *asJSON, link, log, stdout, stderr)
 	}
 	if *node {
 		return runNodeBench(*traces, *nodeWorkload, *short, *workDir, *asJSON, link, log, stdout, stderr)
@@ -282,6 +292,57 @@ func runSoak(traces, names string, rounds, replayers int, workDir string, asJSON
 		rep.Markdown(stdout, link)
 	}
 	return rep.Err()
+}
+
+// runFarmBench is `jitfs bench --farm`: the zone's figures.
+func runFarmBench(nodes, modes string, kill bool, scale float64, short bool, workDir string, asJSON bool, link bench.Link,
+	log *slog.Logger, stdout, stderr io.Writer) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cfg := bench.FarmConfig{Link: link, Network: emulatedWAN(link), Log: log, Progress: stderr, KillZone: kill,
+		Modes: strings.Split(modes, ","), Job: bench.DefaultFarmJob(scale),
+		// The nodes are this binary's `jitfs mount`, each its own process.
+		Jitfs: func(args ...string) *exec.Cmd {
+			cmd := exec.Command(self, args...)
+			cmd.Env = os.Environ()
+			return cmd
+		}}
+	if short {
+		cfg.Job = bench.DefaultFarmJob(scale / 8)
+	}
+	for _, s := range strings.Split(nodes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 64 {
+			return fmt.Errorf("%w: --farm-nodes %q: want node counts from 1 to 64", errUsage, nodes)
+		}
+		cfg.Nodes = append(cfg.Nodes, n)
+	}
+	if scale <= 0 {
+		return fmt.Errorf("%w: --farm-scale must be positive", errUsage)
+	}
+	dir := workDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "jitfs-farm-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	cfg.WorkDir = dir
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.RunFarm(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	rep.Markdown(stdout)
+	return nil
 }
 
 // runNodeBench is `jitfs bench --node`: the node daemon's figures.
