@@ -41,9 +41,11 @@ var ErrBadCoOpen = errors.New("speculate: malformed co-open groups")
 // ImportCoOpen adds groups learned elsewhere (ExportCoOpen's JSON) whose
 // leaders co-open learning does not know yet, behind every group it
 // learned itself and only while there is room: what this node saw comes
-// first. It returns how many it added, and an error (wrapping
-// ErrBadCoOpen) when raw is not groups or holds an invalid one; then
-// nothing is added.
+// first. Their sequence followers are dropped: such a follower predicts
+// the frame after the last one its learner saw, which another node's
+// renders are not at. It returns how many it added, and an error
+// (wrapping ErrBadCoOpen) when raw is not groups or holds an invalid one;
+// then nothing is added.
 func (s *Speculator) ImportCoOpen(raw json.RawMessage) (int, error) {
 	if s == nil || s.co == nil || len(raw) == 0 {
 		return 0, nil
@@ -65,7 +67,14 @@ func (s *Speculator) ImportCoOpen(raw json.RawMessage) (int, error) {
 	defer m.mu.Unlock()
 	added := 0
 	for _, g := range gs {
-		if m.groups[g.Key] != nil || len(m.groups) >= coMaxLeaders {
+		kept := g.Followers[:0]
+		for _, f := range g.Followers {
+			if !f.Seq {
+				kept = append(kept, f)
+			}
+		}
+		g.Followers = kept
+		if len(kept) == 0 || m.groups[g.Key] != nil || len(m.groups) >= coMaxLeaders {
 			continue
 		}
 		g.elem = m.lru.PushBack(g)
