@@ -104,7 +104,8 @@ func (lt *learnTask) source(t *testing.T) (daemon.SourceStatus, daemon.NodeStatu
 // request. Node C, the same without --learn-prefix, prefetches the scene
 // file only, and every other read waits on GCS. Objects
 // under the prefix that do not check out (garbage, another version, too
-// large) are ignored with a log line each, and A's object is bounded.
+// large) are ignored with a log line each, A's object is bounded, and a
+// publication that fails is counted and logged once, never fatal.
 func TestNodeLearnShared(t *testing.T) {
 	const sceneBytes = 5_000
 	const frameBytes = sceneBytes + 3_000 + 3_000 + 100_000 + 200_000 + 400_000
@@ -131,7 +132,20 @@ func TestNodeLearnShared(t *testing.T) {
 		ta.frame(t, f)
 		ta.read(t, files(f))
 	}
+	// The first publication (at the detach) meets an upload outage: it is
+	// counted and logged, the task is not held up, and the next detach
+	// publishes.
+	w.Proxy.UploadOutage.Store(true)
 	ta.finish(t)
+	waitFor(t, "node A's failed publication counted", 2*time.Minute, func() bool {
+		ls := a.status(t).LearnShared
+		return ls != nil && ls.PublishErrors >= 1
+	})
+	w.Proxy.UploadOutage.Store(false)
+	if got := strings.Count(a.Log.String(), "shared learning not published"); got != 1 {
+		t.Fatalf("node A logged %d failed publications, want 1\n%s", got, a.Log)
+	}
+	attachLearnTask(t, w, a, "J", "a2").finish(t)
 	waitFor(t, "node A published job J's learning", 2*time.Minute, func() bool {
 		ls := a.status(t).LearnShared
 		return ls != nil && ls.Published >= 1
