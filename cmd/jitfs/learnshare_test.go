@@ -221,6 +221,9 @@ func TestNodeLearnShared(t *testing.T) {
 	if ls == nil || ls.Read != 1 || ls.Ignored != 3 || ls.CoOpenGroups == 0 {
 		t.Fatalf("node B's shared learning: %+v; want 1 object read, 3 ignored, co-open groups taken", ls)
 	}
+	if out, code := runJitfs(t, "status", "--daemon", b.sock); code != 0 || !strings.Contains(out, "1 read, 3 ignored") {
+		t.Fatalf("jitfs status --daemon: exit %d\n%s", code, out)
+	}
 	if got := strings.Count(b.Log.String(), "shared learning object ignored"); got != 3 {
 		t.Fatalf("node B logged %d ignored objects, want 3\n%s", got, b.Log)
 	}

@@ -362,6 +362,10 @@ func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
 		fmt.Fprintf(w, ", REBUILT at start (%s)", st.Metadata.RebuiltReason)
 	}
 	fmt.Fprintf(w, "; %d listings shared between jobs\n", st.ListingsShared)
+	if ls := st.LearnShared; ls != nil {
+		fmt.Fprintf(w, "  learning    shared at %s as %s: %d published (%d failed), %d read, %d ignored, %d read errors; %d of %d predicted files used\n",
+			ls.Prefix, ls.Node, ls.Published, ls.PublishErrors, ls.Read, ls.Ignored, ls.ReadErrors, ls.PredictionsUsed, ls.Predictions)
+	}
 	for _, d := range st.Recovering {
 		fmt.Fprintf(w, "  uploading   outputs a gone task staged in %s\n", d)
 	}
