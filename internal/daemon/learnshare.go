@@ -56,10 +56,13 @@ type learnSharing struct {
 
 // viewLearn is one view's publishing state.
 type viewLearn struct {
-	mu   sync.Mutex // held by the view's upload: one at a time, in order
-	seq  int64      // of the latest snapshot taken (guarded by mu of the job's views, see publishView)
-	done int64      // the latest snapshot uploaded or found unchanged (guarded by mu)
-	sum  [32]byte   // of what done published (guarded by mu)
+	seq atomic.Int64 // of the latest snapshot taken: a publish never waits on an upload
+	// mu is held by the view's upload, so they run one at a time; done and
+	// sum are the latest snapshot uploaded (or found unchanged) and its
+	// content's hash.
+	mu   sync.Mutex
+	done int64
+	sum  [32]byte
 }
 
 func startLearnSharing(n *Node) (*learnSharing, error) {
@@ -234,7 +237,8 @@ func (n *Node) publishView(job string, v *view) {
 	rec.Written = time.Now().Unix()
 	data, err := learnshare.Encode(rec)
 	for err != nil && (groups > 1 || len(rec.Frames) > 1) {
-		// Past the bound: fewer groups, then fewer files, most recent kept.
+		// Past the bound: half the groups (the most recently led kept),
+		// then half the files, until it fits.
 		if groups > 1 {
 			groups /= 2
 			rec.CoOpen, _, _ = v.spec.ExportCoOpen(groups)
@@ -249,10 +253,7 @@ func (n *Node) publishView(job string, v *view) {
 		return
 	}
 	vl := v.learn
-	vl.mu.Lock()
-	vl.seq++
-	seq := vl.seq
-	vl.mu.Unlock()
+	seq := vl.seq.Add(1)
 	ls.wg.Add(1)
 	go func() {
 		defer ls.wg.Done()
