@@ -152,6 +152,12 @@ func TestNodeLearnShared(t *testing.T) {
 		ls := a.status(t).LearnShared
 		return ls != nil && ls.Published >= 1
 	})
+	// A task that learns nothing new publishes nothing.
+	attachLearnTask(t, w, a, "J", "a3").finish(t)
+	waitFor(t, "node A's unchanged knowledge skipped", 2*time.Minute, func() bool { return a.status(t).LearnShared.Unchanged >= 1 })
+	if ls := a.status(t).LearnShared; ls.Published != 1 {
+		t.Fatalf("node A uploaded its unchanged knowledge again: %+v", ls)
+	}
 	dir := learnshare.Dir("learn/", "J", "gs://"+testBucket+"/show/")
 	pg, err := w.GCS.ListFlatPage(context.Background(), dir, "", 0)
 	if err != nil {

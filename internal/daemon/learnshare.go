@@ -48,7 +48,7 @@ type learnSharing struct {
 	stop   chan struct{}  // ends the ticker
 	wg     sync.WaitGroup // the ticker and the uploads in flight
 
-	published, publishErrors, read, ignored, readErrors, coopenGroups atomic.Int64
+	published, unchanged, publishErrors, read, ignored, readErrors, coopenGroups atomic.Int64
 	// failing is set once a publish error was logged, and cleared by a
 	// publish that succeeds: an outage is one log line, not one per view.
 	failing atomic.Bool
@@ -259,8 +259,12 @@ func (n *Node) publishView(job string, v *view) {
 		defer ls.wg.Done()
 		vl.mu.Lock()
 		defer vl.mu.Unlock()
-		if seq <= vl.done || vl.sum == sum {
-			vl.done = max(vl.done, seq)
+		if seq <= vl.done {
+			return // a later snapshot is uploaded already
+		}
+		if vl.sum == sum {
+			vl.done = seq
+			ls.unchanged.Add(1)
 			return
 		}
 		bc, err := n.bucket(ls.ctx, ls.bucket)
@@ -290,7 +294,7 @@ func (n *Node) learnStatus(jobs []*job) *LearnSharedStatus {
 		return nil
 	}
 	st := &LearnSharedStatus{Prefix: sourceURL(ls.bucket, ls.prefix), Node: ls.node, Published: ls.published.Load(),
-		PublishErrors: ls.publishErrors.Load(), Read: ls.read.Load(), Ignored: ls.ignored.Load(),
+		Unchanged: ls.unchanged.Load(), PublishErrors: ls.publishErrors.Load(), Read: ls.read.Load(), Ignored: ls.ignored.Load(),
 		ReadErrors: ls.readErrors.Load(), CoOpenGroups: ls.coopenGroups.Load()}
 	for _, j := range jobs {
 		j.vmu.Lock()
@@ -309,9 +313,11 @@ func (n *Node) learnStatus(jobs []*job) *LearnSharedStatus {
 type LearnSharedStatus struct {
 	Prefix string `json:"prefix"` // gs://BUCKET/PREFIX/
 	Node   string `json:"node"`   // this node's id in object names
-	// Published counts objects uploaded; PublishErrors, uploads that
-	// failed or knowledge past the bound.
+	// Published counts objects uploaded; Unchanged, publications skipped
+	// because the view's knowledge had not changed since its last upload;
+	// PublishErrors, uploads that failed or knowledge past the bound.
 	Published     int64 `json:"published"`
+	Unchanged     int64 `json:"unchanged"`
 	PublishErrors int64 `json:"publish_errors"`
 	// Read counts other nodes' objects merged into a job's view; Ignored,
 	// objects (or their co-open groups) that did not check out; ReadErrors,
