@@ -57,12 +57,13 @@ type learnSharing struct {
 // viewLearn is one view's publishing state.
 type viewLearn struct {
 	seq atomic.Int64 // of the latest snapshot taken: a publish never waits on an upload
-	// mu is held by the view's upload, so they run one at a time; done and
-	// sum are the latest snapshot uploaded (or found unchanged) and its
-	// content's hash.
+	// sum is the hash of the content last uploaded: an unchanged snapshot
+	// is dropped before it is encoded.
+	sum atomic.Pointer[[32]byte]
+	// mu is held by the view's upload, so they run one at a time; done is
+	// the latest snapshot uploaded (or found unchanged).
 	mu   sync.Mutex
 	done int64
-	sum  [32]byte
 }
 
 func startLearnSharing(n *Node) (*learnSharing, error) {
@@ -234,6 +235,11 @@ func (n *Node) publishView(job string, v *view) {
 	}
 	body, _ := json.Marshal(rec)
 	sum := sha256.Sum256(body)
+	vl := v.learn
+	if p := vl.sum.Load(); p != nil && *p == sum {
+		ls.unchanged.Add(1)
+		return
+	}
 	rec.Written = time.Now().Unix()
 	data, err := learnshare.Encode(rec)
 	for err != nil && (groups > 1 || len(rec.Frames) > 1) {
@@ -252,7 +258,6 @@ func (n *Node) publishView(job string, v *view) {
 		ls.log.Warn("node: shared learning not published", "job", job, "err", err)
 		return
 	}
-	vl := v.learn
 	seq := vl.seq.Add(1)
 	ls.wg.Add(1)
 	go func() {
@@ -262,7 +267,7 @@ func (n *Node) publishView(job string, v *view) {
 		if seq <= vl.done {
 			return // a later snapshot is uploaded already
 		}
-		if vl.sum == sum {
+		if p := vl.sum.Load(); p != nil && *p == sum {
 			vl.done = seq
 			ls.unchanged.Add(1)
 			return
@@ -281,7 +286,8 @@ func (n *Node) publishView(job string, v *view) {
 			return
 		}
 		ls.failing.Store(false)
-		vl.done, vl.sum = seq, sum
+		vl.done = seq
+		vl.sum.Store(&sum)
 		ls.published.Add(1)
 		ls.log.Debug("node: shared learning published", "job", job, "source", rec.Source, "bytes", len(data), "frame_files", len(rec.Frames))
 	}()
