@@ -17,6 +17,13 @@
 // job releases them or ends, up to a fraction of the cache budget, so
 // pins can never wedge the cache. Released files are evicted first.
 //
+// Frame learning (learn.go) predicts a job's next frame from the frames
+// it served. Its knowledge can be carried between engines (shared.go: the
+// node daemon's --learn-prefix): FrameKnowledge gives a job's frame
+// files generalised on the frame number, TeachFrames takes another's,
+// and a job with no previous frame of its own then has the files of the
+// frame it starts predicted from it and fetched at once.
+//
 // # Concurrency
 //
 // Engine.mu guards the queue, the tasks, the jobs and their pins, and the

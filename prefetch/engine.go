@@ -148,6 +148,11 @@ type Engine struct {
 
 	learners                      map[string]*learner
 	learnedPredicted, learnedUsed int64
+	// taught is frame knowledge from elsewhere (shared.go); its
+	// predictions are counted apart.
+	taught                      []FrameFile
+	sharedPredicted, sharedUsed int64
+	startSeq                    int64
 
 	outstanding atomic.Int64
 	wg          sync.WaitGroup
@@ -257,11 +262,11 @@ func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result
 		return nil, err
 	}
 	var js *jobState
-	var learned []string
+	var learned, taught []string
 	if p.Job.ID != "" {
 		js = e.job(p.Job.ID)
 		if p.Scope == hooks.ScopeFrame && p.Frame != nil {
-			learned = e.frameStartedLocked(p.Job.ID, *p.Frame)
+			taught, learned = e.frameStartedLocked(p.Job.ID, *p.Frame)
 		}
 	}
 	for i, w := range p.Wants {
@@ -288,8 +293,11 @@ func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result
 		ts[i] = t
 	}
 	e.mu.Unlock()
+	// Queued after this request's own files, a band below them.
+	if len(taught) > 0 {
+		e.learnNow(p.Job.ID, *p.Frame, taught)
+	}
 	if len(learned) > 0 {
-		// Queued after this request's own files, a band below them.
 		e.learnAhead(p.Job.ID, *p.Frame, learned)
 	}
 

@@ -28,6 +28,11 @@ type learner struct {
 	// not opened yet; next, those predicted for the frame after it.
 	predicted, next map[string]bool
 	nextFrame       int
+	// taughtNow and taughtNext are the same for predictions made from
+	// taught knowledge (shared.go), counted apart.
+	taughtNow, taughtNext map[string]bool
+	// started orders learners by their last frame start.
+	started int64
 }
 
 // shape is a path with its number runs blanked, for pairing the same file
@@ -118,12 +123,17 @@ func (e *Engine) Observe(rel string) {
 			delete(l.predicted, rel)
 			e.learnedUsed++
 		}
+		if l.taughtNow[rel] {
+			delete(l.taughtNow, rel)
+			e.sharedUsed++
+		}
 	}
 }
 
 // frameStartedLocked closes the job's previous frame window, opens one for
-// frame, and returns the files predicted for frame+1.
-func (e *Engine) frameStartedLocked(job string, frame int) []string {
+// frame, and returns the files predicted for frame+1 and, from taught
+// knowledge when the job has no frame of its own to go by, for frame.
+func (e *Engine) frameStartedLocked(job string, frame int) (now, next []string) {
 	l := e.learners[job]
 	if l == nil {
 		l = &learner{learned: map[int]map[string]bool{}}
@@ -131,7 +141,7 @@ func (e *Engine) frameStartedLocked(job string, frame int) []string {
 		e.learning.Store(true)
 	}
 	if l.active && l.frame == frame {
-		return nil // a repeated request for the frame in progress
+		return nil, nil // a repeated request for the frame in progress
 	}
 	if l.active {
 		l.learned[l.frame] = l.seen
@@ -146,13 +156,37 @@ func (e *Engine) frameStartedLocked(job string, frame int) []string {
 	if l.nextFrame == frame && l.next != nil {
 		l.predicted = l.next
 	}
-	next := predict(l, frame-1, frame+1)
+	l.taughtNow = map[string]bool{}
+	if l.nextFrame == frame && l.taughtNext != nil {
+		l.taughtNow = l.taughtNext
+	}
+	e.startSeq++
+	l.started = e.startSeq
+	next = predict(l, frame-1, frame+1)
 	l.next, l.nextFrame = map[string]bool{}, frame+1
 	for _, p := range next {
 		l.next[p] = true
 	}
 	e.learnedPredicted += int64(len(next))
-	return next
+	l.taughtNext = nil
+	if len(e.taught) > 0 && l.learned[frame-1] == nil {
+		// Nothing of its own to predict this frame from (its first here):
+		// what other nodes saw, for this frame now and the next ahead.
+		now = e.taughtLocked(frame, l.taughtNow)
+		for _, p := range now {
+			l.taughtNow[p] = true
+		}
+		if len(next) == 0 {
+			next = e.taughtLocked(frame+1, l.taughtNow)
+			l.taughtNext = map[string]bool{}
+			for _, p := range next {
+				l.taughtNext[p] = true
+			}
+			e.sharedPredicted += int64(len(next))
+		}
+		e.sharedPredicted += int64(len(now))
+	}
+	return now, next
 }
 
 // learnAhead prefetches what frame+1 will need, at look-ahead priority.

@@ -67,6 +67,11 @@
 // plain follower. Frames of the leader's own sequence are left to
 // sequence read-ahead.
 //
+// ExportCoOpen and ImportCoOpen (share.go) carry groups between nodes
+// (the node daemon's --learn-prefix): imported groups come after the
+// node's own, only for leaders it does not know, and without their
+// sequence followers, whose next step is another node's.
+//
 // Co-open predictions are counted in the same Stats (and in CoOpen):
 // predicted once looked up and within the byte bounds (MaxFileBytes a
 // file, MaxBytes outstanding for co-open, and the Budget every stream

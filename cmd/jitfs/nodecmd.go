@@ -34,6 +34,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	prefetchers := fl.Int("prefetch-workers", 32, "files each job's prefetch engine fetches at once")
 	spec := speculateFlag(fl)
 	zf := zoneFlags(fl)
+	learnPrefix := fl.String("learn-prefix", "", "gs://BUCKET/PREFIX where jobs' frame and co-open learning is shared with the other nodes, so a node's first frame of a job is prefetched from what others saw (empty: not shared; docs/learn-shared.md)")
 	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: none)")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
@@ -67,6 +68,12 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var learnBucket, learnPfx string
+	if *learnPrefix != "" {
+		if learnBucket, learnPfx, err = parseGSURL(*learnPrefix); err != nil {
+			return fmt.Errorf("--learn-prefix: %w", err)
+		}
+	}
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
@@ -89,7 +96,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	n, err := daemon.StartNode(ctx, daemon.NodeConfig{CacheDir: *cacheDir, CacheSize: csize, StagingDir: staging, StagingSize: ocfg.StagingSize,
 		Socket: *socket, SocketGroup: *socketGroup, Endpoint: *endpoint, AttemptTimeout: *attemptTimeout, OpTimeout: *opTimeout,
 		JobGrace: *jobGrace, Passthrough: *passthrough, AllowOther: *allowOther, StrictVerify: strict, PrefetchWorkers: *prefetchers,
-		Speculate: sp, Zone: zone, Output: ocfg, Log: log, Telemetry: tel})
+		Speculate: sp, Zone: zone, LearnBucket: learnBucket, LearnPrefix: learnPfx, Output: ocfg, Log: log, Telemetry: tel})
 	if err != nil {
 		return err
 	}

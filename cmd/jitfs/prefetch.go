@@ -369,6 +369,10 @@ func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
 	for _, z := range st.Zones {
 		fmt.Fprintf(w, "  zone cache  gs://%s: %s\n", z.Bucket, zoneLine(z))
 	}
+	if ls := st.LearnShared; ls != nil {
+		fmt.Fprintf(w, "  learning    shared at %s as %s: %d published (%d failed), %d read, %d ignored, %d read errors; %d of %d predicted files used\n",
+			ls.Prefix, ls.Node, ls.Published, ls.PublishErrors, ls.Read, ls.Ignored, ls.ReadErrors, ls.PredictionsUsed, ls.Predictions)
+	}
 	for _, d := range st.Recovering {
 		fmt.Fprintf(w, "  uploading   outputs a gone task staged in %s\n", d)
 	}

@@ -30,6 +30,9 @@
 // live task so that a daemon restarted after a crash detaches their dead
 // mounts; nodeorphan.go uploads what staging directories hold when no task
 // serves them (a detached task's, or every one found at start);
+// learnshare.go publishes what each job's view learned (frames,
+// co-open groups) under the learn prefix and reads the other nodes' when a
+// view is made (internal/learnshare, docs/learn-shared.md);
 // nodeapi.go is the jitfs.node/v1 control API's schema, nodehttp.go its
 // handlers and nodeclient.go the client `jitfs run`, `jitfs status` and
 // `jitfs prefetch --release` use. A task lives as long as its attach

@@ -56,6 +56,10 @@ type NodeConfig struct {
 	PrefetchWorkers int
 	// Speculate fetches ahead of readers that send no hooks, per job.
 	Speculate Speculation
+	// LearnBucket and LearnPrefix ("" or ending in "/") are where jobs'
+	// learning is shared with other nodes (learnshare.go); no bucket, no
+	// sharing.
+	LearnBucket, LearnPrefix string
 	// Output is the template of every task's output areas (upload workers,
 	// backoff, delays); its bucket, prefix, mountpoint and staging are the
 	// task's.
@@ -98,6 +102,8 @@ type Node struct {
 	wg        sync.WaitGroup
 	closed    closeOnce
 	tasksDir  string // live tasks' records, for a restart after a crash
+
+	ls *learnSharing // nil without NodeConfig.LearnBucket
 }
 
 // bucketClient is one GCS client per bucket, shared by every job, and the
@@ -148,6 +154,12 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 		n.closeStores()
 		return nil, fmt.Errorf("node: staging directory: %w", err)
 	}
+	if cfg.LearnBucket != "" {
+		if n.ls, err = startLearnSharing(n); err != nil {
+			n.closeStores()
+			return nil, err
+		}
+	}
 	n.recoverTasks()
 	if err := n.restoreJobs(); err != nil {
 		n.closeStores()
@@ -168,6 +180,9 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 }
 
 func (n *Node) closeStores() {
+	if n.ls != nil {
+		n.ls.close()
+	}
 	n.Store.Close()
 	n.Cache.Close()
 }
@@ -321,6 +336,10 @@ func (n *Node) close() error {
 		j.closeViews()
 	}
 	n.wg.Wait()
+	if n.ls != nil {
+		// Before the clients it uploads through close.
+		n.ls.close()
+	}
 	n.mu.Lock()
 	for _, b := range n.buckets {
 		if b.gc != nil {
@@ -369,6 +388,7 @@ func (n *Node) Status() NodeStatus {
 	for _, j := range jobs {
 		st.Jobs = append(st.Jobs, j.status(n))
 	}
+	st.LearnShared = n.learnStatus(jobs)
 	sort.Slice(st.Jobs, func(a, b int) bool { return st.Jobs[a].ID < st.Jobs[b].ID })
 	return st
 }

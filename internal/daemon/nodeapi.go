@@ -106,6 +106,9 @@ type NodeStatus struct {
 	// Recovering are output areas left by earlier tasks whose staged files
 	// are still being uploaded.
 	Recovering []string `json:"recovering,omitempty"`
+	// LearnShared is learning shared across nodes (absent without
+	// --learn-prefix).
+	LearnShared *LearnSharedStatus `json:"learn_shared,omitempty"`
 }
 
 // MetadataStatus describes the persisted metadata store.

@@ -47,6 +47,7 @@ type view struct {
 	ns             *namespace.Namespace
 	engine         *prefetch.Engine
 	spec           *speculate.Speculator // nil with speculation off
+	learn          *viewLearn            // publishing what it learned (learnshare.go)
 }
 
 func sourceKey(bucket, prefix string) string { return bucket + "/" + prefix }
@@ -67,6 +68,16 @@ func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, 
 	if err != nil {
 		return nil, err
 	}
+	// So is what other nodes learned of the job, for a view made now.
+	var taught *learned
+	if n.ls != nil {
+		j.vmu.Lock()
+		fresh := j.views[key] == nil
+		j.vmu.Unlock()
+		if fresh {
+			taught = n.learnRead(ctx, j.id, bucket, prefix)
+		}
+	}
 	j.vmu.Lock()
 	defer j.vmu.Unlock()
 	if v := j.views[key]; v != nil {
@@ -77,7 +88,7 @@ func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, 
 	if err != nil {
 		return nil, err
 	}
-	v := &view{bucket: bucket, prefix: prefix, ns: ns}
+	v := &view{bucket: bucket, prefix: prefix, ns: ns, learn: &viewLearn{}}
 	v.engine, err = prefetch.New(prefetch.Options{Resolver: v, Cache: n.Cache, Source: bc.gc,
 		Workers: n.cfg.PrefetchWorkers, Logger: n.log.With("job", j.id)})
 	if err != nil {
@@ -87,6 +98,7 @@ func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, 
 	// Speculation follows the job, not a process or a task: tasks come and
 	// go, the job's reading of a directory is one stream.
 	v.spec = n.cfg.Speculate.start(ns, n.Cache, bc.gc, bucket, coopenFile(n.cfg.CacheDir, bucket, prefix), n.log.With("job", j.id))
+	n.learnTeach(v, taught)
 	j.views[key] = v
 	return v, nil
 }
@@ -230,6 +242,7 @@ func (n *Node) endJob(j *job, now bool) bool {
 		j.timer.Stop()
 	}
 	n.mu.Unlock()
+	n.learnPublish(j)
 	j.closeViews()
 	j.pmu.Lock()
 	if err := n.Store.DeleteJob(j.id); err != nil {

@@ -317,6 +317,7 @@ func (n *Node) detach(t *task, why string) error {
 	t.detachOnce.Do(func() {
 		t.detachErr = n.teardown(t)
 		n.leaveJob(t.job, t)
+		n.learnPublish(t.job)
 		n.log.Info("node: task detached", "task", t.id, "job", t.job.id, "why", why, "err", t.detachErr)
 		close(t.done)
 	})
