@@ -113,6 +113,10 @@ type Cache struct {
 	lru     *simplelru.LRU[string, *Object] // recency of objects with bytes on disk
 	used    int64                           // bytes allocated on disk by data files
 	closed  bool
+	// tracked are the prefixes whose bytes are counted, by bucket
+	// (usage.go); named is set once every object found at start is named.
+	tracked map[string][]*PrefixUsage
+	named   atomic.Bool
 
 	// memMu guards the memory LRU: fills the disk refused, served from
 	// their buffers (Object.mem), most recently read at the front, at most
@@ -172,8 +176,9 @@ func New(opts Options) (*Cache, error) {
 	}
 	c.log.Info("cache ready", "dir", opts.Dir, "objects", c.lru.Len(), "used_bytes", c.used,
 		"budget_bytes", opts.Budget, "startup", time.Since(start).Round(time.Millisecond))
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.evictLoop()
+	go c.nameFromJournals()
 	c.kickEviction()
 	return c, nil
 }
@@ -234,6 +239,7 @@ func (c *Cache) scan() error {
 	for _, f := range all {
 		o := c.newObject(f.key, Meta{})
 		o.bytes = f.bytes
+		o.u.bytes = f.bytes
 		c.objects[f.key] = o
 		c.lru.Add(f.key, o)
 		c.used += f.bytes
@@ -320,6 +326,7 @@ func (c *Cache) Open(m Meta, src Source) (*Handle, error) {
 		o = c.newObject(key, m)
 		c.objects[key] = o
 	}
+	c.nameLocked(o, m.Bucket, m.Name)
 	c.lru.Get(key) // recency
 	o.mu.Lock()
 	o.refs++
@@ -373,6 +380,7 @@ func (c *Cache) Len() int {
 func (c *Cache) account(o *Object, delta int64) {
 	c.mu.Lock()
 	c.used += delta
+	c.usageAddLocked(o, delta)
 	if !c.lru.Contains(o.key) {
 		c.lru.Add(o.key, o)
 	}
@@ -494,6 +502,7 @@ func (c *Cache) evict() {
 		}
 		victims = append(victims, o)
 		o.mu.Unlock()
+		c.usageDropLocked(o)
 		c.lru.Remove(k)
 		delete(c.objects, k)
 	}
