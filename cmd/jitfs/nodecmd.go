@@ -34,6 +34,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	prefetchers := fl.Int("prefetch-workers", 32, "files each job's prefetch engine fetches at once")
 	spec := speculateFlag(fl)
 	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: none)")
+	nf := addNomadFlags(fl)
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	pos, err := parseInterspersed(fl, args)
@@ -70,6 +71,10 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	if err := of.apply(&ocfg); err != nil {
 		return err
 	}
+	var acfg daemon.AffinityConfig
+	if err := nf.apply(&acfg); err != nil {
+		return err
+	}
 	staging := *of.stagingDir
 	if staging == "" {
 		staging = defaultStagingRoot
@@ -84,7 +89,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	n, err := daemon.StartNode(ctx, daemon.NodeConfig{CacheDir: *cacheDir, CacheSize: csize, StagingDir: staging, StagingSize: ocfg.StagingSize,
 		Socket: *socket, SocketGroup: *socketGroup, Endpoint: *endpoint, AttemptTimeout: *attemptTimeout, OpTimeout: *opTimeout,
 		JobGrace: *jobGrace, Passthrough: *passthrough, AllowOther: *allowOther, StrictVerify: strict, PrefetchWorkers: *prefetchers,
-		Speculate: sp, Output: ocfg, Log: log, Telemetry: tel})
+		Speculate: sp, Output: ocfg, Affinity: acfg, Log: log, Telemetry: tel})
 	if err != nil {
 		return err
 	}

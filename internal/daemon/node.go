@@ -58,7 +58,9 @@ type NodeConfig struct {
 	// backoff, delays); its bucket, prefix, mountpoint and staging are the
 	// task's.
 	Output OutputConfig
-	Log    *slog.Logger
+	// Affinity publishes where the cache's bytes are (affinity.go).
+	Affinity AffinityConfig
+	Log      *slog.Logger
 	// Telemetry is the process's metrics; nil records none.
 	Telemetry *telemetry.Telemetry
 }
@@ -96,6 +98,7 @@ type Node struct {
 	wg        sync.WaitGroup
 	closed    closeOnce
 	tasksDir  string // live tasks' records, for a restart after a crash
+	aff       affinity
 }
 
 // bucketClient is one GCS client per bucket, shared by every job, and the
@@ -152,6 +155,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	n.recoverStaging(ctx)
+	n.startAffinity()
 	if err := n.listen(); err != nil {
 		n.Close()
 		return nil, err
@@ -262,6 +266,7 @@ func (n *Node) snapshot() telemetry.Snapshot {
 		}
 		j.vmu.Unlock()
 	}
+	n.residentMetrics(&snap)
 	return snap
 }
 
@@ -286,6 +291,7 @@ func (n *Node) close() error {
 	if n.met != nil {
 		n.met.Close()
 	}
+	n.stopAffinity()
 	for _, t := range tasks {
 		if err := n.detach(t, "daemon stopping"); err != nil {
 			errs = append(errs, err)
@@ -361,6 +367,9 @@ func (n *Node) Status() NodeStatus {
 		st.Jobs = append(st.Jobs, j.status(n))
 	}
 	sort.Slice(st.Jobs, func(a, b int) bool { return st.Jobs[a].ID < st.Jobs[b].ID })
+	n.noteJobs(st.Jobs)
+	st.Sources, st.SourcesCounting = n.sourceStatus()
+	st.NomadMeta = n.nomadStatus()
 	return st
 }
 

@@ -88,6 +88,7 @@ func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, 
 	// go, the job's reading of a directory is one stream.
 	v.spec = n.cfg.Speculate.start(ns, n.Cache, bc.gc, bucket, coopenFile(n.cfg.CacheDir, bucket, prefix), n.log.With("job", j.id))
 	j.views[key] = v
+	n.trackSource(bucket, prefix)
 	return v, nil
 }
 
