@@ -108,7 +108,7 @@ var Catalog = []Def{
 	{OutputFailed, "{file}", ObservableGauge, nil, "output files whose upload failed permanently; their data stays staged"},
 	{OutputUploadLatency, "s", Histogram, nil, "time from an output file's close to its being durable in GCS"},
 	{NodeSourceResident, "By", ObservableGauge, []string{"source"}, "node daemon: bytes the cache holds under each source (gs://BUCKET/PREFIX/) a job on the node has read, kept after the jobs end; the 20 sources of the most bytes, the rest summed as source=\"other\""},
-	{NodeJobResident, "By", ObservableGauge, []string{"job"}, "node daemon: bytes the cache holds of the generations each job on the node pinned (jobs reading one scene both count it); the 20 jobs of the most bytes, the rest summed as job=\"other\""},
+	{NodeJobResident, "By", ObservableGauge, []string{"job_id"}, "node daemon: bytes the cache holds of the generations each job on the node pinned (jobs reading one scene both count it); the 20 jobs of the most bytes, the rest summed as job_id=\"other\" (not job, the label Prometheus gives the scrape target)"},
 	{Errors, "{error}", Counter, []string{"layer", "errno"}, "errors the mount's read-only FUSE operations returned to a reader, by errno (not ENOENT, a lookup's normal answer); layer is always fuse: output-area operations are not counted, and hook API failures show in jitfs.hook.requests by status"},
 }
 
@@ -273,7 +273,7 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 				put(NodeSourceResident, l.Value, attribute.String("source", l.Label))
 			}
 			for _, l := range s.JobResident {
-				put(NodeJobResident, l.Value, attribute.String("job", l.Label))
+				put(NodeJobResident, l.Value, attribute.String("job_id", l.Label))
 			}
 			return nil
 		}, list...)

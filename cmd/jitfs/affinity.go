@@ -77,3 +77,26 @@ func (f nomadFlags) apply(cfg *daemon.AffinityConfig) error {
 	cfg.Nomad, cfg.Interval, cfg.MinBytes = c, *f.interval, max(minBytes, 1)
 	return nil
 }
+
+// printWhereTheBytesAre is the status lines of the node's sources and of
+// its Nomad metadata publisher.
+func printWhereTheBytesAre(w io.Writer, st daemon.NodeStatus) {
+	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
+	counting := ""
+	if st.SourcesCounting {
+		counting = " (still counting what the cache held at start)"
+	}
+	if len(st.Sources) > 0 {
+		fmt.Fprintf(w, "  sources     what the cache holds of each source read on this node%s\n", counting)
+	}
+	for _, s := range st.Sources {
+		fmt.Fprintf(w, "    %-40s key %s  %.1f MiB resident in %d files\n", s.Source, s.Key, mib(s.ResidentBytes), s.Files)
+	}
+	if m := st.NomadMeta; m != nil {
+		fmt.Fprintf(w, "  nomad meta  %s: %d publishes, %d failed", m.Addr, m.Publishes, m.Errors)
+		if m.Failing {
+			fmt.Fprintf(w, ", FAILING (%s)", m.LastError)
+		}
+		fmt.Fprintf(w, "; %s=%q %s=%q\n", nomadmeta.MetaSources, m.Published[nomadmeta.MetaSources], nomadmeta.MetaJobs, m.Published[nomadmeta.MetaJobs])
+	}
+}
