@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jitfs/jitfs/cache"
@@ -76,6 +77,12 @@ type affinity struct {
 	jobs    []JobBytes           // the last sum of the jobs' bytes
 	jobsAt  time.Time
 	pub     *nomadmeta.Publisher
+	pruning atomic.Bool // forgetEmptySources is running
+	// used is when (in seq, counting trackSource calls) a job last began
+	// reading each source: a prune keeps the sources a job began reading
+	// after it looked at the jobs.
+	used map[string]uint64
+	seq  uint64
 }
 
 // JobBytes is what the node holds of one job.
@@ -87,7 +94,7 @@ type JobBytes struct {
 // startAffinity tracks the sources a previous daemon served and starts
 // the Nomad publisher when one is configured.
 func (n *Node) startAffinity() {
-	n.aff.sources = map[string][2]string{}
+	n.aff.sources, n.aff.used = map[string][2]string{}, map[string]uint64{}
 	b, err := os.ReadFile(filepath.Join(n.cfg.CacheDir, sourcesFile))
 	var list [][2]string
 	if err == nil {
@@ -121,19 +128,34 @@ func (n *Node) stopAffinity() {
 }
 
 // trackSource records that a job reads bucket/prefix: from now on the
-// node reports the bytes it holds of it, also after the job ends.
+// node reports the bytes it holds of it, also after the job ends. It is
+// called with the job's view lock held, so it takes no job's lock itself.
 func (n *Node) trackSource(bucket, prefix string) {
 	src := nomadmeta.Source(bucket, prefix)
 	n.aff.mu.Lock()
 	defer n.aff.mu.Unlock()
+	n.aff.seq++
+	n.aff.used[src] = n.aff.seq
 	if _, ok := n.aff.sources[src]; ok {
 		return
 	}
 	n.Cache.TrackPrefix(bucket, prefix)
 	n.aff.sources[src] = [2]string{bucket, prefix}
-	if len(n.aff.sources) > maxSources {
-		n.forgetEmptySourcesLocked()
+	n.saveSourcesLocked()
+	if len(n.aff.sources) > maxSources && n.aff.pruning.CompareAndSwap(false, true) {
+		n.mu.Lock()
+		if !n.closing {
+			n.wg.Add(1)
+			go n.forgetEmptySources()
+		} else {
+			n.aff.pruning.Store(false)
+		}
+		n.mu.Unlock()
 	}
+}
+
+// saveSourcesLocked writes the sources to the cache directory.
+func (n *Node) saveSourcesLocked() {
 	list := make([][2]string, 0, len(n.aff.sources))
 	for _, s := range n.aff.sources {
 		list = append(list, s)
@@ -152,20 +174,26 @@ func (n *Node) trackSource(bucket, prefix string) {
 	}
 }
 
-// forgetEmptySourcesLocked drops the sources the cache holds nothing of
-// and no job on the node reads.
-func (n *Node) forgetEmptySourcesLocked() {
+// forgetEmptySources drops the sources the cache holds nothing of and no
+// job on the node reads. It runs on its own goroutine: it takes every
+// job's view lock, one at a time, and never with affinity.mu held.
+func (n *Node) forgetEmptySources() {
+	defer n.wg.Done()
+	defer n.aff.pruning.Store(false)
+	n.aff.mu.Lock()
+	start := n.aff.seq
+	n.aff.mu.Unlock()
 	usage, complete := n.Cache.Usage()
 	if !complete {
 		return
 	}
-	inUse := map[string]bool{}
 	n.mu.Lock()
 	jobs := make([]*job, 0, len(n.jobs))
 	for _, j := range n.jobs {
 		jobs = append(jobs, j)
 	}
 	n.mu.Unlock()
+	inUse := map[string]bool{}
 	for _, j := range jobs {
 		j.vmu.Lock()
 		for _, v := range j.views {
@@ -173,15 +201,18 @@ func (n *Node) forgetEmptySourcesLocked() {
 		}
 		j.vmu.Unlock()
 	}
+	n.aff.mu.Lock()
+	defer n.aff.mu.Unlock()
 	for _, u := range usage {
 		src := nomadmeta.Source(u.Bucket, u.Prefix)
-		if u.Bytes == 0 && !inUse[src] {
-			if _, ok := n.aff.sources[src]; ok {
-				delete(n.aff.sources, src)
-				n.Cache.UntrackPrefix(u.Bucket, u.Prefix)
-			}
+		// A source tracked since the usage was read is not in it.
+		if _, ok := n.aff.sources[src]; ok && u.Bytes == 0 && !inUse[src] && n.aff.used[src] <= start {
+			delete(n.aff.sources, src)
+			delete(n.aff.used, src)
+			n.Cache.UntrackPrefix(u.Bucket, u.Prefix)
 		}
 	}
+	n.saveSourcesLocked()
 }
 
 // sourceStatus is every source's bytes, most first; counting is true while
