@@ -78,16 +78,6 @@ func (a *nomadAgent) requests() []nomadRequest {
 	return append([]nomadRequest(nil), a.reqs...)
 }
 
-// hasKey reports whether a comma-separated metadata list holds key.
-func hasKey(list, key string) bool {
-	for _, k := range strings.Split(list, ",") {
-		if k == key {
-			return true
-		}
-	}
-	return false
-}
-
 // scrapeValue reads the one series of name whose labels include label.
 func scrapeValue(t *testing.T, url, name, label string) (int64, bool) {
 	t.Helper()
@@ -267,6 +257,9 @@ func TestNodeWhereTheBytesAre(t *testing.T) {
 	reqs := agent.requests()
 	if nm.Failing || nm.Publishes+nm.Errors != int64(len(reqs)) {
 		t.Fatalf("publisher %+v after %d requests", nm, len(reqs))
+	}
+	if got := strings.Count(n.Log.String(), "cannot publish node metadata"); got != 1 {
+		t.Fatalf("the agent's outage (%d failed requests) was logged %d times, want once:\n%s", nm.Errors, got, n.Log)
 	}
 	for i := int(nm.Errors) + 1; i < len(reqs); i++ {
 		p, _ := json.Marshal(reqs[i-1].body)
