@@ -114,8 +114,10 @@ type Cache struct {
 	used    int64                           // bytes allocated on disk by data files
 	closed  bool
 	// tracked are the prefixes whose bytes are counted, by bucket
-	// (usage.go); named is set once every object found at start is named.
+	// (usage.go); naming says the objects found at start are being named
+	// (started by the first TrackPrefix), named that they all are.
 	tracked map[string][]*PrefixUsage
+	naming  bool
 	named   atomic.Bool
 
 	// memMu guards the memory LRU: fills the disk refused, served from
@@ -176,9 +178,8 @@ func New(opts Options) (*Cache, error) {
 	}
 	c.log.Info("cache ready", "dir", opts.Dir, "objects", c.lru.Len(), "used_bytes", c.used,
 		"budget_bytes", opts.Budget, "startup", time.Since(start).Round(time.Millisecond))
-	c.wg.Add(2)
+	c.wg.Add(1)
 	go c.evictLoop()
-	go c.nameFromJournals()
 	c.kickEviction()
 	return c, nil
 }

@@ -60,6 +60,13 @@ func (c *Cache) TrackPrefix(bucket, prefix string) {
 		c.tracked = map[string][]*PrefixUsage{}
 	}
 	c.tracked[bucket] = append(c.tracked[bucket], p)
+	if !c.naming && !c.closed {
+		// Only a cache whose usage is asked for reads its journals: a
+		// standalone mount never does.
+		c.naming = true
+		c.wg.Add(1)
+		go c.nameFromJournals()
+	}
 }
 
 // UntrackPrefix stops counting a prefix.
@@ -79,9 +86,9 @@ func (c *Cache) UntrackPrefix(bucket, prefix string) {
 }
 
 // Usage returns every tracked prefix's counters, sorted by bucket and
-// prefix. complete is false while objects found at start are still being
-// named from their journals: until then their bytes are in Used but in no
-// prefix.
+// prefix. complete is false from the first TrackPrefix until the objects
+// found at start are named from their journals: until then their bytes
+// are in Used but in no prefix.
 func (c *Cache) Usage() (usage []PrefixUsage, complete bool) {
 	c.mu.Lock()
 	for _, ps := range c.tracked {
@@ -89,6 +96,8 @@ func (c *Cache) Usage() (usage []PrefixUsage, complete bool) {
 			usage = append(usage, *p)
 		}
 	}
+	// With nothing tracked, nothing is missing from the (no) counters.
+	complete = !c.naming || c.named.Load()
 	c.mu.Unlock()
 	sort.Slice(usage, func(a, b int) bool {
 		if usage[a].Bucket != usage[b].Bucket {
@@ -96,7 +105,7 @@ func (c *Cache) Usage() (usage []PrefixUsage, complete bool) {
 		}
 		return usage[a].Prefix < usage[b].Prefix
 	})
-	return usage, c.named.Load()
+	return usage, complete
 }
 
 // usageAddLocked moves o's bytes in the counters by delta. An object
@@ -146,10 +155,10 @@ func (c *Cache) usageMoveLocked(o *Object, before, after int64) {
 }
 
 // nameFromJournals names the objects found at start by reading each one's
-// journal header (its first line), in the background: start-up itself
-// reads no file, and a restarted node's per-source bytes are whole once
-// this is done (Usage's complete). An object opened meanwhile is named by
-// its Open.
+// journal header (its first line), in the background once a prefix is
+// tracked: start-up itself reads no file, and a restarted node's
+// per-source bytes are whole once this is done (Usage's complete). An
+// object opened meanwhile is named by its Open.
 func (c *Cache) nameFromJournals() {
 	defer c.wg.Done()
 	defer c.named.Store(true)
