@@ -107,6 +107,9 @@ func (n *Node) startAffinity() {
 		n.log.Warn("node: the list of sources served is unreadable; starting without it", "err", err)
 	default:
 		for _, s := range list {
+			if s[0] == "" {
+				continue
+			}
 			n.aff.sources[nomadmeta.Source(s[0], s[1])] = s
 			n.Cache.TrackPrefix(s[0], s[1])
 		}
