@@ -128,6 +128,12 @@ type Cache struct {
 	lru     *simplelru.LRU[string, *Object] // recency of objects with bytes on disk
 	used    int64                           // bytes allocated on disk by data files
 	closed  bool
+	// tracked are the prefixes whose bytes are counted, by bucket
+	// (usage.go); naming says the objects found at start are being named
+	// (started by the first TrackPrefix), named that they all are.
+	tracked map[string][]*PrefixUsage
+	naming  bool
+	named   atomic.Bool
 
 	// memMu guards the memory LRU: fills the disk refused, served from
 	// their buffers (Object.mem), most recently read at the front, at most
@@ -249,6 +255,7 @@ func (c *Cache) scan() error {
 	for _, f := range all {
 		o := c.newObject(f.key, Meta{})
 		o.bytes = f.bytes
+		o.u.bytes = f.bytes
 		c.objects[f.key] = o
 		c.lru.Add(f.key, o)
 		c.used += f.bytes
@@ -335,6 +342,7 @@ func (c *Cache) Open(m Meta, src Source) (*Handle, error) {
 		o = c.newObject(key, m)
 		c.objects[key] = o
 	}
+	c.nameLocked(o, m.Bucket, m.Name)
 	c.lru.Get(key) // recency
 	o.mu.Lock()
 	o.refs++
@@ -388,6 +396,7 @@ func (c *Cache) Len() int {
 func (c *Cache) account(o *Object, delta int64) {
 	c.mu.Lock()
 	c.used += delta
+	c.usageAddLocked(o, delta)
 	if !c.lru.Contains(o.key) {
 		c.lru.Add(o.key, o)
 	}
@@ -509,6 +518,7 @@ func (c *Cache) evict() {
 		}
 		victims = append(victims, o)
 		o.mu.Unlock()
+		c.usageDropLocked(o)
 		c.lru.Remove(k)
 		delete(c.objects, k)
 	}

@@ -51,6 +51,14 @@
 // for every file it has cached. What is present stays in memory, so using an
 // idle object again reopens its files without re-reading its journal.
 //
+// # Usage by prefix
+//
+// TrackPrefix makes the cache count the bytes it holds under a bucket
+// prefix, a counter per prefix moved with every change of an object's
+// bytes (usage.go), so the node daemon reports per-source bytes without
+// walking the cache. Objects found at start are counted once a background
+// pass has read their journal headers (Usage's complete).
+//
 // # Concurrency
 //
 // Lock order: Cache.mu, then Object.mu. Concurrent readers of one block

@@ -89,6 +89,9 @@ type Object struct {
 	// the next open tries the disk again.
 	memOnly bool
 	bytes   int64 // bytes allocated on disk by the data file
+	// u is the object's part in the per-prefix counters (usage.go),
+	// guarded by Cache.mu.
+	u       objUsage
 	touched time.Time
 	// prefetched counts bytes fetched for the prefetch engine rather than a
 	// reader; read records whether a reader has since read the object, so

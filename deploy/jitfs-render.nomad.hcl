@@ -56,6 +56,9 @@
 #     restarted. Reserve the daemon's share of the node, e.g.
 #     client { reserved { cpu = 2000  memory = 4096 } }, since Nomad does
 #     not count it, and keep the cache and staging disk out of Nomad's.
+#   - for the affinity below, the daemon run with --nomad-meta
+#     (EXTRA_ARGS in /etc/jitfs/daemon.env) and, with ACLs on, a
+#     NOMAD_TOKEN there with node:write.
 #   - the Blender hook installed as /opt/jitfs/jitfs_prefetch.py (a copy
 #     of blender-hooks/jitfs_prefetch.py, the path docs/blender.md uses).
 #
@@ -81,6 +84,25 @@ job "render-sh010" {
   constraint {
     attribute = "${meta.jitfs_daemon}"
     value     = "true"
+  }
+
+  # Prefer the nodes whose cache already holds the scene: a node daemon
+  # started with --nomad-meta publishes in its node metadata jitfs_sources
+  # the keys of the sources it holds at least --nomad-meta-min-bytes of
+  # (docs/affinity.md). The value is the key of the --mount source below,
+  # printed by
+  #   jitfs affinity-key gs://studio-show/show
+  # at submit time (a submit script or template can run it; a source's key
+  # never changes). Several sources: their keys, comma-separated, and
+  # set_contains_any prefers a node holding any of them. An affinity, not
+  # a constraint: a node holding nothing still takes the task when those
+  # holding the scene are full, and a new scene's first tasks place
+  # anywhere.
+  affinity {
+    attribute = "${meta.jitfs_sources}"
+    operator  = "set_contains_any"
+    value     = "f95195edce4f"
+    weight    = 50
   }
 
   group "frames" {

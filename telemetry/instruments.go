@@ -72,6 +72,8 @@ const (
 	OutputFailed        = "jitfs.output.failed"
 	OutputUploadLatency = "jitfs.output.upload.duration"
 	Errors              = "jitfs.errors"
+	NodeSourceResident  = "jitfs.node.source.resident"
+	NodeJobResident     = "jitfs.node.job.resident"
 )
 
 // Catalog is every instrument jitfs exports. docs/metrics.md lists it
@@ -109,6 +111,8 @@ var Catalog = []Def{
 	{OutputPending, "{file}", ObservableGauge, nil, "closed output files waiting for or in upload"},
 	{OutputFailed, "{file}", ObservableGauge, nil, "output files whose upload failed permanently; their data stays staged"},
 	{OutputUploadLatency, "s", Histogram, nil, "time from an output file's close to its being durable in GCS"},
+	{NodeSourceResident, "By", ObservableGauge, []string{"source"}, "node daemon: bytes the cache holds under each source (gs://BUCKET/PREFIX/) a job on the node has read, kept after the jobs end; the 20 sources of the most bytes, the rest summed as source=\"other\""},
+	{NodeJobResident, "By", ObservableGauge, []string{"job_id"}, "node daemon: bytes the cache holds of the generations each job on the node pinned (jobs reading one scene both count it); the 20 jobs of the most bytes, the rest summed as job_id=\"other\" (not job, the label Prometheus gives the scrape target)"},
 	{Errors, "{error}", Counter, []string{"layer", "errno"}, "errors the mount's read-only FUSE operations returned to a reader, by errno (not ENOENT, a lookup's normal answer); layer is always fuse: output-area operations are not counted, and hook API failures show in jitfs.hook.requests by status"},
 }
 
@@ -133,6 +137,15 @@ type Snapshot struct {
 	ListAheadFlat, ListAheadBackground, ListAheadSaved, ListAheadWasted int64
 	OutputStaged, OutputUploaded                                        int64
 	OutputDurable, OutputPending, OutputFailed                          int64
+	// SourceResident and JobResident are the node daemon's bytes per
+	// source and per job, already bounded in number.
+	SourceResident, JobResident []Labeled
+}
+
+// Labeled is one value of a labelled series.
+type Labeled struct {
+	Label string
+	Value int64
 }
 
 // Metrics holds jitfs's instruments. A nil *Metrics records nothing, so
@@ -264,6 +277,12 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 			put(OutputDurable, s.OutputDurable)
 			put(OutputPending, s.OutputPending)
 			put(OutputFailed, s.OutputFailed)
+			for _, l := range s.SourceResident {
+				put(NodeSourceResident, l.Value, attribute.String("source", l.Label))
+			}
+			for _, l := range s.JobResident {
+				put(NodeJobResident, l.Value, attribute.String("job_id", l.Label))
+			}
 			return nil
 		}, list...)
 		errs = append(errs, err)

@@ -125,7 +125,9 @@ func TestPrometheusEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tel.Shutdown(context.Background())
-	m, err := New(tel.Meters, func() Snapshot { return Snapshot{HitBytes: 12345} })
+	m, err := New(tel.Meters, func() Snapshot {
+		return Snapshot{HitBytes: 12345, SourceResident: []Labeled{{"gs://b/show/", 1}}, JobResident: []Labeled{{"J1", 1}}}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ func commands() []command {
 		{"flush", "flush [--wait] [--timeout D] [--retry-failed] [--json] MOUNT: check (or wait) that every output written to an output area is durable in GCS", runFlush},
 		{"run", "run --mount gs://B/P:DIR [--output gs://B/P:DIR] [--prefetch MANIFEST] -- CMD ARGS...: mount, run a render command, flush its outputs, unmount", runRun},
 		{"daemon", "daemon --cache-dir DIR --cache-size SIZE [--staging-dir DIR] [--socket PATH]: the node agent; every jitfs run on the node attaches to it and shares its one cache", runDaemon},
+		{"affinity-key", "affinity-key gs://BUCKET[/PREFIX] | --job ID: the key node daemons publish in Nomad node metadata (jitfs daemon --nomad-meta), for a job's affinity", runAffinityKey},
 		{"demo", "demo: mount the embedded sample scene from an in-process emulator and read one frame", runDemo},
 		{"emulator", "emulator [--data DIR] [--addr HOST:PORT]: run a local GCS emulator", runEmulator},
 		{"trace", "trace import-strace|summary ...: convert an strace of a render into a trace; print a trace's totals", func(args []string, stdout, stderr io.Writer) error {

@@ -36,6 +36,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	zf := zoneFlags(fl)
 	learnPrefix := fl.String("learn-prefix", "", "gs://BUCKET/PREFIX where jobs' frame and co-open learning is shared with the other nodes, so a node's first frame of a job is prefetched from what others saw (empty: not shared; docs/learn-shared.md)")
 	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: none)")
+	nf := addNomadFlags(fl)
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	pos, err := parseInterspersed(fl, args)
@@ -82,6 +83,10 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	if err := of.apply(&ocfg); err != nil {
 		return err
 	}
+	var acfg daemon.AffinityConfig
+	if err := nf.apply(&acfg); err != nil {
+		return err
+	}
 	staging := *of.stagingDir
 	if staging == "" {
 		staging = defaultStagingRoot
@@ -96,7 +101,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	n, err := daemon.StartNode(ctx, daemon.NodeConfig{CacheDir: *cacheDir, CacheSize: csize, StagingDir: staging, StagingSize: ocfg.StagingSize,
 		Socket: *socket, SocketGroup: *socketGroup, Endpoint: *endpoint, AttemptTimeout: *attemptTimeout, OpTimeout: *opTimeout,
 		JobGrace: *jobGrace, Passthrough: *passthrough, AllowOther: *allowOther, StrictVerify: strict, PrefetchWorkers: *prefetchers,
-		Speculate: sp, Zone: zone, LearnBucket: learnBucket, LearnPrefix: learnPfx, Output: ocfg, Log: log, Telemetry: tel})
+		Speculate: sp, Zone: zone, LearnBucket: learnBucket, LearnPrefix: learnPfx, Output: ocfg, Affinity: acfg, Log: log, Telemetry: tel})
 	if err != nil {
 		return err
 	}

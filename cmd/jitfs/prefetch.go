@@ -376,6 +376,7 @@ func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
 	for _, d := range st.Recovering {
 		fmt.Fprintf(w, "  uploading   outputs a gone task staged in %s\n", d)
 	}
+	printWhereTheBytesAre(w, st)
 	for _, j := range st.Jobs {
 		state := fmt.Sprintf("%d tasks", len(j.Tasks))
 		if len(j.Tasks) == 0 && j.EndsAt > 0 {

@@ -36,7 +36,10 @@
 // nodeapi.go is the jitfs.node/v1 control API's schema, nodehttp.go its
 // handlers and nodeclient.go the client `jitfs run`, `jitfs status` and
 // `jitfs prefetch --release` use. A task lives as long as its attach
-// request's connection. docs/node.md describes it for operators.
+// request's connection. affinity.go reports where the node's bytes are:
+// per source (the cache's per-prefix counters, kept after the jobs end)
+// and per job, in the status, the metrics and, through internal/nomadmeta,
+// Nomad node metadata. docs/node.md describes it for operators.
 //
 // Flags, signals, exit codes and the lines printed for users stay in
 // cmd/jitfs: this package logs through the configured logger and returns

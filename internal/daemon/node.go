@@ -64,7 +64,9 @@ type NodeConfig struct {
 	// backoff, delays); its bucket, prefix, mountpoint and staging are the
 	// task's.
 	Output OutputConfig
-	Log    *slog.Logger
+	// Affinity publishes where the cache's bytes are (affinity.go).
+	Affinity AffinityConfig
+	Log      *slog.Logger
 	// Telemetry is the process's metrics; nil records none.
 	Telemetry *telemetry.Telemetry
 }
@@ -102,6 +104,7 @@ type Node struct {
 	wg        sync.WaitGroup
 	closed    closeOnce
 	tasksDir  string // live tasks' records, for a restart after a crash
+	aff       affinity
 
 	ls *learnSharing // nil without NodeConfig.LearnBucket
 }
@@ -166,6 +169,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	n.recoverStaging(ctx)
+	n.startAffinity()
 	if err := n.listen(); err != nil {
 		n.Close()
 		return nil, err
@@ -280,6 +284,7 @@ func (n *Node) snapshot() telemetry.Snapshot {
 		}
 		j.vmu.Unlock()
 	}
+	n.residentMetrics(&snap)
 	return snap
 }
 
@@ -304,6 +309,7 @@ func (n *Node) close() error {
 	if n.met != nil {
 		n.met.Close()
 	}
+	n.stopAffinity()
 	for _, t := range tasks {
 		if err := n.detach(t, "daemon stopping"); err != nil {
 			errs = append(errs, err)
@@ -390,6 +396,9 @@ func (n *Node) Status() NodeStatus {
 	}
 	st.LearnShared = n.learnStatus(jobs)
 	sort.Slice(st.Jobs, func(a, b int) bool { return st.Jobs[a].ID < st.Jobs[b].ID })
+	n.noteJobs(st.Jobs)
+	st.Sources, st.SourcesCounting = n.sourceStatus()
+	st.NomadMeta = n.nomadStatus()
 	return st
 }
 

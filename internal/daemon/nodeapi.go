@@ -3,6 +3,7 @@ package daemon
 import (
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/nomadmeta"
 	"github.com/jitfs/jitfs/namespace"
 )
 
@@ -103,12 +104,30 @@ type NodeStatus struct {
 	// (empty without --zone-cache).
 	Zones []gcs.ZoneStatus `json:"zones,omitempty"`
 	Jobs  []JobStatus      `json:"jobs"`
+	// Sources is every source a job on the node has read, and what the
+	// cache holds of it, most first; kept after the jobs end (affinity.go).
+	// SourcesCounting: a restarted cache is still counting what it found.
+	Sources         []NodeSourceStatus `json:"sources"`
+	SourcesCounting bool               `json:"sources_counting,omitempty"`
+	// NomadMeta is the Nomad node metadata publisher (--nomad-meta).
+	NomadMeta *nomadmeta.Status `json:"nomad_meta,omitempty"`
 	// Recovering are output areas left by earlier tasks whose staged files
 	// are still being uploaded.
 	Recovering []string `json:"recovering,omitempty"`
 	// LearnShared is learning shared across nodes (absent without
 	// --learn-prefix).
 	LearnShared *LearnSharedStatus `json:"learn_shared,omitempty"`
+}
+
+// NodeSourceStatus is what the node's cache holds of one source.
+type NodeSourceStatus struct {
+	Source string `json:"source"` // gs://BUCKET/PREFIX
+	// Key names the source in Nomad node metadata (`jitfs affinity-key`).
+	Key string `json:"key"`
+	// ResidentBytes are on the cache disk, of Files object generations
+	// under the prefix, whichever job fetched them.
+	ResidentBytes int64 `json:"resident_bytes"`
+	Files         int64 `json:"files"`
 }
 
 // MetadataStatus describes the persisted metadata store.
@@ -133,7 +152,9 @@ type JobStatus struct {
 	Tasks    []TaskStatus   `json:"tasks"`
 	Sources  []SourceStatus `json:"sources"`
 	// ResidentBytes is what the cache holds of the generations the job
-	// pinned; PinnedBytes, what its prefetches hold against eviction.
+	// pinned (every file of the directories it listed, read by it or by
+	// another job), so two jobs on one scene both count its bytes;
+	// PinnedBytes, what its prefetches hold against eviction.
 	ResidentBytes int64 `json:"resident_bytes"`
 	PinnedBytes   int64 `json:"pinned_bytes"`
 }

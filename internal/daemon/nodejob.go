@@ -100,6 +100,7 @@ func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, 
 	v.spec = n.cfg.Speculate.start(ns, n.Cache, bc.gc, bucket, coopenFile(n.cfg.CacheDir, bucket, prefix), n.log.With("job", j.id))
 	n.learnTeach(v, taught)
 	j.views[key] = v
+	n.trackSource(bucket, prefix)
 	return v, nil
 }
 
