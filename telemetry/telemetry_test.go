@@ -110,6 +110,7 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	m.HookRequest(context.Background(), "prefetch", 200)
 	m.OutputDurableAfter(context.Background(), time.Second)
 	m.GCSRequest(context.Background(), "read", "ok")
+	m.ZoneRequest(context.Background(), "ok", 1)
 	m.Error(context.Background(), "fuse", syscall.EIO)
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
@@ -139,6 +140,7 @@ func TestPrometheusEndpoint(t *testing.T) {
 	m.HookRequest(ctx, "prefetch", 200)
 	m.OutputDurableAfter(ctx, time.Second)
 	m.GCSRequest(ctx, "read", "ok")
+	m.ZoneRequest(ctx, "ok", 4096)
 
 	resp, err := http.Get(tel.MetricsURL)
 	if err != nil {
