@@ -15,6 +15,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/errgroup"
 )
 
 // ZoneOptions points a Client's object reads at a zone cache: an HTTP
@@ -170,8 +171,41 @@ func (z *zone) objectURL(name string, gen int64) string {
 // the authoritative answer; the zone cache is not at fault.
 var errZoneNotFound = errors.New("zone cache: not found")
 
+// ZoneChunk is the unit of a read through the zone cache: a longer read
+// is sent as requests for ZoneChunk-aligned pieces, all at once. The zone
+// cache fetches a request's slices from the origin one after another, a
+// round trip each; aligned pieces let a cold 8 MiB part cost one round
+// trip instead of eight, and two nodes' pieces are the same cache keys.
+// It equals deploy/zone-cache's default slice.
+const ZoneChunk = 1 << 20
+
+// zoneChunksAtOnce bounds one read's concurrent requests to the zone
+// cache (a jitfs part is 8 MiB: 8 chunks).
+const zoneChunksAtOnce = 8
+
 // read fills p from the zone cache, or returns why it could not.
 func (z *zone) read(ctx context.Context, name string, gen, off int64, p []byte) error {
+	end := off + int64(len(p))
+	first := (off/ZoneChunk + 1) * ZoneChunk
+	if first >= end {
+		return z.readOne(ctx, name, gen, off, p)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(zoneChunksAtOnce)
+	for s := off; s < end; {
+		e := min((s/ZoneChunk+1)*ZoneChunk, end)
+		piece := p[s-off : e-off]
+		start := s
+		g.Go(func() error { return z.readOne(gctx, name, gen, start, piece) })
+		s = e
+	}
+	return g.Wait()
+}
+
+// readOne fills p with one request.
+func (z *zone) readOne(ctx context.Context, name string, gen, off int64, p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
