@@ -330,13 +330,16 @@ func TestToken(t *testing.T) {
 	if reqs, _ := w.origin(); len(reqs) != 0 {
 		t.Fatalf("refused reads reached the origin: %+v", reqs)
 	}
-	status, body, _ := get(t, z.URL(), "tex/y.tx", gen, 0, 10, "X-Jitfs-Zone-Token", token)
+	status, body, _ := get(t, z.URL(), "tex/y.tx", gen, 0, 10, "X-Jitfs-Zone-Token", token,
+		"Authorization", "Bearer node-secret")
 	if status != http.StatusPartialContent || !bytes.Equal(body, data[:10]) {
 		t.Fatalf("right token: status %d, body %q, want 206 and the origin's bytes", status, body)
 	}
+	// Without --origin-token-file the origin is read anonymously: neither
+	// the zone token nor the node's own credentials go to it.
 	for _, r := range mustOrigin(w) {
-		if r.ZoneToken != "" {
-			t.Fatalf("the zone token reached the origin: %+v", r)
+		if r.ZoneToken != "" || r.Authorization != "" {
+			t.Fatalf("the node's headers reached the origin: %+v", r)
 		}
 	}
 }
@@ -443,6 +446,41 @@ func TestOriginToken(t *testing.T) {
 		if i > 1000 {
 			t.Fatal("1000 reads after the reload still carried the old origin token")
 		}
+	}
+}
+
+// TestStopRestart: Stop (SIGTERM) ends nginx cleanly, master and workers,
+// and a restart on the same cache dir serves the cached bytes without the
+// origin.
+func TestStopRestart(t *testing.T) {
+	w := newWorld(t)
+	z := startZone(t, w, Options{})
+	data := randomBytes(15, 2*mib)
+	gen := w.put(t, "tex/s.tx", data)
+	wantRange(t, z.URL(), "tex/s.tx", gen, data, 0, 2*mib)
+	// Waits on the last slice's fill, if it is still going (TestKillRestart).
+	wantRange(t, z.URL(), "tex/s.tx", gen, data, 2*mib-1, 2*mib)
+	before := len(mustOrigin(w))
+	z.mu.Lock()
+	pgid := z.cmd.Process.Pid
+	z.mu.Unlock()
+	if err := z.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if alive, err := groupAlive(pgid); alive || err != nil {
+		t.Fatalf("after Stop, nginx's process group %d still has live processes (%v)", pgid, err)
+	}
+	if _, err := client.Get(z.URL() + "/healthz"); err == nil {
+		t.Fatal("the zone still answers after Stop")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	if err := z.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantRange(t, z.URL(), "tex/s.tx", gen, data, 5, 2*mib-5)
+	if after := mustOrigin(w); len(after) != before {
+		t.Fatalf("cached bytes after a stop and restart reached the origin: %+v", after[before:])
 	}
 }
 
