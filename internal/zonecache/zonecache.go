@@ -341,7 +341,16 @@ func (p *Proc) Stop() error {
 	}
 	pid := p.cmd.Process.Pid
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	<-p.done
+	// nginx's fast shutdown closes every connection at once; a master
+	// that has not exited a minute later is stuck, and is killed.
+	stuck := time.NewTimer(time.Minute)
+	defer stuck.Stop()
+	select {
+	case <-p.done:
+	case <-stuck.C:
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-p.done
+	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	p.cmd = nil
 	if err := waitGroupGone(pid); err != nil {
