@@ -39,7 +39,8 @@ const mib = 1 << 20
 
 // TestRangedReadsMatchOrigin: whatever the range, the zone returns exactly
 // the origin's bytes with the origin's Content-Range, for small objects,
-// names holding '/' and spaces (sent as %2F and %20), and a 41 MiB object
+// names holding '/', spaces and other characters a path escapes or leaves
+// alone (sent as %2F, %20, ...), and a 41 MiB object
 // read at ranges that start and end off every slice boundary.
 func TestRangedReadsMatchOrigin(t *testing.T) {
 	w := newWorld(t)
@@ -49,6 +50,7 @@ func TestRangedReadsMatchOrigin(t *testing.T) {
 		"a":                               randomBytes(1, 100),
 		"shots/sh010/tex/wood.exr":        randomBytes(2, 70<<10),
 		"shots/sh 010/my textures/a b.tx": randomBytes(3, 3*mib+17),
+		"odd/a+b&c=d;e@f,g:h$ (1) [x] tëxture~%.exr": randomBytes(16, 5000),
 	}
 	for name, data := range small {
 		gen := w.put(t, name, data)
