@@ -48,6 +48,23 @@ type Options struct {
 	Log io.Writer
 }
 
+// Validate catches in Go what start.sh would refuse, so a caller gets the
+// error without a process started; start.sh checks everything again (and
+// more: sizes, addresses, token contents) for operators who run it alone.
+func (o Options) Validate() error {
+	switch {
+	case o.Origin == "":
+		return errors.New("zonecache: Origin is required (the GCS JSON API endpoint)")
+	case o.CacheDir == "":
+		return errors.New("zonecache: CacheDir is required")
+	case o.MaxSize <= 0:
+		return errors.New("zonecache: MaxSize is required")
+	case o.Slice < 0:
+		return fmt.Errorf("zonecache: Slice %d is negative", o.Slice)
+	}
+	return nil
+}
+
 // args is o as start.sh's command line.
 func (o Options) args() []string {
 	a := []string{"--listen", o.Listen, "--origin", o.Origin, "--cache-dir", o.CacheDir,
@@ -121,6 +138,9 @@ func findNginx() (string, error) {
 // Start writes the embedded deploy/zone-cache files to a temp dir, runs
 // start.sh and returns once the zone cache answers /healthz.
 func Start(ctx context.Context, o Options) (*Proc, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
 	nginx, err := findNginx()
 	if err != nil {
 		return nil, err
@@ -321,7 +341,16 @@ func (p *Proc) Stop() error {
 	}
 	pid := p.cmd.Process.Pid
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	<-p.done
+	// nginx's fast shutdown closes every connection at once; a master
+	// that has not exited a minute later is stuck, and is killed.
+	stuck := time.NewTimer(time.Minute)
+	defer stuck.Stop()
+	select {
+	case <-p.done:
+	case <-stuck.C:
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-p.done
+	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	p.cmd = nil
 	if err := waitGroupGone(pid); err != nil {

@@ -39,7 +39,8 @@ const mib = 1 << 20
 
 // TestRangedReadsMatchOrigin: whatever the range, the zone returns exactly
 // the origin's bytes with the origin's Content-Range, for small objects,
-// names holding '/' and spaces (sent as %2F and %20), and a 41 MiB object
+// names holding '/', spaces and other characters a path escapes or leaves
+// alone (sent as %2F, %20, ...), and a 41 MiB object
 // read at ranges that start and end off every slice boundary.
 func TestRangedReadsMatchOrigin(t *testing.T) {
 	w := newWorld(t)
@@ -49,6 +50,7 @@ func TestRangedReadsMatchOrigin(t *testing.T) {
 		"a":                               randomBytes(1, 100),
 		"shots/sh010/tex/wood.exr":        randomBytes(2, 70<<10),
 		"shots/sh 010/my textures/a b.tx": randomBytes(3, 3*mib+17),
+		"odd/a+b&c=d;e@f,g:h$ (1) [x] tëxture~%.exr": randomBytes(16, 5000),
 	}
 	for name, data := range small {
 		gen := w.put(t, name, data)
@@ -330,13 +332,16 @@ func TestToken(t *testing.T) {
 	if reqs, _ := w.origin(); len(reqs) != 0 {
 		t.Fatalf("refused reads reached the origin: %+v", reqs)
 	}
-	status, body, _ := get(t, z.URL(), "tex/y.tx", gen, 0, 10, "X-Jitfs-Zone-Token", token)
+	status, body, _ := get(t, z.URL(), "tex/y.tx", gen, 0, 10, "X-Jitfs-Zone-Token", token,
+		"Authorization", "Bearer node-secret")
 	if status != http.StatusPartialContent || !bytes.Equal(body, data[:10]) {
 		t.Fatalf("right token: status %d, body %q, want 206 and the origin's bytes", status, body)
 	}
+	// Without --origin-token-file the origin is read anonymously: neither
+	// the zone token nor the node's own credentials go to it.
 	for _, r := range mustOrigin(w) {
-		if r.ZoneToken != "" {
-			t.Fatalf("the zone token reached the origin: %+v", r)
+		if r.ZoneToken != "" || r.Authorization != "" {
+			t.Fatalf("the node's headers reached the origin: %+v", r)
 		}
 	}
 }
@@ -446,6 +451,41 @@ func TestOriginToken(t *testing.T) {
 	}
 }
 
+// TestStopRestart: Stop (SIGTERM) ends nginx cleanly, master and workers,
+// and a restart on the same cache dir serves the cached bytes without the
+// origin.
+func TestStopRestart(t *testing.T) {
+	w := newWorld(t)
+	z := startZone(t, w, Options{})
+	data := randomBytes(15, 2*mib)
+	gen := w.put(t, "tex/s.tx", data)
+	wantRange(t, z.URL(), "tex/s.tx", gen, data, 0, 2*mib)
+	// Waits on the last slice's fill, if it is still going (TestKillRestart).
+	wantRange(t, z.URL(), "tex/s.tx", gen, data, 2*mib-1, 2*mib)
+	before := len(mustOrigin(w))
+	z.mu.Lock()
+	pgid := z.cmd.Process.Pid
+	z.mu.Unlock()
+	if err := z.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if alive, err := groupAlive(pgid); alive || err != nil {
+		t.Fatalf("after Stop, nginx's process group %d still has live processes (%v)", pgid, err)
+	}
+	if _, err := client.Get(z.URL() + "/healthz"); err == nil {
+		t.Fatal("the zone still answers after Stop")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	if err := z.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantRange(t, z.URL(), "tex/s.tx", gen, data, 5, 2*mib-5)
+	if after := mustOrigin(w); len(after) != before {
+		t.Fatalf("cached bytes after a stop and restart reached the origin: %+v", after[before:])
+	}
+}
+
 // TestKillRestart: a zone cache killed (SIGKILL to master and workers) and
 // restarted on the same cache dir serves what it had cached without an
 // origin request, including after being killed while a slice was in
@@ -456,6 +496,11 @@ func TestKillRestart(t *testing.T) {
 	data := randomBytes(13, 6*mib)
 	gen := w.put(t, "plates/p.exr", data)
 	wantRange(t, z.URL(), "plates/p.exr", gen, data, 10, 2*mib+10)
+	// The read's last slice may still be filling after its last byte was
+	// sent; a read of that slice's end waits on the fill (the cache lock)
+	// and returns once the slice is in the cache, so the kill below cannot
+	// catch it half written.
+	wantRange(t, z.URL(), "plates/p.exr", gen, data, 3*mib-1, 3*mib)
 	before := len(mustOrigin(w))
 
 	// Kill halfway: the origin holds slice 4 while nginx waits for it.
