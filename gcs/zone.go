@@ -16,6 +16,7 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
 )
 
 // ZoneOptions points a Client's object reads at a zone cache: an HTTP
@@ -33,8 +34,8 @@ type ZoneOptions struct {
 	Token string
 	// Timeout bounds the wait for the zone cache's response headers, and
 	// any stall of its body, before the read falls back to GCS directly
-	// (default 5s); a read also falls back when its bytes come slower than
-	// ZoneMinRate overall, past Timeout. A zone cache that is down
+	// (default 5s); a read also falls back when a piece (ZoneChunk) of it
+	// comes slower than ZoneMinRate overall, past Timeout. A zone cache that is down
 	// (connection refused) costs no wait at all.
 	Timeout time.Duration
 	// Retry is how long the zone cache is left alone after it failed
@@ -78,8 +79,8 @@ type ZoneStatus struct {
 
 // ZoneMinRate is the slowest a zone cache may deliver a read's bytes,
 // overall, before the read falls back to GCS: a zone cache that trickles
-// is as useless to a waiting renderer as one that is down. A read of n
-// bytes may take Timeout + n/ZoneMinRate.
+// is as useless to a waiting renderer as one that is down. A piece
+// (ZoneChunk) may take Timeout + ZoneChunk/ZoneMinRate.
 const ZoneMinRate = 8 << 20 // bytes per second
 
 const (
@@ -113,6 +114,7 @@ type zone struct {
 	probes  sync.WaitGroup
 
 	distrusted *lru.Cache[string, struct{}]
+	flight     singleflight.Group // pieces being fetched, by object and index
 	Stats      ZoneStats
 }
 
@@ -171,12 +173,17 @@ func (z *zone) objectURL(name string, gen int64) string {
 // the authoritative answer; the zone cache is not at fault.
 var errZoneNotFound = errors.New("zone cache: not found")
 
-// ZoneChunk is the unit of a read through the zone cache: a longer read
-// is sent as requests for ZoneChunk-aligned pieces, all at once. The zone
-// cache fetches a request's slices from the origin one after another, a
-// round trip each; aligned pieces let a cold 8 MiB part cost one round
-// trip instead of eight, and two nodes' pieces are the same cache keys.
-// It equals deploy/zone-cache's default slice.
+// ZoneChunk is the unit of a read through the zone cache: every request
+// asks for one ZoneChunk-aligned piece (the last one of an object ends
+// with it), all of a read's pieces at once. It equals deploy/zone-cache's
+// default slice, so a request is one cache entry, and:
+//
+//   - a cold 8 MiB part costs the zone cache one origin round trip, not
+//     eight (it fetches a request's slices one after another);
+//   - two fills of one node that touch one piece share one request (a
+//     second request for a slice being fetched waits in the zone cache for
+//     up to 500 ms, its lock's polling interval);
+//   - every node asks for the same pieces, the same cache keys.
 const ZoneChunk = 1 << 20
 
 // zoneChunksAtOnce bounds one read's concurrent requests to the zone
@@ -186,81 +193,109 @@ const zoneChunksAtOnce = 8
 // read fills p from the zone cache, or returns why it could not.
 func (z *zone) read(ctx context.Context, name string, gen, off int64, p []byte) error {
 	end := off + int64(len(p))
-	first := (off/ZoneChunk + 1) * ZoneChunk
-	if first >= end {
-		return z.readOne(ctx, name, gen, off, p)
+	if len(p) == 0 {
+		return nil
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(zoneChunksAtOnce)
-	for s := off; s < end; {
-		e := min((s/ZoneChunk+1)*ZoneChunk, end)
-		piece := p[s-off : e-off]
-		start := s
-		g.Go(func() error { return z.readOne(gctx, name, gen, start, piece) })
-		s = e
+	for c := off / ZoneChunk; c*ZoneChunk < end; c++ {
+		g.Go(func() error {
+			b, err := z.chunk(gctx, name, gen, c)
+			if err != nil {
+				return err
+			}
+			cs := c * ZoneChunk
+			from, to := max(off, cs), min(end, cs+ZoneChunk)
+			if cs+int64(len(b)) < to {
+				return fmt.Errorf("zone cache answered %d bytes at %d for a read up to %d", len(b), cs, end)
+			}
+			copy(p[from-off:to-off], b[from-cs:to-cs])
+			return nil
+		})
 	}
 	return g.Wait()
 }
 
-// readOne fills p with one request.
-func (z *zone) readOne(ctx context.Context, name string, gen, off int64, p []byte) error {
-	if len(p) == 0 {
-		return nil
+// chunk returns piece c of name#gen (ZoneChunk bytes, fewer at the
+// object's end), one request however many of the node's reads want it at
+// once. The request outlives a reader that gives up (the others may still
+// want it); its own timers bound it.
+func (z *zone) chunk(ctx context.Context, name string, gen, c int64) ([]byte, error) {
+	key := zoneKey(name, gen) + "@" + strconv.FormatInt(c, 10)
+	ch := z.flight.DoChan(key, func() (any, error) {
+		return z.fetchChunk(context.WithoutCancel(ctx), name, gen, c*ZoneChunk)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.([]byte), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	rctx, cancel := context.WithCancel(ctx)
+}
+
+// fetchChunk asks the zone cache for the piece at off.
+func (z *zone) fetchChunk(ctx context.Context, name string, gen, off int64) ([]byte, error) {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// One timer bounds both the headers and every stall of the body: it is
-	// pushed back whenever bytes arrive.
+	// pushed back whenever bytes arrive. Another bounds the whole piece.
 	var stalled, slow atomic.Bool
 	t := time.AfterFunc(z.timeout, func() { stalled.Store(true); cancel() })
 	defer t.Stop()
-	whole := time.AfterFunc(z.timeout+time.Duration(float64(len(p))/ZoneMinRate*float64(time.Second)),
+	whole := time.AfterFunc(z.timeout+time.Duration(float64(ZoneChunk)/ZoneMinRate*float64(time.Second)),
 		func() { slow.Store(true); cancel() })
 	defer whole.Stop()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, z.objectURL(name, gen), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, z.objectURL(name, gen), nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	end := off + int64(len(p)) - 1
-	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, end))
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+ZoneChunk-1))
 	if z.token != "" {
 		req.Header.Set("X-Jitfs-Zone-Token", z.token)
 	}
 	resp, err := z.hc.Do(req)
 	if err != nil {
-		return z.stallErr(&stalled, &slow, len(p), err)
+		return nil, z.stallErr(&stalled, &slow, err)
 	}
 	defer resp.Body.Close()
+	var n int64
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
-		want := fmt.Sprintf("bytes %d-%d/", off, end)
-		if cr := resp.Header.Get("Content-Range"); !strings.HasPrefix(cr, want) {
-			return fmt.Errorf("zone cache answered range %q for %q", cr, want)
+		// The piece, or the object's end: "bytes OFF-LAST/SIZE".
+		cr := resp.Header.Get("Content-Range")
+		var first, last, size int64
+		if _, err := fmt.Sscanf(cr, "bytes %d-%d/%d", &first, &last, &size); err != nil || first != off ||
+			last < first || (last != off+ZoneChunk-1 && last != size-1) {
+			return nil, fmt.Errorf("zone cache answered range %q for bytes %d-%d", cr, off, off+ZoneChunk-1)
 		}
+		n = last - first + 1
 	case http.StatusOK:
-		// A whole object for a range that covers all of it.
-		if off != 0 || resp.ContentLength != int64(len(p)) {
-			return fmt.Errorf("zone cache answered 200 (%d bytes) for range [%d,%d]", resp.ContentLength, off, end)
+		// A whole object smaller than the piece asked for.
+		if off != 0 || resp.ContentLength < 0 || resp.ContentLength > ZoneChunk {
+			return nil, fmt.Errorf("zone cache answered 200 (%d bytes) for bytes %d-%d", resp.ContentLength, off, off+ZoneChunk-1)
 		}
+		n = resp.ContentLength
 	case http.StatusNotFound:
-		return errZoneNotFound
+		return nil, errZoneNotFound
 	case http.StatusForbidden:
-		return errors.New("zone cache refused the request (403): is this node allowed, and is --zone-token-file right?")
+		return nil, errors.New("zone cache refused the request (403): is this node allowed, and is --zone-token-file right?")
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return fmt.Errorf("zone cache answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
+		return nil, fmt.Errorf("zone cache answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
 	// The origin's generation header, when the zone cache passes it on,
 	// catches a wrong object before a byte of it is used.
 	if g := resp.Header.Get("X-Goog-Generation"); g != "" && g != strconv.FormatInt(gen, 10) {
-		return fmt.Errorf("zone cache served generation %s for %s#%d", g, name, gen)
+		return nil, fmt.Errorf("zone cache served generation %s for %s#%d", g, name, gen)
 	}
-	n := 0
-	for n < len(p) {
-		m, err := resp.Body.Read(p[n:])
-		n += m
+	p := make([]byte, n)
+	got := 0
+	for got < len(p) {
+		m, err := resp.Body.Read(p[got:])
+		got += m
 		if m > 0 {
 			t.Reset(z.timeout)
 		}
@@ -268,21 +303,21 @@ func (z *zone) readOne(ctx context.Context, name string, gen, off int64, p []byt
 			break
 		}
 		if err != nil {
-			return z.stallErr(&stalled, &slow, len(p), err)
+			return nil, z.stallErr(&stalled, &slow, err)
 		}
 	}
-	if n < len(p) {
-		return fmt.Errorf("zone cache body ended after %d of %d bytes", n, len(p))
+	if got < len(p) {
+		return nil, fmt.Errorf("zone cache body ended after %d of %d bytes", got, len(p))
 	}
-	return nil
+	return p, nil
 }
 
-func (z *zone) stallErr(stalled, slow *atomic.Bool, n int, err error) error {
+func (z *zone) stallErr(stalled, slow *atomic.Bool, err error) error {
 	switch {
 	case stalled.Load():
 		return fmt.Errorf("zone cache gave nothing for %v: %w", z.timeout, err)
 	case slow.Load():
-		return fmt.Errorf("zone cache delivered %d bytes slower than %d MiB/s: %w", n, ZoneMinRate>>20, err)
+		return fmt.Errorf("zone cache delivered a piece slower than %d MiB/s: %w", ZoneMinRate>>20, err)
 	}
 	return err
 }
