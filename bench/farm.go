@@ -232,18 +232,46 @@ func RunFarm(ctx context.Context, cfg FarmConfig) (*FarmReport, error) {
 	if cfg.KillZone {
 		plans = append(plans, plan{"zone", slices.Max(cfg.Nodes), true})
 	}
-	for i, p := range plans {
-		dir := filepath.Join(cfg.WorkDir, fmt.Sprintf("row%d", i))
-		row, err := runFarmRow(ctx, cfg, addr, dir, p.mode, p.nodes, p.kill, frames, rep.DistinctBytes, count)
-		os.RemoveAll(dir)
-		if err != nil {
-			return nil, fmt.Errorf("bench: farm, %s, %d nodes: %w", p.mode, p.nodes, err)
-		}
+	add := func(row FarmRow) {
 		rep.Rows = append(rep.Rows, row)
 		if cfg.Progress != nil {
 			fmt.Fprintf(cfg.Progress, "farm: %-22s %d nodes: first frame %.2f s (slowest %.2f s), all %.2f s, origin %.1f MiB (%.2f × distinct), %d failed\n",
 				row.Mode, row.Nodes, row.FirstFrameMedian, row.FirstFrameMax, row.Total, float64(row.OriginBytes)/(1<<20),
 				row.OriginRatio(rep.DistinctBytes), row.Failed)
+		}
+	}
+	for i, p := range plans {
+		dir := filepath.Join(cfg.WorkDir, fmt.Sprintf("row%d", i))
+		err := func() error {
+			defer os.RemoveAll(dir)
+			var zone *zonecache.Proc
+			if p.mode == "zone" {
+				var err error
+				zone, err = zonecache.Start(ctx, zonecache.Options{Origin: "http://" + addr, CacheDir: filepath.Join(dir, "zone"),
+					MaxSize: 8 << 30, Allow: []string{"127.0.0.0/8"}})
+				if err != nil {
+					return fmt.Errorf("zone cache: %w", err)
+				}
+				defer zone.Close()
+			}
+			row, err := runFarmRow(ctx, cfg, addr, filepath.Join(dir, "cold"), p.mode, p.nodes, p.kill, zone, frames, count)
+			if err != nil {
+				return err
+			}
+			add(row)
+			if p.mode != "zone" || p.kill {
+				return nil
+			}
+			// The same nodes' successors, cold, with the zone cache warm:
+			// what most nodes of a farm meet, once the first read the job.
+			row, err = runFarmRow(ctx, cfg, addr, filepath.Join(dir, "warm"), "zone, warm", p.nodes, false, zone, frames, count)
+			if err == nil {
+				add(row)
+			}
+			return err
+		}()
+		if err != nil {
+			return nil, fmt.Errorf("bench: farm, %s, %d nodes: %w", p.mode, p.nodes, err)
 		}
 	}
 	return rep, nil
@@ -274,24 +302,16 @@ func farmFrames(j FarmJob, emu *emulator.Server) [][]farmFile {
 	return out
 }
 
-func runFarmRow(ctx context.Context, cfg FarmConfig, origin, dir, mode string, nodes int, kill bool,
-	frames [][]farmFile, distinct int64, count *farmCounter) (FarmRow, error) {
+// runFarmRow runs nodes fresh `jitfs mount` processes, through zone when
+// it is not nil, each reading every frame.
+func runFarmRow(ctx context.Context, cfg FarmConfig, origin, dir, mode string, nodes int, kill bool, zone *zonecache.Proc,
+	frames [][]farmFile, count *farmCounter) (FarmRow, error) {
 	row := FarmRow{Mode: mode, Nodes: nodes}
 	if kill {
 		row.Mode = "zone, killed halfway"
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return row, err
-	}
-	var zone *zonecache.Proc
-	if mode == "zone" {
-		var err error
-		zone, err = zonecache.Start(ctx, zonecache.Options{Origin: "http://" + origin, CacheDir: filepath.Join(dir, "zone"),
-			MaxSize: 8 << 30, Allow: []string{"127.0.0.0/8"}})
-		if err != nil {
-			return row, fmt.Errorf("zone cache: %w", err)
-		}
-		defer zone.Close()
 	}
 	var mounts []*peerMount
 	defer func() {
@@ -434,7 +454,7 @@ func (r *FarmReport) Markdown(w io.Writer) {
 	fmt.Fprintln(w, "| origin reached | nodes | first frame, median | first frame, slowest | all frames | origin bytes | × distinct | media requests | metadata requests | failed reads |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, row := range r.Rows {
-		mode := map[string]string{"gcs": "GCS directly", "zone": "zone cache"}[row.Mode]
+		mode := map[string]string{"gcs": "GCS directly", "zone": "zone cache, cold", "zone, warm": "zone cache, warm"}[row.Mode]
 		if mode == "" {
 			mode = row.Mode
 		}

@@ -26,8 +26,12 @@ func TestFarmZoneCache(t *testing.T) {
 	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &rep); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if len(rep.Rows) != 3 || rep.DistinctBytes == 0 {
-		t.Fatalf("want 3 rows (gcs, zone, zone killed) over a job:\n%s", out)
+	rows := map[string]bench.FarmRow{}
+	for _, row := range rep.Rows {
+		rows[row.Mode] = row
+	}
+	if len(rep.Rows) != 4 || len(rows) != 4 || rep.DistinctBytes == 0 {
+		t.Fatalf("want 4 rows (gcs, zone, zone warm, zone killed halfway) over a job:\n%s", out)
 	}
 	want := 8 * rep.Files
 	for _, row := range rep.Rows {
@@ -38,7 +42,12 @@ func TestFarmZoneCache(t *testing.T) {
 			t.Errorf("%s: %d nodes", row.Mode, row.Nodes)
 		}
 	}
-	direct, zone, killed := rep.Rows[0], rep.Rows[1], rep.Rows[2]
+	direct, zone, warm, killed := rows["gcs"], rows["zone"], rows["zone, warm"], rows["zone, killed halfway"]
+	// Fresh nodes on a warm zone cache send the origin nothing but
+	// listings and stats.
+	if warm.OriginBytes != 0 || warm.OriginRequests != 0 {
+		t.Errorf("fresh nodes on a warm zone cache made the origin send %d bytes in %d requests", warm.OriginBytes, warm.OriginRequests)
+	}
 	if r := zone.OriginRatio(rep.DistinctBytes); r > 1.1 {
 		t.Errorf("through the zone cache the origin sent %.2f × the distinct bytes, want ≤ 1.1", r)
 	}
