@@ -43,10 +43,10 @@ func newStandIn(t *testing.T, w *testworld.World) *standIn {
 	s.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" {
 			if s.mode.Load() == "500" {
-				rw.WriteHeader(500)
+				rw.WriteHeader(http.StatusInternalServerError)
 				return
 			}
-			rw.WriteHeader(200)
+			rw.WriteHeader(http.StatusOK)
 			return
 		}
 		s.reqs.Add(1)
@@ -62,10 +62,10 @@ func newStandIn(t *testing.T, w *testworld.World) *standIn {
 			}
 			return
 		case "500":
-			http.Error(rw, "origin unreachable", 502)
+			http.Error(rw, "origin unreachable", http.StatusBadGateway)
 			return
 		case "403":
-			http.Error(rw, "forbidden", 403)
+			http.Error(rw, "forbidden", http.StatusForbidden)
 			return
 		case "gen":
 			rw.Header().Set("X-Goog-Generation", "1")
