@@ -363,3 +363,18 @@ func TestUnitsVerify(t *testing.T) {
 		t.Errorf("systemd-analyze verify %s:\n%s", strings.Join(names, " "), out)
 	}
 }
+
+// TestMountUnitsNotify: the long-running mount and output area units wait
+// for jitfs's own READY=1 (both commands send it once they serve), so a
+// unit ordered after them finds the mount up.
+func TestMountUnitsNotify(t *testing.T) {
+	for _, name := range []string{"jitfs-mount@.service", "jitfs-output@.service"} {
+		u := parseUnit(t, name)
+		if got := u.get("Service", "Type"); got != "notify" {
+			t.Errorf("%s: Type=%q, want notify", name, got)
+		}
+		if got := u.get("Service", "NotifyAccess"); got != "main" {
+			t.Errorf("%s: NotifyAccess=%q, want main", name, got)
+		}
+	}
+}

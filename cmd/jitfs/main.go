@@ -21,6 +21,7 @@ func commands() []command {
 	return []command{
 		{"mount", "mount gs://BUCKET[/PREFIX] MOUNTPOINT [flags]: serve a bucket prefix until SIGINT/SIGTERM", runMount},
 		{"output", "output gs://BUCKET[/PREFIX] MOUNTPOINT [flags]: serve a writable output area, uploading files to GCS as they are closed", runOutput},
+		{"unmount", "unmount [--lazy] MOUNT...: end jitfs mounts and output areas; the daemon serving each exits", runUnmount},
 		{"flush", "flush [--wait] [--timeout D] [--retry-failed] [--json] MOUNT: check (or wait) that every output written to an output area is durable in GCS", runFlush},
 		{"run", "run --mount gs://B/P:DIR [--output gs://B/P:DIR] [--prefetch MANIFEST] -- CMD ARGS...: mount, run a render command, flush its outputs, unmount", runRun},
 		{"daemon", "daemon --cache-dir DIR --cache-size SIZE [--staging-dir DIR] [--socket PATH]: the node agent; every jitfs run on the node attaches to it and shares its one cache", runDaemon},

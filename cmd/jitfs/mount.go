@@ -138,6 +138,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	if m.Hooks != nil {
 		fmt.Fprintf(stdout, "jitfs: hook API at %s (export %s=%s)\n", m.Hooks.SocketPath(), hooks.EnvSocket, m.Hooks.SocketPath())
 	}
+	notifyReady(cfg.log)
+	defer notifyStopping()
 
 	unmounted := make(chan struct{})
 	go func() { m.Server.Wait(); close(unmounted) }()

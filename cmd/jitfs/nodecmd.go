@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os/signal"
 	"syscall"
 	"time"
@@ -106,13 +107,23 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "jitfs: node daemon serving at %s (cache %s, budget %s; staging %s)\n", n.Socket(), *cacheDir, *cacheSize, staging)
-	// systemd (Type=notify) starts what depends on the daemon only now
-	// that the socket answers. Outside systemd this does nothing.
+	notifyReady(log)
+	<-ctx.Done()
+	log.Info("signal received; detaching every task and stopping")
+	notifyStopping()
+	return n.Close()
+}
+
+// notifyReady tells systemd (Type=notify units) that the daemon serves:
+// its mount is up and its sockets answer, so what depends on it starts
+// only now, and agents need not wait for a log line. Outside systemd
+// ($NOTIFY_SOCKET unset) it does nothing.
+func notifyReady(log *slog.Logger) {
 	if _, err := sdaemon.SdNotify(false, sdaemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY failed", "err", err)
 	}
-	<-ctx.Done()
-	log.Info("signal received; detaching every task and stopping")
-	sdaemon.SdNotify(false, sdaemon.SdNotifyStopping)
-	return n.Close()
 }
+
+// notifyStopping tells systemd the daemon is stopping (unmounting,
+// flushing), so a stop that takes a while is not taken for a hang.
+func notifyStopping() { _, _ = sdaemon.SdNotify(false, sdaemon.SdNotifyStopping) }

@@ -125,6 +125,8 @@ func runOutput(args []string, stdout, stderr io.Writer) error {
 	if m.Hooks != nil {
 		fmt.Fprintf(stdout, "jitfs: hook API at %s (jitfs flush --wait %s)\n", m.Hooks.SocketPath(), m.Config.Mountpoint)
 	}
+	notifyReady(cfg.Log)
+	defer notifyStopping()
 	unmounted := make(chan struct{})
 	go func() { m.Server.Wait(); close(unmounted) }()
 	select {

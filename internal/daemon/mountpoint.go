@@ -67,7 +67,34 @@ func checkMountpoint(dir string, log *slog.Logger) (string, error) {
 	if busy, err := mountinfo.Mounted(abs); err == nil && busy {
 		return "", fmt.Errorf("mountpoint %s is busy: something is already mounted there", abs)
 	}
+	if f, err := os.Open(abs); err == nil {
+		names, _ := f.Readdirnames(1)
+		f.Close()
+		if len(names) > 0 {
+			// Allowed, as mount(8) allows it, but a render reading the
+			// directory before or after the mount sees other files than
+			// during it: a leftover pre-sync copy is a classic cause.
+			log.Warn("mounting over a non-empty directory: its files are hidden while jitfs serves it", "mountpoint", abs)
+		}
+	}
 	return abs, nil
+}
+
+// warnCacheSize logs when the cache's byte budget is more than the free
+// space of the disk that holds dir plus what the cache holds already: the
+// budget would never be reached and the disk would fill first (the cache
+// then serves from memory and GCS, slower; nothing fails, but nothing is
+// as configured).
+func warnCacheSize(dir string, budget, held int64, log *slog.Logger) {
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &sfs); err != nil {
+		return
+	}
+	room := int64(sfs.Bavail)*int64(sfs.Bsize) + held
+	if budget > room {
+		log.Warn("the cache budget is larger than the space its disk has for it; the disk will fill before the budget does",
+			"cache_dir", dir, "cache_size", budget, "room", room)
+	}
 }
 
 // deadMount reports whether dir is a FUSE mount whose daemon is gone.
@@ -97,6 +124,12 @@ func detachDead(dir string, log *slog.Logger) {
 // (and be traced or journalled) before the caller closes what they use.
 func unmount(srv *fuse.Server, mountpoint string, log *slog.Logger) error {
 	if err := srv.Unmount(); err != nil {
+		if mounted, merr := mountinfo.Mounted(mountpoint); merr == nil && !mounted {
+			// Unmounted from outside (jitfs unmount, umount): nothing is
+			// left to do, and the daemon stopped as asked.
+			srv.Wait()
+			return nil
+		}
 		log.Warn("unmount busy; detaching lazily", "mountpoint", mountpoint, "err", err)
 		if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil {
 			return fmt.Errorf("unmount %s: %w", mountpoint, err)

@@ -141,6 +141,8 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	if n.Cache, err = cache.New(cache.Options{Dir: cfg.CacheDir, Budget: cfg.CacheSize, Strict: cfg.StrictVerify, KeepOpen: keepOpen, Logger: cfg.Log}); err != nil {
 		return nil, err
 	}
+	used, budget := n.Cache.Used()
+	warnCacheSize(cfg.CacheDir, budget, used, cfg.Log)
 	start := time.Now()
 	if n.Store, err = metastore.Open(metastore.Options{Path: filepath.Join(cfg.CacheDir, "meta.db"), Logger: cfg.Log}); err != nil {
 		n.Cache.Close()

@@ -141,6 +141,8 @@ func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
 		closeGCS()
 		return nil, err
 	}
+	used, budget := s.Cache.Used()
+	warnCacheSize(cfg.CacheDir, budget, used, cfg.Log)
 	s.FS, err = jitfs.New(jitfs.Options{Remote: s.GCS, Cache: s.Cache, Prefix: cfg.Prefix, MetadataTTL: cfg.MetadataTTL, OpTimeout: cfg.OpTimeout,
 		Passthrough: cfg.Passthrough, ListAhead: cfg.Speculate.listAhead(), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.Log, Trace: s.rec, Metrics: met, Tracer: fuseTracer(tel)})
 	if err != nil {

@@ -38,3 +38,30 @@ func unescape(s string) string {
 	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
 	return r.Replace(s)
 }
+
+// Type returns the filesystem type of the topmost mount at dir (an
+// absolute, clean path), "fuse.jitfs" for a jitfs mount; "" when nothing
+// is mounted there.
+func Type(dir string) (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	typ := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) <= 4 || unescape(fields[4]) != dir {
+			continue
+		}
+		// The optional fields end at "-"; the type follows it.
+		for i := 5; i+1 < len(fields); i++ {
+			if fields[i] == "-" {
+				typ = fields[i+1] // later lines are mounted on top
+				break
+			}
+		}
+	}
+	return typ, sc.Err()
+}

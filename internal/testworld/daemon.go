@@ -163,3 +163,9 @@ func (d *Daemon) Restart() {
 	}
 	d.Start()
 }
+
+// Exited is closed once the child has exited (ExitCode then tells how).
+func (d *Daemon) Exited() <-chan struct{} { return d.exited }
+
+// ExitCode is the exited child's status.
+func (d *Daemon) ExitCode() int { return d.cmd.ProcessState.ExitCode() }

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/jitfs/jitfs/internal/mountinfo"
+)
+
+// runUnmount is `jitfs unmount MOUNT...`: it ends jitfs mounts the way
+// `fusermount3 -u` and `umount` do, refusing anything that is not a jitfs
+// mount, so a typo cannot take down another filesystem. The daemon serving
+// the mount sees it go and exits; an output area's outputs that were not
+// durable yet stay staged and resume when it is started again (run
+// `jitfs flush --wait` first to wait for them).
+func runUnmount(args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("unmount", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	lazy := fl.Bool("lazy", false, "detach the mount now even while files under it are open (MNT_DETACH); it ends when the last is closed")
+	fl.Usage = func() {
+		fmt.Fprintln(fl.Output(), "usage: jitfs unmount [--lazy] MOUNT...\n\nEnds jitfs mounts (scene mounts and output areas); the daemon serving each one exits.\nexample: jitfs unmount /mnt/show")
+		fl.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fl, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return fmt.Errorf("%w: want one or more MOUNTs", errUsage)
+	}
+	var errs []error
+	for _, p := range pos {
+		if err := unmountOne(p, *lazy); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintf(stdout, "jitfs: unmounted %s\n", p)
+	}
+	return errors.Join(errs...)
+}
+
+func unmountOne(p string, lazy bool) error {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return err
+	}
+	typ, err := mountinfo.Type(abs)
+	if err != nil {
+		return fmt.Errorf("%s: reading the mount table: %w", p, err)
+	}
+	switch typ {
+	case "fuse.jitfs":
+	case "":
+		return fmt.Errorf("%s is not a mount", p)
+	default:
+		return fmt.Errorf("%s is not a jitfs mount (it is %s); use umount", p, typ)
+	}
+	flags := 0
+	if lazy {
+		flags = unix.MNT_DETACH
+	}
+	err = unix.Unmount(abs, flags)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EBUSY):
+		return fmt.Errorf("%s is busy: files under it are open (close them, or use --lazy to detach it now)", p)
+	case errors.Is(err, unix.EPERM):
+		// Not root: a user's FUSE mount is ended through fusermount3,
+		// which checks that the mount is the user's.
+		args := []string{"-u", abs}
+		if lazy {
+			args = []string{"-u", "-z", abs}
+		}
+		if out, ferr := exec.Command("fusermount3", args...).CombinedOutput(); ferr != nil {
+			return fmt.Errorf("%s: %v: %s", p, ferr, out)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s: %w", p, err)
+}
