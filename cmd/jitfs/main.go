@@ -18,7 +18,7 @@ type command struct {
 }
 
 func commands() []command {
-	return []command{
+	return append([]command{
 		{"mount", "mount gs://BUCKET[/PREFIX] MOUNTPOINT [flags]: serve a bucket prefix until SIGINT/SIGTERM", runMount},
 		{"output", "output gs://BUCKET[/PREFIX] MOUNTPOINT [flags]: serve a writable output area, uploading files to GCS as they are closed", runOutput},
 		{"unmount", "unmount [--lazy] MOUNT...: end jitfs mounts and output areas; the daemon serving each exits", runUnmount},
@@ -26,16 +26,13 @@ func commands() []command {
 		{"run", "run --mount gs://B/P:DIR [--output gs://B/P:DIR] [--prefetch MANIFEST] -- CMD ARGS...: mount, run a render command, flush its outputs, unmount", runRun},
 		{"daemon", "daemon --cache-dir DIR --cache-size SIZE [--staging-dir DIR] [--socket PATH]: the node agent; every jitfs run on the node attaches to it and shares its one cache", runDaemon},
 		{"affinity-key", "affinity-key gs://BUCKET[/PREFIX] | --job ID: the key node daemons publish in Nomad node metadata (jitfs daemon --nomad-meta), for a job's affinity", runAffinityKey},
-		{"demo", "demo: mount the embedded sample scene from an in-process emulator and read one frame", runDemo},
-		{"emulator", "emulator [--data DIR] [--addr HOST:PORT]: run a local GCS emulator", runEmulator},
 		{"trace", "trace import-strace|summary ...: convert an strace of a render into a trace; print a trace's totals", func(args []string, stdout, stderr io.Writer) error {
 			return runTrace(context.Background(), args, stdout, stderr)
 		}},
 		{"prefetch", "prefetch [--wait D] [--job ID] [--manifest F] [--from-trace T] PATH...: make files resident before a render opens them", runPrefetch},
 		{"status", "status [--json] [--watch 1s] [PATH]: the daemon's prefetch queue, jobs and cache", runStatus},
-		{"bench", "bench [--rtt 20ms] [--bandwidth 100MB/s] [--short] [--json] [TRACE...]: pre-sync vs jitfs over an emulated WAN", runBench},
 		{"replay", "replay TRACE --root DIR [--map OLD=NEW] [--pace] [--json]: re-issue a trace's file operations against a directory", runReplay},
-	}
+	}, devCommands()...)
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

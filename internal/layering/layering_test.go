@@ -112,3 +112,56 @@ func TestLayering(t *testing.T) {
 		t.Fatal("no rule applied to any package")
 	}
 }
+
+// TestProductionBuild: `go build -tags production ./cmd/jitfs` carries no
+// GCS emulator, no Toxiproxy, no emulated WAN and no bench: what a node
+// runs is the filesystem, not its test bench.
+func TestProductionBuild(t *testing.T) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	deps := func(tags string) map[string]bool {
+		args := []string{"list", "-deps", "-f", "{{.ImportPath}}"}
+		if tags != "" {
+			args = append(args, "-tags", tags)
+		}
+		cmd := exec.Command("go", append(args, "./cmd/jitfs")...)
+		cmd.Dir = root
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list %v: %v\n%s", args, err, stderr.String())
+		}
+		m := map[string]bool{}
+		for _, p := range strings.Fields(string(out)) {
+			m[p] = true
+		}
+		return m
+	}
+	banned := []string{"github.com/fsouza/fake-gcs-server", "github.com/Shopify/toxiproxy/v2", module + "/internal/emulator",
+		module + "/internal/wan", module + "/internal/zonecache", module + "/bench"}
+	dev, prod := deps(""), deps("production")
+	for _, b := range banned {
+		inDev, inProd := false, false
+		for p := range dev {
+			inDev = inDev || within(p, b)
+		}
+		for p := range prod {
+			inProd = inProd || within(p, b)
+		}
+		if !inDev {
+			t.Errorf("the default build does not carry %s: the check would check nothing", b)
+		}
+		if inProd {
+			t.Errorf("the production build carries %s", b)
+		}
+	}
+	for _, p := range []string{module + "/jitfs", module + "/cache", module + "/gcs", module + "/internal/daemon"} {
+		if !prod[p] {
+			t.Errorf("the production build lacks %s", p)
+		}
+	}
+}
