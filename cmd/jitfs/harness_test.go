@@ -20,7 +20,9 @@ import (
 // TestMain lets tests re-execute this binary as the jitfs command (see
 // testworld.Main).
 func TestMain(m *testing.M) {
-	testworld.Main(m, func(args []string) int { return run(args, os.Stdout, os.Stderr) })
+	// The child runs by its argv[0] as the binary does: as mount.fuse.jitfs
+	// (a link to the test binary) it is the mount helper.
+	testworld.Main(m, func([]string) int { return entry(os.Args, os.Stdout, os.Stderr) })
 }
 
 const testBucket = "show-bucket"

@@ -35,7 +35,16 @@ func commands() []command {
 	}, devCommands()...)
 }
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() { os.Exit(entry(os.Args, os.Stdout, os.Stderr)) }
+
+// entry runs the command line argv: the jitfs command, or the mount helper
+// when the binary was run as mount.fuse.jitfs (mounthelper.go).
+func entry(argv []string, stdout, stderr io.Writer) int {
+	if len(argv) > 0 && isMountHelper(argv[0]) {
+		return exitStatus("mount helper", runMountHelper(argv[1:], stdout, stderr), stderr)
+	}
+	return run(argv[1:], stdout, stderr)
+}
 
 // errUsage marks errors caused by the command line (exit status 2).
 var errUsage = errors.New("usage")
@@ -69,29 +78,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(args[1:], stdout, stderr)
-		var ee *exitError
-		switch {
-		case err == nil:
-			return 0
-		case errors.As(err, &ee):
-			if ee.err != nil {
-				fmt.Fprintf(stderr, "jitfs %s: %v\n", c.name, ee.err)
-			}
-			return ee.code
-		case errors.Is(err, flag.ErrHelp):
-			return 0
-		case errors.Is(err, errUsage):
-			fmt.Fprintf(stderr, "jitfs %s: %v\n", c.name, err)
-			return 2
-		default:
-			fmt.Fprintf(stderr, "jitfs %s: %v\n", c.name, err)
-			return 1
-		}
+		return exitStatus(c.name, c.run(args[1:], stdout, stderr), stderr)
 	}
 	fmt.Fprintf(stderr, "jitfs: unknown command %q\n", args[0])
 	printUsage(stderr)
 	return 2
+}
+
+// exitStatus prints a command's error as its one line and returns the
+// process's exit status.
+func exitStatus(name string, err error, stderr io.Writer) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		if ee.err != nil {
+			fmt.Fprintf(stderr, "jitfs %s: %v\n", name, ee.err)
+		}
+		return ee.code
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "jitfs %s: %v\n", name, err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "jitfs %s: %v\n", name, err)
+		return 1
+	}
 }
 
 func printUsage(w io.Writer) {
