@@ -88,6 +88,10 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	spec := speculateFlag(fl)
 	zf := zoneFlags(fl)
 	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9464); OTLP export follows the standard OTEL_EXPORTER_OTLP_* variables (docs/metrics.md)")
+	configFlag(fl)
+	if err := applyConfig(fl, args, os.Getenv); err != nil {
+		return err
+	}
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err

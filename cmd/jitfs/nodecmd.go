@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -40,6 +41,10 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	nf := addNomadFlags(fl)
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
+	configFlag(fl)
+	if err := applyConfig(fl, args, os.Getenv); err != nil {
+		return err
+	}
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -86,6 +87,10 @@ func runOutput(args []string, stdout, stderr io.Writer) error {
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9465); OTLP export follows the standard OTEL_EXPORTER_OTLP_* variables (docs/metrics.md)")
+	configFlag(fl)
+	if err := applyConfig(fl, args, os.Getenv); err != nil {
+		return err
+	}
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err

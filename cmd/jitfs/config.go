@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+)
+
+// A node's settings live in one file that its systemd units and its Nomad
+// jobs share: KEY=VALUE lines, as systemd's EnvironmentFile= and Nomad's
+// env and template blocks read them. Each flag of `jitfs daemon`, `jitfs
+// mount` and `jitfs output` takes its default from JITFS_<FLAG> (the flag's
+// name in capitals, '-' as '_': --cache-size is JITFS_CACHE_SIZE), first in
+// the file that --config (or $JITFS_CONFIG) names, then in the
+// environment, and a flag on the command line overrides both.
+
+// configSkipped are flags whose JITFS_ variable already means something
+// else to jitfs: $JITFS_SOCKET is the hook socket a render command is
+// given, never a daemon's own socket.
+var configSkipped = map[string]bool{"socket": true, "config": true}
+
+// configKey is the variable that holds flag name's default.
+func configKey(name string) string {
+	return "JITFS_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// configFlag adds --config to a command's flags.
+func configFlag(fl *flag.FlagSet) {
+	fl.String("config", "", "file of JITFS_<FLAG>=VALUE lines giving this command's flag defaults (default $JITFS_CONFIG); "+
+		"the environment's JITFS_<FLAG> overrides the file, a flag overrides both")
+}
+
+// applyConfig sets fl's defaults from the config file and the environment,
+// before the command line is parsed over them. Every bad line and value is
+// reported at once.
+func applyConfig(fl *flag.FlagSet, args []string, getenv func(string) string) error {
+	file := getenv("JITFS_CONFIG")
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		if v, ok := strings.CutPrefix(strings.TrimLeft(a, "-"), "config="); ok && strings.HasPrefix(a, "-") {
+			file = v
+		} else if (a == "--config" || a == "-config") && i+1 < len(args) {
+			file = args[i+1]
+		}
+	}
+	keys := map[string]string{} // variable -> flag name
+	fl.VisitAll(func(f *flag.Flag) {
+		if !configSkipped[f.Name] {
+			keys[configKey(f.Name)] = f.Name
+		}
+	})
+	vals := map[string]string{}
+	from := map[string]string{}
+	var errs []string
+	if file != "" {
+		fileVals, others, err := readConfig(file, keys)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if len(others) > 0 {
+			// One file serves the node's daemon, mounts and output areas:
+			// another command's keys are expected, a typo is shown.
+			fmt.Fprintf(fl.Output(), "jitfs %s: %s: not flags of this command, ignored: %s\n", fl.Name(), file, strings.Join(others, ", "))
+		}
+		for k, v := range fileVals {
+			vals[k], from[k] = v, file
+		}
+	}
+	for k := range keys {
+		if v := getenv(k); v != "" {
+			vals[k], from[k] = v, "the environment"
+		}
+	}
+	for _, k := range sortedKeys(vals) {
+		if err := fl.Set(keys[k], vals[k]); err != nil {
+			errs = append(errs, fmt.Sprintf("%s=%s (from %s): %v", k, vals[k], from[k], err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", errUsage, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// readConfig reads KEY=VALUE lines: blank lines and # comments skipped,
+// values optionally in quotes. It returns the values of keys that name
+// flags, and the keys that do not; a line without '=' or a key outside
+// JITFS_ is an error.
+func readConfig(file string, keys map[string]string) (vals map[string]string, others []string, err error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--config: %w", err)
+	}
+	defer f.Close()
+	vals = map[string]string{}
+	var bad []string
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		switch {
+		case !ok:
+			bad = append(bad, fmt.Sprintf("%s:%d: want KEY=VALUE", file, n))
+		case !strings.HasPrefix(k, "JITFS_"):
+			bad = append(bad, fmt.Sprintf("%s:%d: %s is not a JITFS_ setting", file, n, k))
+		case keys[k] == "":
+			others = append(others, k)
+		default:
+			vals[k] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, fmt.Errorf("--config %s: %w", file, err)
+	}
+	if len(bad) > 0 {
+		return nil, nil, errors.New(strings.Join(bad, "; "))
+	}
+	return vals, others, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
