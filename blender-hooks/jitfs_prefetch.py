@@ -2,14 +2,21 @@
 # ahead of time, which files a render job and each of its frames will read,
 # so the bytes are in the local cache before Blender opens them.
 #
-# Use it either way:
+# Use it any of these ways:
 #   blender -b --python blender-hooks/jitfs_prefetch.py SCENE.blend -f 12
 #       (a render agent; the script may come before or after the .blend)
-#   Preferences > Add-ons > Install... this file, enable "jitfs prefetch",
+#   Blender 4.2+: the extension zip that blender-hooks/build_extension.py
+#       builds (Preferences > Get Extensions > Install from Disk, or
+#       blender --command extension install-file -r user_default ZIP)
+#   Blender 3.x: Preferences > Add-ons > Install... this file or the same zip
+#       (bl_info below is what 3.x reads), enable "jitfs prefetch",
 #       or: blender -b --addons jitfs_prefetch SCENE.blend -a
 #
 # The daemon is the one named by JITFS_SOCKET, else the one serving the mount
-# that holds the scene. Standard library only. See docs/blender.md.
+# that holds the scene. Enabled as an add-on, its preferences (socket, frame
+# wait, log level) apply where the environment leaves a setting unset: the
+# farm sets the environment per task, so it wins. Standard library only.
+# See docs/blender.md.
 #
 # What it sends (docs/hook-api.md, jitfs.prefetch/v1):
 #   on load        scope "job": the .blend, every library, every static file
@@ -127,11 +134,37 @@ def _env_int(env, name, default):
         return default
 
 
+# The farms whose own variables name the job and the task when JITFS_JOB_ID
+# and JITFS_TASK_ID are unset, in the order they are tried. Job and task are
+# taken from the same farm, so a stray variable of another farm (a Tractor
+# blade started from a shell that had CUE_JOB, say) cannot mix two identities.
+#   AWS Deadline Cloud: its worker agent exports DEADLINE_JOB_ID for the
+#     session and DEADLINE_TASK_ID for each task action (deadline-cloud-worker-
+#     agent). Thinkbox Deadline 10 documents no such variable for the render
+#     process: there, set JITFS_JOB_ID through the job's environment.
+#   Tractor: the blade exports TR_ENV_JID and TR_ENV_TID to every command.
+#   OpenCue: RQD exports CUE_JOB and CUE_FRAME (CUE_IFRAME, the frame number,
+#     when the frame name is absent), and CUE_SHOT.
+FARMS = (
+    ("deadline", "DEADLINE_JOB_ID", ("DEADLINE_TASK_ID",)),
+    ("tractor", "TR_ENV_JID", ("TR_ENV_TID",)),
+    ("opencue", "CUE_JOB", ("CUE_FRAME", "CUE_IFRAME")),
+)
+
+
 def identity(env, dcc):
-    """The wire's job object from the farm's environment (OpenCue's CUE_* as fallbacks)."""
+    """The wire's job object from the farm's environment: JITFS_* first, then
+    the first farm of FARMS whose job variable is set."""
+    job_id, task = env.get("JITFS_JOB_ID", ""), env.get("JITFS_TASK_ID", "")
+    for _farm, job_var, task_vars in FARMS:
+        if env.get(job_var):
+            job_id = job_id or env[job_var]
+            for v in task_vars:
+                task = task or env.get(v, "")
+            break
     job = {
-        "id": env.get("JITFS_JOB_ID") or env.get("CUE_JOB") or "%s-%d" % (dcc, os.getpid()),
-        "task": env.get("JITFS_TASK_ID") or env.get("CUE_FRAME") or env.get("CUE_IFRAME") or "",
+        "id": job_id or "%s-%d" % (dcc, os.getpid()),
+        "task": task,
         "shot": env.get("JITFS_SHOT") or env.get("CUE_SHOT") or "",
         "dcc": dcc,
         "pid": os.getpid(),
@@ -170,7 +203,8 @@ class Client(object):
                              on the background thread, so the DCC never waits)
       JITFS_LOOKAHEAD        frames to prefetch ahead (2)
       JITFS_HOOK_DEBUG=1     log every request
-      JITFS_JOB_ID|CUE_JOB, JITFS_TASK_ID|CUE_FRAME, JITFS_SHOT|CUE_SHOT  identity
+      JITFS_JOB_ID, JITFS_TASK_ID, JITFS_SHOT  identity; unset, the farm's own
+                             (identity(): Deadline, Tractor, OpenCue)
     """
 
     HEALTH_TIMEOUT = 0.5
@@ -838,9 +872,74 @@ def _timed(fn):
     return wrapper
 
 
+# The add-on's key in Preferences > Add-ons: the package of the extension or
+# of the legacy zip, or the module of the single-file add-on. Run with -P the
+# file is __main__ and has no preferences.
+_ADDON_KEY = __package__ or __name__
+
+
+class JitfsPreferences(bpy.types.AddonPreferences):
+    """Settings for workstations and farms that do not set the environment.
+
+    Each applies only where its environment variable is unset or empty: a
+    farm sets the environment per task, and a preference saved once on a
+    shared Blender configuration must not override it."""
+    bl_idname = _ADDON_KEY
+
+    socket_path: bpy.props.StringProperty(
+        name="Daemon socket",
+        description="The jitfs daemon's hook socket (JITFS_SOCKET). Empty: the socket of the mount holding the scene",
+        subtype="FILE_PATH",
+        default="",
+    )
+    frame_wait_ms: bpy.props.IntProperty(
+        name="Frame wait (ms)",
+        description="The longest a frame is held for its files (JITFS_FRAME_WAIT_MS)",
+        default=5000, min=0, max=600000,
+    )
+    log_level: bpy.props.EnumProperty(
+        name="Log level",
+        description="What the add-on prints to Blender's console (JITFS_HOOK_DEBUG=1 is Debug)",
+        items=(("WARNING", "Warnings", "Failures, missing files and one summary per render"),
+               ("DEBUG", "Debug", "Also every request and reply")),
+        default="WARNING",
+    )
+
+    def draw(self, _context):
+        col = self.layout.column()
+        col.prop(self, "socket_path")
+        col.prop(self, "frame_wait_ms")
+        col.prop(self, "log_level")
+        col.label(text="The environment (JITFS_SOCKET, JITFS_FRAME_WAIT_MS, JITFS_HOOK_DEBUG) overrides these")
+
+
+def settings_env(environ, prefs):
+    """The environment the client reads: the preferences' values where
+    environ leaves a variable unset or empty, environ everywhere else."""
+    env = {}
+    if prefs is not None:
+        if prefs.socket_path:
+            env["JITFS_SOCKET"] = bpy.path.abspath(prefs.socket_path)
+        env["JITFS_FRAME_WAIT_MS"] = str(int(prefs.frame_wait_ms))
+        if prefs.log_level == "DEBUG":
+            env["JITFS_HOOK_DEBUG"] = "1"
+    for k, v in environ.items():
+        if v != "" or k not in env:
+            env[k] = v
+    return env
+
+
+def _preferences():
+    try:
+        addon = bpy.context.preferences.addons.get(_ADDON_KEY)
+        return addon.preferences if addon is not None else None
+    except Exception:
+        return None
+
+
 def _client():
     if S.client is None:
-        S.client = Client("blender", bpy.app.version_string)
+        S.client = Client("blender", bpy.app.version_string, env=settings_env(os.environ, _preferences()))
     return S.client
 
 
@@ -978,6 +1077,13 @@ _HANDLERS = (
 
 def register():
     try:
+        # The preferences exist whenever the add-on is enabled, disabled by
+        # JITFS_DISABLE or not, so they can be set and saved on any machine.
+        if __name__ != "__main__":
+            bpy.utils.register_class(JitfsPreferences)
+    except Exception as e:
+        _log("register preferences: %s" % e)
+    try:
         if os.environ.get("JITFS_DISABLE", "") in ("1", "true", "yes"):
             return
         for name, fn in _HANDLERS:
@@ -997,6 +1103,8 @@ def unregister():
             lst = getattr(bpy.app.handlers, name)
             if fn in lst:
                 lst.remove(fn)
+        if getattr(JitfsPreferences, "is_registered", False):
+            bpy.utils.unregister_class(JitfsPreferences)
     except Exception as e:
         _log("unregister: %s" % e)
 

@@ -78,11 +78,37 @@ def _env_int(env, name, default):
         return default
 
 
+# The farms whose own variables name the job and the task when JITFS_JOB_ID
+# and JITFS_TASK_ID are unset, in the order they are tried. Job and task are
+# taken from the same farm, so a stray variable of another farm (a Tractor
+# blade started from a shell that had CUE_JOB, say) cannot mix two identities.
+#   AWS Deadline Cloud: its worker agent exports DEADLINE_JOB_ID for the
+#     session and DEADLINE_TASK_ID for each task action (deadline-cloud-worker-
+#     agent). Thinkbox Deadline 10 documents no such variable for the render
+#     process: there, set JITFS_JOB_ID through the job's environment.
+#   Tractor: the blade exports TR_ENV_JID and TR_ENV_TID to every command.
+#   OpenCue: RQD exports CUE_JOB and CUE_FRAME (CUE_IFRAME, the frame number,
+#     when the frame name is absent), and CUE_SHOT.
+FARMS = (
+    ("deadline", "DEADLINE_JOB_ID", ("DEADLINE_TASK_ID",)),
+    ("tractor", "TR_ENV_JID", ("TR_ENV_TID",)),
+    ("opencue", "CUE_JOB", ("CUE_FRAME", "CUE_IFRAME")),
+)
+
+
 def identity(env, dcc):
-    """The wire's job object from the farm's environment (OpenCue's CUE_* as fallbacks)."""
+    """The wire's job object from the farm's environment: JITFS_* first, then
+    the first farm of FARMS whose job variable is set."""
+    job_id, task = env.get("JITFS_JOB_ID", ""), env.get("JITFS_TASK_ID", "")
+    for _farm, job_var, task_vars in FARMS:
+        if env.get(job_var):
+            job_id = job_id or env[job_var]
+            for v in task_vars:
+                task = task or env.get(v, "")
+            break
     job = {
-        "id": env.get("JITFS_JOB_ID") or env.get("CUE_JOB") or "%s-%d" % (dcc, os.getpid()),
-        "task": env.get("JITFS_TASK_ID") or env.get("CUE_FRAME") or env.get("CUE_IFRAME") or "",
+        "id": job_id or "%s-%d" % (dcc, os.getpid()),
+        "task": task,
         "shot": env.get("JITFS_SHOT") or env.get("CUE_SHOT") or "",
         "dcc": dcc,
         "pid": os.getpid(),
@@ -121,7 +147,8 @@ class Client(object):
                              on the background thread, so the DCC never waits)
       JITFS_LOOKAHEAD        frames to prefetch ahead (2)
       JITFS_HOOK_DEBUG=1     log every request
-      JITFS_JOB_ID|CUE_JOB, JITFS_TASK_ID|CUE_FRAME, JITFS_SHOT|CUE_SHOT  identity
+      JITFS_JOB_ID, JITFS_TASK_ID, JITFS_SHOT  identity; unset, the farm's own
+                             (identity(): Deadline, Tractor, OpenCue)
     """
 
     HEALTH_TIMEOUT = 0.5

@@ -67,8 +67,9 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   rm -rf "$unitdir"
   if [ -n "$verify_out" ]; then echo "$verify_out" >&2; exit 1; fi
 fi
-echo "== Python hook tests (the Nuke callbacks against the nuke stub; standard library only)"
+echo "== Python hook tests (the Nuke callbacks against the nuke stub in nuke-callbacks/tests/stubs; the Blender extension zip; standard library only)"
 python3 -m unittest discover -s nuke-callbacks/tests -t nuke-callbacks/tests
+python3 -m unittest discover -s blender-hooks/tests -t blender-hooks/tests
 python3 scripts/sync-hook-client.py --check
 echo "== go test -race"
 go test -race -count=1 -timeout 30m ./...

@@ -30,6 +30,7 @@ import (
 var (
 	hookScript  = mustAbs("../../blender-hooks/jitfs_prefetch.py")
 	fixtureGen  = mustAbs("../../blender-hooks/tests/make_fixture.py")
+	buildExt    = mustAbs("../../blender-hooks/build_extension.py")
 	hookSummary = regexp.MustCompile(`jitfs: hooks: (\d+) frames, ([\d.]+) ms in hooks \(([\d.]+) ms waiting for files\), (\d+) requests, (\d+) failures, (\d+) breaker trips, (\d+) skipped`)
 )
 
@@ -650,4 +651,134 @@ func waitSocket(t *testing.T, sock string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// extensionSetup installs the extension zip the way a workstation does in
+// Blender 3.x (Preferences > Add-ons > Install..., which unpacks the zip into
+// the user's scripts/addons and reads bl_info), enables it, sets its
+// preferences and saves them to the user's configuration.
+const extensionSetup = `import sys, bpy
+zip_path, sock = sys.argv[sys.argv.index("--") + 1:][:2]
+assert bpy.ops.preferences.addon_install(filepath=zip_path) == {"FINISHED"}
+assert bpy.ops.preferences.addon_enable(module="jitfs_prefetch") == {"FINISHED"}
+import jitfs_prefetch
+print("JITFS-TEST module", jitfs_prefetch.__file__)
+p = bpy.context.preferences.addons["jitfs_prefetch"].preferences
+p.socket_path = sock
+p.frame_wait_ms = 1234
+p.log_level = "DEBUG"
+bpy.ops.wm.save_userpref()
+print("JITFS-TEST preferences %s %d %s" % (p.socket_path, p.frame_wait_ms, p.log_level))
+`
+
+// TestBlenderExtension installs the zip that blender-hooks/build_extension.py
+// builds into Debian's Blender 3.4, saves the add-on's preferences, and
+// renders with them: where the environment leaves a setting unset (or
+// empty), the preference's value is used; where it sets one, the
+// environment's. (The zip's Blender 4.2 manifest is checked by
+// blender-hooks/tests/test_extension.py; no Blender 4.2 runs here.)
+func TestBlenderExtension(t *testing.T) {
+	needTools(t, "blender", "python3")
+	dir := t.TempDir()
+	root := blenderFixture(t, dir)
+	scene := filepath.Join(root, "scenes", "shot.blend")
+	o, err := runTool(t, nil, "python3", buildExt, "--out", filepath.Join(dir, "dist"))
+	if err != nil {
+		t.Fatalf("building the extension: %v\n%s", err, o)
+	}
+	zipPath := strings.TrimSpace(o)
+	if filepath.Base(zipPath) != "jitfs_prefetch-0.5.0.zip" {
+		t.Fatalf("build_extension.py printed %q, want the path of jitfs_prefetch-0.5.0.zip", o)
+	}
+	cfg, scripts := filepath.Join(dir, "config"), filepath.Join(dir, "scripts")
+	user := []string{"BLENDER_USER_CONFIG=" + cfg, "BLENDER_USER_SCRIPTS=" + scripts}
+	prefRec, prefSock := serveRecorder(t, root)
+	setup := filepath.Join(dir, "setup.py")
+	if err := os.WriteFile(setup, []byte(extensionSetup), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// No --factory-startup: preferences are saved to and read from cfg.
+	o, err = runBlender(t, user, "-b", "-noaudio", "--python-exit-code", "1", "-P", setup, "--", zipPath, prefSock)
+	if err != nil {
+		t.Fatalf("installing the extension zip: %v\n%s", err, o)
+	}
+	for _, want := range []string{
+		"JITFS-TEST module " + filepath.Join(scripts, "addons", "jitfs_prefetch", "__init__.py"),
+		"JITFS-TEST preferences " + prefSock + " 1234 DEBUG",
+	} {
+		if !strings.Contains(o, want) {
+			t.Fatalf("the setup did not print %q:\n%s", want, o)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(cfg, "userpref.blend")); err != nil {
+		t.Fatalf("the preferences were not saved: %v\n%s", err, o)
+	}
+
+	// render renders frame 1 with the saved preferences and env, and returns
+	// Blender's output and the wait of each frame request a recorder got.
+	render := func(t *testing.T, env ...string) string {
+		t.Helper()
+		out := t.TempDir()
+		o, err := runBlender(t, append(append([]string{}, user...), env...), "-b", "-noaudio", "-t", "1",
+			scene, "-o", out+"/f_####", "-f", "1")
+		if err != nil {
+			t.Fatalf("render: %v\n%s", err, o)
+		}
+		if _, err := os.Stat(filepath.Join(out, "f_0001.png")); err != nil {
+			t.Fatalf("frame 1 not rendered: %v\n%s", err, o)
+		}
+		if hookSummary.FindStringSubmatch(o) == nil {
+			t.Fatalf("the add-on did not run (no hook summary):\n%s", o)
+		}
+		return o
+	}
+	frameWaits := func(reqs []recorded) []time.Duration {
+		var w []time.Duration
+		for _, r := range reqs {
+			if !r.release && r.scope == hooks.ScopeFrame && r.frame != nil && *r.frame == 1 {
+				w = append(w, r.wait)
+			}
+		}
+		return w
+	}
+
+	t.Run("preferences-where-env-unset", func(t *testing.T) {
+		// Empty counts as unset: a farm template that exports an empty
+		// JITFS_SOCKET must not turn the preference off.
+		o := render(t, hooks.EnvSocket+"=", "JITFS_FRAME_WAIT_MS=", "JITFS_HOOK_DEBUG=")
+		waits := frameWaits(prefRec.take())
+		if len(waits) == 0 {
+			t.Fatalf("the socket set in the preferences got no frame request:\n%s", o)
+		}
+		for _, w := range waits {
+			if w != 1234*time.Millisecond {
+				t.Errorf("frame request waits %v; the preferences say 1234 ms", w)
+			}
+		}
+		if !strings.Contains(o, "jitfs: daemon "+prefSock) {
+			t.Errorf("log level Debug in the preferences, but no debug line naming the daemon:\n%s", o)
+		}
+	})
+
+	t.Run("environment-wins", func(t *testing.T) {
+		envRec, envSock := serveRecorder(t, root)
+		o := render(t, hooks.EnvSocket+"="+envSock, "JITFS_FRAME_WAIT_MS=4321", "JITFS_HOOK_DEBUG=")
+		if reqs := prefRec.take(); len(reqs) != 0 {
+			t.Errorf("the preferences' socket got %d requests though JITFS_SOCKET was set", len(reqs))
+		}
+		waits := frameWaits(envRec.take())
+		if len(waits) == 0 {
+			t.Fatalf("JITFS_SOCKET's daemon got no frame request:\n%s", o)
+		}
+		for _, w := range waits {
+			if w != 4321*time.Millisecond {
+				t.Errorf("frame request waits %v; JITFS_FRAME_WAIT_MS says 4321 ms", w)
+			}
+		}
+		// JITFS_HOOK_DEBUG is empty, so the preferences' Debug still holds:
+		// each setting is decided on its own.
+		if !strings.Contains(o, "jitfs: daemon "+envSock) {
+			t.Errorf("no debug line naming JITFS_SOCKET's daemon:\n%s", o)
+		}
+	})
 }

@@ -50,7 +50,7 @@ func TestNukeCallbacksEndToEnd(t *testing.T) {
 	}
 	plugin := filepath.Join(repo, "nuke-callbacks")
 	tests := filepath.Join(plugin, "tests")
-	cli := filepath.Join(tests, "nuke_stub", "nuke_cli.py")
+	cli := filepath.Join(tests, "stubs", "nuke_cli.py")
 
 	w := newWorld(t, false)
 	sock := filepath.Join(t.TempDir(), "jitfs.sock")

@@ -450,6 +450,66 @@ class TestPython37(unittest.TestCase):
                 ast.parse(f.read(), n, feature_version=(3, 7))
 
 
+# Every variable identity() reads, so a test's environment names only its own farm.
+_IDENTITY_VARS = ("JITFS_JOB_ID", "JITFS_TASK_ID", "JITFS_SHOT", "DEADLINE_JOB_ID", "DEADLINE_TASK_ID",
+                  "TR_ENV_JID", "TR_ENV_TID", "CUE_JOB", "CUE_FRAME", "CUE_IFRAME", "CUE_SHOT")
+
+
+class TestIdentity(unittest.TestCase):
+    """The job a request names: JITFS_* first, then Deadline's, Tractor's or
+    OpenCue's own variables, job and task from the same farm."""
+
+    def test_precedence(self):
+        cases = [
+            ("jitfs wins over every farm",
+             {"JITFS_JOB_ID": "j", "JITFS_TASK_ID": "t", "JITFS_SHOT": "s", "DEADLINE_JOB_ID": "d",
+              "DEADLINE_TASK_ID": "dt", "TR_ENV_JID": "41", "TR_ENV_TID": "3", "CUE_JOB": "c", "CUE_FRAME": "cf",
+              "CUE_SHOT": "cs"},
+             {"id": "j", "task": "t", "shot": "s"}),
+            ("deadline cloud", {"DEADLINE_JOB_ID": "job-0123abcd", "DEADLINE_TASK_ID": "task-0123abcd-5"},
+             {"id": "job-0123abcd", "task": "task-0123abcd-5"}),
+            ("tractor", {"TR_ENV_JID": "4242", "TR_ENV_TID": "17"}, {"id": "4242", "task": "17"}),
+            ("opencue", {"CUE_JOB": "show-sh010-comp", "CUE_FRAME": "0101-comp", "CUE_IFRAME": "101",
+                         "CUE_SHOT": "sh010"},
+             {"id": "show-sh010-comp", "task": "0101-comp", "shot": "sh010"}),
+            ("opencue frame number when the frame name is absent", {"CUE_JOB": "c", "CUE_IFRAME": "101"},
+             {"id": "c", "task": "101"}),
+            ("deadline before tractor before opencue",
+             {"DEADLINE_JOB_ID": "d", "DEADLINE_TASK_ID": "dt", "TR_ENV_JID": "41", "TR_ENV_TID": "3",
+              "CUE_JOB": "c", "CUE_FRAME": "cf"},
+             {"id": "d", "task": "dt"}),
+            ("job and task from one farm: a stray task of another is ignored",
+             {"TR_ENV_JID": "41", "DEADLINE_TASK_ID": "dt", "CUE_FRAME": "cf"}, {"id": "41"}),
+            ("a JITFS_* variable overrides only its own field",
+             {"JITFS_JOB_ID": "j", "TR_ENV_JID": "41", "TR_ENV_TID": "3"}, {"id": "j", "task": "3"}),
+            ("no farm", {}, {"id": "nuke-%d" % os.getpid()}),
+        ]
+        for name, env, want in cases:
+            with self.subTest(name):
+                got = jitfs_client.identity(env, "nuke")
+                self.assertEqual(dict((k, got.get(k)) for k in ("id", "task", "shot") if k in got), want)
+                self.assertEqual((got["dcc"], got["pid"]), ("nuke", os.getpid()))
+
+
+class TestPluginLayout(unittest.TestCase):
+    """What a studio puts on NUKE_PATH holds the plug-in and nothing that
+    could stand in for Nuke's own modules."""
+
+    def test_plugin_directory_holds_only_the_plugin(self):
+        top = sorted(n for n in os.listdir(testutil.PLUGIN) if not n.startswith(".") and n != "__pycache__")
+        self.assertEqual(top, ["init.py", "jitfs_client.py", "jitfs_nuke.py", "tests"])
+        self.assertFalse(os.path.relpath(testutil.STUB, testutil.PLUGIN).startswith(".."))
+        # Nuke puts each NUKE_PATH entry itself on sys.path, not its
+        # subdirectories: from the plug-in directory alone, no `nuke` is found.
+        import subprocess
+        p = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path[:] = [sys.argv[1]] + "
+                            "[q for q in sys.path if q.startswith(sys.base_prefix)]\n"
+                            "import importlib.util as u; print(u.find_spec('nuke') is None)", testutil.PLUGIN],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.strip(), "True", "a `nuke` module is importable from the plug-in directory")
+
+
 class TestSubprocess(unittest.TestCase):
     """The same start-up as a farm: a separate process running nuke_cli.py
     with NUKE_PATH, talking to the recording daemon."""
@@ -474,6 +534,34 @@ class TestSubprocess(unittest.TestCase):
             self.assertIn(s, scopes)
         self.assertEqual([b["job"]["id"] for b in d.bodies("/v1/prefetch")],
                          ["job-sub"] * len(scopes))
+
+    def test_farm_identity_in_a_process(self):
+        """Deadline's and Tractor's variables name the job with no JITFS_JOB_ID."""
+        import subprocess
+        tmp = tempfile.mkdtemp(prefix="jitfs-nuke-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        show = testutil.make_show(tmp)
+        farms = [("deadline", {"DEADLINE_JOB_ID": "job-0123abcd", "DEADLINE_TASK_ID": "task-0123abcd-2"},
+                  ("job-0123abcd", "task-0123abcd-2")),
+                 ("tractor", {"TR_ENV_JID": "4242", "TR_ENV_TID": "17"}, ("4242", "17"))]
+        for name, farm_env, (job, task) in farms:
+            with self.subTest(name):
+                sock = os.path.join(tmp, name + ".sock")
+                d = testutil.Recorder(sock, show["mount"])
+                self.addCleanup(d.close)
+                env = dict(os.environ, JITFS_SOCKET=sock, NUKE_PATH=testutil.PLUGIN, HOME=os.path.join(tmp, "home"),
+                           JITFS_TEST_TEXROOT=os.path.join(show["mount"], "textures"))
+                for k in _IDENTITY_VARS + ("JITFS_DISABLE",):
+                    env.pop(k, None)
+                env.update(farm_env)
+                p = subprocess.run([sys.executable, os.path.join(testutil.STUB, "nuke_cli.py"), "-F", "1001",
+                                    "-X", "Write1", show["comp"]], env=env, capture_output=True, text=True,
+                                   timeout=120)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                bodies = d.bodies("/v1/prefetch")
+                self.assertTrue(bodies, p.stderr)
+                self.assertEqual(set((b["job"]["id"], b["job"].get("task")) for b in bodies), {(job, task)})
+                self.assertEqual(set(b["job"]["id"] for b in d.bodies("/v1/release")), {job})
 
 
 if __name__ == "__main__":

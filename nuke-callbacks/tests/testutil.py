@@ -16,7 +16,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLUGIN = os.path.dirname(HERE)           # nuke-callbacks: what goes on NUKE_PATH
-STUB = os.path.join(HERE, "nuke_stub")   # the nuke stub and nuke_cli.py
+STUB = os.path.join(HERE, "stubs")       # the nuke stub and nuke_cli.py: never on NUKE_PATH
 
 import sys  # noqa: E402
 
