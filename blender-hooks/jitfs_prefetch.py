@@ -53,7 +53,7 @@ import time
 import bpy
 from bpy.app.handlers import persistent
 
-# ---- CLIENT BEGIN (a copy of nuke-callbacks/jitfs_client.py; keep identical) ----
+# ---- CLIENT BEGIN (a copy of nuke-callbacks/plugin/jitfs_client.py; keep identical) ----
 # jitfs hook client: the part of the Nuke callbacks and the Blender add-on
 # that talks to the node's jitfs daemon (docs/hook-api.md, jitfs.prefetch/v1).
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Copies nuke-callbacks/jitfs_client.py into blender-hooks/jitfs_prefetch.py.
+"""Copies nuke-callbacks/plugin/jitfs_client.py into blender-hooks/jitfs_prefetch.py.
 
 The Blender add-on must be one file (Blender installs an add-on .py on its
 own), so it carries the shared hook client between its CLIENT markers.
@@ -10,9 +10,9 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLIENT = os.path.join(ROOT, "nuke-callbacks", "jitfs_client.py")
+CLIENT = os.path.join(ROOT, "nuke-callbacks", "plugin", "jitfs_client.py")
 ADDON = os.path.join(ROOT, "blender-hooks", "jitfs_prefetch.py")
-BEGIN = "# ---- CLIENT BEGIN (a copy of nuke-callbacks/jitfs_client.py; keep identical) ----\n"
+BEGIN = "# ---- CLIENT BEGIN (a copy of nuke-callbacks/plugin/jitfs_client.py; keep identical) ----\n"
 END = "# ---- CLIENT END ----\n"
 
 

@@ -8,7 +8,7 @@ import (
 	"github.com/jitfs/jitfs/hooks"
 )
 
-// The Python hook client (nuke-callbacks/jitfs_client.py, copied into the
+// The Python hook client (nuke-callbacks/plugin/jitfs_client.py, copied into the
 // Blender add-on) must find the same socket as the daemon and the Go tools.
 
 // TestHookClientCopiesAgree: the Blender add-on's copy of the client is the
@@ -25,7 +25,7 @@ func TestHookClientCopiesAgree(t *testing.T) {
 func TestHookClientDefaultSocket(t *testing.T) {
 	mounts := []string{"/mnt/jitfs", "/mnt/my-show", "/", "/.hidden/x", "/a b/ü%", "/mnt/jitfs/",
 		"/" + strings.Repeat("deep/", 30) + "end", "/" + strings.Repeat("x", 90)}
-	script := "import sys\nsys.path.insert(0, '../../nuke-callbacks')\nimport jitfs_client\n" +
+	script := "import sys\nsys.path.insert(0, '../../nuke-callbacks/plugin')\nimport jitfs_client\n" +
 		"for m in sys.argv[1:]:\n    print(jitfs_client.default_socket(m))\n"
 	out, err := exec.Command("python3", append([]string{"-c", script}, mounts...)...).CombinedOutput()
 	if err != nil {

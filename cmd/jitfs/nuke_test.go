@@ -48,8 +48,8 @@ func TestNukeCallbacksEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plugin := filepath.Join(repo, "nuke-callbacks")
-	tests := filepath.Join(plugin, "tests")
+	plugin := filepath.Join(repo, "nuke-callbacks", "plugin")
+	tests := filepath.Join(repo, "nuke-callbacks", "tests")
 	cli := filepath.Join(tests, "stubs", "nuke_cli.py")
 
 	w := newWorld(t, false)

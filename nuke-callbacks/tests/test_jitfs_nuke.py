@@ -497,8 +497,9 @@ class TestPluginLayout(unittest.TestCase):
 
     def test_plugin_directory_holds_only_the_plugin(self):
         top = sorted(n for n in os.listdir(testutil.PLUGIN) if not n.startswith(".") and n != "__pycache__")
-        self.assertEqual(top, ["init.py", "jitfs_client.py", "jitfs_nuke.py", "tests"])
-        self.assertFalse(os.path.relpath(testutil.STUB, testutil.PLUGIN).startswith(".."))
+        self.assertEqual(top, ["init.py", "jitfs_client.py", "jitfs_nuke.py"])
+        # The stub and the tests live beside the plug-in, never in it.
+        self.assertTrue(os.path.relpath(testutil.STUB, testutil.PLUGIN).startswith(".."))
         # Nuke puts each NUKE_PATH entry itself on sys.path, not its
         # subdirectories: from the plug-in directory alone, no `nuke` is found.
         import subprocess

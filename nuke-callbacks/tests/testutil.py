@@ -15,7 +15,7 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PLUGIN = os.path.dirname(HERE)           # nuke-callbacks: what goes on NUKE_PATH
+PLUGIN = os.path.join(os.path.dirname(HERE), "plugin")  # nuke-callbacks/plugin: what goes on NUKE_PATH
 STUB = os.path.join(HERE, "stubs")       # the nuke stub and nuke_cli.py: never on NUKE_PATH
 
 import sys  # noqa: E402

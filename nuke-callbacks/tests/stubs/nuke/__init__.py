@@ -1,7 +1,7 @@
 """A behavioural stub of Foundry's `nuke` module, for jitfs's tests only.
 
 Nuke is proprietary and cannot run in CI, so the jitfs callbacks
-(nuke-callbacks/jitfs_nuke.py) are tested against this model of the
+(nuke-callbacks/plugin/jitfs_nuke.py) are tested against this model of the
 documented API surface listed in dcc-apis.md section 4.7. It is written from
 Foundry's documentation and the research notes, not from Foundry's code.
 test_stub_contract.py pins each documented rule it models, quoting the
