@@ -172,7 +172,11 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		return dryRunItems(items, *asJSON, stdout)
 	}
 
-	sock, err := daemonSocket(*socket, pos)
+	from := pos
+	if len(from) == 0 && *mount != "" {
+		from = []string{*mount} // a manifest's socket is its mount's
+	}
+	sock, err := daemonSocket(*socket, from)
 	if err != nil && *release {
 		// No mount's hook socket here: the node daemon ends the job's pins
 		// (and its snapshot, once no task of it is attached).
