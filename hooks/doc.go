@@ -20,8 +20,10 @@
 // each body a JSON object carrying "schema": "jitfs.prefetch/v1". Items
 // are absolute paths or sequence patterns: printf frame tokens (%d, %0Nd)
 // over frame lists such as "1001-1100x2", %V and %v over views, and
-// <UDIM>, filled from given tiles or from a listing of the directory
-// through the mount. Within v1 fields are only added: the server ignores
+// <UDIM> or <UVTILE> (u1_v1 for tile 1001), filled from given tiles or
+// from a listing of the directory through the mount. The wire has one
+// spelling of a frame token; TranslateTokens turns what people type
+// (####, @@@@, $F, $F4) into it on the client's side. Within v1 fields are only added: the server ignores
 // request fields it does not know, and clients must ignore unknown reply
 // fields.
 //

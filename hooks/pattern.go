@@ -318,16 +318,6 @@ func checkView(v string) error {
 	return nil
 }
 
-// udimParts splits a file name holding exactly one UDIMToken into what
-// comes before and after it.
-func udimParts(name string) (prefix, suffix string, err error) {
-	if n := strings.Count(name, UDIMToken); n != 1 {
-		return "", "", fmt.Errorf("hooks: %q: want exactly one %s in the file name, found %d", name, UDIMToken, n)
-	}
-	prefix, suffix, _ = strings.Cut(name, UDIMToken)
-	return prefix, suffix, nil
-}
-
 // matchUDIM reports the tile a directory entry name stands for, if it is
 // prefix + four digits in 1001..1999 + suffix.
 func matchUDIM(name, prefix, suffix string) (int, bool) {

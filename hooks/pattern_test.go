@@ -144,7 +144,7 @@ func TestMatchUDIM(t *testing.T) {
 			t.Errorf("matchUDIM(%q) = %d, %v; want %d, %v", tc.name, tile, ok, tc.tile, tc.ok)
 		}
 	}
-	if _, _, err := udimParts("a.<UDIM>.<UDIM>.exr"); err == nil {
+	if _, _, _, err := tileParts("a.<UDIM>.<UDIM>.exr"); err == nil {
 		t.Error("two <UDIM> tokens accepted")
 	}
 }

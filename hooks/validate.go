@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"path"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -143,9 +142,10 @@ type planner struct {
 	udimAt    map[int]int // index in wants of a placeholder -> index in udims
 }
 
-// udimSet is a <UDIM> path waiting for its directory listing, which
+// udimSet is a <UDIM> or <UVTILE> path waiting for its directory listing, which
 // happens only after the whole request has been validated.
 type udimSet struct {
+	tok                         string // UDIMToken or UVTileToken
 	abs, relDir, prefix, suffix string
 	ranges                      []Range
 }
@@ -297,9 +297,13 @@ func (pl *planner) seq(s Seq, ranges []Range) *rejection {
 			return patternRejection(reasonBadFrames, err)
 		}
 	}
-	hasUDIM := strings.Contains(s.Pattern, UDIMToken)
+	tok, err := tileToken(s.Pattern)
+	if err != nil {
+		return patternRejection(reasonBadPattern, err)
+	}
+	hasUDIM := tok != ""
 	if len(s.Tiles) > 0 && !hasUDIM {
-		return reject(reasonBadPattern, "tiles were given but pattern %q has no %s", s.Pattern, UDIMToken)
+		return reject(reasonBadPattern, "tiles were given but pattern %q has no %s or %s", s.Pattern, UDIMToken, UVTileToken)
 	}
 	for _, t := range s.Tiles {
 		if t < minUDIM || t > maxUDIM {
@@ -330,11 +334,11 @@ func (pl *planner) seq(s Seq, ranges []Range) *rejection {
 			return rej
 		}
 		for _, p := range paths {
-			if _, _, err := udimParts(path.Base(p)); err != nil || strings.Contains(path.Dir(p), UDIMToken) {
-				return reject(reasonBadPattern, "pattern %q: %s may appear once, in the file name only", s.Pattern, UDIMToken)
+			if _, _, _, err := tileParts(path.Base(p)); err != nil || strings.Contains(path.Dir(p), tok) {
+				return reject(reasonBadPattern, "pattern %q: %s may appear once, in the file name only", s.Pattern, tok)
 			}
 			for _, t := range s.Tiles {
-				if rej := pl.add(strings.Replace(p, UDIMToken, strconv.Itoa(t), 1), ranges); rej != nil {
+				if rej := pl.add(strings.Replace(p, tok, FormatTile(tok, t), 1), ranges); rej != nil {
 					return rej
 				}
 			}
@@ -357,15 +361,15 @@ func (pl *planner) seq(s Seq, ranges []Range) *rejection {
 		}
 		// Check the clean name: cleaning could have moved the token.
 		dir, name := path.Split(rel)
-		prefix, suffix, err := udimParts(name)
-		if err != nil || strings.Contains(dir, UDIMToken) {
-			return reject(reasonBadPattern, "pattern %q: %s may appear once, in the file name only", s.Pattern, UDIMToken)
+		_, prefix, suffix, err := tileParts(name)
+		if err != nil || strings.Contains(dir, tok) {
+			return reject(reasonBadPattern, "pattern %q: %s may appear once, in the file name only", s.Pattern, tok)
 		}
 		// A placeholder keeps the tiles in request order; it has no Rel,
 		// so it never merges with a file.
 		pl.udimAt[len(pl.wants)] = len(pl.udims)
 		pl.wants = append(pl.wants, Want{Abs: p})
-		pl.udims = append(pl.udims, udimSet{abs: p, relDir: strings.TrimSuffix(dir, "/"), prefix: prefix, suffix: suffix, ranges: ranges})
+		pl.udims = append(pl.udims, udimSet{tok: tok, abs: p, relDir: strings.TrimSuffix(dir, "/"), prefix: prefix, suffix: suffix, ranges: ranges})
 	}
 	return nil
 }
@@ -404,7 +408,7 @@ func (pl *planner) listUDIMs(pln *plan) *rejection {
 		}
 		found := 0
 		for _, n := range names {
-			tile, ok := matchUDIM(n, u.prefix, u.suffix)
+			tile, ok := matchTile(u.tok, n, u.prefix, u.suffix)
 			if !ok {
 				continue
 			}
@@ -418,7 +422,7 @@ func (pl *planner) listUDIMs(pln *plan) *rejection {
 			if u.relDir != "" {
 				rel = u.relDir + "/" + n
 			}
-			wants, index = mergeWant(wants, index, Want{Rel: rel, Abs: strings.Replace(u.abs, UDIMToken, strconv.Itoa(tile), 1), Ranges: u.ranges})
+			wants, index = mergeWant(wants, index, Want{Rel: rel, Abs: strings.Replace(u.abs, u.tok, FormatTile(u.tok, tile), 1), Ranges: u.ranges})
 			found++
 		}
 		if found == 0 {

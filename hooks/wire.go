@@ -58,14 +58,16 @@ type Item struct {
 // UDIM tiles (see ExpandPattern and ParseFrames).
 type Seq struct {
 	// Pattern is an absolute path with printf tokens (%d, %0Nd, %V, %v,
-	// %%) and at most one <UDIM> in its file name.
+	// %%) and at most one tile token, <UDIM> or <UVTILE>, in its file
+	// name. Hand-written tokens (####, $F4, @@@@) are the client's to
+	// translate (TranslateTokens): the protocol keeps one spelling.
 	Pattern string `json:"pattern"`
 	// Frames is a frame list such as "1001-1100x2,1200"; required exactly
 	// when Pattern has a frame token.
 	Frames string `json:"frames,omitempty"`
 	// Views fill %V (the name) and %v (its first letter).
 	Views []string `json:"views,omitempty"`
-	// Tiles fill <UDIM>; without them the server lists the directory
+	// Tiles fill <UDIM> or <UVTILE>; without them the server lists the directory
 	// through the mount and takes the tiles that exist.
 	Tiles []int `json:"tiles,omitempty"`
 }

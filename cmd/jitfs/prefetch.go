@@ -12,6 +12,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,32 +25,92 @@ import (
 	"github.com/jitfs/jitfs/prefetch"
 )
 
-// errIncomplete marks a prefetch that ran but left items unresolved: exit 1
-// with the reply printed, so an agent can decide whether to start anyway.
-var errIncomplete = errors.New("prefetch incomplete")
+// Exit codes of jitfs prefetch, sysexits-style like flush's (docs/hook-api.md
+// and --help list them), so a farm agent can tell what to do next. Usage
+// errors, a malformed manifest included, exit 2 as every command's do, and
+// anything else 1 (files outside the mount, say).
+const (
+	// exitPrefetchMissing: some files are not in the bucket, so the scene
+	// is broken and rendering it would fail or render wrong
+	// (EX_NOINPUT).
+	exitPrefetchMissing = 66
+	// exitPrefetchNoDaemon: no daemon answers the hook socket; the render
+	// may go on uncached, or the mount is not up (EX_UNAVAILABLE, as
+	// flush's exitSetup).
+	exitPrefetchNoDaemon = 69
+	// exitPrefetchPending: every file exists, but some were still being
+	// fetched when --wait ran out, a fetch failed, or the daemon was too
+	// busy to take them; retrying later may succeed (EX_TEMPFAIL, as
+	// flush's exitNotDurable).
+	exitPrefetchPending = 75
+)
+
+const prefetchHelp = `usage: jitfs prefetch [flags] PATH|PATTERN...
+       jitfs prefetch [flags] --manifest FILE
+       jitfs prefetch --dry-run [--mount DIR] (--manifest FILE | PATH|PATTERN...)
+
+Makes files resident in the daemon's cache before a render opens them.
+A PATH is a file, or a directory meaning its subtree, relative to the
+current directory. With --frames, each argument is a PATTERN expanded over
+those frames. A manifest holds one item per line ('#' starts a comment):
+
+  PATH                       a file; relative paths are relative to the mount
+  PATTERN FRAMES             e.g. shots/plate.####.exr 1001-1100x2,1200
+  PATTERN                    with <UDIM> or <UVTILE> and no frame token
+
+Frame tokens: #### or @@@@ (one per digit: %04d), $F (unpadded) and
+$F2..$F9 (Houdini), %d and %0Nd (printf). Tile tokens, in the file name:
+<UDIM> (1001-1999) and <UVTILE> (u1_v1 is tile 1001, u2_v1 1002, u1_v2
+1011), expanded to the tiles present in the directory. Absolute paths
+outside the mount, and every malformed line, are reported file:line.
+
+--dry-run needs no daemon: it expands the items, stats every file through
+the mount, and lists which exist and which are missing.
+
+Exit status:
+  0   every file is resident or queued (with --dry-run: every file exists)
+  1   another error, e.g. files outside the mount
+  2   usage error, including a malformed manifest (every bad line is listed)
+  66  files missing in the bucket: the scene is broken
+  69  no daemon reachable: the render may go on, uncached
+  75  still pending when --wait ran out, a fetch failed, or the daemon was
+      busy: retry, or render and read on demand
+
+Flags:
+`
 
 func runPrefetch(args []string, stdout, stderr io.Writer) error {
 	fl := flag.NewFlagSet("prefetch", flag.ContinueOnError)
 	fl.SetOutput(stderr)
+	fl.Usage = func() {
+		io.WriteString(stderr, prefetchHelp)
+		fl.PrintDefaults()
+	}
 	wait := fl.Duration("wait", 0, "hold until every file is resident or this long has passed (0: queue and return)")
 	job := fl.String("job", os.Getenv("JITFS_JOB_ID"), "job id: the files are pinned for the job until it is released (default $JITFS_JOB_ID)")
 	scope := fl.String("scope", "", "frame, miss, job, lookahead or job_seq (default: frame with --wait, job without)")
-	manifest := fl.String("manifest", "", "file with one path per line, or a pattern and its frames (PATTERN FRAMES, e.g. /show/plate.%04d.exr 1001-1100)")
+	manifest := fl.String("manifest", "", "file with one item per line: PATH, or PATTERN FRAMES (e.g. plates/plate.####.exr 1001-1100)")
+	frames := fl.String("frames", "", "frame list (e.g. 1001-1100x2,1200): every PATH argument is a PATTERN expanded over it")
+	mount := fl.String("mount", "", "the mountpoint manifest paths are relative to (default: the daemon's; --dry-run has no daemon to ask)")
+	dryRun := fl.Bool("dry-run", false, "expand the items and check through the mount which files exist, without a daemon")
 	fromTrace := fl.String("from-trace", "", "prefetch what a recorded trace read (whole small files, the read ranges of large ones)")
-	traceRoot := fl.String("trace-root", "", "with --from-trace: the directory the trace's root maps to (default: the daemon's mountpoint)")
+	traceRoot := fl.String("trace-root", "", "with --from-trace: the directory the trace's root maps to (default: the mount)")
 	socket := fl.String("socket", "", "hook API socket (default: $JITFS_SOCKET, else the socket of the mount holding the first path)")
-	asJSON := fl.Bool("json", false, "print the daemon's reply as JSON")
+	asJSON := fl.Bool("json", false, "print the daemon's reply (with --dry-run: the files and the missing) as JSON")
 	release := fl.Bool("release", false, "release the job's pins (with --job) instead of prefetching")
 	nodeSock := fl.String("daemon", os.Getenv(daemon.EnvNodeSocket), "with --release and no hook socket: the node daemon's socket (default $"+daemon.EnvNodeSocket+", else "+daemon.DefaultNodeSocket+")")
 	pos, err := parseInterspersed(fl, args)
 	if err != nil {
 		return err
 	}
-	if *release {
+	switch {
+	case *release && *dryRun:
+		return fmt.Errorf("%w: --release and --dry-run do not go together", errUsage)
+	case *release:
 		if *job == "" {
 			return fmt.Errorf("%w: --release needs --job", errUsage)
 		}
-	} else if len(pos) == 0 && *manifest == "" && *fromTrace == "" {
+	case len(pos) == 0 && *manifest == "" && *fromTrace == "":
 		return fmt.Errorf("%w: give PATHs, --manifest or --from-trace", errUsage)
 	}
 	sc := hooks.Scope(*scope)
@@ -62,7 +123,60 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 	if !sc.Valid() {
 		return fmt.Errorf("%w: unknown --scope %q", errUsage, *scope)
 	}
-	sock, err := daemonSocket(*socket, pos)
+	if *mount != "" {
+		abs, err := filepath.Abs(*mount)
+		if err != nil {
+			return fmt.Errorf("%w: --mount: %v", errUsage, err)
+		}
+		*mount = abs
+	}
+
+	// The command line and the manifest's syntax are checked before any
+	// daemon is asked, so a broken manifest is a usage error (2) whether
+	// or not a daemon is up.
+	var items []hooks.Item
+	for _, p := range pos {
+		more, err := argItems(p, *frames)
+		if err != nil {
+			return err
+		}
+		items = append(items, more...)
+	}
+	var lines []manifestLine
+	if *manifest != "" {
+		if lines, err = parseManifest(*manifest); err != nil {
+			return err
+		}
+	}
+
+	if *dryRun {
+		root := *traceRoot
+		if root == "" {
+			root = *mount
+		}
+		if *fromTrace != "" && root == "" {
+			return fmt.Errorf("%w: --dry-run --from-trace needs --trace-root or --mount", errUsage)
+		}
+		more, err := resolveManifest(*manifest, lines, *mount)
+		if err != nil {
+			return err
+		}
+		items = append(items, more...)
+		if *fromTrace != "" {
+			more, err := traceItems(*fromTrace, root, stderr)
+			if err != nil {
+				return err
+			}
+			items = append(items, more...)
+		}
+		return dryRunItems(items, *asJSON, stdout)
+	}
+
+	from := pos
+	if len(from) == 0 && *mount != "" {
+		from = []string{*mount} // a manifest's socket is its mount's
+	}
+	sock, err := daemonSocket(*socket, from)
 	if err != nil && *release {
 		// No mount's hook socket here: the node daemon ends the job's pins
 		// (and its snapshot, once no task of it is attached).
@@ -73,39 +187,35 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if err != nil {
-		return err
+		return &exitError{code: exitPrefetchNoDaemon, err: err}
 	}
 	cl := hooks.NewClient(sock, *wait+30*time.Second)
 	defer cl.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if *release {
-		return cl.Release(ctx, hooks.ReleaseRequest{Schema: hooks.Schema, Job: hooks.JobInfo{Job: hooks.Job{ID: *job}}, Scope: hooks.ScopeJob})
+		return daemonError(ctx, cl.Release(ctx, hooks.ReleaseRequest{Schema: hooks.Schema, Job: hooks.JobInfo{Job: hooks.Job{ID: *job}}, Scope: hooks.ScopeJob}))
 	}
 
-	var items []hooks.Item
-	for _, p := range pos {
-		more, err := pathItems(p)
+	// The daemon knows its mountpoint: manifest paths relative to the
+	// mount, and the trace's root, default to it.
+	mnt := *mount
+	if mnt == "" && (len(lines) > 0 || (*fromTrace != "" && *traceRoot == "")) {
+		h, err := cl.Health(ctx)
 		if err != nil {
-			return err
+			return daemonError(ctx, err)
 		}
-		items = append(items, more...)
+		mnt = h.Mountpoint
 	}
-	if *manifest != "" {
-		more, err := manifestItems(*manifest)
-		if err != nil {
-			return err
-		}
-		items = append(items, more...)
+	more, err := resolveManifest(*manifest, lines, mnt)
+	if err != nil {
+		return err
 	}
+	items = append(items, more...)
 	if *fromTrace != "" {
 		root := *traceRoot
 		if root == "" {
-			h, err := cl.Health(ctx)
-			if err != nil {
-				return err
-			}
-			root = h.Mountpoint
+			root = mnt
 		}
 		more, err := traceItems(*fromTrace, root, stderr)
 		if err != nil {
@@ -117,7 +227,7 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		Scope: sc, WaitMS: wait.Milliseconds(), Items: items}
 	rep, err := cl.Prefetch(ctx, req)
 	if err != nil {
-		return err
+		return daemonError(ctx, err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -139,10 +249,83 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "  pending   %s\n", p)
 		}
 	}
-	if len(rep.Missing) > 0 || len(rep.Unmanaged) > 0 || len(rep.Failed) > 0 || rep.TimedOut {
-		return errIncomplete
+	// The worst outcome decides: a broken scene outranks a slow fetch,
+	// which outranks files that were never the daemon's.
+	switch {
+	case len(rep.Missing) > 0:
+		return &exitError{code: exitPrefetchMissing}
+	case len(rep.Failed) > 0 || rep.TimedOut:
+		return &exitError{code: exitPrefetchPending}
+	case len(rep.Unmanaged) > 0:
+		return &exitError{code: 1}
 	}
 	return nil
+}
+
+// daemonError maps what a daemon call returned to the exit codes: a
+// refused request is the command line's fault (2), a busy daemon a
+// retry (75), and a daemon that does not answer at all is no daemon (69).
+func daemonError(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	var apiErr *hooks.APIError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.StatusCode == 503:
+		return &exitError{code: exitPrefetchPending, err: err}
+	case errors.As(err, &apiErr) && apiErr.StatusCode >= 400 && apiErr.StatusCode < 500:
+		return &exitError{code: 2, err: err}
+	case errors.As(err, &apiErr), ctx.Err() != nil:
+		return err
+	}
+	return &exitError{code: exitPrefetchNoDaemon, err: err}
+}
+
+// argItems turns a command-line argument into items: with frames, or with
+// a tile token, a pattern; otherwise a file, or every file of a
+// directory's subtree.
+func argItems(arg, frames string) ([]hooks.Item, error) {
+	if frames == "" && !hooks.HasTileToken(arg) {
+		return pathItems(arg)
+	}
+	abs, err := filepath.Abs(arg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	seq, err := patternSeq(abs, frames)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", errUsage, arg, err)
+	}
+	return []hooks.Item{{Seq: seq}}, nil
+}
+
+// patternSeq checks a pattern as the daemon would, after translating its
+// hand-written tokens, so a mistake is reported here with its line rather
+// than as the daemon's refusal of the whole request.
+func patternSeq(pattern, frames string) (*hooks.Seq, error) {
+	p, err := hooks.TranslateTokens(pattern)
+	if err != nil {
+		return nil, errors.New(strings.TrimPrefix(err.Error(), "hooks: "))
+	}
+	var fr []int
+	if frames != "" {
+		if fr, err = hooks.ParseFrames(frames); err != nil {
+			return nil, errors.New(strings.TrimPrefix(err.Error(), "hooks: "))
+		}
+	}
+	if _, err := hooks.ExpandPattern(p, fr, nil); err != nil {
+		return nil, errors.New(strings.TrimPrefix(err.Error(), "hooks: "))
+	}
+	if hooks.HasTileToken(p) {
+		dir, name := path.Split(p)
+		if hooks.HasTileToken(dir) {
+			return nil, fmt.Errorf("%s or %s may appear once, in the file name only", hooks.UDIMToken, hooks.UVTileToken)
+		}
+		if _, err := hooks.MatchTiles(name, nil); err != nil {
+			return nil, errors.New(strings.TrimPrefix(err.Error(), "hooks: "))
+		}
+	}
+	return &hooks.Seq{Pattern: p, Frames: frames}, nil
 }
 
 // pathItems turns a command-line path into items: a file, or every file
@@ -170,15 +353,47 @@ func pathItems(p string) ([]hooks.Item, error) {
 	return items, err
 }
 
-// manifestItems reads a manifest: one absolute path per line, or a
-// pattern and its frame list; # starts a comment.
+// manifestLine is one item line of a manifest, checked for syntax but not
+// yet resolved against the mount.
+type manifestLine struct {
+	n      int
+	path   string
+	frames string
+	seq    bool
+}
+
+// manifestError lists every bad line of a manifest, so whoever wrote it
+// fixes them in one pass; it is a usage error.
+type manifestError struct{ lines []string }
+
+func (e *manifestError) Error() string {
+	return fmt.Sprintf("%d bad manifest lines:\n  %s", len(e.lines), strings.Join(e.lines, "\n  "))
+}
+
+func (e *manifestError) Unwrap() error { return errUsage }
+
+// manifestItems reads a manifest whose paths are all absolute (relative
+// ones need the mount, which jitfs run's caller does not pass).
 func manifestItems(name string) ([]hooks.Item, error) {
-	f, err := os.Open(name)
+	lines, err := parseManifest(name)
 	if err != nil {
 		return nil, err
 	}
+	return resolveManifest(name, lines, "")
+}
+
+// parseManifest reads a manifest: one path per line, or a pattern and
+// its frame list, or a tile pattern alone; # starts a comment. A line of
+// one field is a literal path (frame tokens and all) unless it holds a
+// tile token, so a file whose name has a '#' or '@' can still be named.
+func parseManifest(name string) ([]manifestLine, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
 	defer f.Close()
-	var items []hooks.Item
+	var lines []manifestLine
+	var bad []string
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -186,18 +401,186 @@ func manifestItems(name string) ([]hooks.Item, error) {
 			continue
 		}
 		fields := strings.Fields(line)
+		l := manifestLine{n: n, path: fields[0]}
 		switch {
-		case len(fields) == 1 && strings.Contains(fields[0], hooks.UDIMToken):
-			items = append(items, hooks.Item{Seq: &hooks.Seq{Pattern: fields[0]}})
+		case len(fields) == 1 && hooks.HasTileToken(fields[0]):
+			l.seq = true
 		case len(fields) == 1:
-			items = append(items, hooks.Item{Path: fields[0]})
 		case len(fields) == 2:
-			items = append(items, hooks.Item{Seq: &hooks.Seq{Pattern: fields[0], Frames: fields[1]}})
+			l.seq, l.frames = true, fields[1]
 		default:
-			return nil, fmt.Errorf("%s:%d: want PATH or PATTERN FRAMES (paths with spaces: one per line, alone)", name, n)
+			bad = append(bad, fmt.Sprintf("%s:%d: want PATH or PATTERN FRAMES (paths with spaces: one per line, alone)", name, n))
+			continue
+		}
+		if l.seq {
+			if _, err := patternSeq(l.path, l.frames); err != nil {
+				bad = append(bad, fmt.Sprintf("%s:%d: %v", name, n, err))
+				continue
+			}
+		}
+		lines = append(lines, l)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", errUsage, name, err)
+	}
+	if len(bad) > 0 {
+		return nil, &manifestError{lines: bad}
+	}
+	return lines, nil
+}
+
+// resolveManifest turns manifest lines into items under mount (the
+// mountpoint, "" when unknown): relative paths are joined to it, and an
+// absolute path outside it is an error of its line, since a manifest names
+// the files of one mount. Every bad line is reported.
+func resolveManifest(name string, lines []manifestLine, mount string) ([]hooks.Item, error) {
+	var items []hooks.Item
+	var bad []string
+	for _, l := range lines {
+		p, err := resolveUnder(l.path, mount)
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("%s:%d: %v", name, l.n, err))
+			continue
+		}
+		if !l.seq {
+			items = append(items, hooks.Item{Path: p})
+			continue
+		}
+		seq, err := patternSeq(p, l.frames)
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("%s:%d: %v", name, l.n, err))
+			continue
+		}
+		items = append(items, hooks.Item{Seq: seq})
+	}
+	if len(bad) > 0 {
+		return nil, &manifestError{lines: bad}
+	}
+	return items, nil
+}
+
+// resolveUnder makes p absolute under mount.
+func resolveUnder(p, mount string) (string, error) {
+	if !strings.HasPrefix(p, "/") {
+		if mount == "" {
+			return "", fmt.Errorf("%s is relative to the mount, which is not known here (give --mount)", p)
+		}
+		c := path.Clean(p)
+		if c == ".." || strings.HasPrefix(c, "../") {
+			return "", fmt.Errorf("%s leaves the mount %s", p, mount)
+		}
+		if c == "." {
+			return "", fmt.Errorf("%s is the mount itself, not a file", p)
+		}
+		return path.Join(mount, c), nil
+	}
+	c := path.Clean(p)
+	if mount != "" && mount != "/" && !strings.HasPrefix(c, mount+"/") {
+		return "", fmt.Errorf("%s is outside the mount %s", p, mount)
+	}
+	return c, nil
+}
+
+// dryRunItems expands items as the daemon would and checks through the
+// mount which files exist: a stat of each file, a listing of each tile
+// pattern's directory. The kernel asks the daemon serving the mount, so
+// no hook socket is involved.
+func dryRunItems(items []hooks.Item, asJSON bool, stdout io.Writer) error {
+	var res struct {
+		Files   []string `json:"files"`
+		Missing []string `json:"missing"`
+	}
+	res.Files, res.Missing = []string{}, []string{}
+	seen := map[string]bool{}
+	note := func(p string, exists bool) {
+		if seen[p] {
+			return
+		}
+		seen[p] = true
+		if exists {
+			res.Files = append(res.Files, p)
+		} else {
+			res.Missing = append(res.Missing, p)
 		}
 	}
-	return items, sc.Err()
+	check := func(p string) error {
+		_, err := os.Stat(p)
+		switch {
+		case err == nil:
+			note(p, true)
+		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
+			note(p, false)
+		default:
+			return err
+		}
+		return nil
+	}
+	for _, it := range items {
+		if it.Seq == nil {
+			if err := check(it.Path); err != nil {
+				return err
+			}
+			continue
+		}
+		var fr []int
+		if it.Seq.Frames != "" {
+			fr, _ = hooks.ParseFrames(it.Seq.Frames) // checked when the item was made
+		}
+		paths, err := hooks.ExpandPattern(it.Seq.Pattern, fr, nil)
+		if err != nil {
+			return err
+		}
+		for _, p := range paths {
+			if !hooks.HasTileToken(p) {
+				if err := check(p); err != nil {
+					return err
+				}
+				continue
+			}
+			dir, name := filepath.Split(p)
+			ents, err := os.ReadDir(dir)
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+				note(p, false)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			var names []string
+			for _, e := range ents {
+				if !e.IsDir() {
+					names = append(names, e.Name())
+				}
+			}
+			tiles, err := hooks.MatchTiles(name, names)
+			if err != nil {
+				return err
+			}
+			if len(tiles) == 0 {
+				note(p, false)
+			}
+			for _, t := range tiles {
+				note(dir+t, true)
+			}
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(res)
+	} else {
+		for _, p := range res.Files {
+			fmt.Fprintf(stdout, "  ok        %s\n", p)
+		}
+		for _, p := range res.Missing {
+			fmt.Fprintf(stdout, "  missing   %s\n", p)
+		}
+		fmt.Fprintf(stdout, "jitfs prefetch --dry-run: %d files: %d present, %d missing\n", len(res.Files)+len(res.Missing), len(res.Files), len(res.Missing))
+	}
+	if len(res.Missing) > 0 {
+		return &exitError{code: exitPrefetchMissing}
+	}
+	return nil
 }
 
 // traceItems turns what a trace read into items under root.

@@ -60,7 +60,7 @@ func TestPrefetchCommand(t *testing.T) {
 	os.WriteFile(udim, []byte(d.path("tex/udim/g.<UDIM>.png")+"\n"+d.path("tex/none/g.<UDIM>.png")+"\n"), 0o644)
 	out, code = runJitfs(t, "prefetch", "--socket", sock, "--wait", "60s", "--job", "j1", "--manifest", udim)
 	// The tiles of a directory that does not exist are reported missing.
-	if code != 1 || !strings.Contains(out, "3 resident") || !strings.Contains(out, "1 missing") ||
+	if code != exitPrefetchMissing || !strings.Contains(out, "3 resident") || !strings.Contains(out, "1 missing") ||
 		!strings.Contains(out, d.path("tex/none/g.<UDIM>.png")) {
 		t.Fatalf("prefetch UDIM tiles: exit %d: %s", code, out)
 	}
@@ -99,17 +99,22 @@ func TestPrefetchCommand(t *testing.T) {
 		t.Errorf("reading prefetched files made %d GCS data requests", n)
 	}
 
-	// Bad items: non-zero exit with the reasons.
-	out, code = runJitfs(t, "prefetch", "--socket", sock, d.path("tex/nope.tx"), "/etc/passwd")
-	if code != 1 || !strings.Contains(out, "missing") || !strings.Contains(out, "outside") {
+	// Bad items: non-zero exit with the reasons; a missing file outranks
+	// one outside the mount, which alone is exit 1.
+	out, code = runJitfs(t, "prefetch", "--socket", sock, "--wait", "60s", d.path("tex/nope.tx"), "/etc/passwd")
+	if code != exitPrefetchMissing || !strings.Contains(out, "missing   "+d.path("tex/nope.tx")) || !strings.Contains(out, "outside   /etc/passwd") {
 		t.Errorf("bad items: exit %d: %s", code, out)
+	}
+	out, code = runJitfs(t, "prefetch", "--socket", sock, "/etc/passwd")
+	if code != 1 || !strings.Contains(out, "outside") {
+		t.Errorf("outside the mount: exit %d: %s", code, out)
 	}
 	out, code = runJitfs(t, "prefetch", "--socket", sock, "--release", "--job", "j1")
 	if code != 0 {
 		t.Errorf("release: exit %d: %s", code, out)
 	}
 	out, code = runJitfs(t, "prefetch", "--socket", filepath.Join(t.TempDir(), "none.sock"), d.path("tex"))
-	if code != 1 || !oneLine(out) {
+	if code != exitPrefetchNoDaemon || !oneLine(out) {
 		t.Errorf("no daemon: exit %d: %s", code, out)
 	}
 }
