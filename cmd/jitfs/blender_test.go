@@ -285,7 +285,7 @@ func TestBlenderHooksPredictOpens(t *testing.T) {
 			"--jitfs-manifest", m, "--jitfs-frames", "1-3"); err != nil {
 			t.Fatalf("%v\n%s", err, o)
 		}
-		items, err := manifestItems(m)
+		items, err := manifestItems(m, "")
 		if err != nil {
 			t.Fatal(err)
 		}

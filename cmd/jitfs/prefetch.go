@@ -374,12 +374,12 @@ func (e *manifestError) Unwrap() error { return errUsage }
 
 // manifestItems reads a manifest whose paths are all absolute (relative
 // ones need the mount, which jitfs run's caller does not pass).
-func manifestItems(name string) ([]hooks.Item, error) {
+func manifestItems(name, mount string) ([]hooks.Item, error) {
 	lines, err := parseManifest(name)
 	if err != nil {
 		return nil, err
 	}
-	return resolveManifest(name, lines, "")
+	return resolveManifest(name, lines, mount)
 }
 
 // parseManifest reads a manifest: one path per line, or a pattern and

@@ -260,14 +260,15 @@ func (r *runner) setup(ctx context.Context, mcfgs []mountConfig, ocfgs []daemon.
 	if len(r.scenes) == 0 || r.scenes[0].Hooks == nil {
 		return fmt.Errorf("%w: --prefetch needs a --mount", errUsage)
 	}
-	return prefetchManifest(ctx, r.log, r.scenes[0].Hooks.SocketPath(), manifest, wait, job)
+	return prefetchManifest(ctx, r.log, r.scenes[0].Hooks.SocketPath(), r.scenes[0].cfg.mountpoint, manifest, wait, job)
 }
 
 // prefetchManifest asks the hook API at socket for the manifest's files
 // and waits for them, up to wait; a failing prefetch is logged, and the
-// command starts anyway and reads on demand.
-func prefetchManifest(ctx context.Context, log *slog.Logger, socket, manifest string, wait time.Duration, job string) error {
-	items, err := manifestItems(manifest)
+// command starts anyway and reads on demand. The manifest's relative paths
+// are under mount, the first --mount's directory.
+func prefetchManifest(ctx context.Context, log *slog.Logger, socket, mount, manifest string, wait time.Duration, job string) error {
+	items, err := manifestItems(manifest, mount)
 	if err != nil {
 		return fmt.Errorf("prefetch manifest: %w", err)
 	}

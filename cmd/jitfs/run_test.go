@@ -251,3 +251,29 @@ bpy.ops.wm.save_as_mainfile(filepath=` + fmt.Sprintf("%q", blend) + `)
 		t.Fatalf("objects in the output prefix: %v", got)
 	}
 }
+
+// TestRunPrefetchManifest: `jitfs run --prefetch` takes a manifest whose
+// paths are relative to the first --mount (as a scene's dependency list is
+// written) or absolute under it; its files are resident before the
+// command starts.
+func TestRunPrefetchManifest(t *testing.T) {
+	w := newWorld(t, false)
+	w.PutRandom("show/tex/wall.tx", 50_000)
+	w.PutRandom("show/tex/floor.tx", 60_000)
+	dir := t.TempDir()
+	show := filepath.Join(dir, "show")
+	manifest := filepath.Join(dir, "frame.txt")
+	if err := os.WriteFile(manifest, []byte("tex/wall.tx\n"+filepath.Join(show, "tex/floor.tx")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := append(w.runArgs(dir), "--log-level", "info", "--mount", "gs://"+testBucket+"/show:"+show, "--prefetch", manifest, "--",
+		"true")
+	o, code := runJitfs(t, args...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, o)
+	}
+	// With the default wait the run starts once both are in.
+	if !strings.Contains(o, `msg="prefetch done" resident=2 queued=0 missing=0 failed=0 outside_mounts=0 timed_out=false`) {
+		t.Fatalf("the manifest's two files were not prefetched:\n%s", o)
+	}
+}

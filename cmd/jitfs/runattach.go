@@ -66,7 +66,7 @@ func (r *runner) attached(socket string, req daemon.AttachRequest, argv []string
 		outs = append(outs, s.Dir)
 	}
 	if manifest != "" {
-		if err := prefetchManifest(setupCtx, r.log, a.Reply.Socket, manifest, prefetchWait, a.Reply.Job); err != nil {
+		if err := prefetchManifest(setupCtx, r.log, a.Reply.Socket, req.Mounts[0].Dir, manifest, prefetchWait, a.Reply.Job); err != nil {
 			fmt.Fprintf(r.stderr, "jitfs run: %v\n", err)
 			return exitSetup
 		}
