@@ -81,7 +81,6 @@ func (f nomadFlags) apply(cfg *daemon.AffinityConfig) error {
 // printWhereTheBytesAre is the status lines of the node's sources and of
 // its Nomad metadata publisher.
 func printWhereTheBytesAre(w io.Writer, st daemon.NodeStatus) {
-	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 	counting := ""
 	if st.SourcesCounting {
 		counting = " (still counting what the cache held at start)"
@@ -90,7 +89,7 @@ func printWhereTheBytesAre(w io.Writer, st daemon.NodeStatus) {
 		fmt.Fprintf(w, "  sources     what the cache holds of each source read on this node%s\n", counting)
 	}
 	for _, s := range st.Sources {
-		fmt.Fprintf(w, "    %-40s key %s  %.1f MiB resident in %d files\n", s.Source, s.Key, mib(s.ResidentBytes), s.Files)
+		fmt.Fprintf(w, "    %-40s key %s  %s resident in %d files\n", s.Source, s.Key, size(s.ResidentBytes), s.Files)
 	}
 	if m := st.NomadMeta; m != nil {
 		fmt.Fprintf(w, "  nomad meta  %s: %d publishes, %d failed", m.Addr, m.Publishes, m.Errors)

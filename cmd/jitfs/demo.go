@@ -66,7 +66,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		cacheSize: 1 << 30, endpoint: emu.Addr(), passthrough: true, log: log}
 
 	fmt.Fprintf(stdout, "jitfs demo: GCS emulator at http://%s holds gs://%s/show/ (%d objects, %s)\n",
-		emu.Addr(), demoBucket, presyncObjects, human(presyncBytes))
+		emu.Addr(), demoBucket, presyncObjects, size(presyncBytes))
 	fmt.Fprintf(stdout, "mounting at %s with cache %s\n\n", mnt, cacheDir)
 
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -108,23 +108,12 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		}
 		fetched := m.gcs.Stats.BytesRead.Load() - bytes0
 		total += fetched
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\t%s\t%s\t\n", s.name, rep.Files, rep.Probes, human(rep.BytesRead),
-			m.gcs.Stats.Reads.Load()-reads0, human(fetched), time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\t%s\t%s\t\n", s.name, rep.Files, rep.Probes, size(rep.BytesRead),
+			m.gcs.Stats.Reads.Load()-reads0, size(fetched), time.Since(start).Round(time.Millisecond))
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "\njitfs fetched %s in all; a pre-sync of the show would have copied %s (%d objects) before the first frame: %.1f%% of it.\n",
-		human(total), human(presyncBytes), presyncObjects, 100*float64(total)/float64(presyncBytes))
+		size(total), size(presyncBytes), presyncObjects, 100*float64(total)/float64(presyncBytes))
 	return nil
 }
 
-func human(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}

@@ -158,7 +158,9 @@ func TestNodeFourTasks(t *testing.T) {
 			t.Fatalf("job %s: %d files pinned, %d bytes resident", j.ID, files, j.ResidentBytes)
 		}
 	}
-	if out, code := runJitfs(t, "status", "--daemon", n.sock); code != 0 || !strings.Contains(out, "job J1") || !strings.Contains(out, "job J2") {
+	if out, code := runJitfs(t, "status", "--daemon", n.sock); code != 0 || !strings.Contains(out, "job J1") || !strings.Contains(out, "job J2") ||
+		!strings.Contains(out, " of 1.0 GiB in ") {
+		// Sizes in the unit a reader expects: the 1 GiB budget, not "1024.0 MiB".
 		t.Fatalf("jitfs status --daemon: exit %d\n%s", code, out)
 	}
 	g.open(t)

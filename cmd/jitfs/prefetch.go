@@ -634,7 +634,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 			enc.SetIndent("", "  ")
 			enc.Encode(st)
 		} else {
-			printStatus(stdout, st, *watch > 0)
+			printStatus(stdout, st, *watch > 0 && isTerminal(stdout))
 		}
 		if *watch <= 0 {
 			return nil
@@ -651,12 +651,11 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 	if live {
 		fmt.Fprint(w, "\x1b[H\x1b[2J") // redraw in place
 	}
-	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 	fmt.Fprintf(w, "jitfs %s at %s\n", st.Version, st.Mountpoint)
-	fmt.Fprintf(w, "  cache       %.1f of %.1f MiB, byte hit ratio %.1f%%\n", mib(st.CacheUsedBytes), mib(st.CacheBudgetBytes), 100*st.HitRatio)
-	fmt.Fprintf(w, "  prefetch    %d queued, %d in flight, %.1f MiB outstanding; %.1f MiB prefetched, %.1f MiB evicted unread\n",
-		st.QueueDepth, st.InFlight, mib(st.BytesOutstanding), mib(st.PrefetchedBytes), mib(st.WastedBytes))
-	fmt.Fprintf(w, "  pinned      %.1f MiB\n", mib(st.PinnedBytes))
+	fmt.Fprintf(w, "  cache       %s of %s, byte hit ratio %.1f%%\n", size(st.CacheUsedBytes), size(st.CacheBudgetBytes), 100*st.HitRatio)
+	fmt.Fprintf(w, "  prefetch    %d queued, %d in flight, %s outstanding; %s prefetched, %s evicted unread\n",
+		st.QueueDepth, st.InFlight, size(st.BytesOutstanding), size(st.PrefetchedBytes), size(st.WastedBytes))
+	fmt.Fprintf(w, "  pinned      %s\n", size(st.PinnedBytes))
 	if st.Speculation != nil {
 		fmt.Fprintf(w, "  speculation %s\n", speculationLine(st.Speculation))
 	}
@@ -671,8 +670,8 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 		if j.BytesWanted > 0 {
 			pct = 100 * float64(j.BytesResident) / float64(j.BytesWanted)
 		}
-		fmt.Fprintf(w, "  job %-20s %d/%d files, %.1f/%.1f MiB (%.0f%%), %.1f MiB pinned, %d missing\n", j.ID, j.Resident, j.Wanted,
-			mib(j.BytesResident), mib(j.BytesWanted), pct, mib(j.PinnedBytes), j.Missing)
+		fmt.Fprintf(w, "  job %-20s %d/%d files, %s/%s (%.0f%%), %s pinned, %d missing\n", j.ID, j.Resident, j.Wanted,
+			size(j.BytesResident), size(j.BytesWanted), pct, size(j.PinnedBytes), j.Missing)
 	}
 }
 
@@ -724,7 +723,7 @@ func nodeStatus(sock string, asJSON bool, watch time.Duration, stdout io.Writer)
 			enc.SetIndent("", "  ")
 			enc.Encode(st)
 		} else {
-			printNodeStatus(stdout, st, watch > 0)
+			printNodeStatus(stdout, st, watch > 0 && isTerminal(stdout))
 		}
 		if watch <= 0 {
 			return nil
@@ -741,9 +740,8 @@ func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
 	if live {
 		fmt.Fprint(w, "\x1b[H\x1b[2J")
 	}
-	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 	fmt.Fprintf(w, "jitfs node daemon (pid %d) at %s\n", st.PID, st.Socket)
-	fmt.Fprintf(w, "  cache       %.1f of %.1f MiB in %s\n", mib(st.CacheUsedBytes), mib(st.CacheBudgetBytes), st.CacheDir)
+	fmt.Fprintf(w, "  cache       %s of %s in %s\n", size(st.CacheUsedBytes), size(st.CacheBudgetBytes), st.CacheDir)
 	fmt.Fprintf(w, "  metadata    %s, %d writes pending", st.Metadata.Path, st.Metadata.Pending)
 	if st.Metadata.Rebuilt {
 		fmt.Fprintf(w, ", REBUILT at start (%s)", st.Metadata.RebuiltReason)
@@ -765,10 +763,10 @@ func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
 		if len(j.Tasks) == 0 && j.EndsAt > 0 {
 			state = "no task; ends " + time.Unix(int64(j.EndsAt), 0).Format(time.RFC3339)
 		}
-		fmt.Fprintf(w, "  job %-20s %s; %.1f MiB resident, %.1f MiB pinned\n", j.ID, state, mib(j.ResidentBytes), mib(j.PinnedBytes))
+		fmt.Fprintf(w, "  job %-20s %s; %s resident, %s pinned\n", j.ID, state, size(j.ResidentBytes), size(j.PinnedBytes))
 		for _, s := range j.Sources {
-			fmt.Fprintf(w, "    %-40s %d files (%.1f MiB), %.1f MiB resident, %d listings (%d from the store)\n",
-				s.Source, s.Files, mib(s.FileBytes), mib(s.ResidentBytes), s.Listings, s.StoredListings)
+			fmt.Fprintf(w, "    %-40s %d files (%s), %s resident, %d listings (%d from the store)\n",
+				s.Source, s.Files, size(s.FileBytes), size(s.ResidentBytes), s.Listings, s.StoredListings)
 			if s.Prefetch.Speculation != nil {
 				fmt.Fprintf(w, "      speculation %s\n", speculationLine(s.Prefetch.Speculation))
 			}
@@ -785,16 +783,15 @@ func zoneLine(z gcs.ZoneStatus) string {
 	if !z.Up {
 		state = "DOWN, reading from GCS directly (" + z.LastError + ")"
 	}
-	return fmt.Sprintf("%s %s; %d reads (%.1f MiB) through it, %d failed, %d bypassed, %d objects failed their check, %d outages",
-		z.URL, state, z.Reads, float64(z.Bytes)/(1<<20), z.Errors, z.Bypassed, z.Mismatches, z.Outages)
+	return fmt.Sprintf("%s %s; %d reads (%s) through it, %d failed, %d bypassed, %d objects failed their check, %d outages",
+		z.URL, state, z.Reads, size(z.Bytes), z.Errors, z.Bypassed, z.Mismatches, z.Outages)
 }
 
 // speculationLine tells what fetching ahead without hooks did: how much
 // of it the readers used, and how much went to waste.
 func speculationLine(sp *hooks.SpeculationStatus) string {
-	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
-	line := fmt.Sprintf("%d files (%.1f MiB) fetched ahead: %d used (%.1f MiB), %d wasted (%.1f MiB), %d in flight; %d streams stopped",
-		sp.Predicted, mib(sp.Bytes), sp.Used, mib(sp.UsedBytes), sp.Wasted, mib(sp.WastedBytes), sp.Predicted-sp.Used-sp.Wasted, sp.Stopped)
+	line := fmt.Sprintf("%d files (%s) fetched ahead: %d used (%s), %d wasted (%s), %d in flight; %d streams stopped",
+		sp.Predicted, size(sp.Bytes), sp.Used, size(sp.UsedBytes), sp.Wasted, size(sp.WastedBytes), sp.Predicted-sp.Used-sp.Wasted, sp.Stopped)
 	var kinds []string
 	for _, k := range slices.Sorted(maps.Keys(sp.Kinds)) {
 		if sp.Kinds[k] > 0 {
