@@ -392,27 +392,28 @@ next:
 }
 
 // TestMetricsTellMountsApart scrapes `jitfs run` serving two scene mounts
-// while its command holds them: every series, the FUSE, GCS and hook ones
-// recorded as operations happen as well as the observed ones, names its
-// mount, so the two are told apart; there are no otel_scope labels and,
-// with no output area, no output series.
+// and an output area while its command holds them: every series, the
+// FUSE, GCS and hook ones recorded as operations happen as well as the
+// observed ones, names its mount, so the mounts are told apart; there are
+// no otel_scope labels, and only the output area has output series.
 func TestMetricsTellMountsApart(t *testing.T) {
 	w := newWorld(t, false)
 	w.PutRandom("show/a.exr", 100_000)
 	w.PutRandom("lib/b.exr", 70_000)
 	dir := t.TempDir()
-	a, b := filepath.Join(dir, "show"), filepath.Join(dir, "lib")
+	a, b, out := filepath.Join(dir, "show"), filepath.Join(dir, "lib"), filepath.Join(dir, "out")
 	ready, hold := filepath.Join(dir, "ready"), filepath.Join(dir, "hold")
 	if err := syscall.Mkfifo(hold, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// Three failed lookups in a, none in b; then the command waits on the
 	// FIFO until the test has scraped.
-	script := `cat "$1/a.exr" >/dev/null && cat "$2/b.exr" >/dev/null &&
+	script := `cat "$1/a.exr" >/dev/null && cat "$2/b.exr" >/dev/null && echo frame > "$JITFS_OUTPUTS/f.txt" &&
 for n in 1 2 3; do test -e "$1/nope-$n.exr" && exit 9; done
 : > "$3" && read x < "$4"`
 	args := append(w.runArgs(dir), "--log-level", "info", "--metrics-addr", "127.0.0.1:0",
 		"--mount", "gs://"+testBucket+"/show:"+a, "--mount", "gs://"+testBucket+"/lib:"+b,
+		"--output", "gs://"+testBucket+"/jobs/m/out:"+out,
 		"--", "sh", "-c", script, "sh", a, b, ready, hold)
 	cmd := testworld.Command(context.Background(), args...)
 	var logs testworld.Buffer
@@ -451,15 +452,18 @@ for n in 1 2 3; do test -e "$1/nope-$n.exr" && exit 9; done
 	text := string(body)
 
 	for _, l := range regexp.MustCompile(`(?m)^jitfs_\S*`).FindAllString(text, -1) {
-		if !strings.Contains(l, `mountpoint="`+a+`"`) && !strings.Contains(l, `mountpoint="`+b+`"`) {
+		switch {
+		case strings.HasPrefix(l, "jitfs_output_") && !strings.Contains(l, `mountpoint="`+out+`"`):
+			t.Errorf("output series of a mount without outputs: %s", l)
+		case !strings.Contains(l, `mountpoint="`+a+`"`) && !strings.Contains(l, `mountpoint="`+b+`"`) && !strings.Contains(l, `mountpoint="`+out+`"`):
 			t.Errorf("series without a mount's mountpoint: %s", l)
 		}
 	}
 	if strings.Contains(text, "otel_scope_") {
 		t.Errorf("the scrape carries otel_scope labels:\n%s", grepLines(text, "otel_scope_"))
 	}
-	if strings.Contains(text, "jitfs_output_") {
-		t.Errorf("scene mounts export output series:\n%s", grepLines(text, "jitfs_output_"))
+	if _, found := scrapeSum(text, "jitfs_output_staged_bytes", `mountpoint="`+out+`"`); !found {
+		t.Errorf("the output area has no output series:\n%s", grepLines(text, "jitfs_output_"))
 	}
 	for _, c := range []struct {
 		mnt   string
