@@ -117,7 +117,8 @@ var Catalog = []Def{
 }
 
 // Snapshot is the daemon's counters at one moment. Zero fields are
-// reported as zero; a daemon without outputs leaves those at zero.
+// reported as zero, except the output series, which only a daemon that
+// sets Outputs reports.
 type Snapshot struct {
 	HitBytes, MissBytes                             int64
 	Hits, Misses, Partials                          int64
@@ -135,8 +136,11 @@ type Snapshot struct {
 	// ListAhead* are listing ahead's requests: flat pages, background
 	// listings, listings saved and listings wasted.
 	ListAheadFlat, ListAheadBackground, ListAheadSaved, ListAheadWasted int64
-	OutputStaged, OutputUploaded                                        int64
-	OutputDurable, OutputPending, OutputFailed                          int64
+	// Outputs is set by a daemon that serves an output area: only then
+	// are the output series exported, so a scene mount has none.
+	Outputs                                    bool
+	OutputStaged, OutputUploaded               int64
+	OutputDurable, OutputPending, OutputFailed int64
 	// SourceResident and JobResident are the node daemon's bytes per
 	// source and per job, already bounded in number.
 	SourceResident, JobResident []Labeled
@@ -162,14 +166,69 @@ type Metrics struct {
 	uploadDur    metric.Float64Histogram
 	errs         metric.Int64Counter
 	reg          metric.Registration
-	// opts caches the attribute options of (op, result) pairs: a bounded
-	// set, and building them per operation cost more than recording.
-	opts sync.Map // opKey -> [2]metric.MeasurementOption{duration, count}
+	// attrs name the mount (or node) on every series, so the mounts of
+	// one process are told apart; base is them alone, for the series
+	// without attributes of their own.
+	attrs []attribute.KeyValue
+	base  metric.MeasurementOption
+	// opts caches each series' attribute option: the sets are bounded
+	// (operations, errnos, request kinds and results, endpoints and
+	// statuses), and building one per record cost more than recording.
+	opts sync.Map // setKey -> metric.MeasurementOption
 }
 
-type opKey struct {
-	op    string
-	errno syscall.Errno
+// series names the instruments whose attribute options are cached.
+type series uint8
+
+const (
+	seriesFUSEDur series = iota
+	seriesFUSEOps
+	seriesGCSFirstByte
+	seriesGCSReqs
+	seriesZoneReqs
+	seriesPrefetchWait
+	seriesHookReqs
+	seriesErrors
+)
+
+// setKey is one series of one instrument: its attributes follow from it
+// (setKey.attrs), so a cache hit builds nothing.
+type setKey struct {
+	s    series
+	a, b string
+	n    int64 // an errno, an HTTP status, or a bool as 0/1
+}
+
+// attrs are the key's own attributes.
+func (k setKey) attrs() []attribute.KeyValue {
+	switch k.s {
+	case seriesFUSEDur:
+		return []attribute.KeyValue{attribute.String("op", k.a)}
+	case seriesFUSEOps:
+		return []attribute.KeyValue{attribute.String("op", k.a), attribute.String("result", errnoName(syscall.Errno(k.n)))}
+	case seriesGCSFirstByte:
+		return []attribute.KeyValue{attribute.String("kind", k.a)}
+	case seriesGCSReqs:
+		return []attribute.KeyValue{attribute.String("kind", k.a), attribute.String("result", k.b)}
+	case seriesZoneReqs:
+		return []attribute.KeyValue{attribute.String("result", k.a)}
+	case seriesPrefetchWait:
+		return []attribute.KeyValue{attribute.String("scope", k.a), attribute.Bool("timed_out", k.n != 0)}
+	case seriesHookReqs:
+		return []attribute.KeyValue{attribute.String("endpoint", k.a), attribute.Int64("status", k.n)}
+	case seriesErrors:
+		return []attribute.KeyValue{attribute.String("layer", k.a), attribute.String("errno", errnoName(syscall.Errno(k.n)))}
+	}
+	return nil
+}
+
+// opt is k's attribute option, with the Metrics' own attributes.
+func (m *Metrics) opt(k setKey) metric.MeasurementOption {
+	if v, ok := m.opts.Load(k); ok {
+		return v.(metric.MeasurementOption)
+	}
+	v, _ := m.opts.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(append(k.attrs(), m.attrs...)...)))
+	return v.(metric.MeasurementOption)
 }
 
 // Latency buckets in seconds: FUSE hits are tens of microseconds, GCS
@@ -177,10 +236,11 @@ type opKey struct {
 var latencyBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 
-// New creates the instruments on mp. snap, if not nil, is called at each
-// collection for the observable instruments, which carry attrs as well
-// (a process serving several mounts tells them apart by mountpoint); it
-// must be cheap and safe from any goroutine.
+// New creates the instruments on mp. Every series recorded or observed
+// through the Metrics carries attrs as well: a process serving several
+// mounts tells them apart by mountpoint. snap, if not nil, is called at
+// each collection for the observable instruments; it must be cheap and
+// safe from any goroutine.
 func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyValue) (*Metrics, error) {
 	m := mp.Meter("github.com/jitfs/jitfs")
 	defs := map[string]Def{}
@@ -212,6 +272,8 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 		zoneBytes:    counter(ZoneReceived),
 		uploadDur:    hist(OutputUploadLatency),
 		errs:         counter(Errors),
+		attrs:        attrs,
+		base:         metric.WithAttributeSet(attribute.NewSet(attrs...)),
 	}
 	if snap != nil {
 		obs := map[string]metric.Observable{}
@@ -272,11 +334,13 @@ func New(mp metric.MeterProvider, snap func() Snapshot, attrs ...attribute.KeyVa
 			put(ListAhead, s.ListAheadSaved, outcome("saved"))
 			put(ListAhead, s.ListAheadWasted, outcome("wasted"))
 			put(PrefetchInFlight, s.PrefetchInFlight)
-			put(OutputStaged, s.OutputStaged)
-			put(OutputUploaded, s.OutputUploaded)
-			put(OutputDurable, s.OutputDurable)
-			put(OutputPending, s.OutputPending)
-			put(OutputFailed, s.OutputFailed)
+			if s.Outputs {
+				put(OutputStaged, s.OutputStaged)
+				put(OutputUploaded, s.OutputUploaded)
+				put(OutputDurable, s.OutputDurable)
+				put(OutputPending, s.OutputPending)
+				put(OutputFailed, s.OutputFailed)
+			}
 			for _, l := range s.SourceResident {
 				put(NodeSourceResident, l.Value, attribute.String("source", l.Label))
 			}
@@ -307,18 +371,8 @@ func (m *Metrics) FUSE(ctx context.Context, op string, start time.Time, errno sy
 	if m == nil {
 		return
 	}
-	k := opKey{op, errno}
-	v, ok := m.opts.Load(k)
-	if !ok {
-		opAttr := attribute.String("op", op)
-		v, _ = m.opts.LoadOrStore(k, [2]metric.MeasurementOption{
-			metric.WithAttributeSet(attribute.NewSet(opAttr)),
-			metric.WithAttributeSet(attribute.NewSet(opAttr, attribute.String("result", errnoName(errno)))),
-		})
-	}
-	o := v.([2]metric.MeasurementOption)
-	m.fuseDur.Record(ctx, time.Since(start).Seconds(), o[0])
-	m.fuseOps.Add(ctx, 1, o[1])
+	m.fuseDur.Record(ctx, time.Since(start).Seconds(), m.opt(setKey{s: seriesFUSEDur, a: op}))
+	m.fuseOps.Add(ctx, 1, m.opt(setKey{s: seriesFUSEOps, a: op, n: int64(errno)}))
 	if errno != 0 && errno != syscall.ENOENT {
 		// ENOENT is a lookup's normal answer, not an error a user sees as one.
 		m.Error(ctx, "fuse", errno)
@@ -330,7 +384,7 @@ func (m *Metrics) GCSFirstByte(ctx context.Context, kind string, d time.Duration
 	if m == nil {
 		return
 	}
-	m.gcsFirstByte.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("kind", kind)))
+	m.gcsFirstByte.Record(ctx, d.Seconds(), m.opt(setKey{s: seriesGCSFirstByte, a: kind}))
 }
 
 // GCSRequest counts one GCS request attempt.
@@ -338,7 +392,7 @@ func (m *Metrics) GCSRequest(ctx context.Context, kind, result string) {
 	if m == nil {
 		return
 	}
-	m.gcsReqs.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", kind), attribute.String("result", result)))
+	m.gcsReqs.Add(ctx, 1, m.opt(setKey{s: seriesGCSReqs, a: kind, b: result}))
 }
 
 // ZoneRequest counts one read offered to the zone cache and the bytes it
@@ -347,9 +401,9 @@ func (m *Metrics) ZoneRequest(ctx context.Context, result string, bytes int64) {
 	if m == nil {
 		return
 	}
-	m.zoneReqs.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
+	m.zoneReqs.Add(ctx, 1, m.opt(setKey{s: seriesZoneReqs, a: result}))
 	if bytes > 0 {
-		m.zoneBytes.Add(ctx, bytes)
+		m.zoneBytes.Add(ctx, bytes, m.base)
 	}
 }
 
@@ -358,8 +412,11 @@ func (m *Metrics) PrefetchWaited(ctx context.Context, scope string, d time.Durat
 	if m == nil {
 		return
 	}
-	m.prefetchWait.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("scope", scope),
-		attribute.Bool("timed_out", timedOut)))
+	k := setKey{s: seriesPrefetchWait, a: scope}
+	if timedOut {
+		k.n = 1
+	}
+	m.prefetchWait.Record(ctx, d.Seconds(), m.opt(k))
 }
 
 // HookRequest counts one hook API request.
@@ -367,7 +424,7 @@ func (m *Metrics) HookRequest(ctx context.Context, endpoint string, status int) 
 	if m == nil {
 		return
 	}
-	m.hookReqs.Add(ctx, 1, metric.WithAttributes(attribute.String("endpoint", endpoint), attribute.Int("status", status)))
+	m.hookReqs.Add(ctx, 1, m.opt(setKey{s: seriesHookReqs, a: endpoint, n: int64(status)}))
 }
 
 // OutputDurableAfter records the time from an output's close to its being durable.
@@ -375,7 +432,7 @@ func (m *Metrics) OutputDurableAfter(ctx context.Context, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.uploadDur.Record(ctx, d.Seconds())
+	m.uploadDur.Record(ctx, d.Seconds(), m.base)
 }
 
 // Error counts an error returned to a user. Only FUSE (layer "fuse")
@@ -385,7 +442,7 @@ func (m *Metrics) Error(ctx context.Context, layer string, errno syscall.Errno) 
 	if m == nil {
 		return
 	}
-	m.errs.Add(ctx, 1, metric.WithAttributes(attribute.String("layer", layer), attribute.String("errno", errnoName(errno))))
+	m.errs.Add(ctx, 1, m.opt(setKey{s: seriesErrors, a: layer, n: int64(errno)}))
 }
 
 // errnoName is "ok" or the errno's symbolic name (EIO, ENOENT, …): a

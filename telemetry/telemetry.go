@@ -95,7 +95,9 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	var readers []sdkmetric.Option
 	if o.MetricsAddr != "" {
 		reg := prometheus.NewRegistry()
-		exp, err := promexp.New(promexp.WithRegisterer(reg))
+		// Every series comes from the one jitfs meter: the otel_scope_*
+		// labels would only lengthen each of them.
+		exp, err := promexp.New(promexp.WithRegisterer(reg), promexp.WithoutScopeInfo())
 		if err != nil {
 			return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
 		}

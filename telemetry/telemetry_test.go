@@ -127,8 +127,8 @@ func TestPrometheusEndpoint(t *testing.T) {
 	}
 	defer tel.Shutdown(context.Background())
 	m, err := New(tel.Meters, func() Snapshot {
-		return Snapshot{HitBytes: 12345, SourceResident: []Labeled{{"gs://b/show/", 1}}, JobResident: []Labeled{{"J1", 1}}}
-	})
+		return Snapshot{HitBytes: 12345, Outputs: true, SourceResident: []Labeled{{"gs://b/show/", 1}}, JobResident: []Labeled{{"J1", 1}}}
+	}, attribute.String("mountpoint", "/mnt/show"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +159,90 @@ func TestPrometheusEndpoint(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^jitfs_cache_read_bytes_total\{[^}]*outcome="hit"[^}]*\} 12345$`).MatchString(text) {
 		t.Errorf("hit bytes not scraped as 12345:\n%s", grepLines(text, "jitfs_cache_read"))
+	}
+	// Every series, recorded or observed, names its mount; none carries
+	// the otel_scope_* labels.
+	series := regexp.MustCompile(`(?m)^jitfs_\S*`).FindAllString(text, -1)
+	if len(series) == 0 {
+		t.Fatal("no jitfs series scraped")
+	}
+	for _, l := range series {
+		if !strings.Contains(l, `mountpoint="/mnt/show"`) {
+			t.Errorf("series without its mountpoint: %s", l)
+		}
+	}
+	if strings.Contains(text, "otel_scope_") {
+		t.Errorf("the scrape carries otel_scope labels:\n%s", grepLines(text, "otel_scope_"))
+	}
+}
+
+// TestSeriesCarryTheirAttributes: two Metrics on one provider, as two
+// mounts of one process, record and observe series told apart by their
+// attributes; a snapshot without Outputs exports no output series.
+func TestSeriesCarryTheirAttributes(t *testing.T) {
+	r := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(r))
+	defer mp.Shutdown(context.Background())
+	ctx := context.Background()
+	a, b := attribute.String("mountpoint", "/a"), attribute.String("mountpoint", "/b")
+	ma, err := New(mp, func() Snapshot { return Snapshot{GCSBytes: 1} }, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ma.Close()
+	mb, err := New(mp, func() Snapshot { return Snapshot{GCSBytes: 2, Outputs: true, OutputDurable: 3} }, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	for i := 0; i < 2; i++ {
+		ma.FUSE(ctx, "read", time.Now(), 0)
+		ma.GCSRequest(ctx, "read", "ok")
+		ma.Error(ctx, "fuse", syscall.EIO)
+	}
+	mb.FUSE(ctx, "read", time.Now(), 0)
+	mb.GCSRequest(ctx, "read", "ok")
+	mb.HookRequest(ctx, "prefetch", 200)
+	mb.ZoneRequest(ctx, "ok", 10)
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	read, ok := attribute.String("op", "read"), attribute.String("result", "ok")
+	for _, c := range []struct {
+		name string
+		kv   []attribute.KeyValue
+		want int64
+	}{
+		{FUSEOperations, []attribute.KeyValue{a, read, ok}, 2},
+		{FUSEOperations, []attribute.KeyValue{b, read, ok}, 1},
+		{GCSRequests, []attribute.KeyValue{a, attribute.String("kind", "read"), ok}, 2},
+		{GCSRequests, []attribute.KeyValue{b, attribute.String("kind", "read"), ok}, 1},
+		{Errors, []attribute.KeyValue{a, attribute.String("errno", "EIO")}, 2},
+		{HookRequests, []attribute.KeyValue{b, attribute.String("endpoint", "prefetch"), attribute.Int("status", 200)}, 1},
+		{ZoneRequests, []attribute.KeyValue{b, attribute.String("result", "ok")}, 1},
+		{ZoneReceived, []attribute.KeyValue{b}, 10},
+		{GCSReceived, []attribute.KeyValue{a}, 1},
+		{GCSReceived, []attribute.KeyValue{b}, 2},
+		{OutputDurable, []attribute.KeyValue{b}, 3},
+	} {
+		if got, found := sum(t, rm, c.name, c.kv...); !found || got != c.want {
+			t.Errorf("%s%v = %d (found %v), want %d", c.name, c.kv, got, found, c.want)
+		}
+	}
+	for _, name := range []string{OutputStaged, OutputUploaded, OutputDurable, OutputPending, OutputFailed} {
+		if got, found := sum(t, rm, name, a); found {
+			t.Errorf("%s exported for a mount without outputs: %d", name, got)
+		}
+	}
+	// The attribute sets are built once per series: recording an
+	// operation allocates no attributes (the SDK's own allocations are
+	// what is left).
+	sdkOnly := testing.AllocsPerRun(100, func() { mb.ZoneRequest(ctx, "ok", 0) })
+	withAttrs := testing.AllocsPerRun(100, func() { ma.FUSE(ctx, "read", time.Now(), 0) })
+	t.Logf("allocations: a FUSE record %v, a bare counter add %v", withAttrs, sdkOnly)
+	if withAttrs > 2*sdkOnly {
+		t.Errorf("a FUSE record allocates %v times, a bare counter add %v", withAttrs, sdkOnly)
 	}
 }
 
@@ -217,7 +301,7 @@ func BenchmarkFUSERecord(b *testing.B) {
 	r := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(r))
 	defer mp.Shutdown(context.Background())
-	m, err := New(mp, nil)
+	m, err := New(mp, nil, attribute.String("mountpoint", "/mnt/show"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -17,5 +17,7 @@
 // full the event is dropped and counted rather than delaying a renderer's
 // read. The stream is flushed every second, so a killed daemon leaves a
 // trace that is readable up to its last second; Reader reports the torn
-// tail as ErrTruncated after returning every whole event.
+// tail as ErrTruncated after returning every whole event. The same holds
+// for a copy taken while the trace is being written, cut anywhere after
+// its first block; cut before that, it is ErrCutInHeader.
 package trace

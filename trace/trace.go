@@ -127,6 +127,16 @@ func CleanAbs(p string) (string, bool) {
 // every whole event before the tear was returned.
 var ErrTruncated = errors.New("trace: truncated (writer did not close it)")
 
+// ErrCutInHeader means the trace ends before its header is whole (it was
+// copied just after its writer started): there is nothing to use.
+var ErrCutInHeader = errors.New("trace: cut short inside its header (copied while being written?): no events to use")
+
+// cutShort reports whether err is the decoder meeting the end of the file
+// inside a zstd frame: the file was cut, not corrupted.
+func cutShort(err error) bool {
+	return errors.Is(err, io.ErrUnexpectedEOF)
+}
+
 // Limits on what a reader accepts, so a corrupt or hostile file cannot
 // make it allocate without bound.
 const maxLine = 1 << 20
@@ -150,7 +160,11 @@ func NewReader(r io.Reader) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	rd := &Reader{}
 	var src io.Reader = br
-	if magic, _ := br.Peek(4); bytes.Equal(magic, zstdMagic) {
+	magic, _ := br.Peek(4)
+	if len(magic) > 0 && len(magic) < len(zstdMagic) && bytes.HasPrefix(zstdMagic, magic) {
+		return nil, ErrCutInHeader // cut inside the zstd magic itself
+	}
+	if bytes.Equal(magic, zstdMagic) {
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(256<<20))
 		if err != nil {
 			return nil, fmt.Errorf("trace: %w", err)
@@ -162,14 +176,24 @@ func NewReader(r io.Reader) (*Reader, error) {
 	rd.sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 	if !rd.sc.Scan() {
 		rd.Close()
-		if err := rd.sc.Err(); err != nil {
+		if err := rd.sc.Err(); cutShort(err) {
+			return nil, ErrCutInHeader
+		} else if err != nil {
 			return nil, fmt.Errorf("trace: reading header: %w", err)
 		}
 		return nil, errors.New("trace: empty file (no header)")
 	}
 	rd.line = 1
 	if err := json.Unmarshal(rd.sc.Bytes(), &rd.h); err != nil {
+		// A header torn by the end of the file (a plain JSON Lines trace
+		// copied while being written) is a cut, not a malformed header.
+		var se *json.SyntaxError
+		torn := errors.As(err, &se) && se.Offset == int64(len(rd.sc.Bytes()))
+		more := rd.sc.Scan()
 		rd.Close()
+		if torn && !more && (rd.sc.Err() == nil || cutShort(rd.sc.Err())) {
+			return nil, ErrCutInHeader
+		}
 		return nil, fmt.Errorf("trace: header is not JSON: %w", err)
 	}
 	if rd.h.Format != Format {
@@ -195,7 +219,10 @@ func (r *Reader) Next() (Event, error) {
 		if err := json.Unmarshal(b, &ev); err != nil {
 			// A torn last line is what a killed writer leaves; only call
 			// it truncation if nothing follows it.
-			if !r.sc.Scan() && r.sc.Err() == nil {
+			// A zstd stream cut inside a block leaves the blocks before
+			// it decoded, usually ending mid-line, and then reports the
+			// cut: that is truncation too.
+			if !r.sc.Scan() && (r.sc.Err() == nil || cutShort(r.sc.Err())) {
 				return Event{}, ErrTruncated
 			}
 			return Event{}, fmt.Errorf("trace: line %d: %w", r.line, err)
@@ -213,7 +240,7 @@ func (r *Reader) Next() (Event, error) {
 		if errors.Is(err, bufio.ErrTooLong) {
 			return Event{}, fmt.Errorf("trace: line %d longer than %d bytes", r.line+1, maxLine)
 		}
-		if errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "unexpected EOF") {
+		if cutShort(err) {
 			return Event{}, ErrTruncated
 		}
 		return Event{}, fmt.Errorf("trace: %w", err)

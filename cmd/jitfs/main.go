@@ -10,6 +10,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/jitfs/jitfs/telemetry"
 )
 
 type command struct {
@@ -196,11 +198,13 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, level)
 	}
 	o := &slog.HandlerOptions{Level: lv}
+	// Records logged with a traced operation's context carry its trace_id
+	// and span_id.
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, o)), nil
+		return slog.New(telemetry.WithTraceIDs(slog.NewTextHandler(w, o))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, o)), nil
+		return slog.New(telemetry.WithTraceIDs(slog.NewJSONHandler(w, o))), nil
 	}
 	return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, format)
 }

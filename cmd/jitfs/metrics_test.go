@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -221,6 +223,23 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("scrape lacks %s", want)
 		}
 	}
+	// The series recorded as operations happen name the mount too.
+	mp := `mountpoint="` + d.mnt + `"`
+	for _, c := range []struct{ name, label string }{
+		{"jitfs_fuse_operations_total", `op="read"`},
+		{"jitfs_fuse_duration_seconds_count", `op="read"`},
+		{"jitfs_gcs_requests_total", `kind="read"`},
+		{"jitfs_gcs_first_byte_duration_seconds_count", `kind="read"`},
+		{"jitfs_hook_requests_total", `endpoint="prefetch"`},
+	} {
+		if _, found := scrapeSum(text, c.name, c.label, mp); !found {
+			t.Errorf("no %s{%s} with %s:\n%s", c.name, c.label, mp, grepLines(text, c.name))
+		}
+	}
+	if strings.Contains(text, "otel_scope_") || strings.Contains(text, "jitfs_output_") {
+		t.Errorf("a scene mount's scrape has otel_scope labels or output series:\n%s\n%s",
+			grepLines(text, "otel_scope_"), grepLines(text, "jitfs_output_"))
+	}
 	if !regexp.MustCompile(`(?m)^jitfs_gcs_received_bytes_total\{[^}]*\} 250000$`).MatchString(text) {
 		t.Errorf("GCS bytes received not 250000:\n%s", grepLines(text, "jitfs_gcs_received"))
 	}
@@ -345,5 +364,144 @@ func TestOutputMetrics(t *testing.T) {
 		if !want.MatchString(text) {
 			t.Errorf("scrape lacks %s:\n%s", want, grepLines(text, "jitfs_output"))
 		}
+	}
+}
+
+// scrapeSum is the sum of the scraped samples of name (the whole metric
+// name, e.g. jitfs_gcs_requests_total) whose labels include every one of
+// labels (`mountpoint="/x"`), and whether there was any.
+func scrapeSum(text, name string, labels ...string) (float64, bool) {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{([^}]*)\} (\S+)$`)
+	var total float64
+	found := false
+next:
+	for _, m := range re.FindAllStringSubmatch(text, -1) {
+		for _, l := range labels {
+			if !strings.Contains(","+m[1]+",", ","+l+",") {
+				continue next
+			}
+		}
+		v, err := strconv.ParseFloat(m[2], 64)
+		if err != nil {
+			continue
+		}
+		total += v
+		found = true
+	}
+	return total, found
+}
+
+// TestMetricsTellMountsApart scrapes `jitfs run` serving two scene mounts
+// and an output area while its command holds them: every series, the
+// FUSE, GCS and hook ones recorded as operations happen as well as the
+// observed ones, names its mount, so the mounts are told apart; there are
+// no otel_scope labels, and only the output area has output series.
+func TestMetricsTellMountsApart(t *testing.T) {
+	w := newWorld(t, false)
+	w.PutRandom("show/a.exr", 100_000)
+	w.PutRandom("lib/b.exr", 70_000)
+	dir := t.TempDir()
+	a, b, out := filepath.Join(dir, "show"), filepath.Join(dir, "lib"), filepath.Join(dir, "out")
+	ready, hold := filepath.Join(dir, "ready"), filepath.Join(dir, "hold")
+	if err := syscall.Mkfifo(hold, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Three failed lookups in a, none in b; then the command waits on the
+	// FIFO until the test has scraped.
+	script := `cat "$1/a.exr" >/dev/null && cat "$2/b.exr" >/dev/null && echo frame > "$JITFS_OUTPUTS/f.txt" &&
+for n in 1 2 3; do test -e "$1/nope-$n.exr" && exit 9; done
+: > "$3" && read x < "$4"`
+	args := append(w.runArgs(dir), "--log-level", "info", "--metrics-addr", "127.0.0.1:0",
+		"--mount", "gs://"+testBucket+"/show:"+a, "--mount", "gs://"+testBucket+"/lib:"+b,
+		"--output", "gs://"+testBucket+"/jobs/m/out:"+out,
+		"--", "sh", "-c", script, "sh", a, b, ready, hold)
+	cmd := testworld.Command(context.Background(), args...)
+	var logs testworld.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{}) // closed when jitfs run has exited
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			cmd.Process.Signal(syscall.SIGTERM) // forwarded to the command
+			select {
+			case <-done:
+			case <-time.After(60 * time.Second):
+				cmd.Process.Kill()
+			}
+		}
+	})
+	waitFor(t, "the command to read both mounts", 60*time.Second, func() bool {
+		_, err := os.Stat(ready)
+		return err == nil
+	})
+	m := regexp.MustCompile(`url=(http://\S+/metrics)`).FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("jitfs run logged no metrics URL:\n%s", logs.String())
+	}
+	resp, err := http.Get(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+
+	for _, l := range regexp.MustCompile(`(?m)^jitfs_\S*`).FindAllString(text, -1) {
+		switch {
+		case strings.HasPrefix(l, "jitfs_output_") && !strings.Contains(l, `mountpoint="`+out+`"`):
+			t.Errorf("output series of a mount without outputs: %s", l)
+		case !strings.Contains(l, `mountpoint="`+a+`"`) && !strings.Contains(l, `mountpoint="`+b+`"`) && !strings.Contains(l, `mountpoint="`+out+`"`):
+			t.Errorf("series without a mount's mountpoint: %s", l)
+		}
+	}
+	if strings.Contains(text, "otel_scope_") {
+		t.Errorf("the scrape carries otel_scope labels:\n%s", grepLines(text, "otel_scope_"))
+	}
+	if _, found := scrapeSum(text, "jitfs_output_staged_bytes", `mountpoint="`+out+`"`); !found {
+		t.Errorf("the output area has no output series:\n%s", grepLines(text, "jitfs_output_"))
+	}
+	for _, c := range []struct {
+		mnt   string
+		bytes float64
+	}{{a, 100_000}, {b, 70_000}} {
+		mp := `mountpoint="` + c.mnt + `"`
+		if v, _ := scrapeSum(text, "jitfs_gcs_received_bytes_total", mp); v != c.bytes {
+			t.Errorf("%s: GCS bytes received %v, want %v", c.mnt, v, c.bytes)
+		}
+		if v, _ := scrapeSum(text, "jitfs_gcs_requests_total", mp, `kind="read"`, `result="ok"`); v < 1 {
+			t.Errorf("%s: no GCS read request counted", c.mnt)
+		}
+		if v, _ := scrapeSum(text, "jitfs_gcs_first_byte_duration_seconds_count", mp, `kind="read"`); v < 1 {
+			t.Errorf("%s: no GCS first-byte latency recorded", c.mnt)
+		}
+		if v, _ := scrapeSum(text, "jitfs_fuse_operations_total", mp, `op="read"`, `result="ok"`); v < 1 {
+			t.Errorf("%s: no FUSE read counted", c.mnt)
+		}
+		if v, _ := scrapeSum(text, "jitfs_fuse_duration_seconds_count", mp, `op="read"`); v < 1 {
+			t.Errorf("%s: no FUSE read latency recorded", c.mnt)
+		}
+	}
+	if v, _ := scrapeSum(text, "jitfs_fuse_operations_total", `mountpoint="`+a+`"`, `op="lookup"`, `result="ENOENT"`); v < 3 {
+		t.Errorf("%s: %v failed lookups counted, want the command's 3", a, v)
+	}
+	if v, found := scrapeSum(text, "jitfs_fuse_operations_total", `mountpoint="`+b+`"`, `result="ENOENT"`); found {
+		t.Errorf("%s: %v failed lookups counted, made in the other mount", b, v)
+	}
+
+	if err := os.WriteFile(hold, []byte("done\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("jitfs run did not exit after its command\n%s", logs.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("jitfs run: exit %d\n%s", code, logs.String())
 	}
 }

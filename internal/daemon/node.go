@@ -135,7 +135,8 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Log, buckets: map[string]*bucketClient{}, jobs: map[string]*job{},
 		tasks: map[string]*task{}, orphans: map[string]*orphan{}, tasksDir: filepath.Join(cfg.CacheDir, "tasks")}
 	var err error
-	if n.tel, n.ops, err = operationMetrics(cfg.Telemetry); err != nil {
+	nodeAttr := attribute.String("node", cfg.Socket)
+	if n.tel, n.ops, err = operationMetrics(cfg.Telemetry, nodeAttr); err != nil {
 		return nil, err
 	}
 	if n.Cache, err = cache.New(cache.Options{Dir: cfg.CacheDir, Budget: cfg.CacheSize, Strict: cfg.StrictVerify, KeepOpen: keepOpen, Logger: cfg.Log}); err != nil {
@@ -176,7 +177,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	if n.met, err = telemetry.New(n.tel.Meters, n.snapshot, attribute.String("node", cfg.Socket)); err != nil {
+	if n.met, err = telemetry.New(n.tel.Meters, n.snapshot, nodeAttr); err != nil {
 		n.Close()
 		return nil, err
 	}

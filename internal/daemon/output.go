@@ -77,7 +77,8 @@ func StartOutput(ctx context.Context, cfg OutputConfig) (*Output, error) {
 		return nil, err
 	}
 	cfg.Mountpoint = mp
-	tel, met, err := operationMetrics(cfg.Telemetry)
+	mountAttr := attribute.String("mountpoint", mp)
+	tel, met, err := operationMetrics(cfg.Telemetry, mountAttr)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +109,7 @@ func StartOutput(ctx context.Context, cfg OutputConfig) (*Output, error) {
 	cfg.Log.Info("output area mounted", "bucket", cfg.Bucket, "prefix", cfg.Prefix, "mountpoint", mp,
 		"staging_dir", cfg.StagingDir, "staging_budget_bytes", cfg.StagingSize)
 	o := &Output{Config: cfg, GCS: gc, Area: area, FS: ofs, Server: srv}
-	if o.met, err = telemetry.New(tel.Meters, o.snapshot, attribute.String("mountpoint", mp)); err != nil {
+	if o.met, err = telemetry.New(tel.Meters, o.snapshot, mountAttr); err != nil {
 		o.Close()
 		return nil, err
 	}
@@ -129,7 +130,7 @@ func StartOutput(ctx context.Context, cfg OutputConfig) (*Output, error) {
 func (o *Output) snapshot() telemetry.Snapshot {
 	st := o.Area.Status(^uint64(0)) // no events: only the counters
 	gs := &o.GCS.Stats
-	s := telemetry.Snapshot{OutputStaged: st.StagedBytes, OutputUploaded: st.DurableBytes, OutputDurable: st.DurableFiles,
+	s := telemetry.Snapshot{Outputs: true, OutputStaged: st.StagedBytes, OutputUploaded: st.DurableBytes, OutputDurable: st.DurableFiles,
 		OutputFailed: int64(st.Counts["failed"]), GCSRetries: gs.Retries.Load(), GCSBytes: gs.BytesRead.Load()}
 	for state, n := range st.Counts {
 		if state != output.StateFailed && state != output.StateInterrupted && state != output.StateCutShort && state != output.StateOpen {

@@ -119,7 +119,8 @@ func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
 	}()
 	// The instruments exist before the clients that record into them; the
 	// snapshot callback is registered once the mount is up.
-	tel, met, err := operationMetrics(cfg.Telemetry)
+	mountAttr := attribute.String("mountpoint", mp)
+	tel, met, err := operationMetrics(cfg.Telemetry, mountAttr)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +169,7 @@ func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
 			return nil, err
 		}
 	}
-	if s.met, err = telemetry.New(tel.Meters, s.snapshot, attribute.String("mountpoint", mp)); err != nil {
+	if s.met, err = telemetry.New(tel.Meters, s.snapshot, mountAttr); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -307,12 +308,14 @@ func (s *Scene) close() error {
 }
 
 // operationMetrics is the telemetry a daemon records into (no-op when the
-// caller set none up) and its instruments for operations as they happen.
-func operationMetrics(tel *telemetry.Telemetry) (*telemetry.Telemetry, *telemetry.Metrics, error) {
+// caller set none up) and its instruments for operations as they happen,
+// whose series carry attrs: the same mountpoint (or node) as the daemon's
+// observed series, so the mounts of one process are told apart.
+func operationMetrics(tel *telemetry.Telemetry, attrs ...attribute.KeyValue) (*telemetry.Telemetry, *telemetry.Metrics, error) {
 	if tel == nil {
 		tel = telemetry.Noop()
 	}
-	met, err := telemetry.New(tel.Meters, nil)
+	met, err := telemetry.New(tel.Meters, nil, attrs...)
 	return tel, met, err
 }
 
