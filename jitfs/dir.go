@@ -82,7 +82,7 @@ func (d *dirNode) lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	case ctx.Err() != nil:
 		return nil, f.waitErrno(ctx, "lookup", "prefix", d.prefix(), "name", name)
 	default:
-		return nil, f.errno(err, "lookup", "prefix", d.prefix(), "name", name)
+		return nil, f.errno(ctx, err, "lookup", "prefix", d.prefix(), "name", name)
 	}
 }
 
@@ -142,7 +142,7 @@ func (d *dirNode) readdir(ctx context.Context) (fs.DirStream, int, syscall.Errno
 		if ctx.Err() != nil {
 			return nil, 0, d.f.waitErrno(ctx, "readdir", "prefix", d.prefix())
 		}
-		return nil, 0, d.f.errno(err, "readdir", "prefix", d.prefix())
+		return nil, 0, d.f.errno(ctx, err, "readdir", "prefix", d.prefix())
 	}
 	list := make([]fuse.DirEntry, len(ents))
 	for i, e := range ents {

@@ -14,7 +14,7 @@ import (
 
 // errno maps an error to the errno the caller sees, logging it once.
 // Interrupted waits are not logged: the reader went away, nothing failed.
-func (f *FS) errno(err error, op string, attrs ...any) syscall.Errno {
+func (f *FS) errno(ctx context.Context, err error, op string, attrs ...any) syscall.Errno {
 	if err == nil {
 		return 0
 	}
@@ -44,7 +44,9 @@ func (f *FS) errno(err error, op string, attrs ...any) syscall.Errno {
 		e = syscall.EIO
 	}
 	f.Stats.Errors.Add(1)
-	f.log.LogAttrs(context.Background(), slog.LevelError, "jitfs: "+op+" failed",
+	// The operation's context: with tracing on, the line carries the
+	// read's trace and span ids (telemetry.WithTraceIDs).
+	f.log.LogAttrs(ctx, slog.LevelError, "jitfs: "+op+" failed",
 		append([]slog.Attr{slog.String("errno", e.Error()), slog.Any("err", err)}, toAttrs(attrs)...)...)
 	return e
 }
@@ -66,7 +68,7 @@ func (f *FS) opContext(ctx context.Context) (context.Context, context.CancelFunc
 // logged).
 func (f *FS) waitErrno(ctx context.Context, op string, attrs ...any) syscall.Errno {
 	if err := context.Cause(ctx); errors.Is(err, errOpTimeout) {
-		return f.errno(err, op, attrs...)
+		return f.errno(ctx, err, op, attrs...)
 	}
 	return syscall.EINTR
 }

@@ -1,6 +1,7 @@
 package jitfs
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -29,7 +30,7 @@ func TestErrnoMapping(t *testing.T) {
 	}
 	o := &OutputFS{log: slog.New(slog.DiscardHandler)}
 	for _, c := range cases {
-		if got := f.errno(c.err, "test"); got != c.want {
+		if got := f.errno(context.Background(), c.err, "test"); got != c.want {
 			t.Errorf("errno(%v) = %v, want %v", c.err, got, c.want)
 		}
 		if got := o.errno(c.err, "test"); got != c.want {

@@ -140,7 +140,7 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		CRC32C: a.CRC32C, HasCRC32C: a.HasCRC32C}
 	ch, err := f.opts.Cache.Open(m, f.opts.Remote)
 	if err != nil {
-		return nil, 0, f.errno(err, "open", "object", m.String())
+		return nil, 0, f.errno(ctx, err, "open", "object", m.String())
 	}
 	if c, ok := fuse.FromContext(ctx); ok && ch.MayServeUnchecked() {
 		ch.SetReader(c.Pid, readerName(c.Pid))
@@ -218,7 +218,7 @@ func (n *fileNode) read(ctx context.Context, h *handle, dest []byte, off int64) 
 		// us anyway (passthrough refused), read the verified file.
 		k, err := h.backing.ReadAt(dest, off)
 		if err != nil && !errors.Is(err, io.EOF) {
-			return 0, cache.ReadInfo{}, n.f.errno(err, "read", "object", h.h.Meta().String(), "offset", off, "length", len(dest))
+			return 0, cache.ReadInfo{}, n.f.errno(ctx, err, "read", "object", h.h.Meta().String(), "offset", off, "length", len(dest))
 		}
 		return k, cache.ReadInfo{Outcome: cache.Hit}, 0
 	}
@@ -229,7 +229,7 @@ func (n *fileNode) read(ctx context.Context, h *handle, dest []byte, off int64) 
 		// The cache returns the context's error; its cause says whether
 		// the reader left or the deadline passed.
 		err = withCause(ctx, err)
-		return 0, info, n.f.errno(err, "read", "object", h.h.Meta().String(), "offset", off, "length", len(dest))
+		return 0, info, n.f.errno(ctx, err, "read", "object", h.h.Meta().String(), "offset", off, "length", len(dest))
 	}
 	return k, info, 0
 }

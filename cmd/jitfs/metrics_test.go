@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -504,4 +505,55 @@ for n in 1 2 3; do test -e "$1/nope-$n.exr" && exit 9; done
 	if code := cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("jitfs run: exit %d\n%s", code, logs.String())
 	}
+}
+
+// TestReadErrorLogCarriesTraceIDs: with tracing on, the error line a failed
+// read logs carries the read's trace and span ids, so a log search leads
+// to the trace of the read that failed.
+func TestReadErrorLogCarriesTraceIDs(t *testing.T) {
+	w := newWorld(t, false)
+	w.PutRandom("show/tex/bad.tx", 100_000)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	var logs testworld.Buffer
+	log := slog.New(telemetry.WithTraceIDs(slog.NewJSONHandler(&logs, nil)))
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	os.MkdirAll(mnt, 0o755)
+	m, err := startMount(context.Background(), mountConfig{bucket: testBucket, prefix: "show/", mountpoint: mnt,
+		cacheDir: filepath.Join(t.TempDir(), "cache"), cacheSize: 1 << 30, endpoint: w.Proxy.Addr(),
+		attemptTimeout: time.Minute, socket: "none", log: log,
+		tel: &telemetry.Telemetry{Meters: noop.NewMeterProvider(), Tracers: tp, Tracing: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	w.Proxy.CorruptMedia.Store(100) // every fetch of the object fails its check
+	if _, err := os.ReadFile(filepath.Join(mnt, "tex/bad.tx")); err == nil {
+		t.Fatal("a read of an object whose every fetch is corrupt succeeded")
+	}
+	var line map[string]any
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `"jitfs: read failed"`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if line == nil {
+		t.Fatalf("no read error was logged:\n%s", logs.String())
+	}
+	// The kernel may retry the read: the line is one of the reads' spans.
+	reads := 0
+	for _, s := range rec.Ended() {
+		if s.Name() != "jitfs.fuse.read" {
+			continue
+		}
+		reads++
+		if line["trace_id"] == s.SpanContext().TraceID().String() && line["span_id"] == s.SpanContext().SpanID().String() {
+			return
+		}
+	}
+	t.Fatalf("the read's error line carries trace %v span %v, which is none of the %d read spans", line["trace_id"], line["span_id"], reads)
 }
