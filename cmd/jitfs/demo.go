@@ -116,4 +116,3 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		size(total), size(presyncBytes), presyncObjects, 100*float64(total)/float64(presyncBytes))
 	return nil
 }
-
