@@ -97,7 +97,7 @@ func printReplay(w io.Writer, name string, r *replay.Result) {
 		fmt.Fprintf(w, "  first byte       (nothing read)\n")
 	}
 	fmt.Fprintf(w, "  operations       %d by %d processes (%d skipped), at most %d at once\n", r.Ops, r.Pids, r.Skipped, r.MaxConcurrent)
-	fmt.Fprintf(w, "  bytes read       %d (%.1f MiB)\n", r.Bytes, float64(r.Bytes)/(1<<20))
+	fmt.Fprintf(w, "  bytes read       %d (%s)\n", r.Bytes, size(r.Bytes))
 	fmt.Fprintf(w, "  opens            %d\n", r.Opens)
 	fmt.Fprintf(w, "  ENOENT           %d (as recorded)\n", r.ENOENT)
 	fmt.Fprintf(w, "  mismatches       %d (failed when recorded, succeed now)\n", r.Mismatches)

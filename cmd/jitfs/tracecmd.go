@@ -212,13 +212,13 @@ func printTraceSummary(w io.Writer, name string, h trace.Header, s trace.Summary
 	if s.DistinctBytesRead > 0 {
 		amp = fmt.Sprintf(", %.2fx", float64(s.BytesRead)/float64(s.DistinctBytesRead))
 	}
-	fmt.Fprintf(w, "reads           %d: %s returned, %s distinct%s\n", s.Reads, traceBytes(s.BytesRead), traceBytes(s.DistinctBytesRead), amp)
-	fmt.Fprintf(w, "mmaps           %d: %s mapped (an upper bound: a syscall trace cannot see which pages were touched)\n", s.Mmaps, traceBytes(s.MmapBytes))
-	fmt.Fprintf(w, "bytes accessed  %s distinct, reads and mappings together\n", traceBytes(s.DistinctBytesAccessed))
+	fmt.Fprintf(w, "reads           %d: %s returned, %s distinct%s\n", s.Reads, size(s.BytesRead), size(s.DistinctBytesRead), amp)
+	fmt.Fprintf(w, "mmaps           %d: %s mapped (an upper bound: a syscall trace cannot see which pages were touched)\n", s.Mmaps, size(s.MmapBytes))
+	fmt.Fprintf(w, "bytes accessed  %s distinct, reads and mappings together\n", size(s.DistinctBytesAccessed))
 	fmt.Fprintf(w, "lookups         %d (lookup, stat, access, readlink); %d getattrs; %d readdirs\n", s.Lookups, s.Getattrs, s.Readdirs)
 	fmt.Fprintf(w, "ENOENT          %d on %d distinct paths; %d errors in all\n", s.ENOENT, s.ENOENTPaths, s.Errors)
 	if s.CacheHits+s.CachePartial+s.CacheMisses > 0 || s.FetchedBytes > 0 {
-		fmt.Fprintf(w, "cache           %d hits, %d partial, %d misses; %s fetched from GCS\n", s.CacheHits, s.CachePartial, s.CacheMisses, traceBytes(s.FetchedBytes))
+		fmt.Fprintf(w, "cache           %d hits, %d partial, %d misses; %s fetched from GCS\n", s.CacheHits, s.CachePartial, s.CacheMisses, size(s.FetchedBytes))
 	}
 	switch {
 	case s.HasEnd:
@@ -242,24 +242,11 @@ func printTraceSummary(w io.Writer, name string, h trace.Header, s trace.Summary
 	fmt.Fprintf(w, "\nfiles with the most bytes read or mapped\n")
 	fmt.Fprintf(w, "  %10s %10s %10s %10s %6s %6s  %s\n", "read", "distinct", "mapped", "size", "opens", "reads", "path")
 	for _, f := range s.TopFiles {
-		size := "?"
+		sz := "?"
 		if f.Size > 0 {
-			size = traceBytes(f.Size)
+			sz = size(f.Size)
 		}
-		fmt.Fprintf(w, "  %10s %10s %10s %10s %6d %6d  %s\n", traceBytes(f.BytesRead), traceBytes(f.DistinctBytesRead),
-			traceBytes(f.MmapBytes), size, f.Opens, f.Reads, f.Path)
+		fmt.Fprintf(w, "  %10s %10s %10s %10s %6d %6d  %s\n", size(f.BytesRead), size(f.DistinctBytesRead),
+			size(f.MmapBytes), sz, f.Opens, f.Reads, f.Path)
 	}
-}
-
-// traceBytes prints a byte count in binary units, as the research notes do.
-func traceBytes(n int64) string {
-	switch {
-	case n < 1<<10:
-		return fmt.Sprintf("%d B", n)
-	case n < 1<<20:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	case n < 1<<30:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
 }

@@ -104,7 +104,7 @@ func TestTraceSummary(t *testing.T) {
 		"events          49 by 4 pids",
 		"opens           10: 5 files, 2 directories, 0 failed, 1 for writing",
 		"reads           19: 7.6 KiB returned, 7.2 KiB distinct, 1.06x",
-		"mmaps           2: 12.0 KiB mapped",
+		"mmaps           2: 12 KiB mapped",
 		"ENOENT          1 on 1 distinct paths",
 		straceSampleRoot + "/b.vdb",
 	} {
