@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jitfs/jitfs/internal/mountinfo"
+	"github.com/jitfs/jitfs/internal/testworld"
 )
 
 // notifySocket listens where $NOTIFY_SOCKET points, as systemd does for a
@@ -152,5 +156,22 @@ func TestMountWarnings(t *testing.T) {
 	d.Start()
 	if log := d.Log.String(); !strings.Contains(log, "mounting over a non-empty directory") {
 		t.Errorf("no warning for a non-empty mountpoint:\n%s", log)
+	}
+}
+
+// TestVersion: `jitfs version` and `jitfs --version` print the module
+// version, the commit and the Go that built the binary, on stdout, exit 0.
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "--version"} {
+		cmd := testworld.Command(context.Background(), arg)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("jitfs %s: %v\n%s", arg, err, stderr.String())
+		}
+		out := stdout.String()
+		if !strings.HasPrefix(out, "jitfs ") || !strings.Contains(out, "\ncommit ") || !strings.Contains(out, runtime.Version()) || stderr.Len() != 0 {
+			t.Errorf("jitfs %s printed %q (stderr %q)", arg, out, stderr.String())
+		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -69,6 +71,10 @@ func (e *exitError) Error() string {
 func (e *exitError) Unwrap() error { return e.err }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "version" || args[0] == "--version") {
+		fmt.Fprint(stdout, versionText())
+		return 0
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(stderr)
 		if len(args) == 0 {
@@ -110,8 +116,36 @@ func exitStatus(name string, err error, stderr io.Writer) int {
 	}
 }
 
+// versionText is what `jitfs version` prints: the module version, the
+// commit it was built from (and whether the tree had changes), and the Go
+// that built it, all from the binary's own build information.
+func versionText() string {
+	v, commit, when, dirty, goVersion := "(devel)", "unknown", "", false, runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		goVersion = bi.GoVersion
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value
+			case "vcs.time":
+				when = " (" + s.Value + ")"
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+	}
+	if dirty {
+		commit += " with uncommitted changes"
+	}
+	return fmt.Sprintf("jitfs %s\ncommit %s%s\n%s %s/%s\n", v, commit, when, goVersion, runtime.GOOS, runtime.GOARCH)
+}
+
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: jitfs COMMAND [args]")
+	fmt.Fprintln(w, "  version: the module version, commit and Go version jitfs was built from (also --version)")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %s\n", c.usage)
 	}
