@@ -34,6 +34,21 @@ type Link struct {
 // upstream; it returns the address clients dial instead.
 type Network func(upstream string) (addr string, stop func() error, err error)
 
+// behindLink starts the GCS emulator and puts the emulated link in front
+// of it: clients dial addr. stop ends both, the link first.
+func behindLink(o emulator.Options, network Network) (emu *emulator.Server, addr string, stop func(), err error) {
+	emu, err = emulator.Start(o)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	addr, stopLink, err := network(emu.Addr())
+	if err != nil {
+		emu.Stop()
+		return nil, "", nil, fmt.Errorf("bench: emulated link: %w", err)
+	}
+	return emu, addr, func() { stopLink(); emu.Stop() }, nil
+}
+
 // Config is one bench run.
 type Config struct {
 	Workloads []*Workload
@@ -138,14 +153,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	link := &linkCounter{}
-	emu, err := emulator.Start(emulator.Options{Bucket: Bucket, Wrap: link.wrap})
+	emu, addr, stop, err := behindLink(emulator.Options{Bucket: Bucket, Wrap: link.wrap}, cfg.Network)
 	if err != nil {
 		return nil, err
-	}
-	defer emu.Stop()
-	addr, stop, err := cfg.Network(emu.Addr())
-	if err != nil {
-		return nil, fmt.Errorf("bench: emulated link: %w", err)
 	}
 	defer stop()
 	if err := publishVia(emu.Addr(), addr); err != nil {

@@ -194,14 +194,9 @@ func RunFarm(ctx context.Context, cfg FarmConfig) (*FarmReport, error) {
 		}
 	}
 	count := &farmCounter{}
-	emu, err := emulator.Start(emulator.Options{Bucket: Bucket, Wrap: count.wrap})
+	emu, addr, stop, err := behindLink(emulator.Options{Bucket: Bucket, Wrap: count.wrap}, cfg.Network)
 	if err != nil {
 		return nil, err
-	}
-	defer emu.Stop()
-	addr, stop, err := cfg.Network(emu.Addr())
-	if err != nil {
-		return nil, fmt.Errorf("bench: emulated link: %w", err)
 	}
 	defer stop()
 

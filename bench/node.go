@@ -126,14 +126,9 @@ func RunNode(ctx context.Context, cfg NodeConfig) (*NodeReport, error) {
 			fmt.Fprintf(cfg.Progress, "bench: node: "+format+"\n", args...)
 		}
 	}
-	emu, err := emulator.Start(emulator.Options{Bucket: Bucket, StorageRoot: filepath.Join(cfg.WorkDir, "emulator")})
+	emu, addr, stop, err := behindLink(emulator.Options{Bucket: Bucket, StorageRoot: filepath.Join(cfg.WorkDir, "emulator")}, cfg.Network)
 	if err != nil {
 		return nil, err
-	}
-	defer emu.Stop()
-	addr, stop, err := cfg.Network(emu.Addr())
-	if err != nil {
-		return nil, fmt.Errorf("bench: emulated link: %w", err)
 	}
 	defer stop()
 	rep := &NodeReport{Started: time.Now().UTC(), RTT: float64(cfg.Link.RTT) / 1e6, Bandwidth: cfg.Link.Bandwidth,

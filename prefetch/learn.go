@@ -39,6 +39,21 @@ type learner struct {
 // across frames.
 func shape(p string) string { return digits.ReplaceAllString(p, "#") }
 
+// tracksFrame reports whether number run i of a path, holding v, tracks
+// the frame: it rose by exactly one from the same run of prev, the previous
+// frame's file of the same shape (whose runs are prevRuns), or, without a
+// previous frame, it equals frame.
+func tracksFrame(v, i int, runs [][]int, prev string, prevRuns [][]int, frame int) bool {
+	if prev == "" {
+		return v == frame
+	}
+	if len(prevRuns) != len(runs) {
+		return false
+	}
+	pv, err := strconv.Atoi(prev[prevRuns[i][0]:prevRuns[i][1]])
+	return err == nil && v == pv+1
+}
+
 // advance rewrites the number runs of p that track the frame: those that
 // rose by exactly one from the previous frame's file of the same shape
 // (sequences with an offset), or, without a previous frame, those equal to
@@ -59,14 +74,7 @@ func advance(p string, prevOfShape map[string]string, from, by int) string {
 		if err != nil {
 			continue
 		}
-		tracks := false
-		if prev != "" && len(prevRuns) == len(runs) {
-			pv, err := strconv.Atoi(prev[prevRuns[i][0]:prevRuns[i][1]])
-			tracks = err == nil && v == pv+1
-		} else if prev == "" {
-			tracks = v == from
-		}
-		if !tracks {
+		if !tracksFrame(v, i, runs, prev, prevRuns, from) {
 			continue
 		}
 		b.WriteString(p[last:r[0]])
@@ -189,15 +197,21 @@ func (e *Engine) frameStartedLocked(job string, frame int) (now, next []string) 
 	return now, next
 }
 
+// wants are the prefetch requests of files named relative to the mount.
+func wants(rels []string) []hooks.Want {
+	ws := make([]hooks.Want, len(rels))
+	for i, r := range rels {
+		ws[i] = hooks.Want{Rel: r}
+	}
+	return ws
+}
+
 // learnAhead prefetches what frame+1 will need, at look-ahead priority.
 func (e *Engine) learnAhead(job string, frame int, rels []string) {
 	if len(rels) == 0 {
 		return
 	}
-	ws := make([]hooks.Want, len(rels))
-	for i, r := range rels {
-		ws[i] = hooks.Want{Rel: r}
-	}
+	ws := wants(rels)
 	next := frame + 1
 	e.Prefetch(e.ctx, hooks.Prefetch{Job: hooks.Job{ID: job}, Scope: hooks.ScopeLookahead, Frame: &next, Wants: ws})
 }

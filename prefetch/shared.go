@@ -126,14 +126,7 @@ func generalise(p string, prevOfShape map[string]string, frame int) FrameFile {
 		if err != nil || len(s) > 9 {
 			continue
 		}
-		tracks := false
-		if prev != "" && len(prevRuns) == len(runs) {
-			pv, err := strconv.Atoi(prev[prevRuns[i][0]:prevRuns[i][1]])
-			tracks = err == nil && v == pv+1
-		} else if prev == "" {
-			tracks = v == frame
-		}
-		if !tracks {
+		if !tracksFrame(v, i, runs, prev, prevRuns, frame) {
 			continue
 		}
 		f.Parts = append(f.Parts, p[last:r[0]])
@@ -256,10 +249,7 @@ func (e *Engine) learnNow(job string, frame int, rels []string) {
 	if len(rels) == 0 {
 		return
 	}
-	ws := make([]hooks.Want, len(rels))
-	for i, r := range rels {
-		ws[i] = hooks.Want{Rel: r}
-	}
+	ws := wants(rels)
 	f := frame
 	e.Prefetch(e.ctx, hooks.Prefetch{Job: hooks.Job{ID: job}, Scope: hooks.ScopeFrame, Frame: &f, Priority: sharedPriority, Wants: ws})
 }

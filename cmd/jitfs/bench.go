@@ -324,17 +324,31 @@ func runFarmBench(nodes, modes string, kill bool, scale float64, short bool, wor
 	if scale <= 0 {
 		return fmt.Errorf("%w: --farm-scale must be positive", errUsage)
 	}
+	return runFigures(workDir, "jitfs-farm-bench-", asJSON, stdout, func(ctx context.Context, dir string) (markdowner, error) {
+		cfg.WorkDir = dir
+		return bench.RunFarm(ctx, cfg)
+	})
+}
+
+// markdowner is a report of figures that writes itself as markdown.
+type markdowner interface{ Markdown(io.Writer) }
+
+// runFigures runs one of the bench's figure sets in workDir (a new
+// temporary directory, removed after, when empty), until done or
+// interrupted, and prints its report as JSON or markdown.
+func runFigures(workDir, tmpPattern string, asJSON bool, stdout io.Writer,
+	run func(ctx context.Context, dir string) (markdowner, error)) error {
 	dir := workDir
 	if dir == "" {
-		if dir, err = os.MkdirTemp("", "jitfs-farm-bench-"); err != nil {
+		var err error
+		if dir, err = os.MkdirTemp("", tmpPattern); err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
 	}
-	cfg.WorkDir = dir
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench.RunFarm(ctx, cfg)
+	rep, err := run(ctx, dir)
 	if err != nil {
 		return err
 	}
@@ -360,26 +374,8 @@ func runNodeBench(traces, name string, short bool, workDir string, asJSON bool, 
 	} else {
 		cfg.Workload = bench.SmallFiles(2000, 64<<10, 16)
 	}
-	dir := workDir
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "jitfs-node-bench-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-	}
-	cfg.WorkDir = dir
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	rep, err := bench.RunNode(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	rep.Markdown(stdout)
-	return nil
+	return runFigures(workDir, "jitfs-node-bench-", asJSON, stdout, func(ctx context.Context, dir string) (markdowner, error) {
+		cfg.WorkDir = dir
+		return bench.RunNode(ctx, cfg)
+	})
 }

@@ -271,14 +271,8 @@ func (n *Node) jobBytes() []JobBytes {
 // residentBytes is what the cache holds of the generations the job pinned
 // (JobStatus.ResidentBytes, without the rest of the status).
 func (j *job) residentBytes(n *Node) int64 {
-	j.vmu.Lock()
-	views := make([]*view, 0, len(j.views))
-	for _, v := range j.views {
-		views = append(views, v)
-	}
-	j.vmu.Unlock()
 	var sum int64
-	for _, v := range views {
+	for _, v := range j.viewList() {
 		v.ns.PinnedFiles(func(e namespace.Entry) {
 			sum += n.Cache.ResidentBytes(cache.Meta{Bucket: v.bucket, Name: e.Attrs.Name, Gen: e.Attrs.Generation})
 		})

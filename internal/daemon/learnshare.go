@@ -206,12 +206,7 @@ func (n *Node) learnPublish(j *job) {
 	if n.ls == nil {
 		return
 	}
-	j.vmu.Lock()
-	views := make([]*view, 0, len(j.views))
-	for _, v := range j.views {
-		views = append(views, v)
-	}
-	j.vmu.Unlock()
+	views := j.viewList()
 	for _, v := range views {
 		n.publishView(j.id, v)
 	}

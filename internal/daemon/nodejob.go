@@ -50,6 +50,17 @@ type view struct {
 	learn          *viewLearn            // publishing what it learned (learnshare.go)
 }
 
+// viewList is the job's views at this moment, for work done outside vmu.
+func (j *job) viewList() []*view {
+	j.vmu.Lock()
+	defer j.vmu.Unlock()
+	views := make([]*view, 0, len(j.views))
+	for _, v := range j.views {
+		views = append(views, v)
+	}
+	return views
+}
+
 func sourceKey(bucket, prefix string) string { return bucket + "/" + prefix }
 
 func newJob(id string, started time.Time) *job {
@@ -164,12 +175,7 @@ func (j *job) status(n *Node) JobStatus {
 	}
 	n.mu.Unlock()
 	sort.Slice(st.Tasks, func(a, b int) bool { return st.Tasks[a].ID < st.Tasks[b].ID })
-	j.vmu.Lock()
-	views := make([]*view, 0, len(j.views))
-	for _, v := range j.views {
-		views = append(views, v)
-	}
-	j.vmu.Unlock()
+	views := j.viewList()
 	for _, v := range views {
 		ss := SourceStatus{Source: "gs://" + v.bucket + "/" + v.prefix, Listings: v.ns.Stats.Listings.Load(),
 			StoredListings: v.ns.Stats.StoredListings.Load(), ListAhead: v.ns.Stats.Ahead(), Prefetch: v.engine.Status()}
@@ -287,12 +293,7 @@ func (n *Node) release(ctx context.Context, id string) (bool, error) {
 	if j == nil {
 		return false, nil
 	}
-	j.vmu.Lock()
-	views := make([]*view, 0, len(j.views))
-	for _, v := range j.views {
-		views = append(views, v)
-	}
-	j.vmu.Unlock()
+	views := j.viewList()
 	for _, v := range views {
 		if err := v.engine.Release(ctx, hooks.Release{Job: id, Scope: hooks.ScopeJob}); err != nil {
 			return true, err
