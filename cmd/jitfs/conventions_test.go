@@ -136,7 +136,7 @@ func TestUnmount(t *testing.T) {
 	}
 }
 
-// TestMountWarnings: mounting over a non-empty directory and a cache
+// TestMountWarnings: mounted over a non-empty directory and a cache
 // budget beyond the cache disk's space each start with one warning.
 func TestMountWarnings(t *testing.T) {
 	w := newWorld(t, false)
@@ -154,7 +154,7 @@ func TestMountWarnings(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Start()
-	if log := d.Log.String(); !strings.Contains(log, "mounting over a non-empty directory") {
+	if log := d.Log.String(); !strings.Contains(log, "mounted over a non-empty directory") {
 		t.Errorf("no warning for a non-empty mountpoint:\n%s", log)
 	}
 }

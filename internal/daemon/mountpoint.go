@@ -67,17 +67,28 @@ func checkMountpoint(dir string, log *slog.Logger) (string, error) {
 	if busy, err := mountinfo.Mounted(abs); err == nil && busy {
 		return "", fmt.Errorf("mountpoint %s is busy: something is already mounted there", abs)
 	}
-	if f, err := os.Open(abs); err == nil {
-		names, _ := f.Readdirnames(1)
-		f.Close()
-		if len(names) > 0 {
-			// Allowed, as mount(8) allows it, but a render reading the
-			// directory before or after the mount sees other files than
-			// during it: a leftover pre-sync copy is a classic cause.
-			log.Warn("mounting over a non-empty directory: its files are hidden while jitfs serves it", "mountpoint", abs)
-		}
-	}
 	return abs, nil
+}
+
+// hiddenFiles reports whether mountpoint dir holds files that a mount over
+// it hides. Allowed, as mount(8) allows it, but a render reading the
+// directory before or after the mount sees other files than during it (a
+// leftover pre-sync copy is a classic cause): warnHidden says so once the
+// mount is up, so a start that fails prints only its one error line.
+func hiddenFiles(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(1)
+	return len(names) > 0
+}
+
+func warnHidden(hidden bool, dir string, log *slog.Logger) {
+	if hidden {
+		log.Warn("mounted over a non-empty directory: its files are hidden while jitfs serves it", "mountpoint", dir)
+	}
 }
 
 // warnCacheSize logs when the cache's byte budget is more than the free

@@ -142,8 +142,6 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	if n.Cache, err = cache.New(cache.Options{Dir: cfg.CacheDir, Budget: cfg.CacheSize, Strict: cfg.StrictVerify, KeepOpen: keepOpen, Logger: cfg.Log}); err != nil {
 		return nil, err
 	}
-	used, budget := n.Cache.Used()
-	warnCacheSize(cfg.CacheDir, budget, used, cfg.Log)
 	start := time.Now()
 	if n.Store, err = metastore.Open(metastore.Options{Path: filepath.Join(cfg.CacheDir, "meta.db"), Logger: cfg.Log}); err != nil {
 		n.Cache.Close()
@@ -183,6 +181,9 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	}
 	n.log.Info("node daemon ready", "socket", cfg.Socket, "cache_dir", cfg.CacheDir, "budget_bytes", cfg.CacheSize,
 		"staging_dir", cfg.StagingDir, "jobs", len(n.jobs), "startup", time.Since(start).Round(time.Millisecond))
+	// Only once the daemon serves: a start that fails prints one line.
+	used, budget := n.Cache.Used()
+	warnCacheSize(cfg.CacheDir, budget, used, cfg.Log)
 	return n, nil
 }
 

@@ -237,6 +237,7 @@ func (n *Node) mountScene(t *task, v *view, s Source) error {
 	if err != nil {
 		return err
 	}
+	hidden := hiddenFiles(mp)
 	bc, err := n.bucket(context.Background(), s.Bucket)
 	if err != nil {
 		return err
@@ -253,6 +254,7 @@ func (n *Node) mountScene(t *task, v *view, s Source) error {
 		return err
 	}
 	fsys.SetOpenObserver(observer(v.engine, v.spec))
+	warnHidden(hidden, mp, n.log)
 	s.Dir = mp
 	t.scenes = append(t.scenes, &taskScene{src: s, v: v, fs: fsys, srv: srv})
 	return nil

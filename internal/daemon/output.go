@@ -73,6 +73,7 @@ type Output struct {
 func StartOutput(ctx context.Context, cfg OutputConfig) (*Output, error) {
 	cfg.Log = orDiscard(cfg.Log)
 	mp, err := checkMountpoint(cfg.Mountpoint, cfg.Log)
+	hidden := hiddenFiles(mp)
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +109,7 @@ func StartOutput(ctx context.Context, cfg OutputConfig) (*Output, error) {
 	}
 	cfg.Log.Info("output area mounted", "bucket", cfg.Bucket, "prefix", cfg.Prefix, "mountpoint", mp,
 		"staging_dir", cfg.StagingDir, "staging_budget_bytes", cfg.StagingSize)
+	warnHidden(hidden, mp, cfg.Log)
 	o := &Output{Config: cfg, GCS: gc, Area: area, FS: ofs, Server: srv}
 	if o.met, err = telemetry.New(tel.Meters, o.snapshot, mountAttr); err != nil {
 		o.Close()

@@ -98,6 +98,7 @@ type Scene struct {
 func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
 	cfg.Log = orDiscard(cfg.Log)
 	mp, err := checkMountpoint(cfg.Mountpoint, cfg.Log)
+	hidden := hiddenFiles(mp)
 	if err != nil {
 		return nil, err
 	}
@@ -142,8 +143,6 @@ func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
 		closeGCS()
 		return nil, err
 	}
-	used, budget := s.Cache.Used()
-	warnCacheSize(cfg.CacheDir, budget, used, cfg.Log)
 	s.FS, err = jitfs.New(jitfs.Options{Remote: s.GCS, Cache: s.Cache, Prefix: cfg.Prefix, MetadataTTL: cfg.MetadataTTL, OpTimeout: cfg.OpTimeout,
 		Passthrough: cfg.Passthrough, ListAhead: cfg.Speculate.listAhead(), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: cfg.Log, Trace: s.rec, Metrics: met, Tracer: fuseTracer(tel)})
 	if err != nil {
@@ -163,6 +162,9 @@ func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
 	s.FS.SetOpenObserver(observer(nil, s.Spec))
 	cfg.Log.Info("mounted", "bucket", cfg.Bucket, "prefix", cfg.Prefix, "mountpoint", mp,
 		"cache_dir", cfg.CacheDir, "budget_bytes", cfg.CacheSize, "passthrough", cfg.Passthrough)
+	warnHidden(hidden, mp, cfg.Log)
+	used, budget := s.Cache.Used()
+	warnCacheSize(cfg.CacheDir, budget, used, cfg.Log)
 	if cfg.Socket != "none" {
 		if err := s.startHooks(); err != nil {
 			s.Close()
