@@ -100,18 +100,6 @@ func zoneClient(t *testing.T, w *testworld.World, s *standIn, token string) *gcs
 		Zone: gcs.ZoneOptions{URL: s.srv.URL, Token: token, Timeout: 300 * time.Millisecond, Retry: 10 * time.Millisecond}})
 }
 
-// waitFor polls cond until it holds; the bound only guards a hung test.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestZoneReadsGoThroughTheZoneCache(t *testing.T) {
 	w := setup(t)
 	s := newStandIn(t, w)
@@ -181,7 +169,7 @@ func TestZoneFallsBackAndReturns(t *testing.T) {
 			t.Fatalf("%s: a read asked a zone cache that is down", mode)
 		}
 		s.mode.Store("ok")
-		waitFor(t, "the zone cache back in use", func() bool { return c.Zone().Up })
+		testworld.WaitFor(t, "the zone cache back in use", func() bool { return c.Zone().Up })
 		read()
 		if c.Zone().Reads == 0 {
 			t.Fatalf("%s: no read through the zone cache after it came back", mode)

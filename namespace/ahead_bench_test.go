@@ -21,16 +21,7 @@ import (
 //	go test ./namespace -run '^$' -bench ListAhead -benchtime 5x
 func BenchmarkListAhead(b *testing.B) {
 	w := testworld.New(b, testworld.Options{})
-	for s := 0; s < 20; s++ {
-		for f := 0; f < 50; f++ {
-			w.Put(fmt.Sprintf("show/seq/sh%02d/comp/v001/exr/f.%04d.exr", s, 1001+f), []byte("x"))
-		}
-	}
-	for c := 0; c < 10; c++ {
-		for f := 0; f < 20; f++ {
-			w.Put(fmt.Sprintf("show/assets/chars/c%02d/tex/t%02d.tx", c, f), []byte("x"))
-		}
-	}
+	w.PutDeepTree("show/")
 	link, err := wan.Start(w.Proxy.Addr(), wan.Link{RTT: wan.DefaultRTT}, nil)
 	if err != nil {
 		b.Fatal(err)

@@ -335,7 +335,7 @@ func TestListAheadBackground(t *testing.T) {
 		t.Fatal(err)
 	}
 	// d1, d2 and d3 are listed in the background, one flat page each.
-	waitCond(t, "three background listings", func() bool {
+	testworld.WaitFor(t, "three background listings", func() bool {
 		return ns.Stats.AheadBackground.Load() == 3 && w.Proxy.Lists.Load()-before == 2+3
 	})
 	for d := 1; d < 4; d++ {
@@ -360,18 +360,5 @@ func TestListAheadBackground(t *testing.T) {
 	}
 	if s := &ns.Stats; s.AheadBackground.Load() != 3 || s.AheadBackgroundUsed.Load() != 3 {
 		t.Fatalf("%d background listings, %d used; want 3 and 3", s.AheadBackground.Load(), s.AheadBackgroundUsed.Load())
-	}
-}
-
-// waitCond waits for cond, polling: background work has no event to wait
-// on from outside the namespace.
-func waitCond(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -6,9 +6,9 @@ import (
 	"sort"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jitfs/jitfs/gcs"
+	"github.com/jitfs/jitfs/internal/testworld"
 	"github.com/jitfs/jitfs/namespace"
 	"github.com/jitfs/jitfs/speculate"
 )
@@ -49,17 +49,6 @@ func (f *fetched) has(p string) bool {
 	return f.seen[p]
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func frame(n int) string { return fmt.Sprintf("seq/plate.%04d.exr", n) }
 
 // A reader moving through a sequence gets the next frames fetched before
@@ -70,12 +59,12 @@ func TestSequenceReadAhead(t *testing.T) {
 	defer s.Close()
 	s.Opened(frame(1001))
 	s.Opened(frame(1002))
-	waitFor(t, "frames 1003 and 1004 fetched ahead", func() bool { return f.has(frame(1003)) && f.has(frame(1004)) })
+	testworld.WaitFor(t, "frames 1003 and 1004 fetched ahead", func() bool { return f.has(frame(1003)) && f.has(frame(1004)) })
 	if f.has(frame(1001)) || f.has(frame(1002)) {
 		t.Fatal("fetched what the reader had opened already")
 	}
 	for n := 1003; n <= 1020; n++ {
-		waitFor(t, "the next frame ahead", func() bool { return f.has(frame(n)) })
+		testworld.WaitFor(t, "the next frame ahead", func() bool { return f.has(frame(n)) })
 		s.Opened(frame(n))
 	}
 	if used := s.Stats.Used.Load(); used != 18 {
@@ -94,7 +83,7 @@ func TestStride(t *testing.T) {
 	defer s.Close()
 	s.Opened(frame(1001))
 	s.Opened(frame(1003))
-	waitFor(t, "frame 1005 ahead", func() bool { return f.has(frame(1005)) })
+	testworld.WaitFor(t, "frame 1005 ahead", func() bool { return f.has(frame(1005)) })
 	if f.has(frame(1004)) {
 		t.Fatal("fetched a frame off the stride")
 	}
@@ -112,7 +101,7 @@ func TestMissesStopAndWasteIsCounted(t *testing.T) {
 	// predicted, again and again, wastes it.
 	s.Opened(frame(1200))
 	s.Opened(frame(1201))
-	waitFor(t, "predictions", func() bool { return s.Stats.Predicted.Load() >= 2 })
+	testworld.WaitFor(t, "predictions", func() bool { return s.Stats.Predicted.Load() >= 2 })
 	for n := 1210; n < 1390; n += 10 {
 		s.Opened(frame(n))
 		s.Opened(frame(n + 1))
@@ -211,7 +200,7 @@ func TestSequenceGapsAndPadding(t *testing.T) {
 	s := speculate.New(l, f.fetch, speculate.Options{Sequences: true})
 	s.Opened("tex/ground.1001.png")
 	s.Opened("tex/ground.1002.png")
-	waitFor(t, "tiles ahead", func() bool { return f.has("tex/ground.1004.png") && f.has("tex/ground.1011.png") })
+	testworld.WaitFor(t, "tiles ahead", func() bool { return f.has("tex/ground.1004.png") && f.has("tex/ground.1011.png") })
 	s.Close()
 
 	l = names("seq", 10, seq(1, 30), "f%d.png")
@@ -219,7 +208,7 @@ func TestSequenceGapsAndPadding(t *testing.T) {
 	s = speculate.New(l, f.fetch, speculate.Options{Sequences: true})
 	s.Opened("seq/f8.png")
 	s.Opened("seq/f9.png")
-	waitFor(t, "frames 10 and 11 ahead of frame 9", func() bool { return f.has("seq/f10.png") && f.has("seq/f11.png") })
+	testworld.WaitFor(t, "frames 10 and 11 ahead of frame 9", func() bool { return f.has("seq/f10.png") && f.has("seq/f11.png") })
 	s.Close()
 }
 
@@ -260,7 +249,7 @@ func TestBudget(t *testing.T) {
 			s.Opened(fmt.Sprintf("d%d/plate.%04d.exr", d, n))
 		}
 	}
-	waitFor(t, "listings", func() bool { return s.Stats.Predicted.Load() >= 10 })
+	testworld.WaitFor(t, "listings", func() bool { return s.Stats.Predicted.Load() >= 10 })
 	s.Settle(context.Background())
 	s.Close()
 	if b := s.Stats.Bytes.Load(); b > 10_000 {
@@ -298,7 +287,7 @@ func TestWalkContinuesIntoNextDirectory(t *testing.T) {
 		t.Fatal("one directory read in order is no walk, yet the next was fetched")
 	}
 	walk(1)
-	waitFor(t, "the next directory's first files", func() bool { return f.has("tree/d02/f000.exr") && f.has("tree/d02/f001.exr") })
+	testworld.WaitFor(t, "the next directory's first files", func() bool { return f.has("tree/d02/f000.exr") && f.has("tree/d02/f001.exr") })
 	walk(2)
 	walk(3)
 	walk(4)

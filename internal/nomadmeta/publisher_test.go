@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jitfs/jitfs/internal/nomadmeta"
+	"github.com/jitfs/jitfs/internal/testworld"
 )
 
 // agent stands in for a Nomad client agent's HTTP API: it records every
@@ -98,16 +99,6 @@ func (l *logBuf) String() string {
 	return l.b.String()
 }
 
-// waitFor polls cond; the limit only bounds a hung test.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("still not true after a minute: %s", what)
-		}
-	}
-}
-
 // decode reads a recorded body as the Nomad agent would.
 func decode(t *testing.T, r recorded) nomadmeta.ApplyRequest {
 	t.Helper()
@@ -129,7 +120,7 @@ func TestPublisherSendsWhatChanged(t *testing.T) {
 	p := nomadmeta.Start(nomadmeta.Options{Client: &nomadmeta.Client{Addr: a.srv.URL + "/", Token: "s3cret"},
 		Interval: 5 * time.Millisecond, Want: w.get})
 	defer p.Stop()
-	waitFor(t, "the first publish", func() bool { return len(a.requests()) == 1 })
+	testworld.WaitFor(t, "the first publish", func() bool { return len(a.requests()) == 1 })
 	r := a.requests()[0]
 	if r.method != http.MethodPost || r.path != "/v1/client/metadata" || r.token != "s3cret" || r.contentType != "application/json" {
 		t.Fatalf("request %s %s token %q content-type %q; want POST /v1/client/metadata, token s3cret, JSON", r.method, r.path, r.token, r.contentType)
@@ -139,23 +130,23 @@ func TestPublisherSendsWhatChanged(t *testing.T) {
 		t.Fatalf("body\n%s\nwant\n%s", got, wantBody)
 	}
 	n := w.calls.Load()
-	waitFor(t, "five more intervals", func() bool { return w.calls.Load() >= n+5 })
+	testworld.WaitFor(t, "five more intervals", func() bool { return w.calls.Load() >= n+5 })
 	if got := len(a.requests()); got != 1 {
 		t.Fatalf("%d requests with nothing changed, want 1", got)
 	}
 	w.set(map[string]string{nomadmeta.MetaSources: "0123456789ab,ba9876543210", nomadmeta.MetaJobs: "aaaaaaaaaaaa"})
-	waitFor(t, "the change published", func() bool { return len(a.requests()) == 2 })
+	testworld.WaitFor(t, "the change published", func() bool { return len(a.requests()) == 2 })
 	req := decode(t, a.requests()[1])
 	if len(req.Meta) != 1 || req.Meta[nomadmeta.MetaJobs] == nil || *req.Meta[nomadmeta.MetaJobs] != "aaaaaaaaaaaa" {
 		t.Fatalf("second publish %s, want only jitfs_jobs=aaaaaaaaaaaa", a.requests()[1].body)
 	}
 	// A key whose value empties is unset.
 	w.set(map[string]string{nomadmeta.MetaSources: "", nomadmeta.MetaJobs: "aaaaaaaaaaaa"})
-	waitFor(t, "the unset published", func() bool { return len(a.requests()) == 3 })
+	testworld.WaitFor(t, "the unset published", func() bool { return len(a.requests()) == 3 })
 	if req := decode(t, a.requests()[2]); len(req.Meta) != 1 || req.Meta[nomadmeta.MetaSources] != nil {
 		t.Fatalf("third publish %s, want only jitfs_sources unset", a.requests()[2].body)
 	}
-	waitFor(t, "the third publish accepted", func() bool { return p.Status().Publishes == 3 })
+	testworld.WaitFor(t, "the third publish accepted", func() bool { return p.Status().Publishes == 3 })
 	st := p.Status()
 	if st.Publishes != 3 || st.Errors != 0 || len(st.Published) != 1 || st.Published[nomadmeta.MetaJobs] != "aaaaaaaaaaaa" {
 		t.Fatalf("status %+v", st)
@@ -174,7 +165,7 @@ func TestPublisherSurvivesAgentDown(t *testing.T) {
 	p := nomadmeta.Start(nomadmeta.Options{Client: &nomadmeta.Client{Addr: a.srv.URL}, Interval: 5 * time.Millisecond,
 		Want: w.get, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	defer p.Stop()
-	waitFor(t, "three failed attempts", func() bool { return p.Status().Errors >= 3 })
+	testworld.WaitFor(t, "three failed attempts", func() bool { return p.Status().Errors >= 3 })
 	st := p.Status()
 	if !st.Failing || !strings.Contains(st.LastError, "503") || st.Publishes != 0 || len(st.Published) != 0 {
 		t.Fatalf("status while the agent is down: %+v", st)
@@ -186,7 +177,7 @@ func TestPublisherSurvivesAgentDown(t *testing.T) {
 		t.Fatalf("the outage was logged %d times, want once:\n%s", got, logs.String())
 	}
 	a.down.Store(false)
-	waitFor(t, "the publish after the outage", func() bool { return p.Status().Publishes == 1 })
+	testworld.WaitFor(t, "the publish after the outage", func() bool { return p.Status().Publishes == 1 })
 	st = p.Status()
 	if st.Failing || st.LastError != "" || st.Errors < 3 || st.Published[nomadmeta.MetaSources] != "0123456789ab" {
 		t.Fatalf("status after the outage: %+v", st)
@@ -196,7 +187,7 @@ func TestPublisherSurvivesAgentDown(t *testing.T) {
 	}
 	errs := st.Errors
 	n := w.calls.Load()
-	waitFor(t, "five more intervals", func() bool { return w.calls.Load() >= n+5 })
+	testworld.WaitFor(t, "five more intervals", func() bool { return w.calls.Load() >= n+5 })
 	if st := p.Status(); st.Publishes != 1 || st.Errors != errs {
 		t.Fatalf("published again with nothing changed: %+v", st)
 	}
@@ -210,7 +201,7 @@ func TestPublisherUnreachableAgent(t *testing.T) {
 	w := &want{}
 	w.set(map[string]string{nomadmeta.MetaSources: "0123456789ab"})
 	p := nomadmeta.Start(nomadmeta.Options{Client: &nomadmeta.Client{Addr: a.srv.URL}, Interval: 5 * time.Millisecond, Want: w.get})
-	waitFor(t, "two failed attempts", func() bool { return p.Status().Errors >= 2 })
+	testworld.WaitFor(t, "two failed attempts", func() bool { return p.Status().Errors >= 2 })
 	p.Stop()
 	if st := p.Status(); !st.Failing || st.Publishes != 0 {
 		t.Fatalf("status: %+v", st)

@@ -2,11 +2,13 @@ package testworld
 
 import (
 	"context"
+	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
 	"net"
 	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -143,4 +145,32 @@ func ClosedAddr(t testing.TB) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// WaitFor polls cond until it holds: tests wait on a condition, never on a
+// fixed sleep that a loaded machine stretches. The minute only guards a
+// hung test.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after a minute waiting for %s", what)
+		}
+	}
+}
+
+// PutDeepTree stores a show's tree of small objects under prefix: 20 shots
+// of 50 frames five levels deep, and 10 characters of 20 textures, the
+// tree the listing-ahead tests and benchmarks walk.
+func (w *World) PutDeepTree(prefix string) {
+	for s := 0; s < 20; s++ {
+		for f := 0; f < 50; f++ {
+			w.Put(fmt.Sprintf("%sseq/sh%02d/comp/v001/exr/f.%04d.exr", prefix, s, 1001+f), []byte("x"))
+		}
+	}
+	for c := 0; c < 10; c++ {
+		for f := 0; f < 20; f++ {
+			w.Put(fmt.Sprintf("%sassets/chars/c%02d/tex/t%02d.tx", prefix, c, f), []byte("x"))
+		}
+	}
 }
