@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
-	"time"
 
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/testworld"
 	"github.com/jitfs/jitfs/prefetch"
 )
 
@@ -46,9 +46,10 @@ func TestTaughtFirstFrame(t *testing.T) {
 		}
 	}
 	idle := func(n *node) {
-		for st := n.e.Status(); st.QueueDepth > 0 || st.InFlight > 0; st = n.e.Status() {
-			time.Sleep(5 * time.Millisecond)
-		}
+		testworld.WaitFor(t, "the prefetch queue to drain", func() bool {
+			st := n.e.Status()
+			return st.QueueDepth == 0 && st.InFlight == 0
+		})
 	}
 
 	a := newNode(t, 1<<30, 4)
