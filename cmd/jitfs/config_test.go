@@ -31,7 +31,10 @@ func TestConfigDefaults(t *testing.T) {
 		}
 		args := append([]string{"mount", "gs://" + testBucket + "/show", mnt, "--cache-dir", filepath.Join(t.TempDir(), "cache"),
 			"--config", conf}, extra...)
-		return &jitfsd{Daemon: testworld.StartDaemon(t, mnt, func() bool { return socketReady(mnt, args) }, args...), mnt: mnt}
+		d := &jitfsd{Daemon: testworld.StartDaemon(t, mnt, func() bool { return socketReady(mnt, args) }, args...), mnt: mnt}
+		// The "serving" line with the budget comes just after the socket.
+		testworld.WaitFor(t, "the serving line", func() bool { return strings.Contains(d.Log.String(), "jitfs: serving") })
+		return d
 	}
 	d := start()
 	log := d.Log.String()

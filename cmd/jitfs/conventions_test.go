@@ -142,6 +142,9 @@ func TestMountWarnings(t *testing.T) {
 	w := newWorld(t, false)
 	w.PutRandom("show/a.tx", 1000)
 	d := w.mountForTest("show", "", "--cache-size", "1000000TiB")
+	// The daemon's output reaches the test through a pipe: wait for its
+	// last start-up line, which comes after the warnings.
+	testworld.WaitFor(t, "the serving line", func() bool { return strings.Contains(d.Log.String(), "jitfs: serving") })
 	log := d.Log.String()
 	if !strings.Contains(log, "the cache budget is larger than the space its disk has for it") {
 		t.Errorf("no warning for a cache budget beyond the disk:\n%s", log)
@@ -154,6 +157,7 @@ func TestMountWarnings(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Start()
+	testworld.WaitFor(t, "the serving line", func() bool { return strings.Contains(d.Log.String(), "jitfs: serving") })
 	if log := d.Log.String(); !strings.Contains(log, "mounted over a non-empty directory") {
 		t.Errorf("no warning for a non-empty mountpoint:\n%s", log)
 	}

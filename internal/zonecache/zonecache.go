@@ -104,6 +104,9 @@ type Proc struct {
 	done chan struct{} // closed when cmd has been waited for
 	err  error         // cmd's exit, valid once done is closed
 	logs *tail
+	// logged is closed when start.sh's output has all been read (every
+	// holder of the pipe has exited).
+	logged chan struct{}
 }
 
 // Available says whether this machine can run a zone cache: nginx built with
@@ -213,12 +216,14 @@ func (p *Proc) start(ctx context.Context) error {
 		return fmt.Errorf("zonecache: run start.sh: %w", err)
 	}
 	w.Close()
+	logged := make(chan struct{})
 	go func() {
 		_, _ = io.Copy(logs, r)
 		r.Close()
+		close(logged)
 	}()
 	done := make(chan struct{})
-	p.cmd, p.done, p.logs = cmd, done, logs
+	p.cmd, p.done, p.logs, p.logged = cmd, done, logs, logged
 	go func() {
 		p.err = cmd.Wait()
 		close(done)
@@ -245,6 +250,12 @@ func (p *Proc) waitHealthy(ctx context.Context) error {
 		}
 		select {
 		case <-p.done:
+			// Its last words may still be in the pipe; a start.sh that
+			// failed early left nothing else holding it.
+			select {
+			case <-p.logged:
+			case <-ctx.Done():
+			}
 			return fmt.Errorf("zonecache: start.sh exited (%v) before /healthz answered: %s", p.err, p.logs.last())
 		case <-ctx.Done():
 			return fmt.Errorf("zonecache: waiting for %s: %w; log: %s", url, ctx.Err(), p.logs.last())
