@@ -1,23 +1,23 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/internal/nomadmeta"
+
+	"github.com/spf13/pflag"
 )
 
 // runAffinityKey is `jitfs affinity-key`: the key under which node daemons
 // publish a source (or, with --job, a job) in Nomad node metadata, for a
 // job's submitter to put in its affinity (docs/affinity.md).
 func runAffinityKey(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("affinity-key", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("affinity-key")
 	job := fl.String("job", "", "print the key of this job ID (as given to jitfs run --job) instead of a source's")
-	pos, err := parseInterspersed(fl, args)
+	pos, err := parseArgs(fl, args)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ type nomadFlags struct {
 	minBytes *string
 }
 
-func addNomadFlags(fl *flag.FlagSet) nomadFlags {
+func addNomadFlags(fl *pflag.FlagSet) nomadFlags {
 	return nomadFlags{
 		on: fl.Bool("nomad-meta", false, "publish the keys of the sources and jobs the cache holds as Nomad node metadata ("+
 			nomadmeta.MetaSources+", "+nomadmeta.MetaJobs+") through the Nomad client agent; token from NOMAD_TOKEN, CA from NOMAD_CACERT"),

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"testing"
 )
 
@@ -37,9 +36,9 @@ func TestParseGSURL(t *testing.T) {
 }
 
 func TestFlagsAfterPositionals(t *testing.T) {
-	fl := flag.NewFlagSet("x", flag.ContinueOnError)
+	fl := newFlags("x")
 	size := fl.String("cache-size", "", "")
-	pos, err := parseInterspersed(fl, []string{"gs://b", "--cache-size", "1GiB", "/mnt"})
+	pos, err := parseArgs(fl, []string{"gs://b", "--cache-size", "1GiB", "/mnt"})
 	if err != nil || len(pos) != 2 || pos[1] != "/mnt" || *size != "1GiB" {
 		t.Fatalf("%v %v %q", pos, err, *size)
 	}

@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,8 +24,7 @@ import (
 )
 
 func runBench(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("bench")
 	rtt := fl.Duration("rtt", 20*time.Millisecond, "round trip time of the emulated link to GCS")
 	bw := fl.String("bandwidth", "100MB/s", "aggregate bandwidth of the emulated link (e.g. 100MB/s, 1Gbit)")
 	traces := fl.String("traces", "testdata/traces", "directory of *.jsonl.zst traces to use as workloads (skipped when missing)")
@@ -54,7 +52,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	only := fl.String("workloads", "", "comma-separated names of the workloads to run (default: all), e.g. small-files-300x16")
 	plotFile := fl.String("plot", "", "also draw the report as a chart into this .svg or .png file")
-	pos, err := parseInterspersed(fl, args)
+	pos, err := parseArgs(fl, args)
 	if err != nil {
 		return err
 	}

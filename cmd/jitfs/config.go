@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/spf13/pflag"
 )
 
 // A node's settings live in one file that its systemd units and its Nomad
@@ -29,47 +31,48 @@ func configKey(name string) string {
 }
 
 // configFlag adds --config to a command's flags.
-func configFlag(fl *flag.FlagSet) {
+func configFlag(fl *pflag.FlagSet) {
 	fl.String("config", "", "file of JITFS_<FLAG>=VALUE lines giving this command's flag defaults (default $JITFS_CONFIG); "+
 		"the environment's JITFS_<FLAG> overrides the file, a flag overrides both")
 }
 
-// applyConfig sets fl's defaults from the config file and the environment,
-// before the command line is parsed over them. Every bad line and value is
-// reported at once.
-func applyConfig(fl *flag.FlagSet, args []string, getenv func(string) string) error {
+// applyConfig sets the flags the command line did not give (fl is
+// parsed) from the config file and the environment. Every bad line and
+// value is reported at once; notices go to stderr.
+func applyConfig(fl *pflag.FlagSet, getenv func(string) string, stderr io.Writer) error {
 	file := getenv("JITFS_CONFIG")
-	for i, a := range args {
-		if a == "--" {
-			break
-		}
-		if v, ok := strings.CutPrefix(strings.TrimLeft(a, "-"), "config="); ok && strings.HasPrefix(a, "-") {
-			file = v
-		} else if (a == "--config" || a == "-config") && i+1 < len(args) {
-			file = args[i+1]
-		}
+	if f := fl.Lookup("config"); f != nil && f.Changed {
+		file = f.Value.String()
 	}
 	keys := map[string]string{} // variable -> flag name
-	fl.VisitAll(func(f *flag.Flag) {
-		if !configSkipped[f.Name] {
+	fl.VisitAll(func(f *pflag.Flag) {
+		if !configSkipped[f.Name] && !f.Changed {
 			keys[configKey(f.Name)] = f.Name
+		}
+	})
+	all := map[string]bool{} // every flag's variable, given or not
+	fl.VisitAll(func(f *pflag.Flag) {
+		if !configSkipped[f.Name] {
+			all[configKey(f.Name)] = true
 		}
 	})
 	vals := map[string]string{}
 	from := map[string]string{}
 	var errs []string
 	if file != "" {
-		fileVals, others, err := readConfig(file, keys)
+		fileVals, others, err := readConfig(file, all)
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 		if len(others) > 0 {
 			// One file serves the node's daemon, mounts and output areas:
 			// another command's keys are expected, a typo is shown.
-			fmt.Fprintf(fl.Output(), "jitfs %s: %s: not flags of this command, ignored: %s\n", fl.Name(), file, strings.Join(others, ", "))
+			fmt.Fprintf(stderr, "jitfs %s: %s: not flags of this command, ignored: %s\n", fl.Name(), file, strings.Join(others, ", "))
 		}
 		for k, v := range fileVals {
-			vals[k], from[k] = v, file
+			if keys[k] != "" {
+				vals[k], from[k] = v, file
+			}
 		}
 	}
 	for k := range keys {
@@ -92,7 +95,7 @@ func applyConfig(fl *flag.FlagSet, args []string, getenv func(string) string) er
 // values optionally in quotes. It returns the values of keys that name
 // flags, and the keys that do not; a line without '=' or a key outside
 // JITFS_ is an error.
-func readConfig(file string, keys map[string]string) (vals map[string]string, others []string, err error) {
+func readConfig(file string, known map[string]bool) (vals map[string]string, others []string, err error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--config: %w", err)
@@ -116,7 +119,7 @@ func readConfig(file string, keys map[string]string) (vals map[string]string, ot
 			bad = append(bad, fmt.Sprintf("%s:%d: want KEY=VALUE", file, n))
 		case !strings.HasPrefix(k, "JITFS_"):
 			bad = append(bad, fmt.Sprintf("%s:%d: %s is not a JITFS_ setting", file, n, k))
-		case keys[k] == "":
+		case !known[k]:
 			others = append(others, k)
 		default:
 			vals[k] = v

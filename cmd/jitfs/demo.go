@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -20,11 +19,10 @@ import (
 const demoBucket = "jitfs-demo"
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("demo")
 	keep := fl.Bool("keep", false, "keep the temporary cache directory")
 	logLevel := fl.String("log-level", "warn", "log level for the daemon's messages")
-	if _, err := parseInterspersed(fl, args); err != nil {
+	if _, err := parseArgs(fl, args); err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, "text", *logLevel)

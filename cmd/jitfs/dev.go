@@ -8,8 +8,11 @@ package main
 // those libraries with them (README, "Builds").
 func devCommands() []command {
 	return []command{
-		{"demo", "demo: mount the embedded sample scene from an in-process emulator and read one frame", runDemo},
-		{"emulator", "emulator [--data DIR] [--addr HOST:PORT]: run a local GCS emulator", runEmulator},
-		{"bench", "bench [--rtt 20ms] [--bandwidth 100MB/s] [--short] [--json] [TRACE...]: pre-sync vs jitfs over an emulated WAN", runBench},
+		{name: "demo", group: "other", short: "mount the embedded sample scene from an in-process emulator and read its frames",
+			examples: "  jitfs demo", run: runDemo},
+		{name: "emulator", group: "other", short: "run a local Cloud Storage emulator (fake-gcs-server) holding the sample scene",
+			examples: "  jitfs emulator --addr 127.0.0.1:4443\n  STORAGE_EMULATOR_HOST=127.0.0.1:4443 jitfs mount gs://jitfs-demo/show /mnt/show", run: runEmulator},
+		{name: "bench", args: "[TRACE...]", group: "traces", short: "pre-sync, gcsfuse, rclone and jitfs over an emulated WAN, side by side",
+			examples: "  jitfs bench --short\n  jitfs bench --rtt 20ms --bandwidth 100MB/s testdata/traces/*.jsonl.zst\n  jitfs bench --farm", run: runBench},
 	}
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os/signal"
@@ -15,12 +14,11 @@ import (
 )
 
 func runEmulator(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("emulator", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("emulator")
 	data := fl.String("data", "", "seed buckets from DIR/BUCKET/OBJECT files (default: the embedded sample scene in gs://jitfs-demo/show/)")
 	addr := fl.String("addr", "127.0.0.1:4443", "listen address")
 	versioning := fl.Bool("versioning", false, "keep old generations readable after overwrites")
-	pos, err := parseInterspersed(fl, args)
+	pos, err := parseArgs(fl, args)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -29,14 +28,13 @@ const (
 )
 
 func runFlush(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("flush", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("flush")
 	wait := fl.Bool("wait", false, "wait until every output is durable (or cannot progress, or --timeout)")
 	timeout := fl.Duration("timeout", 0, "with --wait: give up after this long (0: no limit)")
 	retry := fl.Bool("retry-failed", false, "retry uploads that failed permanently (after fixing the cause) before waiting")
 	socket := fl.String("socket", "", "hook API socket (default: the socket of the output mount holding MOUNT, else $JITFS_SOCKET)")
 	asJSON := fl.Bool("json", false, "print the daemon's reply as JSON")
-	pos, err := parseInterspersed(fl, args)
+	pos, err := parseArgs(fl, args)
 	if err != nil {
 		return err
 	}

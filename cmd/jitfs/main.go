@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,28 +13,100 @@ import (
 	"strings"
 
 	"github.com/jitfs/jitfs/telemetry"
+
+	"github.com/spf13/pflag"
 )
 
-type command struct {
-	name, usage string
-	run         func(args []string, stdout, stderr io.Writer) error
-}
+// Flag groups shared by the commands that serve mounts.
+var (
+	cacheGroup  = flagGroup{"Cache", []string{"cache-dir", "cache-size", "verify", "job-grace"}}
+	gcsGroup    = flagGroup{"Cloud Storage", []string{"endpoint", "metadata-ttl", "gcs-attempt-timeout", "op-timeout", "zone-cache", "zone-token-file", "zone-timeout"}}
+	fuseGroup   = flagGroup{"FUSE", []string{"passthrough", "allow-other", "debug-fuse"}}
+	hookGroup   = flagGroup{"Prefetch", []string{"socket", "socket-group", "prefetch-workers", "speculate", "learn-prefix", "prefetch", "prefetch-wait", "job"}}
+	outputGroup = flagGroup{"Outputs", []string{"staging-dir", "staging-size", "staging-wait", "upload-workers", "upload-max-backoff", "upload-cut-short", "upload-delay", "stop-flush-timeout", "flush-timeout"}}
+	nomadGroup  = flagGroup{"Nomad", []string{"nomad-meta", "nomad-addr", "nomad-meta-interval", "nomad-meta-min-bytes"}}
+	signalGroup = flagGroup{"Logs, metrics and traces", []string{"log-format", "log-level", "metrics-addr", "trace"}}
+)
 
 func commands() []command {
 	return append([]command{
-		{"mount", "mount gs://BUCKET[/PREFIX] MOUNTPOINT [flags]: serve a bucket prefix until SIGINT/SIGTERM", runMount},
-		{"output", "output gs://BUCKET[/PREFIX] MOUNTPOINT [flags]: serve a writable output area, uploading files to GCS as they are closed", runOutput},
-		{"unmount", "unmount [--lazy] MOUNT...: end jitfs mounts and output areas; the daemon serving each exits", runUnmount},
-		{"flush", "flush [--wait] [--timeout D] [--retry-failed] [--json] MOUNT: check (or wait) that every output written to an output area is durable in GCS", runFlush},
-		{"run", "run --mount gs://B/P:DIR [--output gs://B/P:DIR] [--prefetch MANIFEST] -- CMD ARGS...: mount, run a render command, flush its outputs, unmount", runRun},
-		{"daemon", "daemon --cache-dir DIR --cache-size SIZE [--staging-dir DIR] [--socket PATH]: the node agent; every jitfs run on the node attaches to it and shares its one cache", runDaemon},
-		{"affinity-key", "affinity-key gs://BUCKET[/PREFIX] | --job ID: the key node daemons publish in Nomad node metadata (jitfs daemon --nomad-meta), for a job's affinity", runAffinityKey},
-		{"trace", "trace import-strace|summary ...: convert an strace of a render into a trace; print a trace's totals", func(args []string, stdout, stderr io.Writer) error {
-			return runTrace(context.Background(), args, stdout, stderr)
-		}},
-		{"prefetch", "prefetch [--wait D] [--job ID] [--manifest F] [--from-trace T] PATH...: make files resident before a render opens them", runPrefetch},
-		{"status", "status [--json] [--watch 1s] [PATH]: the daemon's prefetch queue, jobs and cache", runStatus},
-		{"replay", "replay TRACE --root DIR [--map OLD=NEW] [--pace] [--json]: re-issue a trace's file operations against a directory", runReplay},
+		{name: "mount", args: "gs://BUCKET[/PREFIX] MOUNTPOINT", group: "serve",
+			short: "serve a bucket prefix read-only at a directory until SIGINT/SIGTERM",
+			long: "Serves gs://BUCKET/PREFIX read-only at MOUNTPOINT. Each file is fetched from Cloud Storage the first\n" +
+				"time it is read, into the cache, and read from there afterwards; listings and generations are pinned\n" +
+				"for the mount's lifetime (--metadata-ttl). Renders and hooks ask for files ahead through the hook\n" +
+				"socket (jitfs prefetch). Also mount -t fuse.jitfs and fstab, through mount.fuse.jitfs (README).",
+			examples: "  jitfs mount gs://show-assets/proj /mnt/show --cache-dir /mnt/disks/ssd/jitfs --cache-size 300GiB\n\n" +
+				"  # the same through mount(8)\n" +
+				"  mount -t fuse.jitfs gs://show-assets/proj /mnt/show -o cache_dir=/mnt/disks/ssd/jitfs,cache_size=300GiB",
+			flagGroups: []flagGroup{cacheGroup, gcsGroup, fuseGroup, hookGroup, signalGroup}, run: runMount},
+		{name: "output", args: "gs://BUCKET[/PREFIX] MOUNTPOINT", group: "serve",
+			short: "serve a writable output area, uploading each file to Cloud Storage once it is closed",
+			long: "Serves a writable directory whose files are staged on local disk and uploaded to gs://BUCKET/PREFIX\n" +
+				"when closed, verified, and kept staged until they are: outputs survive a killed daemon and a Cloud\n" +
+				"Storage outage, and resume when the area is served again. jitfs flush waits for them.",
+			examples:   "  jitfs output gs://show-renders/proj /mnt/out --staging-dir /mnt/disks/ssd/jitfs-staging",
+			flagGroups: []flagGroup{outputGroup, gcsGroup, fuseGroup, hookGroup, signalGroup}, run: runOutput},
+		{name: "run", args: "--mount gs://B/P:DIR [--output gs://B/P:DIR] [flags] -- CMD [ARGS...]", group: "serve", argsEnd: true,
+			short: "mount, run a render command, flush its outputs, unmount",
+			long: "Serves each --mount and --output, runs CMD with JITFS_SOCKET set, waits for CMD's outputs to be durable\n" +
+				"in Cloud Storage, and unmounts. With a node daemon running (jitfs daemon), the task attaches to it and\n" +
+				"shares its cache instead of mounting itself. Exits with CMD's status, or 75 when outputs are not\n" +
+				"durable (docs/outputs.md). Flags end at CMD: everything after it is CMD's.",
+			examples: "  jitfs run --mount gs://show-assets/proj:/mnt/show --output gs://show-renders/proj:/mnt/out \\\n" +
+				"      --prefetch sh010.manifest -- nuke -x /mnt/show/comp/sh010.nk 1001-1010",
+			flagGroups: []flagGroup{{"Mounts", []string{"mount", "output", "daemon"}}, hookGroup, cacheGroup, outputGroup, gcsGroup, fuseGroup, signalGroup}, run: runRun},
+		{name: "daemon", group: "serve",
+			short: "the node agent: every jitfs run on the node attaches to it and shares its one cache",
+			long: "Runs the node's agent. Tasks' jitfs run attach through its control socket; it serves their mounts and\n" +
+				"output areas from one process over one cache with one byte budget, keeps a job's snapshot and pins\n" +
+				"while its tasks run, and learns what each job's frames read. Settings: flags, JITFS_<FLAG> variables\n" +
+				"or a --config file (docs/node-daemon.md).",
+			examples: "  jitfs daemon --cache-dir /mnt/disks/ssd/jitfs --cache-size 300GiB\n\n" +
+				"  # settings from the file the node's units share\n" +
+				"  jitfs daemon --config /etc/jitfs/node.env",
+			flagGroups: []flagGroup{cacheGroup, outputGroup, hookGroup, gcsGroup, fuseGroup, nomadGroup, signalGroup}, run: runDaemon},
+		{name: "unmount", args: "MOUNT...", group: "serve", completeArgs: completeMounts,
+			short: "end jitfs mounts and output areas; the daemon serving each exits",
+			long: "Ends jitfs mounts (scene mounts and output areas) as fusermount3 -u does, and refuses anything that is\n" +
+				"not a jitfs mount. An output area's outputs that are not durable yet stay staged and resume when it is\n" +
+				"served again: run jitfs flush --wait first to wait for them.",
+			examples: "  jitfs unmount /mnt/show\n  jitfs unmount --lazy /mnt/show /mnt/out", run: runUnmount},
+		{name: "prefetch", args: "[PATH|PATTERN...]", group: "frames", short: "make files resident before a render opens them",
+			long: prefetchHelp, examples: "  jitfs prefetch --wait 10m --job show-sh010 --manifest sh010.manifest\n" +
+				"  jitfs prefetch --frames 1001-1100 /mnt/show/plates/sh010/plate.####.exr\n" +
+				"  jitfs prefetch --dry-run --mount /mnt/show --manifest sh010.manifest",
+			flagGroups: []flagGroup{{"What", []string{"manifest", "frames", "from-trace", "trace-root", "mount"}}, {"How", []string{"wait", "job", "scope", "release", "dry-run"}}},
+			run:        runPrefetch},
+		{name: "flush", args: "MOUNT", group: "frames", short: "check, or wait, that every output written to an output area is durable",
+			long: "Asks the output area at MOUNT whether every output written so far is durable in Cloud Storage, verified,\n" +
+				"and with --wait waits until it is. Exit status: 0 durable, 75 not durable (pending, failing, or\n" +
+				"--timeout ran out), 69 no output area answers (docs/outputs.md).",
+			examples: "  jitfs flush --wait --timeout 30m /mnt/out", run: runFlush},
+		{name: "status", args: "[PATH]", group: "frames", short: "what the daemon is doing: prefetch queue, jobs, cache, outputs",
+			long: "Shows the state of the mount holding PATH (or the current directory), or with no mount there, of the\n" +
+				"node daemon: every job and task, the prefetch queue, the cache, the outputs.",
+			examples: "  jitfs status /mnt/show\n  jitfs status --watch 1s\n  jitfs status --json", run: runStatus},
+		{name: "affinity-key", args: "gs://BUCKET[/PREFIX] | --job ID", group: "other",
+			short:    "the key node daemons publish in Nomad node metadata, for a job's affinity",
+			examples: "  jitfs affinity-key gs://show-assets/proj\n  jitfs affinity-key --job show-sh010", run: runAffinityKey},
+		{name: "trace", group: "traces", short: "convert an strace of a render into a trace; print a trace's totals",
+			subs: []command{
+				{name: "import-strace", args: "STRACE_FILE", short: "convert strace -f -ttt -T -y output into a jitfs trace",
+					long: "Converts the output of strace -f -ttt -T -y into a jitfs trace (docs/trace-format.md says how to\n" +
+						"record one). STRACE_FILE \"-\" reads stdin.",
+					examples: "  jitfs trace import-strace --prefix /mnt/show --note \"nuke sh010 f1001\" -o sh010.jsonl.zst render.strace",
+					run: func(args []string, stdout, stderr io.Writer) error {
+						return runTraceImportStrace(context.Background(), args, stdout, stderr)
+					}},
+				{name: "summary", args: "TRACE", short: "what a trace did: opens, reads, bytes, lookups, ENOENT, mmaps, cache outcomes",
+					examples: "  jitfs trace summary sh010.jsonl.zst\n  jitfs trace summary --json sh010.jsonl.zst",
+					run: func(args []string, stdout, stderr io.Writer) error {
+						return runTraceSummary(context.Background(), args, stdout, stderr)
+					}},
+			}},
+		{name: "replay", args: "TRACE --root DIR", group: "traces", short: "re-issue a trace's file operations against a directory",
+			examples: "  jitfs replay sh010.jsonl.zst --root /mnt/show --map /mnt/show=/mnt/show", run: runReplay},
 	}, devCommands()...)
 }
 
@@ -47,7 +118,7 @@ func entry(argv []string, stdout, stderr io.Writer) int {
 	if len(argv) > 0 && isMountHelper(argv[0]) {
 		return exitStatus("mount helper", runMountHelper(argv[1:], stdout, stderr), stderr)
 	}
-	return run(argv[1:], stdout, stderr)
+	return execute(argv[1:], stdout, stderr)
 }
 
 // errUsage marks errors caused by the command line (exit status 2).
@@ -70,29 +141,6 @@ func (e *exitError) Error() string {
 
 func (e *exitError) Unwrap() error { return e.err }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && (args[0] == "version" || args[0] == "--version") {
-		fmt.Fprint(stdout, versionText())
-		return 0
-	}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		printUsage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	for _, c := range commands() {
-		if c.name != args[0] {
-			continue
-		}
-		return exitStatus(c.name, c.run(args[1:], stdout, stderr), stderr)
-	}
-	fmt.Fprintf(stderr, "jitfs: unknown command %q\n", args[0])
-	printUsage(stderr)
-	return 2
-}
-
 // exitStatus prints a command's error as its one line and returns the
 // process's exit status.
 func exitStatus(name string, err error, stderr io.Writer) int {
@@ -102,18 +150,26 @@ func exitStatus(name string, err error, stderr io.Writer) int {
 		return 0
 	case errors.As(err, &ee):
 		if ee.err != nil {
-			fmt.Fprintf(stderr, "jitfs %s: %v\n", name, ee.err)
+			fmt.Fprintf(stderr, "%s: %v\n", prog(name), ee.err)
 		}
 		return ee.code
-	case errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, pflag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
-		fmt.Fprintf(stderr, "jitfs %s: %v\n", name, err)
+		fmt.Fprintf(stderr, "%s: %v\n", prog(name), err)
 		return 2
 	default:
-		fmt.Fprintf(stderr, "jitfs %s: %v\n", name, err)
+		fmt.Fprintf(stderr, "%s: %v\n", prog(name), err)
 		return 1
 	}
+}
+
+// prog is how errors name the command: "jitfs mount".
+func prog(name string) string {
+	if name == "" {
+		return "jitfs"
+	}
+	return "jitfs " + name
 }
 
 // versionText is what `jitfs version` prints: the module version, the
@@ -143,37 +199,6 @@ func versionText() string {
 	return fmt.Sprintf("jitfs %s\ncommit %s%s\n%s %s/%s\n", v, commit, when, goVersion, runtime.GOOS, runtime.GOARCH)
 }
 
-func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: jitfs COMMAND [args]")
-	fmt.Fprintln(w, "  version: the module version, commit and Go version jitfs was built from (also --version)")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %s\n", c.usage)
-	}
-}
-
-// parseInterspersed parses flags that may come before, between or after
-// positional arguments, as users type them.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, fmt.Errorf("%w: %v", errUsage, err)
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-}
-
 // parseSize reads sizes such as 300GiB, 512MiB, 10G, 4096.
 func parseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
@@ -194,7 +219,7 @@ func parseSize(s string) (int64, error) {
 	}
 	f, err := strconv.ParseFloat(t, 64)
 	if err != nil || f <= 0 || f*float64(mult) > 1<<62 {
-		return 0, fmt.Errorf("%w: invalid size %q (want e.g. 300GiB)", errUsage, s)
+		return 0, fmt.Errorf("%w: invalid size %q (want a size such as 300GiB, 512MiB or 1.5TB)", errUsage, s)
 	}
 	return int64(f * float64(mult)), nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +17,8 @@ import (
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/telemetry"
+
+	"github.com/spf13/pflag"
 )
 
 // defaultOpTimeout is how long a FUSE operation waits on GCS before its
@@ -67,8 +68,7 @@ func (c mountConfig) scene() daemon.SceneConfig {
 }
 
 func runMount(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("mount", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("mount")
 	cacheDir := fl.String("cache-dir", "/var/cache/jitfs", "local-SSD cache directory, shared by restarts of the daemon")
 	cacheSize := fl.String("cache-size", "10GiB", "byte budget of the cache (e.g. 300GiB)")
 	endpoint := fl.String("endpoint", "", "GCS API endpoint of an emulator (anonymous); default: STORAGE_EMULATOR_HOST, else Google Cloud Storage with Application Default Credentials")
@@ -89,11 +89,11 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	zf := zoneFlags(fl)
 	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9464); OTLP export follows the standard OTEL_EXPORTER_OTLP_* variables (docs/metrics.md)")
 	configFlag(fl)
-	if err := applyConfig(fl, args, os.Getenv); err != nil {
+	pos, err := parseArgs(fl, args)
+	if err != nil {
 		return err
 	}
-	pos, err := parseInterspersed(fl, args)
-	if err != nil {
+	if err := applyConfig(fl, os.Getenv, stderr); err != nil {
 		return err
 	}
 	if len(pos) != 2 {
@@ -202,7 +202,7 @@ type zoneFlag struct {
 	timeout        *time.Duration
 }
 
-func zoneFlags(fl *flag.FlagSet) zoneFlag {
+func zoneFlags(fl *pflag.FlagSet) zoneFlag {
 	return zoneFlag{
 		url: fl.String("zone-cache", "", "read object data through this zone cache (http://HOST:PORT, deploy/zone-cache; docs/zone.md); "+
 			"listings and stats still go to GCS, and a zone cache that is down or slow is bypassed"),
@@ -239,7 +239,7 @@ func (z zoneFlag) options() (gcs.ZoneOptions, error) {
 }
 
 // speculateFlag is --speculate, shared by the commands that serve mounts.
-func speculateFlag(fl *flag.FlagSet) *string {
+func speculateFlag(fl *pflag.FlagSet) *string {
 	return fl.String("speculate", daemon.SpeculationKinds, "fetch ahead of readers that send no hooks: a comma-separated list of "+
 		"siblings (the next files of a directory read in listing order), sequences (the next frames of a file sequence), "+
 		"coopen (the files learned to open with the one opened), metadata (listings ahead of a walk); all, or none")

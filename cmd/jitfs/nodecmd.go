@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,8 +18,7 @@ import (
 // runDaemon is `jitfs daemon`: the node agent. It serves every task's
 // mounts and output areas from one process over one cache.
 func runDaemon(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("daemon", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("daemon")
 	cacheDir := fl.String("cache-dir", "/var/cache/jitfs", "the node's local-SSD cache: one byte budget and one eviction order across every job")
 	cacheSize := fl.String("cache-size", "10GiB", "byte budget of the cache (e.g. 300GiB)")
 	of := addOutputFlags(fl, "staging root: each output prefix gets its own directory under it, so a retried task resumes what its predecessor staged (default "+defaultStagingRoot+")")
@@ -42,11 +40,11 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	configFlag(fl)
-	if err := applyConfig(fl, args, os.Getenv); err != nil {
+	pos, err := parseArgs(fl, args)
+	if err != nil {
 		return err
 	}
-	pos, err := parseInterspersed(fl, args)
-	if err != nil {
+	if err := applyConfig(fl, os.Getenv, stderr); err != nil {
 		return err
 	}
 	if len(pos) != 0 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +14,8 @@ import (
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/output"
+
+	"github.com/spf13/pflag"
 )
 
 // defaultStagingRoot holds one staging directory per output prefix.
@@ -37,7 +38,7 @@ type outputFlags struct {
 	uploadCutShort          *bool
 }
 
-func addOutputFlags(fl *flag.FlagSet, stagingHelp string) outputFlags {
+func addOutputFlags(fl *pflag.FlagSet, stagingHelp string) outputFlags {
 	return outputFlags{
 		stagingDir:     fl.String("staging-dir", "", stagingHelp),
 		stagingSize:    fl.String("staging-size", "10GiB", "bytes of outputs staged at most; a writer past it waits for uploads, then gets ENOSPC"),
@@ -75,8 +76,7 @@ func (f outputFlags) apply(cfg *daemon.OutputConfig) error {
 }
 
 func runOutput(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("output", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("output")
 	of := addOutputFlags(fl, "journal and staged bytes, on local disk (default "+defaultStagingRoot+"/<escaped gs://BUCKET/PREFIX>)")
 	endpoint := fl.String("endpoint", "", "GCS API endpoint of an emulator (anonymous); default: STORAGE_EMULATOR_HOST, else Google Cloud Storage with Application Default Credentials")
 	allowOther := fl.Bool("allow-other", true, "let every user on the node use the mount (renderers rarely run as the daemon's user)")
@@ -88,11 +88,11 @@ func runOutput(args []string, stdout, stderr io.Writer) error {
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9465); OTLP export follows the standard OTEL_EXPORTER_OTLP_* variables (docs/metrics.md)")
 	configFlag(fl)
-	if err := applyConfig(fl, args, os.Getenv); err != nil {
+	pos, err := parseArgs(fl, args)
+	if err != nil {
 		return err
 	}
-	pos, err := parseInterspersed(fl, args)
-	if err != nil {
+	if err := applyConfig(fl, os.Getenv, stderr); err != nil {
 		return err
 	}
 	if len(pos) != 2 {

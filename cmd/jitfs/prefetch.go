@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -45,11 +44,7 @@ const (
 	exitPrefetchPending = 75
 )
 
-const prefetchHelp = `usage: jitfs prefetch [flags] PATH|PATTERN...
-       jitfs prefetch [flags] --manifest FILE
-       jitfs prefetch --dry-run [--mount DIR] (--manifest FILE | PATH|PATTERN...)
-
-Makes files resident in the daemon's cache before a render opens them.
+const prefetchHelp = `Makes files resident in the daemon's cache before a render opens them.
 A PATH is a file, or a directory meaning its subtree, relative to the
 current directory. With --frames, each argument is a PATTERN expanded over
 those frames. A manifest holds one item per line ('#' starts a comment):
@@ -75,17 +70,10 @@ Exit status:
   69  no daemon reachable: the render may go on, uncached
   75  still pending when --wait ran out, a fetch failed, or the daemon was
       busy: retry, or render and read on demand
-
-Flags:
 `
 
 func runPrefetch(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("prefetch", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	fl.Usage = func() {
-		io.WriteString(stderr, prefetchHelp)
-		fl.PrintDefaults()
-	}
+	fl := newFlags("prefetch")
 	wait := fl.Duration("wait", 0, "hold until every file is resident or this long has passed (0: queue and return)")
 	job := fl.String("job", os.Getenv("JITFS_JOB_ID"), "job id: the files are pinned for the job until it is released (default $JITFS_JOB_ID)")
 	scope := fl.String("scope", "", "frame, miss, job, lookahead or job_seq (default: frame with --wait, job without)")
@@ -99,7 +87,7 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 	asJSON := fl.Bool("json", false, "print the daemon's reply (with --dry-run: the files and the missing) as JSON")
 	release := fl.Bool("release", false, "release the job's pins (with --job) instead of prefetching")
 	nodeSock := fl.String("daemon", os.Getenv(daemon.EnvNodeSocket), "with --release and no hook socket: the node daemon's socket (default $"+daemon.EnvNodeSocket+", else "+daemon.DefaultNodeSocket+")")
-	pos, err := parseInterspersed(fl, args)
+	pos, err := parseArgs(fl, args)
 	if err != nil {
 		return err
 	}
@@ -597,13 +585,12 @@ func traceItems(name, root string, stderr io.Writer) ([]hooks.Item, error) {
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("status", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("status")
 	socket := fl.String("socket", "", "hook API socket (default: $JITFS_SOCKET, else the socket of the mount holding PATH or the current directory)")
 	asJSON := fl.Bool("json", false, "print JSON")
 	watch := fl.Duration("watch", 0, "refresh every interval until interrupted (a live progress view)")
 	nodeSock := fl.String("daemon", "", "the node daemon's socket: every job and task on the node (default, when no mount's hook socket is found: $"+daemon.EnvNodeSocket+", else "+daemon.DefaultNodeSocket+")")
-	pos, err := parseInterspersed(fl, args)
+	pos, err := parseArgs(fl, args)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +19,7 @@ import (
 type mappings []replay.Mapping
 
 func (m *mappings) String() string { return fmt.Sprint(*m) }
+func (m *mappings) Type() string   { return "OLD=NEW" }
 func (m *mappings) Set(s string) error {
 	mp, err := replay.ParseMapping(s)
 	if err != nil {
@@ -30,14 +30,13 @@ func (m *mappings) Set(s string) error {
 }
 
 func runReplay(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("replay", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("replay")
 	root := fl.String("root", "", "directory to replay against: a jitfs mount, another filesystem's mount or a local copy (required)")
 	var maps mappings
 	fl.Var(&maps, "map", "rewrite paths starting with OLD to start with NEW (OLD=NEW, repeatable)")
 	pace := fl.Bool("pace", false, "keep the recorded gaps between operations instead of going as fast as possible")
 	asJSON := fl.Bool("json", false, "print the result as JSON")
-	pos, err := parseInterspersed(fl, args)
+	pos, err := parseArgs(fl, args)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,6 +24,7 @@ import (
 type pairs []string
 
 func (p *pairs) String() string     { return strings.Join(*p, ",") }
+func (p *pairs) Type() string       { return "gs://B/P:DIR" }
 func (p *pairs) Set(v string) error { *p = append(*p, v); return nil }
 
 // splitPair splits gs://BUCKET/PREFIX:DIR at its last colon (so DIR
@@ -43,8 +43,7 @@ func splitPair(flagName, v string) (bucket, prefix, dir string, err error) {
 }
 
 func runRun(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("run", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("run")
 	var scenes, outs pairs
 	fl.Var(&scenes, "mount", "gs://BUCKET[/PREFIX]:DIR to serve read-only at DIR (repeatable; DIR is created if missing)")
 	fl.Var(&outs, "output", "gs://BUCKET[/PREFIX]:DIR to serve as a writable output area at DIR (repeatable)")
@@ -65,15 +64,10 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	nodeSocket := fl.String("daemon", os.Getenv(daemon.EnvNodeSocket), "the node daemon's socket: the task attaches to it and mounts nothing itself (default $"+daemon.EnvNodeSocket+", else "+daemon.DefaultNodeSocket+" when a daemon answers there, else standalone)")
 	// Everything after the first non-flag argument (or --) is the command
 	// and its own arguments, which jitfs must not parse.
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	argv := fl.Args()
-	if len(argv) > 0 && argv[0] == "--" {
-		argv = argv[1:]
+	fl.SetInterspersed(false)
+	argv, err := parseArgs(fl, args)
+	if err != nil {
+		return err
 	}
 	if len(argv) == 0 {
 		return fmt.Errorf("%w: no command (usage: jitfs run [flags] -- CMD [ARGS])", errUsage)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,40 +15,12 @@ import (
 	"github.com/jitfs/jitfs/trace/strace"
 )
 
-const traceUsage = `usage: jitfs trace SUBCOMMAND
-  import-strace [--prefix P] [--note TEXT] [-o OUT] STRACE_FILE
-      convert strace -f -ttt -T -y output into a jitfs trace (to OUT, or stdout);
-      STRACE_FILE "-" reads stdin. Record with the command in docs/trace-format.md.
-  summary TRACE [--prefix P] [--json]
-      what a trace did: opens, reads, bytes, lookups, ENOENT, mmaps, cache outcomes`
-
-// runTrace is "jitfs trace": the tools for file-access traces that
-// are not tied to a mount.
-func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, traceUsage)
-		return fmt.Errorf("%w: want a subcommand: import-strace or summary", errUsage)
-	}
-	switch args[0] {
-	case "import-strace":
-		return runTraceImportStrace(ctx, args[1:], stdout, stderr)
-	case "summary":
-		return runTraceSummary(ctx, args[1:], stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprintln(stderr, traceUsage)
-		return flag.ErrHelp
-	}
-	fmt.Fprintln(stderr, traceUsage)
-	return fmt.Errorf("%w: unknown trace subcommand %q (want import-strace or summary)", errUsage, args[0])
-}
-
 func runTraceImportStrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("trace import-strace", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("trace import-strace")
 	prefix := fl.String("prefix", "", "keep only events on paths under this directory; it becomes the trace's root (default: keep all, root /)")
 	note := fl.String("note", "", "free text stored in the trace header: the workload, how it was recorded")
-	out := fl.String("o", "", "write the trace to this file (default: stdout)")
-	pos, err := parseInterspersed(fl, args)
+	out := fl.StringP("output", "o", "", "write the trace to this file (default: stdout)")
+	pos, err := parseArgs(fl, args)
 	if err != nil {
 		return err
 	}
@@ -146,11 +117,10 @@ func (c ctxReader) Read(p []byte) (int, error) {
 }
 
 func runTraceSummary(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("trace summary", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("trace summary")
 	prefix := fl.String("prefix", "", "count only events on paths under this directory")
 	asJSON := fl.Bool("json", false, "print the summary as JSON")
-	pos, err := parseInterspersed(fl, args)
+	pos, err := parseArgs(fl, args)
 	if err != nil {
 		return err
 	}

@@ -55,7 +55,7 @@ func TestTraceCommandsOnCutTrace(t *testing.T) {
 	}
 	jitfs := func(args ...string) (string, string, int) {
 		var out, errb bytes.Buffer
-		code := run(args, &out, &errb)
+		code := execute(args, &out, &errb)
 		return out.String(), errb.String(), code
 	}
 	replayArgs := func(p string) []string {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os/exec"
@@ -20,14 +19,9 @@ import (
 // durable yet stay staged and resume when it is started again (run
 // `jitfs flush --wait` first to wait for them).
 func runUnmount(args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("unmount", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("unmount")
 	lazy := fl.Bool("lazy", false, "detach the mount now even while files under it are open (MNT_DETACH); it ends when the last is closed")
-	fl.Usage = func() {
-		fmt.Fprintln(fl.Output(), "usage: jitfs unmount [--lazy] MOUNT...\n\nEnds jitfs mounts (scene mounts and output areas); the daemon serving each one exits.\nexample: jitfs unmount /mnt/show")
-		fl.PrintDefaults()
-	}
-	pos, err := parseInterspersed(fl, args)
+	pos, err := parseArgs(fl, args)
 	if err != nil {
 		return err
 	}

@@ -65,3 +65,27 @@ func Type(dir string) (string, error) {
 	}
 	return typ, sc.Err()
 }
+
+// OfType returns the mountpoints of every mount of filesystem type typ
+// ("fuse.jitfs"), in mount order.
+func OfType(typ string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		for i := 5; i+1 < len(fields) && len(fields) > 4; i++ {
+			if fields[i] == "-" {
+				if fields[i+1] == typ {
+					out = append(out, unescape(fields[4]))
+				}
+				break
+			}
+		}
+	}
+	return out, sc.Err()
+}

@@ -16,3 +16,20 @@ func TestUnescape(t *testing.T) {
 		t.Fatalf("unescape = %q", got)
 	}
 }
+
+func TestOfType(t *testing.T) {
+	procs, err := OfType("proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range procs {
+		found = found || p == "/proc"
+	}
+	if !found {
+		t.Errorf("OfType(proc) = %q, want /proc among them", procs)
+	}
+	if none, err := OfType("no-such-type"); err != nil || len(none) != 0 {
+		t.Errorf("OfType(no-such-type) = %q, %v", none, err)
+	}
+}
