@@ -8,7 +8,7 @@ package main
 // those libraries with them (README, "Builds").
 func devCommands() []command {
 	return []command{
-		{"demo", "demo: mount the embedded sample scene from an in-process emulator and read one frame", runDemo},
+		{"demo", "demo [--rtt 20ms] [--bandwidth 100MB/s] [--no-wan]: the embedded sample scene through a mount, over an emulated WAN (root, tc), against a pre-sync", runDemo},
 		{"emulator", "emulator [--data DIR] [--addr HOST:PORT]: run a local GCS emulator", runEmulator},
 		{"bench", "bench [--rtt 20ms] [--bandwidth 100MB/s] [--short] [--json] [TRACE...]: pre-sync vs jitfs over an emulated WAN", runBench},
 	}
