@@ -58,8 +58,8 @@ type Config struct {
 	Network Network
 	// WorkDir holds caches, mountpoints and pre-synced copies.
 	WorkDir string
-	// CopyParallelism is pre-sync's number of concurrent downloads (16,
-	// as `gcloud storage cp` and rclone use by default or more).
+	// CopyParallelism is pre-sync's number of concurrent downloads (0:
+	// PreSync's default).
 	CopyParallelism int
 	Log             *slog.Logger
 	// Progress, when set, receives one line per finished row.
@@ -146,9 +146,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.WorkDir == "" {
 		return nil, errors.New("bench: no work directory")
 	}
-	if cfg.CopyParallelism <= 0 {
-		cfg.CopyParallelism = 16
-	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -203,28 +200,21 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 	emit := func(r Row) { rows = append(rows, cfg.finish(r, w, info)) }
 
 	// Pre-sync: copy everything, then replay on local disk.
-	gc, err := gcs.New(ctx, gcs.Options{Bucket: Bucket, Endpoint: addr})
+	local := filepath.Join(dir, "presync")
+	ps, err := PreSync(ctx, Bucket, addr, w.Name+"/", local, cfg.CopyParallelism)
 	if err != nil {
 		return nil, info, err
 	}
-	local := filepath.Join(dir, "presync")
-	t0 := time.Now()
-	if err := copyPrefix(ctx, gc, w.Name+"/", local, cfg.CopyParallelism); err != nil {
-		gc.Close()
-		return nil, info, fmt.Errorf("pre-sync copy: %w", err)
-	}
-	copyTime := time.Since(t0).Seconds()
 	res, err := play(ctx, w, local)
 	if err != nil {
-		gc.Close()
 		return nil, info, fmt.Errorf("pre-sync replay: %w", err)
 	}
 	info.Local = res.Wall
-	r := rowFrom("pre-sync", res, gc)
-	r.CopyTime = copyTime
-	r.Total += copyTime
-	r.TTFB += copyTime
-	gc.Close()
+	r := rowFrom("pre-sync", res)
+	r.LinkBytes, r.Requests = ps.LinkBytes, ps.Requests
+	r.CopyTime = ps.Copy.Seconds()
+	r.Total += r.CopyTime
+	r.TTFB += r.CopyTime
 	emit(r)
 	os.RemoveAll(local)
 
@@ -244,7 +234,7 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 			return nil, info, fmt.Errorf("%s: %w", strategy, err)
 		}
 		m.settle(ctx)
-		r := rowFrom(strategy, res, nil)
+		r := rowFrom(strategy, res)
 		r.LinkBytes, r.Requests = m.since(before)
 		emit(r)
 	}
@@ -262,7 +252,7 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 		return nil, info, fmt.Errorf("jitfs restarted: %w", err)
 	}
 	m.settle(ctx)
-	r = rowFrom("jitfs restarted", res, nil)
+	r = rowFrom("jitfs restarted", res)
 	r.LinkBytes, r.Requests = m.since(before)
 	emit(r)
 	if err := m.Close(); err != nil {
@@ -285,7 +275,7 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 			return nil, info, fmt.Errorf("jitfs cold, learned: %w", err)
 		}
 		m.settle(ctx)
-		r := rowFrom("jitfs cold, learned", res, nil)
+		r := rowFrom("jitfs cold, learned", res)
 		r.LinkBytes, r.Requests = m.since([2]int64{})
 		emit(r)
 		if err := m.Close(); err != nil {
@@ -324,7 +314,7 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 		res.Wall = time.Since(start).Seconds()
 		res.TTFB += res.Wall - lead
 		eng.Close()
-		r := rowFrom("jitfs cold + prefetch", res, nil)
+		r := rowFrom("jitfs cold + prefetch", res)
 		r.LinkBytes, r.Requests = m.since([2]int64{})
 		r.PrefetchFrom = w.PrefetchFrom
 		if cold := rows[1].LinkBytes; r.LinkBytes > cold && r.LinkBytes > 0 {
@@ -350,7 +340,7 @@ func runWorkload(ctx context.Context, cfg Config, addr string, w *Workload) ([]R
 			m.Close()
 			return nil, info, fmt.Errorf("jitfs cold, no speculation: %w", err)
 		}
-		r := rowFrom("jitfs cold, no speculation", res, nil)
+		r := rowFrom("jitfs cold, no speculation", res)
 		r.LinkBytes, r.Requests = m.since([2]int64{})
 		emit(r)
 		if err := m.Close(); err != nil {
@@ -462,13 +452,8 @@ func play(ctx context.Context, w *Workload, root string) (*replay.Result, error)
 	return res, res.Err()
 }
 
-func rowFrom(strategy string, res *replay.Result, gc *gcs.Client) Row {
-	r := Row{Strategy: strategy, Total: res.Wall, TTFB: max(res.TTFB, 0), Ops: res.Ops, Read: res.Bytes, ENOENT: res.ENOENT}
-	if gc != nil {
-		r.LinkBytes = gc.Stats.BytesRead.Load()
-		r.Requests = gc.Stats.Lists.Load() + gc.Stats.Stats.Load() + gc.Stats.Reads.Load()
-	}
-	return r
+func rowFrom(strategy string, res *replay.Result) Row {
+	return Row{Strategy: strategy, Total: res.Wall, TTFB: max(res.TTFB, 0), Ops: res.Ops, Read: res.Bytes, ENOENT: res.ENOENT}
 }
 
 // mounted is an in-process jitfs daemon (internal/daemon) without a hook
@@ -497,6 +482,36 @@ func (m *mounted) counters() [2]int64 {
 func (m *mounted) since(before [2]int64) (bytes, reqs int64) {
 	now := m.counters()
 	return now[0] - before[0], now[1] - before[1]
+}
+
+// Copied is what a pre-sync's copy moved and how long it took.
+type Copied struct {
+	Copy      time.Duration
+	LinkBytes int64
+	Requests  int64 // listings, stats and reads
+}
+
+// PreSync is the pre-sync strategy's copy phase, shared with `jitfs demo`
+// so both price the whole show the same way: it copies every object under
+// prefix in bucket, through the GCS endpoint addr (the emulated link), into
+// dir with n concurrent downloads (16 when n <= 0, as many as `gcloud
+// storage cp` and rclone use by default or more). A frame could start only
+// once it returns.
+func PreSync(ctx context.Context, bucket, addr, prefix, dir string, n int) (Copied, error) {
+	if n <= 0 {
+		n = 16
+	}
+	gc, err := gcs.New(ctx, gcs.Options{Bucket: bucket, Endpoint: addr})
+	if err != nil {
+		return Copied{}, err
+	}
+	defer gc.Close()
+	t0 := time.Now()
+	if err := copyPrefix(ctx, gc, prefix, dir, n); err != nil {
+		return Copied{}, fmt.Errorf("pre-sync copy: %w", err)
+	}
+	s := &gc.Stats
+	return Copied{Copy: time.Since(t0), LinkBytes: s.BytesRead.Load(), Requests: s.Lists.Load() + s.Stats.Load() + s.Reads.Load()}, nil
 }
 
 // copyPrefix downloads every object under prefix into dir with n

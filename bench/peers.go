@@ -271,7 +271,7 @@ func runPeer(ctx context.Context, p Peer, addr, dir string, link *linkCounter, l
 		// What the peer still fetches for this replay (a file cache
 		// filling behind the reads) belongs to its row.
 		link.settle(ctx, max(200*time.Millisecond, 5*l.RTT))
-		r := rowFrom(p.Name+" "+phase, res, nil)
+		r := rowFrom(p.Name+" "+phase, res)
 		r.LinkBytes, r.Requests = link.since(before)
 		rows = append(rows, r)
 	}

@@ -8,8 +8,8 @@ package main
 // those libraries with them (README, "Builds").
 func devCommands() []command {
 	return []command{
-		{name: "demo", group: "other", short: "mount the embedded sample scene from an in-process emulator and read its frames",
-			examples: "  jitfs demo", run: runDemo},
+		{name: "demo", group: "other", short: "the sample scene through a mount over an emulated WAN, against a pre-sync of the whole show",
+			examples: "  jitfs demo\n  jitfs demo --rtt 50ms --bandwidth 50MB/s\n  jitfs demo --no-wan", run: runDemo},
 		{name: "emulator", group: "other", short: "run a local Cloud Storage emulator (fake-gcs-server) holding the sample scene",
 			examples: "  jitfs emulator --addr 127.0.0.1:4443\n  STORAGE_EMULATOR_HOST=127.0.0.1:4443 jitfs mount gs://jitfs-demo/show /mnt/show", run: runEmulator},
 		{name: "bench", args: "[TRACE...]", group: "traces", short: "pre-sync, gcsfuse, rclone and jitfs over an emulated WAN, side by side",

@@ -9,7 +9,7 @@ import (
 
 // emulatedWAN builds the bench's link: Toxiproxy for latency and an htb
 // qdisc for the aggregate bandwidth cap, inside the private network
-// namespace runBench moved into.
+// namespace runBench (or runDemo) moved into.
 func emulatedWAN(l bench.Link) bench.Network {
 	return func(upstream string) (string, func() error, error) {
 		s, err := wan.Start(upstream, wan.Link{RTT: l.RTT, Bandwidth: l.Bandwidth}, nil)

@@ -1,5 +1,5 @@
 // Package wan puts an emulated wide-area link between jitfs and its GCS
-// emulator, for `jitfs bench`: a round-trip time (default 20 ms) and an
+// emulator, for `jitfs bench` and `jitfs demo`: a round-trip time (default 20 ms) and an
 // aggregate download bandwidth (default 100 MB/s), both configurable. The
 // bench compares jitfs against pre-syncing a scene, and that comparison only
 // means something when fetches pay what they pay against real GCS: a round
@@ -89,7 +89,8 @@
 //
 // Root (to create the namespace and to run tc) and tc from Debian's iproute2
 // package. Missing either yields [ErrNotRoot] or [ErrNoTC], whose text says
-// what to do.
+// what to do. [Check] reports which is missing before anything runs twice:
+// `jitfs demo` calls it to fall back to no link, where the bench fails.
 //
 // # Errors
 //

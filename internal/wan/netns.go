@@ -44,6 +44,19 @@ func InNamespace() bool {
 	return err == nil && cur != host
 }
 
+// Check reports why a capped link cannot be built here, without building
+// anything: ErrNotRoot or ErrNoTC, or nil when Reexec and Start may be
+// tried (they can still fail, say where namespaces are not allowed). A
+// command that can do without the link calls it before Reexec, so that on
+// a machine that lacks tc the program does not run twice for nothing.
+func Check() error {
+	if os.Geteuid() != 0 {
+		return ErrNotRoot
+	}
+	_, err := findTC()
+	return err
+}
+
 // Reexec moves the program into a private network namespace.
 //
 // Outside the namespace it runs the program again, with the same arguments

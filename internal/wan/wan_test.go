@@ -272,6 +272,21 @@ func TestMissingTCSaysWhatToInstall(t *testing.T) {
 	}
 }
 
+// TestCheck runs as root with tc installed, as the package's tests must:
+// Check agrees, and names tc once tc is gone.
+func TestCheck(t *testing.T) {
+	if err := Check(); err != nil {
+		t.Fatalf("Check as root with tc: %v", err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	saved := tcCandidates
+	tcCandidates = []string{"/nonexistent/tc"}
+	t.Cleanup(func() { tcCandidates = saved })
+	if err := Check(); !errors.Is(err, ErrNoTC) {
+		t.Fatalf("Check without tc: %v, want ErrNoTC", err)
+	}
+}
+
 func TestStartRefusesToShapeTheHost(t *testing.T) {
 	t.Setenv(envHostNS, "")
 	_, err := Start(upstream(t), Link{Bandwidth: 1_000_000}, nil)
