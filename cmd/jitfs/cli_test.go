@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -161,6 +162,70 @@ func TestCLICompletion(t *testing.T) {
 			if !strings.Contains(o.String(), w) {
 				t.Errorf("%q: %q missing from:\n%s", c.args, w, o.String())
 			}
+		}
+	}
+}
+
+// TestShippedCommandLinesParse: the command lines deploy/ ships (systemd
+// units, the Nomad render job) parse with this command line, so a change
+// of flag name or form cannot leave them starting a daemon that exits 2.
+func TestShippedCommandLinesParse(t *testing.T) {
+	vars := regexp.MustCompile(`\$\{[A-Za-z_]+\}|\$[A-Z_]+|%[a-zA-Z]`)
+	var lines [][]string
+	units, _ := filepath.Glob("../../deploy/*.service")
+	for _, u := range units {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := strings.ReplaceAll(string(b), "\\\n", " ")
+		// Variables take the unit's Environment= defaults, the rest a
+		// placeholder.
+		env := map[string]string{}
+		for _, l := range strings.Split(text, "\n") {
+			if kv, ok := strings.CutPrefix(l, "Environment="); ok {
+				k, v, _ := strings.Cut(kv, "=")
+				env[k] = v
+			}
+		}
+		for _, l := range strings.Split(text, "\n") {
+			if rest, ok := strings.CutPrefix(l, "ExecStart=/usr/local/bin/jitfs "); ok {
+				rest = vars.ReplaceAllStringFunc(rest, func(v string) string {
+					if d := env[strings.Trim(v, "${}")]; d != "" {
+						return d
+					}
+					return "x"
+				})
+				lines = append(lines, strings.Fields(strings.ReplaceAll(rest, `"`, "")))
+			}
+		}
+	}
+	hcl, err := os.ReadFile("../../deploy/jitfs-render.nomad.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := regexp.MustCompile(`(?s)command = "/usr/local/bin/jitfs"\s*args = \[(.*?)"--",`).FindSubmatch(hcl); m != nil {
+		var args []string
+		for _, q := range regexp.MustCompile(`"([^"]*)"`).FindAllSubmatch(m[1], -1) {
+			args = append(args, vars.ReplaceAllString(string(q[1]), "x"))
+		}
+		lines = append(lines, append(args, "--", "true"))
+	}
+	if len(lines) < 4 {
+		t.Fatalf("found %d jitfs command lines in deploy/, want the daemon, mount and output units and the render job", len(lines))
+	}
+	for _, args := range lines {
+		root := newRoot(&bytes.Buffer{}, &bytes.Buffer{}, new([]string))
+		c, rest, err := root.Find(args)
+		if err != nil || c == root {
+			t.Errorf("%q: no command (%v)", args, err)
+			continue
+		}
+		if err := checkArgs(c, rest); err != nil {
+			t.Errorf("%q: %v", args, err)
+		}
+		if err := c.ParseFlags(rest); err != nil {
+			t.Errorf("%q: %v", args, err)
 		}
 	}
 }
