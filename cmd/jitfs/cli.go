@@ -145,6 +145,16 @@ func newRoot(stdout, stderr io.Writer, rawArgs *[]string) *cobra.Command {
 	for _, c := range append(commands(), versionCommand()) {
 		root.AddCommand(c.cobra(stdout, stderr, rawArgs))
 	}
+	// cobra adds these when it executes; the help lists them, and Find
+	// must find them, before that.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			c.Short = "print the shell completion script for bash, zsh, fish or powershell"
+			c.Example = "  source <(jitfs completion bash)\n  jitfs completion zsh > \"${fpath[1]}/_jitfs\""
+		}
+	}
 	return root
 }
 
@@ -222,8 +232,6 @@ func execute(args []string, stdout, stderr io.Writer) int {
 		root.SetArgs(args)
 		return exitStatus("completion", root.Execute(), stderr)
 	}
-	root.InitDefaultHelpCmd()
-	root.InitDefaultCompletionCmd(args...)
 	target, rest, err := root.Find(args)
 	if err != nil || target == root {
 		if err := unknownCommand(root, args); err != nil {
