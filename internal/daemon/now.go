@@ -1,6 +1,9 @@
 package daemon
 
 import (
+	"bufio"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,16 +34,46 @@ func (s nowScope) add(st *hooks.Status) {
 		return m.Bucket == s.bucket && strings.HasPrefix(m.Name, s.prefix) && (s.job == "" || who.Job == "" || who.Job == s.job)
 	}, hooks.MaxNow)
 	t := time.Now()
+	procs := map[int]int{}
 	st.Fetching = make([]hooks.ActiveFetch, 0, len(now.Fetches))
 	for _, f := range now.Fetches {
 		st.Fetching = append(st.Fetching, hooks.ActiveFetch{Path: strings.TrimPrefix(f.Object.Name, s.prefix), Offset: f.Off,
 			BytesDone: f.Done, BytesTotal: f.Total, AgeMS: t.Sub(f.Since).Milliseconds(),
-			Job: f.Who.Job, Task: f.Who.Task, Band: f.Band, PID: f.Who.PID})
+			Job: f.Who.Job, Task: f.Who.Task, Band: f.Band, PID: process(procs, f.Who.PID)})
 	}
 	st.Blocked = make([]hooks.BlockedRead, 0, len(now.Blocked))
 	for _, b := range now.Blocked {
 		st.Blocked = append(st.Blocked, hooks.BlockedRead{Path: strings.TrimPrefix(b.Object.Name, s.prefix), Offset: b.Off,
 			Length: b.Len, BytesDone: b.Done, BytesTotal: b.Total, AgeMS: t.Sub(b.Since).Milliseconds(),
-			PID: b.Who.PID, Job: b.Who.Job, Task: b.Who.Task})
+			PID: process(procs, b.Who.PID), Job: b.Who.Job, Task: b.Who.Task})
 	}
+}
+
+// process is the process (thread group) of thread tid: the kernel names
+// the thread that sent a FUSE request, and an operator looks for the
+// renderer's pid, not one of its threads'. Looked up when a status asks,
+// never on the read path; seen caches the answers of one status. A thread
+// gone since keeps its own id.
+func process(seen map[int]int, tid int) int {
+	if tid <= 0 {
+		return tid
+	}
+	if pid, ok := seen[tid]; ok {
+		return pid
+	}
+	pid := tid
+	if f, err := os.Open("/proc/" + strconv.Itoa(tid) + "/status"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "Tgid:"); ok {
+				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+					pid = n
+				}
+				break
+			}
+		}
+		f.Close()
+	}
+	seen[tid] = pid
+	return pid
 }

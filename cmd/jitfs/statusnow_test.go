@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/testworld"
+)
+
+// TestStatusShowsWhatIsInFlightNow holds two files' reads on the link: a
+// cold read through the mount blocks on one while `jitfs prefetch` fetches
+// the other. `jitfs status` shows the read blocked, with the reading
+// process, and the prefetch in flight, with its job and band, in JSON and
+// in its "now:" section; once the link lets the bytes through, nothing.
+func TestStatusShowsWhatIsInFlightNow(t *testing.T) {
+	w := newWorld(t, false)
+	want := w.PutRandom("show/plates/a.exr", 16<<20)
+	w.PutRandom("show/plates/b.exr", 16<<20)
+	sock := filepath.Join(t.TempDir(), "jitfs.sock")
+	d := w.mountForTest("show", "", "--socket", sock)
+	waitForSocket(t, sock)
+
+	var hold atomic.Bool
+	hold.Store(true)
+	holdFn := func(p string) bool { return hold.Load() && strings.Contains(p, "show/plates/") }
+	w.Proxy.HoldMedia.Store(&holdFn)
+	t.Cleanup(func() { hold.Store(false) })
+
+	read := make(chan error, 1)
+	go func() {
+		got, err := os.ReadFile(d.path("plates/a.exr"))
+		if err == nil && !bytes.Equal(got, want) {
+			err = fmt.Errorf("read %d bytes, not the object's %d", len(got), len(want))
+		}
+		read <- err
+	}()
+	prefetched := make(chan string, 1)
+	go func() {
+		out, err := testworld.Command(context.Background(), "prefetch", "--socket", sock, "--job", "j7", "--scope", "job",
+			"--wait", "2m", d.path("plates/b.exr")).CombinedOutput()
+		if err != nil {
+			prefetched <- fmt.Sprintf("%v: %s", err, out)
+			return
+		}
+		prefetched <- ""
+	}()
+
+	status := func() hooks.StatusReply {
+		out, code := runJitfs(t, "status", "--socket", sock, "--json")
+		if code != 0 {
+			t.Fatalf("status: exit %d: %s", code, out)
+		}
+		var rep hooks.StatusReply
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return rep
+	}
+	var rep hooks.StatusReply
+	var blocked *hooks.BlockedRead
+	var fetch *hooks.ActiveFetch
+	testworld.WaitFor(t, "the read blocked and the prefetch in flight in the status", func() bool {
+		rep = status()
+		blocked, fetch = nil, nil
+		for i, b := range rep.Blocked {
+			if b.Path == "plates/a.exr" && b.PID == os.Getpid() && b.AgeMS > 0 {
+				blocked = &rep.Blocked[i]
+			}
+		}
+		for i, f := range rep.Fetching {
+			if f.Path == "plates/b.exr" && f.Job == "j7" && f.Band == "job" && f.AgeMS > 0 {
+				fetch = &rep.Fetching[i]
+			}
+		}
+		return blocked != nil && fetch != nil
+	})
+	for _, f := range rep.Fetching {
+		if f.BytesTotal <= 0 || f.BytesDone < 0 || f.BytesDone > f.BytesTotal || f.AgeMS < 0 || f.Band == "" {
+			t.Errorf("fetch %+v", f)
+		}
+	}
+	for _, b := range rep.Blocked {
+		if b.Length <= 0 || b.BytesTotal <= 0 || b.BytesDone > b.BytesTotal || b.AgeMS < 0 {
+			t.Errorf("blocked read %+v", b)
+		}
+	}
+	// A reader's miss names no job on a mount of its own; its fetch is the
+	// read's.
+	for _, f := range rep.Fetching {
+		if f.Path == "plates/a.exr" && (f.Band != "read" && f.Band != "readahead" || f.Job != "") {
+			t.Errorf("the reader's fetch: %+v", f)
+		}
+	}
+	out, code := runJitfs(t, "status", "--socket", sock)
+	t.Logf("jitfs status:\n%s", out)
+	for _, line := range []string{"  now:\n", "    blocked  plates/a.exr @", fmt.Sprintf("pid %d\n", os.Getpid()),
+		"    fetching plates/b.exr @", "job, job j7"} {
+		if code != 0 || !strings.Contains(out, line) {
+			t.Errorf("status text: exit %d, no %q:\n%s", code, line, out)
+		}
+	}
+
+	hold.Store(false)
+	if err := <-read; err != nil {
+		t.Fatalf("cold read: %v", err)
+	}
+	if msg := <-prefetched; msg != "" {
+		t.Fatalf("prefetch: %s", msg)
+	}
+	testworld.WaitFor(t, "nothing in flight once the bytes came", func() bool {
+		rep = status()
+		return len(rep.Fetching) == 0 && len(rep.Blocked) == 0
+	})
+	if rep.Fetching == nil || rep.Blocked == nil {
+		t.Errorf("empty lists should be [] in JSON: %+v %+v", rep.Fetching, rep.Blocked)
+	}
+	out, code = runJitfs(t, "status", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "  now:        nothing in flight\n") {
+		t.Errorf("idle status text: exit %d:\n%s", code, out)
+	}
+}
