@@ -46,11 +46,11 @@ func printNodeNow(w io.Writer, st daemon.NodeStatus) {
 
 func printNowLines(w io.Writer, source string, st hooks.Status) {
 	for _, b := range st.Blocked {
-		fmt.Fprintf(w, "    blocked  %s @%d+%s  %s/%s  %s  %s\n", source+b.Path, b.Offset, size(b.Length),
+		fmt.Fprintf(w, "    blocked  %s %s+%s  %s/%s  %s  %s\n", source+b.Path, nowAt(b.Offset), size(b.Length),
 			size(b.BytesDone), size(b.BytesTotal), nowAge(b.AgeMS), nowAsker(b.Job, b.Task, "", b.PID))
 	}
 	for _, f := range st.Fetching {
-		fmt.Fprintf(w, "    fetching %s @%d  %s/%s  %s  %s\n", source+f.Path, f.Offset,
+		fmt.Fprintf(w, "    fetching %s %s  %s/%s  %s  %s\n", source+f.Path, nowAt(f.Offset),
 			size(f.BytesDone), size(f.BytesTotal), nowAge(f.AgeMS), nowAsker(f.Job, f.Task, f.Band, f.PID))
 	}
 	if len(st.Blocked) >= hooks.MaxNow || len(st.Fetching) >= hooks.MaxNow {
@@ -67,12 +67,10 @@ func nowAge(ms int64) string {
 	return d.String()
 }
 
-// nowAsker says who asked, leaving out what is not known.
+// nowAsker says who asked, then why (the band), leaving out what is not
+// known.
 func nowAsker(job, task, band string, pid int) string {
 	var parts []string
-	if band != "" {
-		parts = append(parts, band)
-	}
 	if job != "" {
 		parts = append(parts, "job "+job)
 	}
@@ -82,8 +80,19 @@ func nowAsker(job, task, band string, pid int) string {
 	if pid != 0 {
 		parts = append(parts, fmt.Sprintf("pid %d", pid))
 	}
+	if band != "" {
+		parts = append(parts, "band "+band)
+	}
 	if len(parts) == 0 {
 		return "(unknown)"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// nowAt is where a range starts, in the units of its sizes.
+func nowAt(off int64) string {
+	if off == 0 {
+		return "@0"
+	}
+	return "@" + size(off)
 }

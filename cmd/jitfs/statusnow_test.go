@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/jitfs/jitfs/hooks"
+	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/internal/testworld"
 )
 
@@ -102,7 +103,7 @@ func TestStatusShowsWhatIsInFlightNow(t *testing.T) {
 	out, code := runJitfs(t, "status", "--socket", sock)
 	t.Logf("jitfs status:\n%s", out)
 	for _, line := range []string{"  now:\n", "    blocked  plates/a.exr @", fmt.Sprintf("pid %d\n", os.Getpid()),
-		"    fetching plates/b.exr @", "job, job j7"} {
+		"    fetching plates/b.exr @", "job j7, pid ", ", band job\n"} {
 		if code != 0 || !strings.Contains(out, line) {
 			t.Errorf("status text: exit %d, no %q:\n%s", code, line, out)
 		}
@@ -125,5 +126,75 @@ func TestStatusShowsWhatIsInFlightNow(t *testing.T) {
 	out, code = runJitfs(t, "status", "--socket", sock)
 	if code != 0 || !strings.Contains(out, "  now:        nothing in flight\n") {
 		t.Errorf("idle status text: exit %d:\n%s", code, out)
+	}
+}
+
+// TestNodeStatusShowsWhatIsInFlightNow: on the node daemon, a task's cold
+// read held on the link shows under its job's source, with the task, the
+// reading process and the object's gs:// name in the text.
+func TestNodeStatusShowsWhatIsInFlightNow(t *testing.T) {
+	w := newWorld(t, false)
+	want := w.PutRandom("show/plates/a.exr", 4<<20)
+	dir := t.TempDir()
+	n := w.startNode(dir)
+
+	var hold atomic.Bool
+	hold.Store(true)
+	holdFn := func(p string) bool { return hold.Load() && strings.HasSuffix(p, "show/plates/a.exr") }
+	w.Proxy.HoldMedia.Store(&holdFn)
+	t.Cleanup(func() { hold.Store(false) })
+
+	mnt := filepath.Join(dir, "task", "show")
+	pidFile := filepath.Join(dir, "cat.pid")
+	copied := filepath.Join(dir, "a.exr")
+	run := n.startRun(t, "--job", "J9", "--mount", "gs://"+testBucket+"/show:"+mnt,
+		"--", "sh", "-c", fmt.Sprintf(`cat %q > %q & echo $! > %q; wait $!`, filepath.Join(mnt, "plates/a.exr"), copied, pidFile))
+
+	var st daemon.NodeStatus
+	var blocked *hooks.BlockedRead
+	testworld.WaitFor(t, "the task's read blocked in the node's status", func() bool {
+		pid, err := os.ReadFile(pidFile)
+		if err != nil {
+			return false
+		}
+		st = n.status(t)
+		blocked = nil
+		for _, j := range st.Jobs {
+			for _, s := range j.Sources {
+				for i, b := range s.Prefetch.Blocked {
+					if j.ID == "J9" && len(j.Tasks) == 1 && b.Path == "plates/a.exr" && b.Job == "J9" &&
+						b.Task == j.Tasks[0].ID && fmt.Sprint(b.PID) == strings.TrimSpace(string(pid)) {
+						blocked = &s.Prefetch.Blocked[i]
+					}
+				}
+			}
+		}
+		return blocked != nil
+	})
+	out, code := runJitfs(t, "status", "--daemon", n.sock)
+	t.Logf("jitfs status --daemon:\n%s", out)
+	if code != 0 || !strings.Contains(out, "  now:\n") || !strings.Contains(out, "    blocked  gs://"+testBucket+"/show/plates/a.exr @") ||
+		!strings.Contains(out, "job J9, task "+blocked.Task) {
+		t.Errorf("jitfs status --daemon: exit %d:\n%s", code, out)
+	}
+
+	hold.Store(false)
+	if r := waitRun(t, "the reading task", run); r.code != 0 {
+		t.Fatalf("task: exit %d\n%s", r.code, r.out)
+	}
+	mustEqualBytes(t, "the task's copy", mustRead(t, copied), want)
+	testworld.WaitFor(t, "nothing in flight on the node", func() bool {
+		st = n.status(t)
+		for _, j := range st.Jobs {
+			for _, s := range j.Sources {
+				if len(s.Prefetch.Fetching)+len(s.Prefetch.Blocked) > 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if out, code := runJitfs(t, "status", "--daemon", n.sock); code != 0 || !strings.Contains(out, "  now:        nothing in flight\n") {
+		t.Errorf("idle node status: exit %d:\n%s", code, out)
 	}
 }
