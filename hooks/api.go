@@ -134,8 +134,7 @@ type Status struct {
 	Zone *gcs.ZoneStatus `json:"zone,omitempty"`
 	// Fetching is what is being fetched from GCS (or the zone cache) now,
 	// and Blocked the reads waiting for those bytes: each at most
-	// MaxNow, the oldest first. A daemon that does not track them leaves
-	// both nil.
+	// MaxNow, the oldest first (GET /v1/status answers [] for none).
 	Fetching []ActiveFetch `json:"fetching"`
 	Blocked  []BlockedRead `json:"blocked"`
 }
