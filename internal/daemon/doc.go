@@ -39,7 +39,10 @@
 // request's connection. affinity.go reports where the node's bytes are:
 // per source (the cache's per-prefix counters, kept after the jobs end)
 // and per job, in the status, the metrics and, through internal/nomadmeta,
-// Nomad node metadata. docs/node.md describes it for operators.
+// Nomad node metadata. now.go puts what the cache is fetching now, and the
+// reads blocked on it, into each status: a mount's all, a job's source's
+// what that job asked for, with reads' threads named by their process.
+// docs/node.md describes it for operators.
 //
 // Flags, signals, exit codes and the lines printed for users stay in
 // cmd/jitfs: this package logs through the configured logger and returns
