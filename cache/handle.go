@@ -391,6 +391,10 @@ var ErrNotStored = errors.New("cache: strict verification: the object could not 
 // fails the read. It reports whether the read had to wait.
 func (h *Handle) awaitVerified(ctx context.Context) (bool, error) {
 	o := h.o
+	// Its fetches are the reader's, though drawn on the prefetch budget.
+	who := askerOf(ctx)
+	who.Band = BandRead
+	ctx = WithAsker(ctx, who)
 	for attempt := 0; ; attempt++ {
 		o.mu.Lock()
 		if o.complete && len(o.unverified) == 0 {

@@ -198,3 +198,33 @@ func TestNodeStatusShowsWhatIsInFlightNow(t *testing.T) {
 		t.Errorf("idle node status: exit %d:\n%s", code, out)
 	}
 }
+
+// TestPrintNow: one line per blocked read and fetch, who asked without
+// the parts not known, a note at the bound, and one line when idle.
+func TestPrintNow(t *testing.T) {
+	var b strings.Builder
+	printNow(&b, hooks.Status{})
+	if b.String() != "  now:        nothing in flight\n" {
+		t.Errorf("idle: %q", b.String())
+	}
+	b.Reset()
+	printNow(&b, hooks.Status{
+		Blocked: []hooks.BlockedRead{{Path: "tex/a.tx", Offset: 1 << 20, Length: 128 << 10, BytesDone: 1 << 20,
+			BytesTotal: 8 << 20, AgeMS: 2345, PID: 42, Job: "J", Task: "T"}},
+		Fetching: []hooks.ActiveFetch{{Path: "tex/a.tx", BytesDone: 1 << 20, BytesTotal: 8 << 20, AgeMS: 2400, Band: "read", PID: 42},
+			{Path: "lib/b.blend", Offset: 8 << 20, BytesTotal: 4 << 20, AgeMS: 80, Job: "J", Band: "lookahead"}},
+	})
+	want := "  now:\n" +
+		"    blocked  tex/a.tx @1.0 MiB+128 KiB  1.0 MiB/8.0 MiB  2.3s  job J, task T, pid 42\n" +
+		"    fetching tex/a.tx @0  1.0 MiB/8.0 MiB  2.4s  pid 42, band read\n" +
+		"    fetching lib/b.blend @8.0 MiB  0 B/4.0 MiB  80ms  job J, band lookahead\n"
+	if b.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	printNow(&b, hooks.Status{Fetching: make([]hooks.ActiveFetch, hooks.MaxNow)})
+	if !strings.HasSuffix(b.String(), fmt.Sprintf("    (the %d oldest of each shown)\n", hooks.MaxNow)) ||
+		!strings.Contains(b.String(), "(unknown)") {
+		t.Errorf("at the bound:\n%s", b.String())
+	}
+}
