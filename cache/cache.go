@@ -150,6 +150,10 @@ type Cache struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// act records the fills in flight and the reads blocked on them
+	// (now.go). Lock order: its lock alone; taken under Object.mu never.
+	act activity
+
 	Stats Stats
 }
 

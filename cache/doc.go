@@ -63,7 +63,12 @@
 //
 // Lock order: Cache.mu, then Object.mu. Concurrent readers of one block
 // share one fetch (a fill). A reader whose context is cancelled stops
-// waiting; the fill carries on, detached, for the others. Eviction runs in
+// waiting; the fill carries on, detached, for the others. Each fill in
+// flight, and each read blocked on one, is recorded while it lasts
+// (now.go, Cache.Now, which `jitfs status` shows) with who asked
+// (WithAsker): an entry added and removed under a lock of its own, taken
+// with no other held, and the bytes received counted with an atomic the
+// source moves (internal/progress), never per byte. Eviction runs in
 // the background between watermarks and never removes an object that is open
 // or has fills in flight.
 //

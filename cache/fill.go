@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,8 +40,14 @@ type fill struct {
 	buf    []byte
 	err    error
 	// cause is the span of the operation that started the fill (a FUSE
-	// read, a prefetch), linked from the fill's own span.
+	// read, a prefetch), linked from the fill's own span; who, whom it
+	// started for, and since, when (Cache.Now).
 	cause trace.SpanContext
+	who   Asker
+	since time.Time
+	// got counts the bytes received so far, moved by the source as they
+	// arrive (internal/progress), for Cache.Now.
+	got atomic.Int64
 	// memElem is the fill's place in the cache's memory LRU once the disk
 	// refused its bytes and they are served from memory (guarded by
 	// Cache.memMu).
@@ -97,15 +104,16 @@ func (o *Object) nextMissingLocked(b, limit, maxRun int64, onInflight func(*fill
 	return b, e, true
 }
 
-func (o *Object) startFillLocked(start, end int64, readAhead bool, cause trace.SpanContext) *fill {
-	f := o.newFillLocked(start, end, readAhead, cause)
+func (o *Object) startFillLocked(start, end int64, readAhead bool, cause trace.SpanContext, who Asker) *fill {
+	f := o.newFillLocked(start, end, readAhead, cause, who)
 	o.launchFillLocked(f)
 	return f
 }
 
 // newFillLocked registers a fill for [start,end) as in flight.
-func (o *Object) newFillLocked(start, end int64, readAhead bool, cause trace.SpanContext) *fill {
-	f := &fill{o: o, start: start, end: end, readAhead: readAhead, done: make(chan struct{}), stored: make(chan struct{}), cause: cause}
+func (o *Object) newFillLocked(start, end int64, readAhead bool, cause trace.SpanContext, who Asker) *fill {
+	f := &fill{o: o, start: start, end: end, readAhead: readAhead, done: make(chan struct{}), stored: make(chan struct{}),
+		cause: cause, who: who, since: time.Now()}
 	bs := o.c.opts.BlockSize
 	for b := start / bs; b < (end+bs-1)/bs; b++ {
 		o.inflight[b] = f
@@ -125,7 +133,11 @@ func (o *Object) runFill(f *fill) {
 	defer o.c.wg.Done()
 	defer close(f.stored)
 	c := o.c
-	ctx := c.ctx
+	// In flight from here, while it waits for a slot too, until its bytes
+	// are stored or dropped.
+	c.act.addFill(f)
+	defer c.act.endFill(f)
+	ctx := f.counted(c.ctx)
 	if f.pfWeight > 0 {
 		defer f.pfSem.Release(f.pfWeight)
 	} else if f.readAhead {
@@ -164,6 +176,7 @@ func (o *Object) runFill(f *fill) {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		c.Stats.Fetches.Add(1)
+		f.got.Store(0)
 		err = o.src.ReadRange(ctx, o.meta.Name, o.meta.Gen, f.start, buf)
 		if err != nil {
 			break

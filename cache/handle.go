@@ -273,6 +273,7 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 
 	var stack [8]segment
 	cause := trace.SpanContextFromContext(ctx)
+	who := askerOf(ctx)
 	waited := false
 	if c.opts.Strict && o.meta.HasCRC32C && size > c.opts.WholeObjectMax {
 		var err error
@@ -281,12 +282,12 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 		}
 		raTo = raFrom // the whole object is on disk
 	}
-	segs, err := o.prepare(h, off, end, fetchMin, stack[:0], cause)
+	segs, err := o.prepare(h, off, end, fetchMin, stack[:0], cause, who)
 	if err != nil {
 		return 0, ReadInfo{}, err
 	}
 	if raTo > raFrom {
-		if got := o.readAhead(raFrom, raTo, cause); got < raTo {
+		if got := o.readAhead(raFrom, raTo, cause, who); got < raTo {
 			// Out of read-ahead slots (other files are being read ahead):
 			// a later read of this run retries from where it stopped,
 			// unless another read has moved raIssued since.
@@ -299,6 +300,10 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 	}
 
 	var fromDisk, fromFill, fromMem int64
+	// blocked records the read while it waits for a fill (Cache.Now): only
+	// a read that finds its bytes still on the way pays for it.
+	var blocked *blockedRead
+	defer func() { c.act.unblock(blocked) }()
 	for _, s := range segs {
 		dst := p[s.start-off : s.end-off]
 		if s.f == nil {
@@ -310,8 +315,13 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 		}
 		select {
 		case <-s.f.done:
-		case <-ctx.Done():
-			return 0, ReadInfo{}, ctx.Err()
+		default:
+			blocked = c.act.block(blocked, o, off, end-off, s.f, who)
+			select {
+			case <-s.f.done:
+			case <-ctx.Done():
+				return 0, ReadInfo{}, ctx.Err()
+			}
 		}
 		if s.f.err != nil {
 			return 0, ReadInfo{}, s.f.err
@@ -381,6 +391,10 @@ var ErrNotStored = errors.New("cache: strict verification: the object could not 
 // fails the read. It reports whether the read had to wait.
 func (h *Handle) awaitVerified(ctx context.Context) (bool, error) {
 	o := h.o
+	// Its fetches are the reader's, though drawn on the prefetch budget.
+	who := askerOf(ctx)
+	who.Band = BandRead
+	ctx = WithAsker(ctx, who)
 	for attempt := 0; ; attempt++ {
 		o.mu.Lock()
 		if o.complete && len(o.unverified) == 0 {

@@ -400,7 +400,7 @@ type segment struct {
 // prepare works out where each byte of [off,end) will come from, starting
 // fills for missing blocks. fetchMin is how far a new fill may extend past
 // the first missing block (up to the next present or in-flight block).
-func (o *Object) prepare(h *Handle, off, end, fetchMin int64, segs []segment, cause trace.SpanContext) ([]segment, error) {
+func (o *Object) prepare(h *Handle, off, end, fetchMin int64, segs []segment, cause trace.SpanContext, who Asker) ([]segment, error) {
 	bs := o.c.opts.BlockSize
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -452,7 +452,7 @@ func (o *Object) prepare(h *Handle, off, end, fetchMin int64, segs []segment, ca
 			// b is missing (neither present, in flight nor in memory), so
 			// the run found starts at b.
 			_, e, _ := o.nextMissingLocked(b, fe, math.MaxInt64, nil)
-			f = o.startFillLocked(fs, min(e*bs, o.meta.Size), false, cause)
+			f = o.startFillLocked(fs, min(e*bs, o.meta.Size), false, cause, who)
 		}
 		segs = append(segs, segment{max(f.start, off), min(f.end, end), f, fromMem})
 		b = (f.end + bs - 1) / bs
@@ -482,7 +482,7 @@ func (o *Object) noteReaderLocked(h *Handle) {
 // slots are free; it never waits. It returns how far read-ahead is in place:
 // end, or where it ran out of slots, so the caller can try the rest again
 // on a later read instead of leaving it to small foreground fetches.
-func (o *Object) readAhead(start, end int64, cause trace.SpanContext) int64 {
+func (o *Object) readAhead(start, end int64, cause trace.SpanContext, who Asker) int64 {
 	ps, bs := o.c.opts.PartSize, o.c.opts.BlockSize
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -503,7 +503,7 @@ func (o *Object) readAhead(start, end int64, cause trace.SpanContext) int64 {
 		if !o.c.ra.TryAcquire(1) {
 			return max(b*bs, start)
 		}
-		o.startFillLocked(b*bs, min(e*bs, pe), true, cause)
+		o.startFillLocked(b*bs, min(e*bs, pe), true, cause, who)
 	}
 	return end
 }

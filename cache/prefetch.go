@@ -40,6 +40,7 @@ func (h *Handle) fetch(ctx context.Context, off, end int64, sem *semaphore.Weigh
 	seen := map[*fill]bool{}
 	pos := off
 	verified := false
+	who := askerOf(ctx)
 	for pos < end {
 		// Reserve the most this fill can be; the unused rest is returned
 		// once its real extent is known.
@@ -88,7 +89,7 @@ func (h *Handle) fetch(ctx context.Context, off, end int64, sem *semaphore.Weigh
 			sem.Release(weight - n)
 			weight = n
 		}
-		f := o.newFillLocked(fs, fe, true, trace.SpanContextFromContext(ctx))
+		f := o.newFillLocked(fs, fe, true, trace.SpanContextFromContext(ctx), who)
 		f.pfWeight, f.pfSem = weight, sem // released by runFill when done
 		o.launchFillLocked(f)
 		o.prefetched += fe - fs

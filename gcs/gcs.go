@@ -22,6 +22,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/jitfs/jitfs/internal/backoff"
+	"github.com/jitfs/jitfs/internal/progress"
 	"github.com/jitfs/jitfs/telemetry"
 )
 
@@ -313,7 +314,9 @@ func (c *Client) ReadRange(ctx context.Context, name string, gen, off int64, p [
 		}
 		span.AddEvent("first byte")
 		defer r.Close()
-		n, err := io.ReadFull(r, p)
+		// Each attempt fills p from its start: its progress too.
+		progress.Reset(ctx)
+		n, err := io.ReadFull(progress.Reader(ctx, r), p)
 		c.Stats.BytesRead.Add(int64(n))
 		if err != nil {
 			span.SetStatus(codes.Error, err.Error())

@@ -17,6 +17,8 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/jitfs/jitfs/internal/progress"
 )
 
 // ZoneOptions points a Client's object reads at a zone cache: an HTTP
@@ -210,6 +212,7 @@ func (z *zone) read(ctx context.Context, name string, gen, off int64, p []byte) 
 				return fmt.Errorf("zone cache answered %d bytes at %d for a read up to %d", len(b), cs, end)
 			}
 			copy(p[from-off:to-off], b[from-cs:to-cs])
+			progress.Add(ctx, to-from)
 			return nil
 		})
 	}

@@ -132,6 +132,51 @@ type Status struct {
 	Speculation *SpeculationStatus `json:"speculation,omitempty"`
 	// Zone is the zone cache's state (nil without --zone-cache).
 	Zone *gcs.ZoneStatus `json:"zone,omitempty"`
+	// Fetching is what is being fetched from GCS (or the zone cache) now,
+	// and Blocked the reads waiting for those bytes: each at most
+	// MaxNow, the oldest first (GET /v1/status answers [] for none).
+	Fetching []ActiveFetch `json:"fetching"`
+	Blocked  []BlockedRead `json:"blocked"`
+}
+
+// MaxNow bounds Status.Fetching and Status.Blocked: the oldest are what an
+// operator looks for, and a busy node has thousands of fetches at once.
+const MaxNow = 50
+
+// ActiveFetch is one range of a file being fetched now.
+type ActiveFetch struct {
+	Path string `json:"path"` // relative to the mount root
+	// Offset is where the range starts; BytesDone counts what arrived of
+	// its BytesTotal.
+	Offset     int64 `json:"offset"`
+	BytesDone  int64 `json:"bytes_done"`
+	BytesTotal int64 `json:"bytes_total"`
+	AgeMS      int64 `json:"age_ms"`
+	// Job and Task asked for it (empty when unknown). Band is why: a
+	// prefetch scope (frame, miss, job, lookahead, job_seq), "prefetch"
+	// for one that named none, "speculative", "read" for a reader's miss
+	// or "readahead" for a sequential reader's next parts.
+	Job  string `json:"job,omitempty"`
+	Task string `json:"task,omitempty"`
+	Band string `json:"band"`
+	PID  int    `json:"pid,omitempty"` // the reader, for reads; the hook's caller, if it said
+}
+
+// BlockedRead is one read in the FUSE layer waiting for bytes.
+type BlockedRead struct {
+	Path   string `json:"path"` // relative to the mount root
+	Offset int64  `json:"offset"`
+	Length int64  `json:"length"`
+	// BytesDone and BytesTotal are the progress of the fetch the read
+	// waits for.
+	BytesDone  int64 `json:"bytes_done"`
+	BytesTotal int64 `json:"bytes_total"`
+	AgeMS      int64 `json:"age_ms"`
+	// PID is the reading process; Job and Task, whom the mount serves
+	// (empty for a mount of its own).
+	PID  int    `json:"pid"`
+	Job  string `json:"job,omitempty"`
+	Task string `json:"task,omitempty"`
 }
 
 // SpeculationStatus counts fetching ahead without hooks: files predicted,

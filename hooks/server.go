@@ -416,6 +416,13 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if st.Jobs == nil {
 		st.Jobs = []JobStatus{}
 	}
+	// Empty lists, not null, for clients that iterate them.
+	if st.Fetching == nil {
+		st.Fetching = []ActiveFetch{}
+	}
+	if st.Blocked == nil {
+		st.Blocked = []BlockedRead{}
+	}
 	reply := StatusReply{Schema: Schema, Mountpoint: s.opts.Mountpoint, Version: s.opts.Version, Status: st}
 	if s.opts.Outputs != nil {
 		var since uint64

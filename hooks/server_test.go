@@ -617,8 +617,11 @@ func TestRelease(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
+	// No read blocked: an empty list, [] on the wire.
 	b := &fakeBackend{status: Status{QueueDepth: 3, InFlight: 2, BytesOutstanding: 1 << 20, HitRatio: 0.5,
-		Jobs: []JobStatus{{ID: "j", Wanted: 10, Resident: 4}}}}
+		Jobs:     []JobStatus{{ID: "j", Wanted: 10, Resident: 4}},
+		Fetching: []ActiveFetch{{Path: "a", BytesDone: 1, BytesTotal: 2, AgeMS: 3, Job: "j", Task: "t", Band: "frame"}},
+		Blocked:  []BlockedRead{}}}
 	ts := startServer(t, b, nil)
 	ctx := context.Background()
 	if _, err := ts.c.Health(ctx); err != nil {
@@ -645,7 +648,7 @@ func TestStatus(t *testing.T) {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"schema", "queue_depth", "bytes_outstanding", "hit_ratio", "jobs", "requests", "rejected", "errors"} {
+	for _, k := range []string{"schema", "queue_depth", "bytes_outstanding", "hit_ratio", "jobs", "fetching", "blocked", "requests", "rejected", "errors"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("status reply lacks %q: %s", k, raw)
 		}

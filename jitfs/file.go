@@ -224,6 +224,11 @@ func (n *fileNode) read(ctx context.Context, h *handle, dest []byte, off int64) 
 	}
 	ctx, cancel := n.f.opContext(ctx)
 	defer cancel()
+	who := cache.Asker{Job: n.f.opts.Job, Task: n.f.opts.Task}
+	if c, ok := fuse.FromContext(ctx); ok {
+		who.PID = int(c.Pid)
+	}
+	ctx = cache.WithAsker(ctx, who)
 	k, info, err := h.h.ReadAtInfo(ctx, dest, off)
 	if err != nil {
 		// The cache returns the context's error; its cause says whether

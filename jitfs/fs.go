@@ -68,6 +68,11 @@ type Options struct {
 	Trace *trace.Recorder
 	// Metrics, when set, records every operation's result and latency.
 	Metrics *telemetry.Metrics
+	// Job and Task name whom the mount serves (a node daemon's task), so
+	// the reads it blocks and the fetches they start say who asked in the
+	// cache's record of what is in flight (cache.Cache.Now). Empty: a
+	// mount of its own, whose reads name only the reading process.
+	Job, Task string
 	// Tracer, when set, makes a span per read that reaches the daemon;
 	// cache fills link to it, so a slow frame can be followed from the
 	// renderer's read to the GCS request. Nil (tracing off) costs the read

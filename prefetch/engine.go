@@ -75,8 +75,11 @@ type task struct {
 	// pins: the jobs (and frames) that asked for it pinned.
 	pins []pinReq
 	// cause is the span of the request that queued the task; its fills
-	// link to it, so a frame's wait can be followed to the GCS reads.
+	// link to it, so a frame's wait can be followed to the GCS reads. who
+	// is that request's job, task and scope, which its fills carry into
+	// what `jitfs status` shows in flight.
 	cause trace.SpanContext
+	who   cache.Asker
 }
 
 type pinReq struct {
@@ -279,7 +282,8 @@ func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result
 		t := e.tasks[k]
 		if t == nil {
 			e.seq++
-			t = &task{key: k, want: w, priority: prio, seq: e.seq, done: make(chan struct{}), cause: trace.SpanContextFromContext(ctx)}
+			t = &task{key: k, want: w, priority: prio, seq: e.seq, done: make(chan struct{}), cause: trace.SpanContextFromContext(ctx),
+				who: cache.Asker{Job: p.Job.ID, Task: p.Job.Task, Band: string(p.Scope), PID: p.Job.PID}}
 			e.tasks[k] = t
 			heap.Push(&e.queue, t)
 			e.cond.Signal()
@@ -470,7 +474,7 @@ func (e *Engine) worker() {
 // run makes one task's file resident and returns its open handle and the
 // generation it reads.
 func (e *Engine) run(t *task) (*cache.Handle, cache.Meta, error) {
-	ctx := trace.ContextWithSpanContext(e.ctx, t.cause)
+	ctx := cache.WithAsker(trace.ContextWithSpanContext(e.ctx, t.cause), t.who)
 	meta, err := e.opts.Resolver.Resolve(ctx, t.want.Rel)
 	if err != nil {
 		return nil, meta, err

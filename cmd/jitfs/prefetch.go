@@ -660,6 +660,7 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 		fmt.Fprintf(w, "  job %-20s %d/%d files, %s/%s (%.0f%%), %s pinned, %d missing\n", j.ID, j.Resident, j.Wanted,
 			size(j.BytesResident), size(j.BytesWanted), pct, size(j.PinnedBytes), j.Missing)
 	}
+	printNow(w, st.Status)
 }
 
 // daemonSocket is the socket given, else the one of the daemon serving the
@@ -762,6 +763,7 @@ func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
 			fmt.Fprintf(w, "    task %s pid %d %s mounts %v outputs %v\n", t.ID, t.PID, t.Name, t.Mounts, t.Outputs)
 		}
 	}
+	printNodeNow(w, st)
 }
 
 // zoneLine tells whether the zone cache is in use and what it served.

@@ -39,7 +39,11 @@
 // request's connection. affinity.go reports where the node's bytes are:
 // per source (the cache's per-prefix counters, kept after the jobs end)
 // and per job, in the status, the metrics and, through internal/nomadmeta,
-// Nomad node metadata. docs/node.md describes it for operators.
+// Nomad node metadata. now.go puts what the cache is fetching now, and the
+// reads blocked on it, into each status: a mount's status shows all of
+// it, a job's source only what that job asked for, and a read's thread is
+// named by its process.
+// docs/node.md describes it for operators.
 //
 // Flags, signals, exit codes and the lines printed for users stay in
 // cmd/jitfs: this package logs through the configured logger and returns

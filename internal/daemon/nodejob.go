@@ -108,11 +108,17 @@ func (j *job) view(ctx context.Context, n *Node, bucket, prefix string) (*view, 
 	}
 	// Speculation follows the job, not a process or a task: tasks come and
 	// go, the job's reading of a directory is one stream.
-	v.spec = n.cfg.Speculate.start(ns, n.Cache, bc.gc, bucket, coopenFile(n.cfg.CacheDir, bucket, prefix), n.log.With("job", j.id))
+	v.spec = n.cfg.Speculate.start(ns, n.Cache, bc.gc, bucket, coopenFile(n.cfg.CacheDir, bucket, prefix), j.id, n.log.With("job", j.id))
 	n.learnTeach(v, taught)
 	j.views[key] = v
 	n.trackSource(bucket, prefix)
 	return v, nil
+}
+
+// now is what the job is fetching, and reading blocked, of the view's
+// source now.
+func (v *view) now(c *cache.Cache, job string) nowScope {
+	return nowScope{c: c, bucket: v.bucket, prefix: v.prefix, job: job}
 }
 
 // Resolve is the engine's way into the job's snapshot.
@@ -180,6 +186,7 @@ func (j *job) status(n *Node) JobStatus {
 		ss := SourceStatus{Source: "gs://" + v.bucket + "/" + v.prefix, Listings: v.ns.Stats.Listings.Load(),
 			StoredListings: v.ns.Stats.StoredListings.Load(), ListAhead: v.ns.Stats.Ahead(), Prefetch: v.engine.Status()}
 		ss.Prefetch.Speculation = speculationStatus(v.spec)
+		v.now(n.Cache, j.id).add(&ss.Prefetch)
 		v.ns.PinnedFiles(func(e namespace.Entry) {
 			ss.Files++
 			ss.FileBytes += e.Attrs.Size

@@ -244,7 +244,7 @@ func (n *Node) mountScene(t *task, v *view, s Source) error {
 	}
 	fsys, err := jitfs.New(jitfs.Options{Remote: bc.gc, Cache: n.Cache, Namespace: v.ns, OpTimeout: n.cfg.OpTimeout,
 		Passthrough: n.cfg.Passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
-		Logger: n.log.With("job", t.job.id, "task", t.id), Metrics: n.ops})
+		Logger: n.log.With("job", t.job.id, "task", t.id), Metrics: n.ops, Job: t.job.id, Task: t.id})
 	if err != nil {
 		return err
 	}
@@ -286,7 +286,7 @@ func (n *Node) taskHooks(t *task) error {
 	opts := hooks.ServerOptions{SocketGroup: n.cfg.SocketGroup, Logger: n.log, Metrics: n.ops}
 	if len(t.scenes) > 0 {
 		s := t.scenes[0]
-		opts.Mountpoint, opts.Backend, opts.ListDir = s.src.Dir, withSpeculation(s.v.engine, s.v.spec, nil), s.fs.ListDir
+		opts.Mountpoint, opts.Backend, opts.ListDir = s.src.Dir, withSpeculation(s.v.engine, s.v.spec, nil, s.v.now(n.Cache, t.job.id)), s.fs.ListDir
 	}
 	if len(t.outs) > 0 {
 		opts.Outputs = outputsAPI{o: t.outs[0]}

@@ -158,7 +158,7 @@ func StartScene(ctx context.Context, cfg SceneConfig) (*Scene, error) {
 		closeGCS()
 		return nil, err
 	}
-	s.Spec = cfg.Speculate.start(s.FS.Namespace(), s.Cache, s.GCS, cfg.Bucket, coopenFile(cfg.CacheDir, cfg.Bucket, cfg.Prefix), cfg.Log)
+	s.Spec = cfg.Speculate.start(s.FS.Namespace(), s.Cache, s.GCS, cfg.Bucket, coopenFile(cfg.CacheDir, cfg.Bucket, cfg.Prefix), "", cfg.Log)
 	s.FS.SetOpenObserver(observer(nil, s.Spec))
 	cfg.Log.Info("mounted", "bucket", cfg.Bucket, "prefix", cfg.Prefix, "mountpoint", mp,
 		"cache_dir", cfg.CacheDir, "budget_bytes", cfg.CacheSize, "passthrough", cfg.Passthrough)
@@ -189,7 +189,8 @@ func (s *Scene) startHooks() error {
 	}
 	// UDIM tiles are found in the namespace, not by reading the directory
 	// back through the kernel and this same daemon.
-	hs, err := hooks.NewServer(hooks.ServerOptions{Mountpoint: cfg.Mountpoint, Backend: withSpeculation(eng, s.Spec, s.GCS), SocketPath: cfg.Socket,
+	hs, err := hooks.NewServer(hooks.ServerOptions{Mountpoint: cfg.Mountpoint, Backend: withSpeculation(eng, s.Spec, s.GCS,
+		nowScope{c: s.Cache, bucket: cfg.Bucket, prefix: s.FS.Namespace().Prefix()}), SocketPath: cfg.Socket,
 		SocketGroup: cfg.SocketGroup, Logger: cfg.Log, Metrics: s.ops, ListDir: s.FS.ListDir})
 	if err != nil {
 		eng.Close()

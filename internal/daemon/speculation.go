@@ -81,8 +81,9 @@ func ParseSpeculation(v string) (Speculation, error) {
 // start makes the Speculator for a snapshot, or nil with every kind off.
 // Its fetches are the cache's prefetch fetches: they wait on the
 // prefetch budget, never on a blocked read's slots. Co-open learning
-// keeps its groups in coopenFile (see coopenFile).
-func (sp Speculation) start(ns *namespace.Namespace, c *cache.Cache, src cache.Source, bucket, coopenFile string, log *slog.Logger) *speculate.Speculator {
+// keeps its groups in coopenFile (see coopenFile). Its fetches are
+// shown in flight as job's (empty for a mount of its own).
+func (sp Speculation) start(ns *namespace.Namespace, c *cache.Cache, src cache.Source, bucket, coopenFile, job string, log *slog.Logger) *speculate.Speculator {
 	if !sp.Siblings && !sp.Sequences && !sp.CoOpen {
 		return nil
 	}
@@ -93,7 +94,7 @@ func (sp Speculation) start(ns *namespace.Namespace, c *cache.Cache, src cache.S
 			return err
 		}
 		defer h.Close()
-		_, err = h.Speculate(ctx, 0, a.Size)
+		_, err = h.Speculate(cache.WithAsker(ctx, cache.Asker{Job: job, Band: cache.BandSpeculative}), 0, a.Size)
 		return err
 	}
 	// Never more ahead of a stream than an eighth of the cache: under a
@@ -129,18 +130,17 @@ func observer(eng *prefetch.Engine, spec *speculate.Speculator) func(rel string)
 }
 
 // specBackend is the prefetch engine as the hook API sees it, its status
-// carrying the speculator's counters and the zone cache's state.
+// carrying the speculator's counters, the zone cache's state and what is
+// in flight now.
 type specBackend struct {
 	*prefetch.Engine
 	spec *speculate.Speculator
 	gc   *gcs.Client
+	now  nowScope
 }
 
-func withSpeculation(eng *prefetch.Engine, spec *speculate.Speculator, gc *gcs.Client) hooks.Backend {
-	if spec == nil && (gc == nil || gc.Zone() == nil) {
-		return eng
-	}
-	return specBackend{eng, spec, gc}
+func withSpeculation(eng *prefetch.Engine, spec *speculate.Speculator, gc *gcs.Client, now nowScope) hooks.Backend {
+	return specBackend{eng, spec, gc, now}
 }
 
 func (b specBackend) Status() hooks.Status {
@@ -149,6 +149,7 @@ func (b specBackend) Status() hooks.Status {
 	if b.gc != nil {
 		st.Zone = b.gc.Zone()
 	}
+	b.now.add(&st)
 	return st
 }
 
