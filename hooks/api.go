@@ -223,6 +223,9 @@ type OutputFile struct {
 	State string `json:"state"`
 	Size  int64  `json:"size"`
 	Error string `json:"error,omitempty"` // the last upload error
+	// ClosedAt is when its last writer closed it (unix seconds; 0 while
+	// open): how long a flush has been waiting on it.
+	ClosedAt float64 `json:"closed_at,omitempty"`
 }
 
 // DurableOutput is a "frame durable" event: one output reached GCS and
