@@ -112,11 +112,7 @@ func (p *progress) newBar(cols int) {
 // passed since the last.
 func (p *progress) update(s progressSnap) {
 	now := p.now()
-	s = p.monotonic(s)
-	p.samples = append(p.samples, rateSample{at: now, bytes: s.BytesDone, files: s.FilesDone})
-	for len(p.samples) > 2 && now.Sub(p.samples[1].at) >= rateWindow {
-		p.samples = p.samples[1:]
-	}
+	s = p.sample(s, now)
 	if p.bar != nil {
 		p.draw(s, p.text(s, now, false))
 		return
@@ -131,7 +127,7 @@ func (p *progress) update(s progressSnap) {
 // line of its own for the command's result.
 func (p *progress) finish(s progressSnap) {
 	now := p.now()
-	s = p.monotonic(s)
+	s = p.sample(s, now)
 	line := p.text(s, now, true)
 	if p.bar != nil {
 		p.draw(s, line)
@@ -161,6 +157,16 @@ func fraction(s progressSnap) float64 {
 		return min(float64(s.FilesDone+s.Missing+s.Failed)/float64(s.Files), 1)
 	}
 	return 0
+}
+
+// sample records s, as shown, for the rate.
+func (p *progress) sample(s progressSnap, now time.Time) progressSnap {
+	s = p.monotonic(s)
+	p.samples = append(p.samples, rateSample{at: now, bytes: s.BytesDone, files: s.FilesDone})
+	for len(p.samples) > 2 && now.Sub(p.samples[1].at) >= rateWindow {
+		p.samples = p.samples[1:]
+	}
+	return s
 }
 
 // monotonic keeps the counts of done work from going back.
