@@ -71,3 +71,50 @@ func TestStatusHasNoWaitWithoutWait(t *testing.T) {
 		t.Errorf("waits: %+v", st.Waits)
 	}
 }
+
+// While every file of a waiting request is queued behind other work, its
+// slowest is the first still queued, its size not known yet; releasing the
+// job ends its queued files, and the wait with them.
+func TestWaitProgressOfQueuedFiles(t *testing.T) {
+	n := newNode(t, 1<<30, 1)
+	for _, name := range []string{"busy.exr", "q1.exr", "q2.exr"} {
+		n.w.PutRandom("show/"+name, 64<<10)
+	}
+	hold := func(p string) bool { return strings.HasSuffix(p, "busy.exr") }
+	n.w.Proxy.HoldMedia.Store(&hold)
+	defer n.w.Proxy.HoldMedia.Store(nil)
+	ctx := context.Background()
+	if _, err := n.e.Prefetch(ctx, hooks.Prefetch{Job: hooks.Job{ID: "other"}, Scope: hooks.ScopeFrame, Wants: wants("busy.exr")}); err != nil {
+		t.Fatal(err)
+	}
+	testworld.WaitFor(t, "the only worker to hold busy.exr", func() bool { return n.w.Proxy.HeldMedia.Load() > 0 })
+
+	done := make(chan []hooks.Result, 1)
+	go func() {
+		res, _ := n.e.Prefetch(ctx, hooks.Prefetch{RequestID: "q", Job: hooks.Job{ID: "j"}, Scope: hooks.ScopeJob,
+			Wait: time.Minute, Wants: wants("q1.exr", "q2.exr")})
+		done <- res
+	}()
+	var wp hooks.WaitProgress
+	testworld.WaitFor(t, "the waiting request in status", func() bool {
+		st := n.e.Status()
+		if len(st.Waits) == 1 {
+			wp = st.Waits[0]
+		}
+		return len(st.Waits) == 1
+	})
+	if s := wp.Slowest; wp.Files != 2 || wp.BytesKnown || s == nil || s.Path != "q1.exr" || s.Fetching || s.Size != 0 {
+		t.Errorf("progress %+v, slowest %+v", wp, wp.Slowest)
+	}
+	// Released, the job's queued files end (as failed), and so does the wait.
+	if err := n.e.Release(ctx, hooks.Release{Job: "j", Scope: hooks.ScopeJob}); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if res[0].State != hooks.Failed || res[1].State != hooks.Failed {
+		t.Errorf("results after release: %+v", res)
+	}
+	if st := n.e.Status(); len(st.Waits) != 0 {
+		t.Errorf("waits: %+v", st.Waits)
+	}
+}
