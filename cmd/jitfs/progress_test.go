@@ -17,8 +17,8 @@ import (
 )
 
 // progressLine is one plain progress line: files and bytes done of their
-// totals.
-var progressLine = regexp.MustCompile(`^(jitfs \w+): (\d+)/(\d+) files, ([0-9.]+ \w*B)/(?:>=)?([0-9.]+ \w*B)`)
+// totals (no bytes before any file's size is known).
+var progressLine = regexp.MustCompile(`^(jitfs \w+): (\d+)/(\d+) files(?:, ([0-9.]+ \w*B)/(?:>=)?([0-9.]+ \w*B))?`)
 
 type progressCounts struct {
 	files, of   int
@@ -38,8 +38,10 @@ func progressLines(t *testing.T, verb, stderr string) []progressCounts {
 		var c progressCounts
 		c.files, _ = strconv.Atoi(m[2])
 		c.of, _ = strconv.Atoi(m[3])
-		c.bytes, _ = humanize.ParseBytes(m[4])
-		c.size, _ = humanize.ParseBytes(m[5])
+		if m[4] != "" {
+			c.bytes, _ = humanize.ParseBytes(m[4])
+			c.size, _ = humanize.ParseBytes(m[5])
+		}
 		out = append(out, c)
 	}
 	return out
