@@ -140,3 +140,16 @@ func (h *Handle) Size() int64 { return h.o.meta.Size }
 // Demote marks the handle's object to be evicted before others once no
 // handle has it open: a job released it. A later read clears the mark.
 func (h *Handle) Demote() { h.o.evictFirst.Store(true) }
+
+// Arrived returns a function that tells how many bytes of the object are
+// in the cache: a prefetch's progress through a large file, part by part.
+// Unlike the handle's methods it stays safe to call once the handle is
+// closed, so a progress report never races the fetch it watches ending.
+func (h *Handle) Arrived() func() int64 {
+	o := h.o
+	return func() int64 {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return min(o.npresent*o.c.opts.BlockSize, o.meta.Size)
+	}
+}

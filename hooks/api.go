@@ -60,6 +60,10 @@ type Prefetch struct {
 	Priority int // 0..100; the scope's band when the client sent none
 	Wait     time.Duration
 	Wants    []Want
+
+	// RequestID is the client's, if it sent one: a waiting request's
+	// progress (Status.Waits) is found by it.
+	RequestID string
 }
 
 // ItemState is what became of one wanted file.
@@ -137,6 +141,10 @@ type Status struct {
 	// MaxNow, the oldest first (GET /v1/status answers [] for none).
 	Fetching []ActiveFetch `json:"fetching"`
 	Blocked  []BlockedRead `json:"blocked"`
+	// Waits is the progress of each prefetch request waiting right now
+	// (wait_ms > 0), oldest first, at most MaxWaitsShown of them: what
+	// `jitfs prefetch --wait` polls to show how far its files are.
+	Waits []WaitProgress `json:"waits"`
 }
 
 // MaxNow bounds Status.Fetching and Status.Blocked: the oldest are what an
@@ -179,6 +187,48 @@ type BlockedRead struct {
 	Task string `json:"task,omitempty"`
 }
 
+// MaxWaitsShown bounds Status.Waits: a status reply stays small however
+// many hooks wait at once.
+const MaxWaitsShown = 100
+
+// WaitProgress is one waiting prefetch request's progress. Counts are of
+// the files handed to the engine (after expansion, without the missing
+// names and paths outside the mount the server already answered).
+type WaitProgress struct {
+	RequestID string `json:"request_id,omitempty"`
+	Job       string `json:"job,omitempty"`
+	// Started is when the request reached the engine (unix seconds).
+	Started       float64 `json:"started"`
+	Files         int     `json:"files"`
+	ResidentFiles int     `json:"resident_files"`
+	MissingFiles  int     `json:"missing_files"` // found missing while fetching
+	FailedFiles   int     `json:"failed_files"`
+	// Bytes is the wanted bytes of the files whose size is known (a size
+	// is known once the file is resolved); BytesKnown says every size is,
+	// so Bytes is the total. BytesResident includes what has arrived of
+	// files still being fetched.
+	Bytes         int64 `json:"bytes"`
+	BytesKnown    bool  `json:"bytes_known"`
+	BytesResident int64 `json:"bytes_resident"`
+	// Slowest is the pending file the request has waited on longest: the
+	// one being fetched the longest, else the first still queued. Nil
+	// once nothing is pending.
+	Slowest *PendingFile `json:"slowest,omitempty"`
+}
+
+// PendingFile is a file a waiting request still waits for.
+type PendingFile struct {
+	Path string `json:"path"` // relative to the mount
+	// Bytes is what has arrived of it; Size is what is wanted of it, 0
+	// while unknown.
+	Bytes    int64 `json:"bytes"`
+	Size     int64 `json:"size"`
+	Fetching bool  `json:"fetching"` // false: still queued
+	// AgeMS is how long it has been fetched, or, while queued, how long
+	// the request has waited.
+	AgeMS int64 `json:"age_ms"`
+}
+
 // SpeculationStatus counts fetching ahead without hooks: files predicted,
 // fetched, then opened (used) or never (wasted), their bytes, and streams
 // that stopped after a run of misses. Cumulative.
@@ -218,6 +268,9 @@ type OutputFile struct {
 	State string `json:"state"`
 	Size  int64  `json:"size"`
 	Error string `json:"error,omitempty"` // the last upload error
+	// ClosedAt is when its last writer closed it (unix seconds; 0 while
+	// open): how long a flush has been waiting on it.
+	ClosedAt float64 `json:"closed_at,omitempty"`
 }
 
 // DurableOutput is a "frame durable" event: one output reached GCS and

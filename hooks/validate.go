@@ -261,7 +261,7 @@ func (v *validator) prefetch(body []byte) (*plan, *rejection) {
 	if rej := pl.listUDIMs(pln); rej != nil {
 		return nil, rej
 	}
-	pln.p = Prefetch{Job: req.Job.Job, Scope: req.Scope, Frame: req.Frame, Priority: prio, Wait: wait, Wants: pl.wants}
+	pln.p = Prefetch{RequestID: req.RequestID, Job: req.Job.Job, Scope: req.Scope, Frame: req.Frame, Priority: prio, Wait: wait, Wants: pl.wants}
 	pln.unmanaged = pl.unmanaged
 	return pln, nil
 }

@@ -46,6 +46,10 @@
 //     then).
 //   - Pinning a file for a second job opens nothing: pins of one object
 //     generation share one handle (held), closed when the last pin ends.
+//   - A status report asks the running fetches how far they are
+//     (Handle.Arrived takes the object's lock) after unlocking; the
+//     progress of waiting requests is otherwise kept current under mu as
+//     files are sized and end, so the report makes no pass over them.
 //
 // Only Handle.Demote, which sets an atomic flag, is called under mu, and
 // a failed fetch is logged after unlocking. Nothing in the cache calls

@@ -80,6 +80,31 @@ type task struct {
 	// what `jitfs status` shows in flight.
 	cause trace.SpanContext
 	who   cache.Asker
+
+	// What waiting requests' progress needs (guarded by Engine.mu):
+	// the waits counting on the task until it ends, when its fetch began,
+	// and, once the file is resolved, the bytes wanted of it and how much
+	// of it has arrived.
+	waits   []*waitState
+	started time.Time
+	sized   bool
+	wanted  int64
+	arrived func() int64
+}
+
+// waitState is one waiting request's progress, kept current as its tasks
+// are sized and end, so a status report makes no pass over its files.
+// Guarded by Engine.mu.
+type waitState struct {
+	id, job string
+	started time.Time
+	tasks   []*task
+	// next: every task before it has ended, so the first still queued is
+	// found from there.
+	next                      int
+	resident, missing, failed int
+	bytes, residentBytes      int64
+	unsized                   int // tasks neither sized nor ended
 }
 
 type pinReq struct {
@@ -148,6 +173,10 @@ type Engine struct {
 	pinned   int64
 	inFlight int64
 	closed   bool
+	// waits are the requests waiting now, oldest first; running, the
+	// tasks being fetched (at most Workers).
+	waits   []*waitState
+	running map[*task]struct{}
 
 	learners                      map[string]*learner
 	learnedPredicted, learnedUsed int64
@@ -197,7 +226,7 @@ func New(opts Options) (*Engine, error) {
 		opts.Logger = slog.Default()
 	}
 	e := &Engine{opts: opts, log: opts.Logger, tasks: map[string]*task{}, jobs: map[string]*jobState{},
-		held: map[cache.Meta]*held{}, learners: map[string]*learner{}}
+		held: map[cache.Meta]*held{}, learners: map[string]*learner{}, running: map[*task]struct{}{}}
 	e.cond = sync.NewCond(&e.mu)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	for i := 0; i < opts.Workers; i++ {
@@ -222,6 +251,7 @@ func (e *Engine) Close() {
 	e.mu.Lock()
 	for _, t := range e.queue {
 		t.state, t.err = hooks.Failed, errors.New("prefetch: daemon shutting down")
+		e.endedLocked(t)
 		close(t.done)
 	}
 	e.queue = nil
@@ -296,6 +326,10 @@ func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result
 		}
 		ts[i] = t
 	}
+	var w *waitState
+	if p.Wait > 0 {
+		w = e.waitLocked(p, ts)
+	}
 	e.mu.Unlock()
 	// Queued after this request's own files, a band below them.
 	if len(taught) > 0 {
@@ -318,6 +352,9 @@ func (e *Engine) Prefetch(ctx context.Context, p hooks.Prefetch) ([]hooks.Result
 				break wait
 			}
 		}
+		e.mu.Lock()
+		e.unwaitLocked(w)
+		e.mu.Unlock()
 	}
 	res := make([]hooks.Result, len(ts))
 	for i, t := range ts {
@@ -398,6 +435,8 @@ func (e *Engine) worker() {
 		}
 		t := heap.Pop(&e.queue).(*task)
 		e.inFlight++
+		t.started = time.Now()
+		e.running[t] = struct{}{}
 		e.mu.Unlock()
 
 		h, meta, err := e.run(t)
@@ -413,6 +452,7 @@ func (e *Engine) worker() {
 		e.mu.Lock()
 		e.inFlight--
 		delete(e.tasks, t.key)
+		delete(e.running, t)
 		if e.sinceFree++; e.sinceFree >= freeAfter && len(e.queue) == 0 && e.inFlight == 0 {
 			// A large burst of work just ended: hand its memory back now,
 			// not over the runtime's next minutes of an idle daemon.
@@ -432,6 +472,7 @@ func (e *Engine) worker() {
 			t.state, t.err, warn = hooks.Failed, err, true
 		}
 		t.size = size
+		e.endedLocked(t)
 		if t.state == hooks.Missing {
 			e.Missing.Add(1)
 		}
@@ -487,6 +528,9 @@ func (e *Engine) run(t *task) (*cache.Handle, cache.Meta, error) {
 	if len(ranges) == 0 {
 		ranges = []hooks.Range{{Off: 0, Len: meta.Size}}
 	}
+	e.mu.Lock()
+	e.sizedLocked(t, ranges, meta.Size, h.Arrived())
+	e.mu.Unlock()
 	// Ranges of one file are fetched concurrently: a trace of random
 	// reads names hundreds, and one round trip each in turn would take
 	// longer than the frame. The cache's prefetch byte budget bounds them.
@@ -633,6 +677,7 @@ func (e *Engine) dropQueuedLocked(job string) int {
 		if len(t.pins) > 0 && len(others) == 0 {
 			t.pins, t.index = nil, -1
 			t.state, t.err = hooks.Failed, errors.New("prefetch: the job was released before the file was fetched")
+			e.endedLocked(t)
 			delete(e.tasks, t.key)
 			close(t.done)
 			n++
@@ -674,6 +719,7 @@ func (e *Engine) Status() hooks.Status {
 	if hit+miss > 0 {
 		st.HitRatio = float64(hit) / float64(hit+miss)
 	}
+	st.Waits = e.waitsStatus()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st.QueueDepth = int64(len(e.queue))

@@ -59,7 +59,7 @@ func runFlush(args []string, stdout, stderr io.Writer) error {
 	}
 	cl := hooks.NewClient(sock, 30*time.Second)
 	defer cl.Close()
-	rep, err := flushOnce(ctx, cl, *wait, *retry)
+	rep, err := flushWatched(ctx, cl, *wait, *retry, *wait && !*asJSON, stderr)
 	if err != nil {
 		return err
 	}

@@ -213,7 +213,9 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 	}
 	req := hooks.PrefetchRequest{Schema: hooks.Schema, Job: hooks.JobInfo{Job: hooks.Job{ID: *job, PID: os.Getpid()}},
 		Scope: sc, WaitMS: wait.Milliseconds(), Items: items}
-	rep, err := cl.Prefetch(ctx, req)
+	// Progress goes to stderr, and only while waiting: stdout is the
+	// result's, and --json's must stay clean.
+	rep, err := prefetchWatched(ctx, cl, req, *wait > 0 && !*asJSON, stderr)
 	if err != nil {
 		return daemonError(ctx, err)
 	}

@@ -176,8 +176,12 @@ func (a outputsAPI) abs(rel string) string { return filepath.Join(a.o.Config.Mou
 func (a outputsAPI) files(in []output.FileState) []hooks.OutputFile {
 	out := make([]hooks.OutputFile, 0, len(in))
 	for _, f := range in {
-		out = append(out, hooks.OutputFile{Path: a.abs(f.Path), Object: "gs://" + a.o.Config.Bucket + "/" + f.Object,
-			State: f.State, Size: f.Size, Error: f.Error})
+		of := hooks.OutputFile{Path: a.abs(f.Path), Object: "gs://" + a.o.Config.Bucket + "/" + f.Object,
+			State: f.State, Size: f.Size, Error: f.Error}
+		if !f.ClosedAt.IsZero() {
+			of.ClosedAt = float64(f.ClosedAt.UnixNano()) / 1e9
+		}
+		out = append(out, of)
 	}
 	return out
 }
