@@ -14,19 +14,24 @@ import (
 // fillerShot lists one generated shot's files, at sizes a show's files
 // have (a few MiB, a simulation larger). No renderer reads them: they are
 // what a pre-sync copies besides the frame's files.
-func fillerShot(shot string) []fillerInfo {
-	var files []fillerInfo
+func fillerShot(shot string) []fillerSpec {
+	var files []fillerSpec
 	for f := 1001; f <= 1008; f++ {
-		files = append(files, fillerInfo{name: fmt.Sprintf("plates/%s/plate.%d.exr", shot, f), size: 2 << 20})
+		files = append(files, fillerSpec{fmt.Sprintf("plates/%s/plate.%d.exr", shot, f), 2 << 20})
 	}
 	for f := 1001; f <= 1008; f++ {
-		files = append(files, fillerInfo{name: fmt.Sprintf("cache/%s/sim.%d.bin", shot, f), size: 512 << 10})
+		files = append(files, fillerSpec{fmt.Sprintf("cache/%s/sim.%d.bin", shot, f), 512 << 10})
 	}
 	return append(files,
-		fillerInfo{name: "cache/" + shot + "/fluid.vdb", size: 12 << 20},
-		fillerInfo{name: "assets/textures/" + shot + "/set_diffuse.tex", size: 4 << 20},
-		fillerInfo{name: "assets/textures/" + shot + "/set_normal.tex", size: 4 << 20},
+		fillerSpec{"cache/" + shot + "/fluid.vdb", 12 << 20},
+		fillerSpec{"assets/textures/" + shot + "/set_diffuse.tex", 4 << 20},
+		fillerSpec{"assets/textures/" + shot + "/set_normal.tex", 4 << 20},
 	)
+}
+
+type fillerSpec struct {
+	path string
+	size int64
 }
 
 // fillerTime is every generated file's modification time: fixed, so two
@@ -52,7 +57,7 @@ func Filler(size int64, firstShot int) fs.FS {
 			}
 			n := min(t.size, size)
 			size -= n
-			f.add(t.name, n)
+			f.add(t.path, n)
 		}
 	}
 	for _, ents := range f.dirs {
