@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -22,6 +23,9 @@ import (
 const (
 	demoBucket = "jitfs-demo"
 	demoScene  = "shots/sh010/sh010.scene"
+	// demoFirstFiller is the first generated shot, after the sample's
+	// sh010 and sh020.
+	demoFirstFiller = 30
 )
 
 // demoTiming is one row of the demo's side-by-side table: frame 1001 read
@@ -39,8 +43,16 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	rtt := fl.Duration("rtt", 20*time.Millisecond, "round trip time of the emulated link to GCS")
 	bw := fl.String("bandwidth", "100MB/s", "aggregate bandwidth of the emulated link (e.g. 100MB/s, 1Gbit)")
 	noWAN := fl.Bool("no-wan", false, "read straight from the in-process emulator, without the emulated link (needs no root; the times then mean nothing, only the bytes do)")
+	showSize := fl.String("show-size", "256MiB", "size of the show in the bucket: the 6 MiB sample, then generated shots standing in for the rest of a show (0: the sample only); the emulator holds it in memory and the pre-sync copies it to a temporary directory, so the demo needs about three times this much memory and this much disk")
 	if _, err := parseArgs(fl, args); err != nil {
 		return err
+	}
+	var showBytes int64
+	if s := strings.TrimSpace(*showSize); s != "0" {
+		var err error
+		if showBytes, err = parseSize(s); err != nil {
+			return err
+		}
 	}
 	link := bench.Link{RTT: *rtt}
 	var err error
@@ -60,6 +72,24 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer emu.Stop()
+	var sample, filler demoShow
+	if err := sample.walk(scene.FS(), nil); err != nil {
+		return err
+	}
+	// The filler goes in one object at a time: the emulator's Objects
+	// would read the whole show before storing it, twice its memory.
+	fill := bench.Filler(max(showBytes-sample.bytes, 0), demoFirstFiller)
+	err = filler.walk(fill, func(p string) error {
+		b, err := fs.ReadFile(fill, p)
+		if err == nil {
+			emu.Put(demoBucket, "show/"+p, b)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	presyncObjects, presyncBytes := sample.objects+filler.objects, sample.bytes+filler.bytes
 	// jitfs and the pre-sync dial addr: the link when there is one.
 	addr := emu.Addr()
 	if noLink == nil {
@@ -69,20 +99,6 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		} else {
 			defer stopLink()
 		}
-	}
-
-	var presyncBytes int64
-	var presyncObjects int
-	err = fs.WalkDir(scene.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			info, _ := d.Info()
-			presyncBytes += info.Size()
-			presyncObjects++
-		}
-		return err
-	})
-	if err != nil {
-		return err
 	}
 
 	tmp, err := os.MkdirTemp("", "jitfs-demo-")
@@ -101,6 +117,10 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 
 	fmt.Fprintf(stdout, "jitfs demo: GCS emulator at http://%s holds gs://%s/show/ (%d objects, %s)\n",
 		emu.Addr(), demoBucket, presyncObjects, size(presyncBytes))
+	if filler.objects > 0 {
+		fmt.Fprintf(stdout, "the sample's shots sh010 and sh020 (%d objects, %s), and from sh%03d on generated filler standing in for the rest of a show (%d objects, %s)\n",
+			sample.objects, size(sample.bytes), demoFirstFiller, filler.objects, size(filler.bytes))
+	}
 	if noLink == nil {
 		fmt.Fprintf(stdout, "jitfs reaches it through an emulated WAN at %s: %s\n", addr, wan.Link(link))
 	}
@@ -193,9 +213,34 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\nThe sample show is small: a pre-sync's copy grows with the whole show (%s here), jitfs's cold frame with what the frame reads (%s).\n",
+	fmt.Fprintf(stdout, "\nA pre-sync's copy grows with the whole show (%s here: --show-size), jitfs's cold frame with what the frame reads (%s).\n",
 		size(ps.LinkBytes), size(timings[0].linkBytes))
 	return nil
+}
+
+// demoShow counts the objects and bytes of one part of the demo's show.
+type demoShow struct {
+	objects int
+	bytes   int64
+}
+
+// walk counts every file of fsys, calling put (when not nil) with each.
+func (s *demoShow) walk(fsys fs.FS, put func(p string) error) error {
+	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		s.objects++
+		s.bytes += info.Size()
+		if put != nil {
+			return put(p)
+		}
+		return nil
+	})
 }
 
 // demoWAN moves the demo into the emulated WAN's private network namespace

@@ -1,13 +1,37 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/jitfs/jitfs/bench"
+	"github.com/jitfs/jitfs/internal/scene"
 )
+
+// demoTestShow is the --show-size the demo's tests run with: a few
+// generated shots beside the sample, small enough to be quick.
+const demoTestShow = 32 << 20
+
+// demoBucketShow counts what the demo's bucket holds at --show-size
+// size from the two file trees themselves: the sample, and generated
+// filler for the rest.
+func demoBucketShow(t *testing.T, size int64) (objects int, bytes int64) {
+	t.Helper()
+	var sample, filler demoShow
+	if err := sample.walk(scene.FS(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := filler.walk(bench.Filler(max(size-sample.bytes, 0), demoFirstFiller), nil); err != nil {
+		t.Fatal(err)
+	}
+	return sample.objects + filler.objects, sample.bytes + filler.bytes
+}
 
 // demoRow is one row of the demo's side-by-side table.
 type demoRow struct {
@@ -48,10 +72,15 @@ func demoTable(t *testing.T, out string) []demoRow {
 // TestDemoOverWAN runs the demo as the README's first command does on a
 // machine with root and tc, with the link's flags set: the frames cross
 // the emulated WAN, and the side-by-side table has jitfs cold, jitfs warm
-// and the pre-sync, which can start its frame only once the whole show is
-// copied, so after the cold mount could.
+// and the pre-sync, which can start its frame only once the whole show,
+// sample and generated shots, is copied, so after the cold mount could.
 func TestDemoOverWAN(t *testing.T) {
-	out, code := runJitfs(t, "demo", "--rtt", "30ms", "--bandwidth", "50MB/s")
+	// --keep leaves the pre-sync's copy, for the test to weigh.
+	out, code := runJitfs(t, "demo", "--rtt", "30ms", "--bandwidth", "50MB/s", "--show-size", "32MiB", "--keep")
+	tmp := regexp.MustCompile(`mounting at (\S+)/mnt with cache`).FindStringSubmatch(out)
+	if tmp != nil {
+		t.Cleanup(func() { os.RemoveAll(tmp[1]) })
+	}
 	if code != 0 {
 		t.Fatalf("demo exited %d:\n%s", code, out)
 	}
@@ -62,9 +91,16 @@ func TestDemoOverWAN(t *testing.T) {
 	if strings.Contains(out, "no emulated WAN") {
 		t.Fatalf("the demo fell back as root with tc:\n%s", out)
 	}
-	show := regexp.MustCompile(`\(\d+ objects, ([^)]+)\)`).FindStringSubmatch(out)
-	if show == nil {
-		t.Fatalf("no show size in the header:\n%s", out)
+	if strings.Count(out, "generated filler standing in for the rest of a show") != 1 {
+		t.Errorf("no one line saying the other shots are generated:\n%s", out)
+	}
+	objects, bytes := demoBucketShow(t, demoTestShow)
+	if bytes != demoTestShow {
+		t.Fatalf("the bucket holds %d bytes at --show-size 32MiB, want %d", bytes, demoTestShow)
+	}
+	show := regexp.MustCompile(`\((\d+) objects, ([^)]+)\)`).FindStringSubmatch(out)
+	if show == nil || show[1] != strconv.Itoa(objects) || show[2] != size(bytes) {
+		t.Fatalf("header %q, want %d objects, %s:\n%s", show, objects, size(bytes), out)
 	}
 	rows := demoTable(t, out)
 	var names []string
@@ -84,24 +120,40 @@ func TestDemoOverWAN(t *testing.T) {
 	if warm.start != 0 || warm.bytes != "0 B" {
 		t.Errorf("jitfs warm on a serving mount: starts at %v, %s over the link; want at once, 0 B", warm.start, warm.bytes)
 	}
-	// The pre-sync moves the whole show, byte for byte; jitfs cold less.
-	if presync.bytes != show[1] {
-		t.Errorf("pre-sync moved %s over the link, the show is %s", presync.bytes, show[1])
+	// The pre-sync moves the whole bucket, sample and filler, byte for
+	// byte (over the link as printed, on disk exactly); jitfs cold only
+	// what the frame reads, a small part of it.
+	if presync.bytes != size(bytes) {
+		t.Errorf("pre-sync moved %s over the link, the bucket holds %s", presync.bytes, size(bytes))
 	}
-	coldBytes, err1 := humanize.ParseBytes(cold.bytes)
-	showBytes, err2 := humanize.ParseBytes(show[1])
-	if err1 != nil || err2 != nil || coldBytes == 0 || coldBytes >= showBytes {
-		t.Errorf("jitfs cold moved %s over the link of a %s show (%v, %v)", cold.bytes, show[1], err1, err2)
+	if tmp == nil {
+		t.Fatalf("no temporary directory named:\n%s", out)
+	}
+	var copied demoShow
+	if err := copied.walk(os.DirFS(filepath.Join(tmp[1], "presync")), nil); err != nil {
+		t.Fatal(err)
+	}
+	if copied.objects != objects || copied.bytes != bytes {
+		t.Errorf("pre-sync copied %d files, %d bytes; the bucket holds %d objects, %d bytes", copied.objects, copied.bytes, objects, bytes)
+	}
+	coldBytes, err := humanize.ParseBytes(cold.bytes)
+	if err != nil || coldBytes == 0 || int64(coldBytes) >= bytes/4 {
+		t.Errorf("jitfs cold moved %s over the link, not under a quarter of the %s bucket (%v)", cold.bytes, size(bytes), err)
 	}
 }
 
 // TestDemoNoWAN is the fallback a user without root or tc sees, forced: one
 // line says why there is no link and what that means for the times, and
-// only the bytes table follows.
+// only the bytes table follows. It runs on the sample alone.
 func TestDemoNoWAN(t *testing.T) {
-	out, code := runJitfs(t, "demo", "--no-wan")
+	out, code := runJitfs(t, "demo", "--no-wan", "--show-size", "0")
 	if code != 0 {
 		t.Fatalf("demo exited %d:\n%s", code, out)
+	}
+	// --show-size 0: the sample alone, and no line about generated shots.
+	if objects, bytes := demoBucketShow(t, 0); !strings.Contains(out, "("+strconv.Itoa(objects)+" objects, "+size(bytes)+")") ||
+		strings.Contains(out, "generated") {
+		t.Errorf("the show is not the sample's %d objects, %s, alone:\n%s", objects, size(bytes), out)
 	}
 	if strings.Count(out, "no emulated WAN") != 1 ||
 		!strings.Contains(out, "no emulated WAN (--no-wan given): jitfs reads the emulator in-process, so the times below mean nothing; the bytes do.\n") {
@@ -119,6 +171,8 @@ func TestDemoBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"demo", "--bandwidth", "fast"},
 		{"demo", "--rtt", "-1s"},
+		{"demo", "--show-size", "lots"},
+		{"demo", "--show-size", "-1GiB"},
 	} {
 		out, code := runJitfs(t, args...)
 		if code != 2 || !oneLine(out) {

@@ -9,7 +9,7 @@ package main
 func devCommands() []command {
 	return []command{
 		{name: "demo", group: "other", short: "the sample scene through a mount over an emulated WAN, against a pre-sync of the whole show",
-			examples: "  jitfs demo\n  jitfs demo --rtt 50ms --bandwidth 50MB/s\n  jitfs demo --no-wan", run: runDemo},
+			examples: "  jitfs demo\n  jitfs demo --rtt 50ms --bandwidth 50MB/s\n  jitfs demo --show-size 1GiB\n  jitfs demo --no-wan", run: runDemo},
 		{name: "emulator", group: "other", short: "run a local Cloud Storage emulator (fake-gcs-server) holding the sample scene",
 			examples: "  jitfs emulator --addr 127.0.0.1:4443\n  STORAGE_EMULATOR_HOST=127.0.0.1:4443 jitfs mount gs://jitfs-demo/show /mnt/show", run: runEmulator},
 		{name: "bench", args: "[TRACE...]", group: "traces", short: "pre-sync, gcsfuse, rclone and jitfs over an emulated WAN, side by side",

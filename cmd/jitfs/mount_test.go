@@ -669,7 +669,7 @@ func TestBadInputFailsBeforeMounting(t *testing.T) {
 }
 
 func TestDemo(t *testing.T) {
-	out, code := runJitfs(t, "demo")
+	out, code := runJitfs(t, "demo", "--show-size", "32MiB")
 	if code != 0 {
 		t.Fatalf("demo exited %d:\n%s", code, out)
 	}
