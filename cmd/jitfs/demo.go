@@ -79,6 +79,10 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	// The filler goes in one object at a time: the emulator's Objects
 	// would read the whole show before storing it, twice its memory.
 	fill := bench.Filler(max(showBytes-sample.bytes, 0), demoFirstFiller)
+	if showBytes > sample.bytes {
+		// Generating a large show takes seconds: say what the wait is.
+		fmt.Fprintf(stdout, "jitfs demo: loading a %s show into the GCS emulator\n", size(showBytes))
+	}
 	err = filler.walk(fill, func(p string) error {
 		b, err := fs.ReadFile(fill, p)
 		if err == nil {
