@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -98,6 +99,9 @@ func parseArgs(fl *pflag.FlagSet, args []string) ([]string, error) {
 		}
 		return nil, flagError(fl, err)
 	}
+	if err := checkValues(fl); err != nil {
+		return nil, err
+	}
 	return fl.Args(), nil
 }
 
@@ -147,15 +151,61 @@ func newRoot(stdout, stderr io.Writer, rawArgs *[]string) *cobra.Command {
 	}
 	// cobra adds these when it executes; the help lists them, and Find
 	// must find them, before that.
+	root.SetHelpCommand(&cobra.Command{Use: "help [COMMAND...]", Short: "the help of a command", GroupID: "other",
+		RunE: func(c *cobra.Command, args []string) error {
+			target, rest, err := root.Find(args)
+			if err != nil || len(rest) > 0 {
+				return unknownCommand(lastParent(root, args), rest)
+			}
+			writeHelp(stdout, target)
+			return nil
+		}})
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	for _, c := range root.Commands() {
 		if c.Name() == "completion" {
 			c.Short = "print the shell completion script for bash, zsh, fish or powershell"
+			c.Long, c.Args = "", nil // our help; unknownCommand names a wrong shell
 			c.Example = "  source <(jitfs completion bash)\n  jitfs completion zsh > \"${fpath[1]}/_jitfs\""
+			c.RunE = func(c *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					writeHelp(stderr, c)
+				}
+				return unknownCommand(c, args)
+			}
+			for _, s := range c.Commands() {
+				s.Args = usageArgs(s.Args)
+			}
 		}
 	}
 	return root
+}
+
+// lastParent is the deepest command args name, the one a mistyped word
+// after it was meant for.
+func lastParent(root *cobra.Command, args []string) *cobra.Command {
+	c := root
+	for _, a := range args {
+		next, _, err := c.Find([]string{a})
+		if err != nil || next == c {
+			break
+		}
+		c = next
+	}
+	return c
+}
+
+// usageArgs makes cobra's own argument checks usage errors (exit 2).
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	if check == nil {
+		return nil
+	}
+	return func(c *cobra.Command, args []string) error {
+		if err := check(c, args); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		return nil
+	}
 }
 
 // cobra turns c into a cobra command whose run calls c.run with the raw
@@ -194,8 +244,18 @@ func (c command) cobra(stdout, stderr io.Writer, rawArgs *[]string) *cobra.Comma
 		}
 	}
 	completeFlags(cc)
-	run := c.run
-	cc.RunE = func(*cobra.Command, []string) error { return run(*rawArgs, stdout, stderr) }
+	run, argsEnd := c.run, c.argsEnd
+	cc.RunE = func(_ *cobra.Command, pos []string) error {
+		// An empty argument is an unset variable in a script ($SCENE),
+		// never a path anyone meant: "" would be the current directory.
+		// jitfs run's arguments past its flags are the render command's.
+		for _, a := range pos {
+			if a == "" && !argsEnd {
+				return fmt.Errorf("%w: an argument is empty (an unset variable?)", errUsage)
+			}
+		}
+		return run(*rawArgs, stdout, stderr)
+	}
 	return cc
 }
 
@@ -225,8 +285,14 @@ func execute(args []string, stdout, stderr io.Writer) int {
 		writeHelp(stderr, root)
 		return 2
 	case args[0] == "--version":
+		if len(args) > 1 {
+			return exitStatus("", fmt.Errorf("%w: --version takes no arguments", errUsage), stderr)
+		}
 		fmt.Fprint(stdout, versionText())
 		return 0
+	case (args[0] == "--help" || args[0] == "-h") && len(args) > 1:
+		// jitfs --help mount: the help of mount, as jitfs help mount.
+		args = append([]string{"help"}, args[1:]...)
 	case args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd:
 		// The shells' completion scripts ask through this hidden command.
 		root.SetArgs(args)
@@ -271,6 +337,9 @@ func unknownCommand(c *cobra.Command, args []string) error {
 		}
 		return nil
 	}
+	if !c.HasParent() && slices.Contains(leftOut, word) {
+		return fmt.Errorf("%w: %s is left out of production builds (go build -tags production); a development build has it", errUsage, word)
+	}
 	var names []string
 	for _, s := range c.Commands() {
 		if s.IsAvailableCommand() {
@@ -300,6 +369,12 @@ func checkArgs(c *cobra.Command, args []string) error {
 		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		f := fl.Lookup(name)
 		if f == nil {
+			if !strings.HasPrefix(a, "--") && len(name) > 1 && fl.ShorthandLookup(name[:1]) == nil {
+				// pflag would report "-cach-dir" as the shorthand -c.
+				var names []string
+				fl.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
+				return fmt.Errorf("%w: unknown flag %s%s", errUsage, a, didYouMean(name, names, "--"))
+			}
 			continue
 		}
 		if !strings.HasPrefix(a, "--") && len(name) > 1 {
@@ -309,7 +384,7 @@ func checkArgs(c *cobra.Command, args []string) error {
 			continue
 		}
 		if f.NoOptDefVal != "" {
-			if f.Value.Type() == "bool" && i+1 < len(args) && (args[i+1] == "true" || args[i+1] == "false") {
+			if f.Value.Type() == "bool" && i+1 < len(args) && isSwitchValue(args[i+1]) {
 				return fmt.Errorf("%w: --%s %s: a switch takes its value after '=': write --%s=%s", errUsage, name, args[i+1], name, args[i+1])
 			}
 			continue
@@ -317,6 +392,12 @@ func checkArgs(c *cobra.Command, args []string) error {
 		i++ // the flag's value
 	}
 	return nil
+}
+
+// isSwitchValue reports whether a looks like a value meant for a switch
+// rather than an argument.
+func isSwitchValue(a string) bool {
+	return strings.EqualFold(a, "true") || strings.EqualFold(a, "false") || a == "0" || a == "1"
 }
 
 // flagError rewrites pflag's parse errors as one line a person can act on:

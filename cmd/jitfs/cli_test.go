@@ -97,6 +97,14 @@ func TestCLIErrorsGolden(t *testing.T) {
 		{"missing-value", []string{"flush", "/mnt/out", "--timeout"}},
 		{"wrong-arguments", []string{"mount", "gs://b"}},
 		{"bad-size", []string{"mount", "--cache-size", "lots", "gs://b", "/mnt"}},
+		{"bad-values-at-once", []string{"mount", "--verify", "fast", "--cache-size", "NaN", "--log-level", "loud", "--cache-dir=", "gs://b", "/mnt"}},
+		{"empty-argument", []string{"mount", "gs://b", ""}},
+		{"one-dash-typo", []string{"mount", "-cach-dir", "/x", "gs://b", "/mnt"}},
+		{"switch-value-other-case", []string{"mount", "--passthrough", "FALSE", "gs://b", "/mnt"}},
+		{"help-unknown-topic", []string{"help", "trace", "sumary"}},
+		{"help-flag-before-command", []string{"--help", "nosuch"}},
+		{"completion-unknown-shell", []string{"completion", "tcsh"}},
+		{"version-extra", []string{"--version", "x"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
+	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/spf13/pflag"
 )
 
@@ -64,6 +68,19 @@ func applyConfig(fl *pflag.FlagSet, getenv func(string) string, stderr io.Writer
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
+		var skipped []string
+		others = slices.DeleteFunc(others, func(k string) bool {
+			name := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(k, "JITFS_"), "_", "-"))
+			if configSkipped[name] && fl.Lookup(name) != nil {
+				skipped = append(skipped, k)
+				return true
+			}
+			return false
+		})
+		if len(skipped) > 0 {
+			fmt.Fprintf(stderr, "jitfs %s: %s: %s ignored: JITFS_SOCKET is the hook socket a render is given, not a setting; use --socket\n",
+				fl.Name(), file, strings.Join(skipped, ", "))
+		}
 		if len(others) > 0 {
 			// One file serves the node's daemon, mounts and output areas:
 			// another command's keys are expected, a typo is shown.
@@ -81,7 +98,10 @@ func applyConfig(fl *pflag.FlagSet, getenv func(string) string, stderr io.Writer
 		}
 	}
 	for _, k := range sortedKeys(vals) {
+		f := fl.Lookup(keys[k])
 		if err := fl.Set(keys[k], vals[k]); err != nil {
+			errs = append(errs, fmt.Sprintf("%s=%s (from %s): want %s", k, vals[k], from[k], valueHint(f)))
+		} else if err := checkValue(f.Name, vals[k]); err != nil {
 			errs = append(errs, fmt.Sprintf("%s=%s (from %s): %v", k, vals[k], from[k], err))
 		}
 	}
@@ -141,4 +161,54 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// checkValue checks the value of a string flag whose syntax jitfs knows,
+// so a bad one is named with where it came from, and all of them at once,
+// rather than by the first use that trips on it.
+func checkValue(name, v string) error {
+	var err error
+	switch {
+	case (strings.HasSuffix(name, "-size") || strings.HasSuffix(name, "-bytes")) && v != "0":
+		// 0 is left to the command: the demo's --show-size takes it.
+		_, err = parseSize(v)
+	case strings.HasSuffix(name, "-dir") && strings.TrimSpace(v) == "":
+		err = errors.New("want a directory")
+	case name == "verify" && v != "streaming" && v != "strict":
+		err = errors.New("want streaming or strict")
+	case name == "log-level":
+		var lv slog.Level
+		if lv.UnmarshalText([]byte(v)) != nil {
+			err = errors.New("want debug, info, warn or error")
+		}
+	case name == "log-format" && v != "text" && v != "json":
+		err = errors.New("want text or json")
+	case name == "speculate":
+		_, err = daemon.ParseSpeculation(v)
+	}
+	if err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
+	}
+	return nil
+}
+
+// checkValues checks every flag the command line gave with checkValue,
+// and reports every bad one at once.
+func checkValues(fl *pflag.FlagSet) error {
+	var errs []string
+	fl.Visit(func(f *pflag.Flag) {
+		if f.Value.Type() == "string" {
+			if err := checkValue(f.Name, f.Value.String()); err != nil {
+				v := f.Value.String()
+				if v == "" || strings.ContainsAny(v, " \t") {
+					v = strconv.Quote(v)
+				}
+				errs = append(errs, fmt.Sprintf("--%s %s: %v", f.Name, v, err))
+			}
+		}
+	})
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", errUsage, strings.Join(errs, "; "))
+	}
+	return nil
 }

@@ -73,4 +73,25 @@ func TestConfigDefaults(t *testing.T) {
 	if code != 2 || !strings.Contains(out, bad+":1: want KEY=VALUE") || !strings.Contains(out, bad+":2: CACHE_DIR is not a JITFS_ setting") {
 		t.Errorf("a malformed file: exit %d, %q", code, out)
 	}
+	// Every bad value at once, each named with where it came from, in
+	// the words the command line uses; JITFS_SOCKET is said to be no
+	// setting rather than another command's.
+	values := filepath.Join(dir, "values.env")
+	if err := os.WriteFile(values, []byte("JITFS_VERIFY=fast\nJITFS_SPECULATE=bogus\nJITFS_LOG_LEVEL=loud\nJITFS_OP_TIMEOUT=5\nJITFS_SOCKET=/x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("JITFS_CACHE_SIZE", "abc")
+	out, code = runJitfs(t, "mount", "gs://"+testBucket+"/show", dir, "--config", values)
+	for _, want := range []string{
+		"JITFS_VERIFY=fast (from " + values + "): want streaming or strict",
+		"JITFS_SPECULATE=bogus (from " + values + ")",
+		"JITFS_LOG_LEVEL=loud (from " + values + "): want debug, info, warn or error",
+		"JITFS_OP_TIMEOUT=5 (from " + values + "): want a duration such as 5s",
+		"JITFS_CACHE_SIZE=abc (from the environment): invalid size",
+		"JITFS_SOCKET ignored: JITFS_SOCKET is the hook socket a render is given",
+	} {
+		if code != 2 || !strings.Contains(out, want) {
+			t.Errorf("bad values: exit %d, no %q in:\n%s", code, want, out)
+		}
+	}
 }

@@ -6,6 +6,9 @@ package main
 // the emulated WAN: the demo, the emulator and the bench. A production
 // build (`go build -tags production ./cmd/jitfs`) leaves them out, and
 // those libraries with them (README, "Builds").
+// leftOut: a development build leaves nothing out (see prod.go).
+var leftOut []string
+
 func devCommands() []command {
 	return []command{
 		{name: "demo", group: "other", short: "the sample scene through a mount over an emulated WAN, against a pre-sync of the whole show",

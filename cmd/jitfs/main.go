@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -61,7 +62,7 @@ func commands() []command {
 			long: "Runs the node's agent. Tasks' jitfs run attach through its control socket; it serves their mounts and\n" +
 				"output areas from one process over one cache with one byte budget, keeps a job's snapshot and pins\n" +
 				"while its tasks run, and learns what each job's frames read. Settings: flags, JITFS_<FLAG> variables\n" +
-				"or a --config file (docs/node-daemon.md).",
+				"or a --config file (docs/node.md).",
 			examples: "  jitfs daemon --cache-dir /mnt/disks/ssd/jitfs --cache-size 300GiB\n\n" +
 				"  # settings from the file the node's units share\n" +
 				"  jitfs daemon --config /etc/jitfs/node.env",
@@ -218,7 +219,9 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f <= 0 || f*float64(mult) > 1<<62 {
+	// NaN fails every comparison, so it is refused by name; a size must
+	// come to at least one byte.
+	if err != nil || math.IsNaN(f) || f*float64(mult) < 1 || f*float64(mult) > 1<<62 {
 		return 0, fmt.Errorf("%w: invalid size %q (want a size such as 300GiB, 512MiB or 1.5TB)", errUsage, s)
 	}
 	return int64(f * float64(mult)), nil

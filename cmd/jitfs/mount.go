@@ -19,6 +19,8 @@ import (
 	"github.com/jitfs/jitfs/telemetry"
 
 	"github.com/spf13/pflag"
+
+	"github.com/dustin/go-humanize/english"
 )
 
 // defaultOpTimeout is how long a FUSE operation waits on GCS before its
@@ -97,7 +99,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 2 {
-		return fmt.Errorf("%w: want gs://BUCKET[/PREFIX] MOUNTPOINT, got %d arguments", errUsage, len(pos))
+		return fmt.Errorf("%w: want gs://BUCKET[/PREFIX] MOUNTPOINT, got %s", errUsage, english.Plural(len(pos), "argument", ""))
 	}
 	cfg := mountConfig{mountpoint: pos[1], cacheDir: *cacheDir, endpoint: *endpoint, metadataTTL: *ttl,
 		passthrough: *passthrough, allowOther: *allowOther, debugFUSE: *debugFUSE, attemptTimeout: *attemptTimeout,

@@ -22,7 +22,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	cacheDir := fl.String("cache-dir", "/var/cache/jitfs", "the node's local-SSD cache: one byte budget and one eviction order across every job")
 	cacheSize := fl.String("cache-size", "10GiB", "byte budget of the cache (e.g. 300GiB)")
 	of := addOutputFlags(fl, "staging root: each output prefix gets its own directory under it, so a retried task resumes what its predecessor staged (default "+defaultStagingRoot+")")
-	socket := fl.String("socket", daemon.DefaultNodeSocket, "control socket that `jitfs run` attaches through; each task's hook socket is made beside it")
+	socket := fl.String("socket", daemon.DefaultNodeSocket, "control socket that jitfs run attaches through; each task's hook socket is made beside it")
 	socketGroup := fl.String("socket-group", "", "group (name or gid) allowed to use the control and hook sockets (mode 0660)")
 	endpoint := fl.String("endpoint", "", "GCS API endpoint of an emulator (anonymous); default: STORAGE_EMULATOR_HOST, else Google Cloud Storage with Application Default Credentials")
 	jobGrace := fl.Duration("job-grace", daemon.DefaultJobGrace, "how long a job's snapshot and pins outlive its last task on the node")

@@ -16,6 +16,8 @@ import (
 	"github.com/jitfs/jitfs/output"
 
 	"github.com/spf13/pflag"
+
+	"github.com/dustin/go-humanize/english"
 )
 
 // defaultStagingRoot holds one staging directory per output prefix.
@@ -96,7 +98,7 @@ func runOutput(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 2 {
-		return fmt.Errorf("%w: want gs://BUCKET[/PREFIX] MOUNTPOINT, got %d arguments", errUsage, len(pos))
+		return fmt.Errorf("%w: want gs://BUCKET[/PREFIX] MOUNTPOINT, got %s", errUsage, english.Plural(len(pos), "argument", ""))
 	}
 	cfg := daemon.OutputConfig{Mountpoint: pos[1], StagingDir: *of.stagingDir, Endpoint: *endpoint, AllowOther: *allowOther,
 		DebugFUSE: *debugFUSE, Socket: *socket, SocketGroup: *socketGroup}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/jitfs/jitfs/replay"
 	"github.com/jitfs/jitfs/trace"
+
+	"github.com/dustin/go-humanize/english"
 )
 
 // mappings collects repeated --map OLD=NEW flags.
@@ -41,7 +43,7 @@ func runReplay(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return fmt.Errorf("%w: want one TRACE file, got %d arguments", errUsage, len(pos))
+		return fmt.Errorf("%w: want one TRACE file, got %s", errUsage, english.Plural(len(pos), "argument", ""))
 	}
 	if *root == "" {
 		return fmt.Errorf("%w: --root is required", errUsage)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/jitfs/jitfs/trace"
 	"github.com/jitfs/jitfs/trace/strace"
+
+	"github.com/dustin/go-humanize/english"
 )
 
 func runTraceImportStrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -25,7 +27,7 @@ func runTraceImportStrace(ctx context.Context, args []string, stdout, stderr io.
 		return err
 	}
 	if len(pos) != 1 {
-		return fmt.Errorf("%w: want one STRACE_FILE, got %d arguments", errUsage, len(pos))
+		return fmt.Errorf("%w: want one STRACE_FILE, got %s", errUsage, english.Plural(len(pos), "argument", ""))
 	}
 	if *prefix != "" && !strings.HasPrefix(*prefix, "/") {
 		return fmt.Errorf("%w: --prefix %q must be an absolute path (event paths are)", errUsage, *prefix)
@@ -125,7 +127,7 @@ func runTraceSummary(ctx context.Context, args []string, stdout, stderr io.Write
 		return err
 	}
 	if len(pos) != 1 {
-		return fmt.Errorf("%w: want one TRACE file, got %d arguments", errUsage, len(pos))
+		return fmt.Errorf("%w: want one TRACE file, got %s", errUsage, english.Plural(len(pos), "argument", ""))
 	}
 	if *prefix != "" && !strings.HasPrefix(*prefix, "/") {
 		return fmt.Errorf("%w: --prefix %q must be an absolute path (event paths are)", errUsage, *prefix)

@@ -2,6 +2,7 @@ package layering
 
 import (
 	"bytes"
+	"errors"
 	"encoding/json"
 	"io"
 	"os/exec"
@@ -163,5 +164,22 @@ func TestProductionBuild(t *testing.T) {
 		if !prod[p] {
 			t.Errorf("the production build lacks %s", p)
 		}
+	}
+	// The binary itself: the commands left out are not offered, and
+	// asking for one says why instead of suggesting a near name.
+	bin := filepath.Join(t.TempDir(), "jitfs")
+	build := exec.Command("go", "build", "-tags", "production", "-o", bin, "./cmd/jitfs")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags production: %v\n%s", err, out)
+	}
+	help, err := exec.Command(bin, "--help").Output()
+	if err != nil || strings.Contains(string(help), "demo ") || !strings.Contains(string(help), "mount ") {
+		t.Errorf("production --help (%v):\n%s", err, help)
+	}
+	out, err = exec.Command(bin, "demo").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "demo is left out of production builds") {
+		t.Errorf("production jitfs demo: %v: %s", err, out)
 	}
 }
