@@ -2,8 +2,8 @@ package layering
 
 import (
 	"bytes"
-	"errors"
 	"encoding/json"
+	"errors"
 	"io"
 	"os/exec"
 	"path/filepath"
