@@ -574,6 +574,22 @@ func completeFlags(c *cobra.Command) {
 			f.Value = named{f.Value, kind}
 		}
 		switch {
+		case f.Name == "speculate":
+			// A comma-separated list: complete its last item.
+			c.RegisterFlagCompletionFunc(f.Name, func(_ *cobra.Command, _ []string, typed string) ([]cobra.Completion, cobra.ShellCompDirective) {
+				done, last := "", typed
+				if i := strings.LastIndexByte(typed, ','); i >= 0 {
+					done, last = typed[:i+1], typed[i+1:]
+				}
+				var out []cobra.Completion
+				for _, k := range choices[f.Name] {
+					listed := slices.Contains(strings.Split(done, ","), k)
+					if strings.HasPrefix(k, last) && !listed && (done == "" || (k != "all" && k != "none")) {
+						out = append(out, done+k)
+					}
+				}
+				return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
+			})
 		case choices[f.Name] != nil:
 			vals := choices[f.Name]
 			c.RegisterFlagCompletionFunc(f.Name, func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {

@@ -157,6 +157,7 @@ func TestCLICompletion(t *testing.T) {
 		{[]string{"__complete", "mount", "--verify", ""}, []string{"streaming", "strict"}},
 		{[]string{"__complete", "prefetch", "--scope", ""}, []string{"frame", "job", "lookahead"}},
 		{[]string{"__complete", "trace", ""}, []string{"import-strace", "summary"}},
+		{[]string{"__complete", "daemon", "--speculate", "siblings,seq"}, []string{"siblings,sequences"}},
 		{[]string{"completion", "bash"}, []string{"__start_jitfs"}},
 		{[]string{"completion", "zsh"}, []string{"#compdef jitfs"}},
 		{[]string{"completion", "fish"}, []string{"complete -c jitfs"}},
