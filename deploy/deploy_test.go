@@ -220,7 +220,9 @@ func (u unit) get(section, key string) string {
 // that attach to it need: sd_notify readiness, a restart on any exit, the
 // socket directory /run/jitfs kept across restarts, SIGTERM to the daemon
 // with time to unmount, `jitfs daemon` given the node's cache, and no
-// mount namespace of its own (its mounts must be visible to tasks).
+// mount namespace of its own (its mounts must be visible to tasks). Its
+// settings are JITFS_ variables with defaults in the unit, which
+// /etc/jitfs/daemon.env overrides (unitSettingsFromFile).
 func TestDaemonUnit(t *testing.T) {
 	u := parseUnit(t, "jitfs-daemon.service")
 	for _, want := range []struct{ section, key, value string }{
@@ -274,46 +276,71 @@ func TestDaemonUnit(t *testing.T) {
 			flags[a] = argv[i+3]
 		}
 	}
-	for _, f := range []string{"--cache-dir", "--cache-size"} {
-		if flags[f] == "" {
-			t.Errorf("ExecStart does not pass %s", f)
+	if s := flags["--socket"]; s != "/run/jitfs/daemon.sock" {
+		t.Errorf("--socket %q: not the /run/jitfs/daemon.sock that jitfs run and the Nomad job use", s)
+	}
+	defaults := unitSettingsFromFile(t, u, "jitfs-daemon.service")
+	for _, k := range []string{"JITFS_CACHE_DIR", "JITFS_CACHE_SIZE", "JITFS_STAGING_DIR", "JITFS_STAGING_SIZE"} {
+		if defaults[k] == "" {
+			t.Errorf("no Environment=%s=… default: the daemon would use its own, not the node's local SSD", k)
 		}
 	}
-	if s := flags["--socket"]; s != "" && s != "/run/jitfs/daemon.sock" {
-		t.Errorf("--socket %s: not the /run/jitfs/daemon.sock that jitfs run and the Nomad job use", s)
-	}
-	// Every variable ExecStart uses has a default, so the unit starts
-	// with no environment file at all.
-	defaults := map[string]bool{}
-	for _, e := range u["Service"]["Environment"] {
-		k, _, _ := strings.Cut(strings.Trim(e, `"`), "=")
-		defaults[k] = true
-	}
-	for _, m := range regexp.MustCompile(`\$\{?([A-Z_][A-Z0-9_]*)\}?`).FindAllStringSubmatch(execs[0], -1) {
-		if !defaults[m[1]] {
-			t.Errorf("ExecStart uses $%s, which has no Environment= default", m[1])
+	// Every variable ExecStart and ExecStartPre use has a default, so the
+	// unit starts with no environment file at all.
+	for _, cmd := range append(execs, u["Service"]["ExecStartPre"]...) {
+		for _, m := range regexp.MustCompile(`\$\{?([A-Z_][A-Z0-9_]*)\}?`).FindAllStringSubmatch(cmd, -1) {
+			if _, ok := defaults[m[1]]; !ok {
+				t.Errorf("%s uses $%s, which has no Environment= default", cmd, m[1])
+			}
 		}
 	}
 }
 
-// TestMountUnitCachePerInstance: instances of the mount unit never share a
-// cache directory (a second daemon on one is refused).
-func TestMountUnitCachePerInstance(t *testing.T) {
-	src, err := os.ReadFile("jitfs-mount@.service")
-	if err != nil {
-		t.Fatal(err)
+// unitSettingsFromFile checks that a jitfs unit takes its settings from
+// its environment file: it reads the file after its Environment= lines,
+// and its ExecStart passes no flag that a JITFS_ variable could set
+// (only --socket, whose variable means the render's hook socket), so a
+// JITFS_CACHE_SIZE in the file is never silently overridden. It returns
+// the unit's Environment= defaults.
+func unitSettingsFromFile(t *testing.T, u unit, name string) map[string]string {
+	t.Helper()
+	if u.get("Service", "EnvironmentFile") == "" {
+		t.Errorf("%s: no EnvironmentFile=", name)
 	}
-	var cacheDir string
-	for _, line := range strings.Split(string(src), "\n") {
-		if i := strings.Index(line, "--cache-dir "); i >= 0 && !strings.HasPrefix(strings.TrimSpace(line), "#") {
-			cacheDir = strings.Fields(line[i+len("--cache-dir "):])[0]
+	defaults := map[string]string{}
+	for _, e := range u["Service"]["Environment"] {
+		k, v, _ := strings.Cut(strings.Trim(e, `"`), "=")
+		defaults[k] = v
+	}
+	for _, cmd := range u["Service"]["ExecStart"] {
+		for _, a := range strings.Fields(cmd) {
+			if strings.HasPrefix(a, "--") && a != "--socket" {
+				t.Errorf("%s: ExecStart passes %s, which would override JITFS_%s in the environment file", name, a,
+					strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(a, "--"), "-", "_")))
+			}
 		}
 	}
+	return defaults
+}
+
+// TestMountUnitCachePerInstance: instances of the mount unit never share a
+// cache directory by default (a second daemon on one is refused), and
+// the mount and output units take their settings from their files.
+func TestMountUnitCachePerInstance(t *testing.T) {
+	u := parseUnit(t, "jitfs-mount@.service")
+	cacheDir := unitSettingsFromFile(t, u, "jitfs-mount@.service")["JITFS_CACHE_DIR"]
 	if cacheDir == "" {
-		t.Fatal("the unit sets no --cache-dir")
+		t.Fatal("the unit sets no JITFS_CACHE_DIR default")
 	}
-	if !strings.Contains(cacheDir, "%i") && !strings.Contains(cacheDir, "%I") && !strings.Contains(cacheDir, "${") {
-		t.Errorf("--cache-dir %s is the same for every instance", cacheDir)
+	if !strings.Contains(cacheDir, "%i") && !strings.Contains(cacheDir, "%I") {
+		t.Errorf("JITFS_CACHE_DIR=%s is the same for every instance", cacheDir)
+	}
+	if !strings.Contains(u.get("Service", "ExecStartPre"), "${JITFS_CACHE_DIR}") {
+		t.Errorf("ExecStartPre=%s does not create the cache directory", u.get("Service", "ExecStartPre"))
+	}
+	out := parseUnit(t, "jitfs-output@.service")
+	if dir := unitSettingsFromFile(t, out, "jitfs-output@.service")["JITFS_STAGING_DIR"]; !strings.Contains(dir, "%i") {
+		t.Errorf("JITFS_STAGING_DIR=%q is the same for every instance", dir)
 	}
 }
 

@@ -9,10 +9,15 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/jitfs/jitfs/bench"
 	"github.com/jitfs/jitfs/internal/emulator"
@@ -36,7 +41,7 @@ type demoTiming struct {
 	linkBytes   int64
 }
 
-func runDemo(args []string, stdout, stderr io.Writer) error {
+func runDemo(args []string, stdout, stderr io.Writer) (err error) {
 	fl := newFlags("demo")
 	keep := fl.Bool("keep", false, "keep the temporary cache directory")
 	logLevel := fl.String("log-level", "warn", "log level for the daemon's messages")
@@ -49,13 +54,14 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	var showBytes int64
 	if s := strings.TrimSpace(*showSize); s != "0" {
-		var err error
 		if showBytes, err = parseSize(s); err != nil {
 			return err
 		}
 	}
+	if err := demoMemory(showBytes); err != nil {
+		return err
+	}
 	link := bench.Link{RTT: *rtt}
-	var err error
 	if link.Bandwidth, err = wan.ParseBandwidth(*bw); err != nil {
 		return fmt.Errorf("%w: --bandwidth: %v", errUsage, err)
 	}
@@ -66,6 +72,18 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The demo mounts in this process: a signal that killed it would leave
+	// a dead mount, its socket and the temporary directory behind. SIGINT
+	// and SIGTERM, and a closed stdout (demo | head), instead end it at the
+	// next step, through the deferred unmount and removal.
+	ctx, stopDemo, release := demoContext()
+	defer release()
+	stdout = demoWriter{stdout, stopDemo}
+	defer func() {
+		if e := demoStopped(ctx); e != nil {
+			err = e
+		}
+	}()
 	noLink := demoWAN(*noWAN)
 	emu, err := emulator.Start(emulator.Options{Bucket: demoBucket, Prefix: "show/", Objects: scene.FS()})
 	if err != nil {
@@ -82,8 +100,13 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	if showBytes > sample.bytes {
 		// Generating a large show takes seconds: say what the wait is.
 		fmt.Fprintf(stdout, "jitfs demo: loading a %s show into the GCS emulator\n", size(showBytes))
+	} else if showBytes > 0 {
+		fmt.Fprintf(stdout, "jitfs demo: --show-size %s is less than the %s sample: the show is the sample alone\n", size(showBytes), size(sample.bytes))
 	}
 	err = filler.walk(fill, func(p string) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		b, err := fs.ReadFile(fill, p)
 		if err == nil {
 			emu.Put(demoBucket, "show/"+p, b)
@@ -150,22 +173,30 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	var total int64
 	var timings []demoTiming
+	if ctx.Err() != nil { // stopped while loading the show, or stdout went
+		return ctx.Err()
+	}
 	// With jitfs a frame can start as soon as the mount serves; on a mount
 	// that already serves, at once. wait is what the next frame waited.
 	mountStart := time.Now()
-	m, err := startMount(context.Background(), cfg)
+	m, err := startMount(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	wait := time.Since(mountStart)
 	defer func() { m.Close() }()
 	for _, s := range steps {
+		// A frame reads this process's own mount, so it is not cut short:
+		// an interrupt takes effect between steps.
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if s.restart {
 			if err := m.Close(); err != nil {
 				return err
 			}
 			start := time.Now()
-			if m, err = startMount(context.Background(), cfg); err != nil {
+			if m, err = startMount(ctx, cfg); err != nil {
 				return err
 			}
 			wait = time.Since(start)
@@ -198,7 +229,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	// The pre-sync copies the whole show over the same link, as `jitfs
 	// bench` prices it, and only then reads the frame from local disk.
 	local := filepath.Join(tmp, "presync")
-	ps, err := bench.PreSync(context.Background(), demoBucket, addr, "show/", local, 0)
+	ps, err := bench.PreSync(ctx, demoBucket, addr, "show/", local, 0)
 	if err != nil {
 		return err
 	}
@@ -262,4 +293,102 @@ func demoWAN(noWAN bool) error {
 		return fmt.Errorf("the private network namespace was refused: %w", err)
 	}
 	return nil
+}
+
+// demoSignal is why a demo was stopped: the signal it got.
+type demoSignal struct{ sig syscall.Signal }
+
+func (d demoSignal) Error() string { return "stopped by " + unix.SignalName(d.sig) }
+
+// demoContext is cancelled by SIGINT or SIGTERM (its cause a demoSignal),
+// or by its stop function with a cause of its own. Until release, SIGPIPE
+// does not kill the process: a write to a closed stdout fails with EPIPE,
+// which demoWriter turns into a stop, and so does every write after it.
+func demoContext() (ctx context.Context, stop context.CancelCauseFunc, release func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				// SIGPIPE needs nothing more: the write that raised it
+				// fails too.
+				if s != syscall.SIGPIPE {
+					cancel(demoSignal{s.(syscall.Signal)})
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ctx, cancel, func() {
+		signal.Stop(sigs)
+		cancel(nil)
+	}
+}
+
+// demoStopped is the demo's result once ctx was stopped: exit 128+N for
+// signal N, as a shell reports a process the signal killed (130 for
+// SIGINT), once the mount and the temporary directory are cleaned up.
+func demoStopped(ctx context.Context) error {
+	var sig demoSignal
+	var werr demoWriteError
+	switch cause := context.Cause(ctx); {
+	case errors.As(cause, &sig):
+		return &exitError{code: 128 + int(sig.sig), err: errors.New(sig.Error())}
+	case errors.As(cause, &werr) && errors.Is(werr.err, syscall.EPIPE):
+		// Whoever read the output has gone (demo | head): nobody to tell.
+		return &exitError{code: 128 + int(syscall.SIGPIPE)}
+	case errors.As(cause, &werr):
+		return werr
+	}
+	return nil
+}
+
+// demoWriteError is a failed write of the demo's output.
+type demoWriteError struct{ err error }
+
+func (e demoWriteError) Error() string { return "writing the output: " + e.err.Error() }
+
+// demoWriter stops the demo at its first failed write: its output is what
+// the demo is for.
+type demoWriter struct {
+	w    io.Writer
+	stop context.CancelCauseFunc
+}
+
+func (d demoWriter) Write(p []byte) (int, error) {
+	n, err := d.w.Write(p)
+	if err != nil {
+		d.stop(demoWriteError{err})
+	}
+	return n, err
+}
+
+// demoMemory refuses a show the machine cannot hold: the emulator keeps it
+// in memory and the pre-sync's copy passes through it too, about three
+// times its size in all. Without /proc/meminfo there is nothing to check.
+func demoMemory(show int64) error {
+	avail, ok := memAvailable()
+	if !ok || show <= avail/3 {
+		return nil
+	}
+	return fmt.Errorf("%w: --show-size %s needs about %s of memory (three times the show), and %s is available",
+		errUsage, size(show), size(3*show), size(avail))
+}
+
+// memAvailable is MemAvailable from /proc/meminfo, in bytes.
+func memAvailable() (int64, bool) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10, err == nil
+		}
+	}
+	return 0, false
 }

@@ -173,10 +173,15 @@ func TestDemoBadFlags(t *testing.T) {
 		{"demo", "--rtt", "-1s"},
 		{"demo", "--show-size", "lots"},
 		{"demo", "--show-size", "-1GiB"},
+		// No machine this runs on has 300 TB of memory to spare.
+		{"demo", "--show-size", "100TB"},
 	} {
 		out, code := runJitfs(t, args...)
 		if code != 2 || !oneLine(out) {
 			t.Errorf("%v: exit %d:\n%s", args, code, out)
 		}
+	}
+	if out, _ := runJitfs(t, "demo", "--show-size", "100TB"); !regexp.MustCompile(`^jitfs demo: usage: --show-size 91 TiB needs about 273 TiB of memory \(three times the show\), and .* is available\n$`).MatchString(out) {
+		t.Errorf("--show-size 100TB: %s", out)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,8 +21,9 @@ const (
 	// exitNotDurable: some outputs are not durable in GCS (EX_TEMPFAIL:
 	// they are staged, and a later flush or daemon may still upload them).
 	exitNotDurable = 75
-	// exitSetup: jitfs run could not set up its mounts; the command did
-	// not run (EX_UNAVAILABLE).
+	// exitSetup: jitfs run could not set up its mounts, so the command
+	// did not run; or no output area answers jitfs flush
+	// (EX_UNAVAILABLE).
 	exitSetup = 69
 	// exitNoCommand: the command could not be started (as shells report).
 	exitNoCommand = 127
@@ -47,11 +49,12 @@ func runFlush(args []string, stdout, stderr io.Writer) error {
 	sock := *socket
 	if sock == "" {
 		if sock, err = outputSocket(pos[0]); err != nil {
-			return err
+			return &exitError{code: exitSetup, err: err}
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	sigCtx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	ctx := sigCtx
 	if *wait && *timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
@@ -61,7 +64,7 @@ func runFlush(args []string, stdout, stderr io.Writer) error {
 	defer cl.Close()
 	rep, err := flushWatched(ctx, cl, *wait, *retry, *wait && !*asJSON, stderr)
 	if err != nil {
-		return err
+		return flushError(err, sock)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -71,9 +74,33 @@ func runFlush(args []string, stdout, stderr io.Writer) error {
 		printFlush(stdout, rep)
 	}
 	if !rep.Durable {
+		if sigCtx.Err() != nil {
+			// Interrupted: what is pending is printed above; say why
+			// the wait ended, as --timeout's report does.
+			return &exitError{code: exitNotDurable, err: fmt.Errorf("interrupted after %s: %d outputs not durable yet stay staged and go on uploading",
+				time.Duration(rep.WaitedMS*int64(time.Millisecond)).Round(time.Second), rep.NotDurableTotal)}
+		}
 		return &exitError{code: exitNotDurable}
 	}
 	return nil
+}
+
+// flushError gives a failed flush its exit status: 69 when no output area
+// answers on sock (nothing listens there, or what does is a scene mount),
+// 75 when the wait was cut short before the daemon could say what is
+// pending, 1 for anything else.
+func flushError(err error, sock string) error {
+	var apiErr *hooks.APIError
+	var opErr *net.OpError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.Reason == "no_outputs":
+		return &exitError{code: exitSetup, err: errors.New(apiErr.Message)}
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		return &exitError{code: exitSetup, err: fmt.Errorf("no output area answers on %s: %v", sock, opErr.Err)}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &exitError{code: exitNotDurable, err: err}
+	}
+	return err
 }
 
 // flushOnce asks the daemon, repeating while outputs are still moving and
@@ -96,10 +123,10 @@ func flushOnce(ctx context.Context, cl *hooks.Client, wait, retry bool) (hooks.F
 		rep, err := cl.Flush(ctx, req)
 		total += time.Since(start)
 		if err != nil {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				// --timeout ran out mid-request: not durable is the answer
-				// (exit 75), so ask once more without waiting for what is
-				// left rather than failing the command.
+			if ctx.Err() != nil {
+				// --timeout ran out or an interrupt came mid-request: not
+				// durable is the answer (exit 75), so ask once more without
+				// waiting for what is left rather than failing the command.
 				qctx, cancel := context.WithTimeout(context.Background(), flushReplyMargin*10)
 				rep, qerr := cl.Flush(qctx, hooks.FlushRequest{})
 				cancel()
@@ -110,11 +137,7 @@ func flushOnce(ctx context.Context, cl *hooks.Client, wait, retry bool) (hooks.F
 				}
 			}
 			if ctx.Err() != nil {
-				return hooks.FlushReply{}, fmt.Errorf("flush: gave up after %s: %w", total.Round(time.Second), ctx.Err())
-			}
-			var apiErr *hooks.APIError
-			if errors.As(err, &apiErr) && apiErr.Reason == "no_outputs" {
-				return hooks.FlushReply{}, fmt.Errorf("flush: %s", apiErr.Message)
+				return hooks.FlushReply{}, fmt.Errorf("gave up after %s, before the daemon said what is not durable: %w", total.Round(time.Second), ctx.Err())
 			}
 			return hooks.FlushReply{}, err
 		}

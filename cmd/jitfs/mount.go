@@ -142,7 +142,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "jitfs: serving gs://%s/%s at %s (cache %s, budget %s)\n", cfg.bucket, cfg.prefix, m.cfg.mountpoint, cfg.cacheDir, *cacheSize)
 	if m.Hooks != nil {
-		fmt.Fprintf(stdout, "jitfs: hook API at %s (export %s=%s)\n", m.Hooks.SocketPath(), hooks.EnvSocket, m.Hooks.SocketPath())
+		fmt.Fprintf(stdout, "jitfs: hook API at %s (export %s=%s)\n", m.Hooks.SocketPath(), hooks.EnvSocket, shellQuote(m.Hooks.SocketPath()))
 	}
 	notifyReady(cfg.log)
 	defer notifyStopping()

@@ -65,14 +65,38 @@ var helperIgnored = map[string]bool{
 	"defaults": true, "ro": true, "auto": true, "noauto": true, "user": true, "nouser": true, "users": true,
 	"rw": true, "_netdev": true, "nofail": true, "nosuid": true, "suid": true, "nodev": true, "dev": true, "noexec": true,
 	"exec": true, "relatime": true, "noatime": true, "atime": true, "nodiratime": true,
+	// Every jitfs mount has the kernel check modes itself (jitfs/fs.go).
+	"default_permissions": true,
+}
+
+// helperRefused are FUSE options jitfs cannot honour, with the reason: an
+// fstab line asking for them must fail rather than mount without them.
+var helperRefused = map[string]string{
+	"allow_root": "jitfs lets every user read the mount (allow_other) or only the mounting user (noallow_other), not root alone",
+}
+
+// speculationKinds are the values of speculate=. mount(8) splits -o at
+// every comma, so a list given as speculate=siblings,sequences arrives as
+// "speculate=siblings" and a bare "sequences": the helper joins them back.
+var speculationKinds = map[string]bool{
+	"all": true, "none": true, "off": true, "siblings": true, "sequences": true, "coopen": true, "metadata": true,
 }
 
 // helperArgs turns the -o options into `jitfs mount` flags, and reports
 // every option it cannot take at once.
 func helperArgs(opts []string) (args []string, logFile string, err error) {
 	var bad []string
+	speculate := -1 // the index in args of speculate='s value, once given
 	for _, o := range opts {
+		if speculate >= 0 && speculationKinds[o] {
+			args[speculate] += "," + o
+			continue
+		}
 		if o == "" || helperIgnored[o] || strings.HasPrefix(o, "x-") || strings.HasPrefix(o, "comment=") {
+			continue
+		}
+		if why, ok := helperRefused[o]; ok {
+			bad = append(bad, o+" ("+why+")")
 			continue
 		}
 		if f, ok := helperBools[o]; ok {
@@ -90,6 +114,10 @@ func helperArgs(opts []string) (args []string, logFile string, err error) {
 			bad = append(bad, o)
 		case !hasValue || v == "":
 			bad = append(bad, o+" (wants "+k+"=VALUE)")
+		case k == "speculate":
+			// '+' and ':' separate a list that mount(8) leaves whole.
+			args = append(args, f, strings.NewReplacer("+", ",", ":", ",").Replace(v))
+			speculate = len(args) - 1
 		default:
 			args = append(args, f, v)
 		}
@@ -160,6 +188,12 @@ func runMountHelper(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("log_file: %w", err)
 	}
 	defer log.Close()
+	// A log_file reused across mounts holds earlier runs: an error shows
+	// only what this run wrote, from here on.
+	logStart, err := log.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("log_file: %w", err)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -205,12 +239,12 @@ func runMountHelper(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "jitfs: %s mounted at %s (pid %d, log %s)\n", pos[0], pos[1], cmd.Process.Pid, logFile)
 		return nil
 	case err := <-exited:
-		return fmt.Errorf("jitfs mount exited before serving (%v): %s", err, lastLines(logFile, 3))
+		return fmt.Errorf("jitfs mount exited before serving (%v): %s", err, lastLinesFrom(logFile, logStart, 3))
 	case <-time.After(10 * time.Minute):
 		// A guard against a hung start only: a start waits on GCS at most
 		// its bucket check's bound.
 		_ = cmd.Process.Kill()
-		return errors.New("jitfs mount did not serve within 10 minutes: " + lastLines(logFile, 3))
+		return errors.New("jitfs mount did not serve within 10 minutes: " + lastLinesFrom(logFile, logStart, 3))
 	}
 }
 
@@ -226,10 +260,17 @@ func withoutEnv(env []string, name string) []string {
 }
 
 // lastLines is the end of a log file, for an error message.
-func lastLines(file string, n int) string {
+func lastLines(file string, n int) string { return lastLinesFrom(file, 0, n) }
+
+// lastLinesFrom is the end of what a log file holds past offset from.
+func lastLinesFrom(file string, from int64, n int) string {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return "(no log: " + err.Error() + ")"
+	}
+	b = b[min(from, int64(len(b))):]
+	if len(bytes.TrimSpace(b)) == 0 {
+		return "(it wrote nothing to its log)"
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	if len(lines) > n {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -130,7 +131,7 @@ func runOutput(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "jitfs: output area gs://%s/%s at %s (staging %s, budget %s)\n", cfg.Bucket, cfg.Prefix, m.Config.Mountpoint,
 		cfg.StagingDir, *of.stagingSize)
 	if m.Hooks != nil {
-		fmt.Fprintf(stdout, "jitfs: hook API at %s (jitfs flush --wait %s)\n", m.Hooks.SocketPath(), m.Config.Mountpoint)
+		fmt.Fprintf(stdout, "jitfs: hook API at %s (%s)\n", m.Hooks.SocketPath(), flushHint(m.Hooks.SocketPath(), m.Config.Mountpoint))
 	}
 	notifyReady(cfg.Log)
 	defer notifyStopping()
@@ -159,4 +160,23 @@ func logFlush(log *slog.Logger, m *daemon.Output, res output.FlushResult) {
 		log.Warn("output not durable; it stays staged for the next daemon", "path", filepath.Join(m.Config.Mountpoint, f.Path),
 			"state", f.State, "bytes", f.Size, "err", f.Error)
 	}
+}
+
+// flushHint is the command that waits for this output area's outputs, as
+// a shell takes it: flush finds a mount's default socket by itself, and
+// must be told any other.
+func flushHint(sock, mnt string) string {
+	if sock == hooks.DefaultSocket(mnt) {
+		return "jitfs flush --wait " + shellQuote(mnt)
+	}
+	return "jitfs flush --wait --socket " + shellQuote(sock) + " " + shellQuote(mnt)
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything a shell
+// would split or expand, so a printed command can be pasted as it is.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

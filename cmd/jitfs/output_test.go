@@ -556,7 +556,7 @@ func TestOutputBadInput(t *testing.T) {
 		{[]string{"output", "gs://no-such-bucket/x", dir, "--endpoint", w.Proxy.Addr(), "--staging-dir", filepath.Join(dir, "s")}, 1, "bucket not found"},
 		{[]string{"output", "gs://" + testBucket + "/jobs/x", dir, "--endpoint", w.Proxy.Addr(), "--staging-dir", filepath.Join(dir, "file", "s")}, 1, "staging"},
 		{[]string{"output", "gs://" + testBucket + "/jobs/x", dir, "--staging-size", "lots"}, 2, "invalid size"},
-		{[]string{"flush", filepath.Join(dir, "nothing-here")}, 1, "no jitfs daemon socket"},
+		{[]string{"flush", filepath.Join(dir, "nothing-here")}, exitSetup, "no jitfs daemon socket"},
 		{[]string{"flush"}, 2, "MOUNT"},
 	} {
 		out, code := runJitfs(t, tc.args...)

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os/exec"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/internal/mountinfo"
 )
 
@@ -28,9 +32,16 @@ func runUnmount(args []string, stdout, stderr io.Writer) error {
 	if len(pos) == 0 {
 		return fmt.Errorf("%w: want one or more MOUNTs", errUsage)
 	}
+	for _, p := range pos {
+		// filepath.Abs("") is the current directory: an empty argument
+		// (an unset variable in a script) must not name it.
+		if p == "" {
+			return fmt.Errorf("%w: an empty MOUNT argument", errUsage)
+		}
+	}
 	var errs []error
 	for _, p := range pos {
-		if err := unmountOne(p, *lazy); err != nil {
+		if err := unmountOne(p, *lazy, stderr); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -39,10 +50,14 @@ func runUnmount(args []string, stdout, stderr io.Writer) error {
 	return errors.Join(errs...)
 }
 
-func unmountOne(p string, lazy bool) error {
+func unmountOne(p string, lazy bool, stderr io.Writer) error {
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		return err
+	}
+	// The mount table names the mountpoint itself, not a link to it.
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
 	}
 	typ, err := mountinfo.Type(abs)
 	if err != nil {
@@ -55,6 +70,7 @@ func unmountOne(p string, lazy bool) error {
 	default:
 		return fmt.Errorf("%s is not a jitfs mount (it is %s); use umount", p, typ)
 	}
+	warnNotDurable(abs, p, stderr)
 	flags := 0
 	if lazy {
 		flags = unix.MNT_DETACH
@@ -78,4 +94,22 @@ func unmountOne(p string, lazy bool) error {
 		return nil
 	}
 	return fmt.Errorf("%s: %w", p, err)
+}
+
+// warnNotDurable says, before an output area at mnt is unmounted, how many
+// of its outputs are not durable yet: they are not lost, but they wait for
+// the area to be served again. It asks the area's own socket, briefly; a
+// scene mount, or a daemon that does not answer, gets no word.
+func warnNotDurable(mnt, name string, stderr io.Writer) {
+	cl := hooks.NewClient(hooks.DefaultSocket(mnt), 0)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	// No durable events: only the counts are wanted.
+	st, err := cl.StatusSince(ctx, math.MaxUint64)
+	if err != nil || st.Outputs == nil || st.Outputs.NotDurableTotal == 0 {
+		return
+	}
+	fmt.Fprintf(stderr, "jitfs unmount: %s: %d outputs not durable yet stay staged; they upload when the area is served again (jitfs flush --wait to wait first)\n",
+		name, st.Outputs.NotDurableTotal)
 }
