@@ -65,13 +65,13 @@ func commands() []command {
 				"or a --config file (docs/node.md).",
 			examples: "  jitfs daemon --cache-dir /mnt/disks/ssd/jitfs --cache-size 300GiB\n\n" +
 				"  # settings from the file the node's units share\n" +
-				"  jitfs daemon --config /etc/jitfs/node.env",
+				"  jitfs daemon --config /etc/jitfs/daemon.env",
 			flagGroups: []flagGroup{cacheGroup, outputGroup, hookGroup, gcsGroup, fuseGroup, nomadGroup, signalGroup}, run: runDaemon},
 		{name: "unmount", args: "MOUNT...", group: "serve", completeArgs: completeMounts,
 			short: "end jitfs mounts and output areas; the daemon serving each exits",
 			long: "Ends jitfs mounts (scene mounts and output areas) as fusermount3 -u does, and refuses anything that is\n" +
 				"not a jitfs mount. An output area's outputs that are not durable yet stay staged and resume when it is\n" +
-				"served again: run jitfs flush --wait first to wait for them.",
+				"served again; unmount names how many there are. Run jitfs flush --wait first to wait for them.",
 			examples: "  jitfs unmount /mnt/show\n  jitfs unmount --lazy /mnt/show /mnt/out", run: runUnmount},
 		{name: "prefetch", args: "[PATH|PATTERN...]", group: "frames", short: "make files resident before a render opens them",
 			long: prefetchHelp, examples: "  jitfs prefetch --wait 10m --job show-sh010 --manifest sh010.manifest\n" +
@@ -81,8 +81,9 @@ func commands() []command {
 			run:        runPrefetch},
 		{name: "flush", args: "MOUNT", group: "frames", short: "check, or wait, that every output written to an output area is durable",
 			long: "Asks the output area at MOUNT whether every output written so far is durable in Cloud Storage, verified,\n" +
-				"and with --wait waits until it is. Exit status: 0 durable, 75 not durable (pending, failing, or\n" +
-				"--timeout ran out), 69 no output area answers (docs/outputs.md).",
+				"and with --wait waits until it is. Exit status: 0 durable, 75 not durable (pending, failing,\n" +
+				"--timeout ran out, or interrupted; what is pending is listed), 69 no output area answers\n" +
+				"(docs/outputs.md).",
 			examples: "  jitfs flush --wait --timeout 30m /mnt/out", run: runFlush},
 		{name: "status", args: "[PATH]", group: "frames", short: "what the daemon is doing: prefetch queue, jobs, cache, outputs",
 			long: "Shows the state of the mount holding PATH (or the current directory), or with no mount there, of the\n" +
