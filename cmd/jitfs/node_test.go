@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -120,7 +123,7 @@ func TestNodeFourTasks(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	n := w.startNode(dir)
+	n := w.startNode(dir, "--metrics-addr", "127.0.0.1:0")
 	g := newGate(t)
 	type tk struct{ job, name string }
 	tasks := []tk{{"J1", "t1"}, {"J1", "t2"}, {"J2", "t3"}, {"J2", "t4"}}
@@ -156,6 +159,22 @@ func TestNodeFourTasks(t *testing.T) {
 		}
 		if files != 8 || j.ResidentBytes <= 0 {
 			t.Fatalf("job %s: %d files pinned, %d bytes resident", j.ID, files, j.ResidentBytes)
+		}
+	}
+	// The FUSE series of the task mounts say whose reads they are.
+	m := regexp.MustCompile(`url=(http://\S+/metrics)`).FindStringSubmatch(n.Log.String())
+	if m == nil {
+		t.Fatalf("the daemon logged no metrics URL:\n%s", n.Log)
+	}
+	resp, err := http.Get(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, job := range []string{"J1", "J2"} {
+		if v, _ := scrapeSum(string(body), "jitfs_fuse_operations_total", `job_id="`+job+`"`, `op="read"`, `result="ok"`); v < 1 {
+			t.Errorf("no FUSE read counted for job %s:\n%s", job, grepLines(string(body), "jitfs_fuse_operations_total"))
 		}
 	}
 	if out, code := runJitfs(t, "status", "--daemon", n.sock); code != 0 || !strings.Contains(out, "job J1") || !strings.Contains(out, "job J2") ||

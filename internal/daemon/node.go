@@ -82,8 +82,10 @@ type Node struct {
 	Store *metastore.Store
 
 	tel *telemetry.Telemetry
-	ops *telemetry.Metrics
-	met *telemetry.Metrics
+	// nodeAttr labels every series of the node's.
+	nodeAttr attribute.KeyValue
+	ops      *telemetry.Metrics
+	met      *telemetry.Metrics
 
 	ln     net.Listener
 	lnInfo os.FileInfo
@@ -135,7 +137,8 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Log, buckets: map[string]*bucketClient{}, jobs: map[string]*job{},
 		tasks: map[string]*task{}, orphans: map[string]*orphan{}, tasksDir: filepath.Join(cfg.CacheDir, "tasks")}
 	var err error
-	nodeAttr := attribute.String("node", cfg.Socket)
+	n.nodeAttr = attribute.String("node", cfg.Socket)
+	nodeAttr := n.nodeAttr
 	if n.tel, n.ops, err = operationMetrics(cfg.Telemetry, nodeAttr); err != nil {
 		return nil, err
 	}

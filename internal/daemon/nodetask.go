@@ -190,7 +190,7 @@ func (n *Node) joinJob(id string) (*job, error) {
 			continue
 		}
 		if j == nil {
-			j = newJob(id, time.Now())
+			j = n.newJob(id, time.Now())
 			n.jobs[id] = j
 		}
 		if j.timer != nil {
@@ -244,7 +244,7 @@ func (n *Node) mountScene(t *task, v *view, s Source) error {
 	}
 	fsys, err := jitfs.New(jitfs.Options{Remote: bc.gc, Cache: n.Cache, Namespace: v.ns, OpTimeout: n.cfg.OpTimeout,
 		Passthrough: n.cfg.Passthrough, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
-		Logger: n.log.With("job", t.job.id, "task", t.id), Metrics: n.ops, Job: t.job.id, Task: t.id})
+		Logger: n.log.With("job", t.job.id, "task", t.id), Metrics: t.job.ops, Job: t.job.id, Task: t.id})
 	if err != nil {
 		return err
 	}
