@@ -54,7 +54,8 @@ those frames. A manifest holds one item per line ('#' starts a comment):
   PATTERN                    with <UDIM> or <UVTILE> and no frame token
 
 Frame tokens: #### or @@@@ (one per digit: %04d), $F (unpadded) and
-$F2..$F9 (Houdini), %d and %0Nd (printf). Tile tokens, in the file name:
+$F1..$F9 (Houdini; ${F4} when a letter, digit or _ follows), %d and
+%0Nd (printf). Tile tokens, in the file name:
 <UDIM> (1001-1999) and <UVTILE> (u1_v1 is tile 1001, u2_v1 1002, u1_v2
 1011), expanded to the tiles present in the directory. Absolute paths
 outside the mount, and every malformed line, are reported file:line.
@@ -100,6 +101,18 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		}
 	case len(pos) == 0 && *manifest == "" && *fromTrace == "":
 		return fmt.Errorf("%w: give PATHs, --manifest or --from-trace", errUsage)
+	case fl.Changed("frames") && strings.TrimSpace(*frames) == "":
+		// An empty list given on purpose is most likely an unset
+		// variable: without this, every PATTERN would be taken for a
+		// literal file name and reported missing.
+		return fmt.Errorf("%w: --frames is empty", errUsage)
+	}
+	for i, p := range pos {
+		// "" would be the current directory, and its whole subtree
+		// prefetched: what an unset $SCENE in a job script gives.
+		if strings.TrimSpace(p) == "" {
+			return fmt.Errorf("%w: argument %d is empty (an unset variable?)", errUsage, i+1)
+		}
 	}
 	sc := hooks.Scope(*scope)
 	if sc == "" {

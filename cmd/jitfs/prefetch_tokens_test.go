@@ -187,7 +187,7 @@ tex/col.<UVTILE>.tx
 	}
 
 	out, code = runJitfs(t, "prefetch", "--help")
-	for _, want := range []string{"$F2..$F9", "<UVTILE>", "66  files missing", "69  no daemon", "75  still pending", "-dry-run"} {
+	for _, want := range []string{"$F1..$F9", "<UVTILE>", "66  files missing", "69  no daemon", "75  still pending", "-dry-run"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("--help: exit %d, no %q: %s", code, want, out)
 		}
