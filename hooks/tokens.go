@@ -193,3 +193,16 @@ func MatchTiles(name string, entries []string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// HasFrameToken reports whether p, as written by hand, holds a frame
+// token, or something that would be one were it not malformed ($FF, a run
+// of ten '#'): a manifest line with spaces is one path only when it has
+// none, since a pattern's mistake must be reported, not taken for a name.
+func HasFrameToken(p string) bool {
+	t, err := TranslateTokens(p)
+	if err != nil {
+		return true
+	}
+	_, hasFrame, _, err := parsePattern(t)
+	return err == nil && hasFrame
+}

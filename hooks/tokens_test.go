@@ -147,3 +147,14 @@ func TestPrefetchUVTile(t *testing.T) {
 		}
 	}
 }
+
+func TestHasFrameToken(t *testing.T) {
+	for p, want := range map[string]bool{
+		"a.####.exr": true, "a.$F4.exr": true, "a.${F}.exr": true, "a.%04d.exr": true, "a.$FF.exr": true,
+		"my file.tex": false, "a.<UDIM>.tx": false, "$HOME/a": false, "100% done.exr": false, "a.%V.exr": false,
+	} {
+		if got := HasFrameToken(p); got != want {
+			t.Errorf("HasFrameToken(%q) = %v, want %v", p, got, want)
+		}
+	}
+}

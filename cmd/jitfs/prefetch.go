@@ -27,7 +27,9 @@ import (
 // Exit codes of jitfs prefetch, sysexits-style like flush's (docs/hook-api.md
 // and --help list them), so a farm agent can tell what to do next. Usage
 // errors, a malformed manifest included, exit 2 as every command's do, and
-// anything else 1 (files outside the mount, say).
+// anything else 1. A manifest line outside the mount is a bad line (2),
+// since a manifest names one mount's files; a PATH argument outside it is
+// the daemon's "unmanaged", not fetched and not a mistake of the job (1).
 const (
 	// exitPrefetchMissing: some files are not in the bucket, so the scene
 	// is broken and rendering it would fail or render wrong
@@ -53,20 +55,24 @@ those frames. A manifest holds one item per line ('#' starts a comment):
   PATTERN FRAMES             e.g. shots/plate.####.exr 1001-1100x2,1200
   PATTERN                    with <UDIM> or <UVTILE> and no frame token
 
+A path may hold spaces: a line with no frame token whose last word is no
+frame list is one path; else quote it ("my plate.####.exr" 1001-1010).
+
 Frame tokens: #### or @@@@ (one per digit: %04d), $F (unpadded) and
 $F1..$F9 (Houdini; ${F4} when a letter, digit or _ follows), %d and
 %0Nd (printf). Tile tokens, in the file name:
 <UDIM> (1001-1999) and <UVTILE> (u1_v1 is tile 1001, u2_v1 1002, u1_v2
-1011), expanded to the tiles present in the directory. Absolute paths
-outside the mount, and every malformed line, are reported file:line.
+1011), expanded to the tiles present in the directory. Every malformed
+manifest line, and every line outside the mount, is reported file:line.
 
 --dry-run needs no daemon: it expands the items, stats every file through
 the mount, and lists which exist and which are missing.
 
 Exit status:
   0   every file is resident or queued (with --dry-run: every file exists)
-  1   another error, e.g. files outside the mount
-  2   usage error, including a malformed manifest (every bad line is listed)
+  1   another error, e.g. PATH arguments outside the mount
+  2   usage error, including a malformed manifest (every bad line is
+      listed, lines outside the mount among them)
   66  files missing in the bucket: the scene is broken
   69  no daemon reachable: the render may go on, uncached
   75  still pending when --wait ran out, a fetch failed, or the daemon was
@@ -144,10 +150,26 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		items = append(items, more...)
 	}
 	var lines []manifestLine
+	var bad []badLine
 	if *manifest != "" {
-		if lines, err = parseManifest(*manifest); err != nil {
+		if lines, bad, err = parseManifest(*manifest); err != nil {
 			return err
 		}
+	}
+	if len(bad) > 0 && !*dryRun {
+		// Lines outside the mount are bad lines too, listed with the
+		// syntax errors when the mount can be known, so the manifest is
+		// fixed in one pass; with no daemon to name it, only the syntax
+		// errors can be.
+		mnt := *mount
+		if mnt == "" {
+			mnt = daemonMountpoint(*socket, pos)
+		}
+		if mnt == "" {
+			return newManifestError(*manifest, bad)
+		}
+		_, err := resolveManifest(*manifest, lines, bad, mnt)
+		return err
 	}
 
 	if *dryRun {
@@ -158,7 +180,7 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		if *fromTrace != "" && root == "" {
 			return fmt.Errorf("%w: --dry-run --from-trace needs --trace-root or --mount", errUsage)
 		}
-		more, err := resolveManifest(*manifest, lines, *mount)
+		more, err := resolveManifest(*manifest, lines, bad, *mount)
 		if err != nil {
 			return err
 		}
@@ -208,7 +230,7 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		}
 		mnt = h.Mountpoint
 	}
-	more, err := resolveManifest(*manifest, lines, mnt)
+	more, err := resolveManifest(*manifest, lines, nil, mnt)
 	if err != nil {
 		return err
 	}
@@ -365,84 +387,145 @@ type manifestLine struct {
 	seq    bool
 }
 
+// badLine is a manifest line's mistake, kept with its number so the
+// syntax errors and those only the mount reveals are listed together in
+// file order.
+type badLine struct {
+	n   int
+	why string
+}
+
 // manifestError lists every bad line of a manifest, so whoever wrote it
 // fixes them in one pass; it is a usage error.
 type manifestError struct{ lines []string }
 
 func (e *manifestError) Error() string {
-	return fmt.Sprintf("%d bad manifest lines:\n  %s", len(e.lines), strings.Join(e.lines, "\n  "))
+	return fmt.Sprintf("%s:\n  %s", counted(len(e.lines), "bad manifest line"), strings.Join(e.lines, "\n  "))
 }
 
 func (e *manifestError) Unwrap() error { return errUsage }
 
-// manifestItems reads a manifest whose paths are all absolute (relative
-// ones need the mount, which jitfs run's caller does not pass).
+// newManifestError is the error of a manifest's bad lines, in file order;
+// nil when there are none.
+func newManifestError(name string, bad []badLine) error {
+	if len(bad) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(bad, func(a, b badLine) int { return a.n - b.n })
+	e := &manifestError{}
+	for _, b := range bad {
+		e.lines = append(e.lines, fmt.Sprintf("%s:%d: %s", name, b.n, b.why))
+	}
+	return e
+}
+
+// manifestItems reads a manifest, every bad line reported at once.
 func manifestItems(name, mount string) ([]hooks.Item, error) {
-	lines, err := parseManifest(name)
+	lines, bad, err := parseManifest(name)
 	if err != nil {
 		return nil, err
 	}
-	return resolveManifest(name, lines, mount)
+	return resolveManifest(name, lines, bad, mount)
 }
 
 // parseManifest reads a manifest: one path per line, or a pattern and
-// its frame list, or a tile pattern alone; # starts a comment. A line of
-// one field is a literal path (frame tokens and all) unless it holds a
-// tile token, so a file whose name has a '#' or '@' can still be named.
-func parseManifest(name string) ([]manifestLine, error) {
+// its frame list, or a tile pattern alone; # starts a comment. It returns
+// the good lines and the bad ones, and an error only when the file cannot
+// be read. A line of one field is a literal path (frame tokens and all)
+// unless it holds a tile token, so a file whose name has a '#' or '@' can
+// still be named.
+func parseManifest(name string) ([]manifestLine, []badLine, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	defer f.Close()
 	var lines []manifestLine
-	var bad []string
+	var bad []badLine
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		fields := strings.Fields(line)
-		l := manifestLine{n: n, path: fields[0]}
-		switch {
-		case len(fields) == 1 && hooks.HasTileToken(fields[0]):
-			l.seq = true
-		case len(fields) == 1:
-		case len(fields) == 2:
-			l.seq, l.frames = true, fields[1]
-		default:
-			bad = append(bad, fmt.Sprintf("%s:%d: want PATH or PATTERN FRAMES (paths with spaces: one per line, alone)", name, n))
+		p, frames, err := splitManifestLine(line)
+		if err != nil {
+			bad = append(bad, badLine{n, err.Error()})
 			continue
 		}
+		l := manifestLine{n: n, path: p, frames: frames, seq: frames != "" || hooks.HasTileToken(p)}
 		if l.seq {
 			if _, err := patternSeq(l.path, l.frames); err != nil {
-				bad = append(bad, fmt.Sprintf("%s:%d: %v", name, n, err))
+				bad = append(bad, badLine{n, err.Error()})
 				continue
 			}
 		}
 		lines = append(lines, l)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", errUsage, name, err)
+		return nil, nil, fmt.Errorf("%w: %s: %v", errUsage, name, err)
 	}
-	if len(bad) > 0 {
-		return nil, &manifestError{lines: bad}
+	return lines, bad, nil
+}
+
+// splitManifestLine splits a trimmed manifest line into its path (or
+// pattern) and frame list. A path may hold spaces: in double quotes, or
+// bare when the line's last field is no frame list and the line has no
+// frame token, since then nothing else could be meant. A last field that
+// is a frame list makes the rest a pattern, so a file whose name ends in
+// " 2" is written in quotes.
+func splitManifestLine(line string) (p, frames string, err error) {
+	const quoteHint = `a path with spaces goes in double quotes: "PATH" or "PATTERN" FRAMES`
+	if strings.HasPrefix(line, `"`) {
+		end := strings.IndexByte(line[1:], '"')
+		if end < 0 {
+			return "", "", errors.New(`no closing " (` + quoteHint + `)`)
+		}
+		p, rest := line[1:1+end], line[2+end:]
+		if p == "" {
+			return "", "", errors.New(`"" names no file`)
+		}
+		if rest != "" && !strings.HasPrefix(rest, " ") && !strings.HasPrefix(rest, "\t") {
+			return "", "", errors.New(`want a space after the closing " (` + quoteHint + `)`)
+		}
+		switch f := strings.Fields(rest); len(f) {
+		case 0:
+			return p, "", nil
+		case 1:
+			return p, f[0], nil
+		}
+		return "", "", errors.New(`want one frame list after the quoted pattern (` + quoteHint + `)`)
 	}
-	return lines, nil
+	fields := strings.Fields(line)
+	if len(fields) == 1 {
+		return line, "", nil
+	}
+	last := fields[len(fields)-1]
+	head := strings.TrimSpace(strings.TrimSuffix(line, last))
+	_, ferr := hooks.ParseFrames(last)
+	switch {
+	case ferr == nil && !hooks.HasFrameToken(head):
+		return "", "", fmt.Errorf("%s has no frame token for the frame list %q (%s)", head, last, quoteHint)
+	case ferr == nil:
+		return head, last, nil
+	case !hooks.HasFrameToken(line):
+		return line, "", nil
+	}
+	return "", "", fmt.Errorf("%s (%s)", strings.TrimPrefix(ferr.Error(), "hooks: "), quoteHint)
 }
 
 // resolveManifest turns manifest lines into items under mount (the
 // mountpoint, "" when unknown): relative paths are joined to it, and an
 // absolute path outside it is an error of its line, since a manifest names
-// the files of one mount. Every bad line is reported.
-func resolveManifest(name string, lines []manifestLine, mount string) ([]hooks.Item, error) {
+// the files of one mount. Those errors and bad, the syntax errors, are
+// reported together, so one pass finds every bad line.
+func resolveManifest(name string, lines []manifestLine, bad []badLine, mount string) ([]hooks.Item, error) {
 	var items []hooks.Item
-	var bad []string
+	bad = slices.Clone(bad)
 	for _, l := range lines {
 		p, err := resolveUnder(l.path, mount)
 		if err != nil {
-			bad = append(bad, fmt.Sprintf("%s:%d: %v", name, l.n, err))
+			bad = append(bad, badLine{l.n, err.Error()})
 			continue
 		}
 		if !l.seq {
@@ -451,13 +534,13 @@ func resolveManifest(name string, lines []manifestLine, mount string) ([]hooks.I
 		}
 		seq, err := patternSeq(p, l.frames)
 		if err != nil {
-			bad = append(bad, fmt.Sprintf("%s:%d: %v", name, l.n, err))
+			bad = append(bad, badLine{l.n, err.Error()})
 			continue
 		}
 		items = append(items, hooks.Item{Seq: seq})
 	}
-	if len(bad) > 0 {
-		return nil, &manifestError{lines: bad}
+	if err := newManifestError(name, bad); err != nil {
+		return nil, err
 	}
 	return items, nil
 }
@@ -678,6 +761,24 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 	printNow(w, st.Status)
 }
 
+// daemonMountpoint is the mountpoint of the daemon daemonSocket finds, or
+// "" when none answers soon.
+func daemonMountpoint(socket string, pos []string) string {
+	sock, err := daemonSocket(socket, pos)
+	if err != nil {
+		return ""
+	}
+	cl := hooks.NewClient(sock, 5*time.Second)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h, err := cl.Health(ctx)
+	if err != nil {
+		return ""
+	}
+	return h.Mountpoint
+}
+
 // daemonSocket is the socket given, else the one of the daemon serving the
 // first path (or the current directory).
 func daemonSocket(given string, pos []string) (string, error) {
@@ -806,4 +907,13 @@ func speculationLine(sp *hooks.SpeculationStatus) string {
 		line += " (" + strings.Join(kinds, ", ") + ")"
 	}
 	return line
+}
+
+// counted is n and the noun, in the plural unless n is 1: "1 file",
+// "2 files".
+func counted(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
