@@ -40,9 +40,11 @@ const (
 	// flush's exitSetup).
 	exitPrefetchNoDaemon = 69
 	// exitPrefetchPending: every file exists, but some were still being
-	// fetched when --wait ran out, a fetch failed, or the daemon was too
-	// busy to take them; retrying later may succeed (EX_TEMPFAIL, as
-	// flush's exitNotDurable).
+	// fetched when --wait ran out or was interrupted, a fetch failed, or
+	// the daemon was too busy to take them; retrying later may succeed
+	// (EX_TEMPFAIL, as flush's exitNotDurable). An interrupt is no error
+	// of the job's, and 75 tells the agent what it most needs: the files
+	// are not all resident.
 	exitPrefetchPending = 75
 )
 
@@ -75,8 +77,9 @@ Exit status:
       listed, lines outside the mount among them)
   66  files missing in the bucket: the scene is broken
   69  no daemon reachable: the render may go on, uncached
-  75  still pending when --wait ran out, a fetch failed, or the daemon was
-      busy: retry, or render and read on demand
+  75  still pending when --wait ran out or was interrupted (SIGINT,
+      SIGTERM), a fetch failed, or the daemon was busy: retry, or render
+      and read on demand
 `
 
 func runPrefetch(args []string, stdout, stderr io.Writer) error {
@@ -288,19 +291,28 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 }
 
 // daemonError maps what a daemon call returned to the exit codes: a
-// refused request is the command line's fault (2), a busy daemon a
-// retry (75), and a daemon that does not answer at all is no daemon (69).
+// refused request is the command line's fault (2), a busy daemon or an
+// interrupted wait a retry (75), and a daemon that does not answer at all
+// is no daemon (69).
 func daemonError(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
 	var apiErr *hooks.APIError
+	var intr *interruptedError
 	switch {
+	case errors.As(err, &intr):
+		return &exitError{code: exitPrefetchPending, err: err}
+	case ctx.Err() != nil:
+		// SIGINT or SIGTERM: what was asked for is as pending as when
+		// --wait runs out, and the client's "interrupt signal received"
+		// is no error of the daemon's.
+		return &exitError{code: exitPrefetchPending, err: errors.New("interrupted")}
 	case errors.As(err, &apiErr) && apiErr.StatusCode == 503:
 		return &exitError{code: exitPrefetchPending, err: err}
 	case errors.As(err, &apiErr) && apiErr.StatusCode >= 400 && apiErr.StatusCode < 500:
 		return &exitError{code: 2, err: err}
-	case errors.As(err, &apiErr), ctx.Err() != nil:
+	case errors.As(err, &apiErr):
 		return err
 	}
 	return &exitError{code: exitPrefetchNoDaemon, err: err}
