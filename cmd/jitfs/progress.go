@@ -489,7 +489,7 @@ func flushSnap(now, base hooks.OutputStatus, at time.Time) progressSnap {
 	done := int(now.DurableFiles - base.DurableFiles)
 	s := progressSnap{Files: done + now.NotDurableTotal, FilesDone: done, BytesDone: now.DurableBytes - base.DurableBytes,
 		ByFiles: true, BytesLabel: "durable",
-		Failed:  now.Files["failed"] + now.Files["interrupted"] + now.Files["cut_short"]}
+		Failed: now.Files["failed"] + now.Files["interrupted"] + now.Files["cut_short"]}
 	var oldest *hooks.OutputFile
 	for i, f := range now.NotDurable {
 		if f.ClosedAt > 0 && (oldest == nil || f.ClosedAt < oldest.ClosedAt) {
