@@ -262,8 +262,8 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	} else {
-		fmt.Fprintf(stdout, "jitfs prefetch: %d files: %d resident, %d queued, %d missing, %d failed, %d outside the mount (waited %d ms)\n",
-			rep.Accepted+len(rep.Unmanaged), rep.Resident, rep.Queued, len(rep.Missing), len(rep.Failed), len(rep.Unmanaged), rep.WaitedMS)
+		fmt.Fprintf(stdout, "jitfs prefetch: %s: %d resident, %d queued, %d missing, %d failed, %d outside the mount (waited %d ms)\n",
+			counted(rep.Accepted+len(rep.Unmanaged), "file"), rep.Resident, rep.Queued, len(rep.Missing), len(rep.Failed), len(rep.Unmanaged), rep.WaitedMS)
 		for _, p := range rep.Missing {
 			fmt.Fprintf(stdout, "  missing   %s\n", p)
 		}
@@ -673,7 +673,7 @@ func dryRunItems(items []hooks.Item, asJSON bool, stdout io.Writer) error {
 		for _, p := range res.Missing {
 			fmt.Fprintf(stdout, "  missing   %s\n", p)
 		}
-		fmt.Fprintf(stdout, "jitfs prefetch --dry-run: %d files: %d present, %d missing\n", len(res.Files)+len(res.Missing), len(res.Files), len(res.Missing))
+		fmt.Fprintf(stdout, "jitfs prefetch --dry-run: %s: %d present, %d missing\n", counted(len(res.Files)+len(res.Missing), "file"), len(res.Files), len(res.Missing))
 	}
 	if len(res.Missing) > 0 {
 		return &exitError{code: exitPrefetchMissing}
@@ -749,6 +749,15 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 		fmt.Fprint(w, "\x1b[H\x1b[2J") // redraw in place
 	}
 	fmt.Fprintf(w, "jitfs %s at %s\n", st.Version, st.Mountpoint)
+	if st.Outputs != nil {
+		printOutputs(w, *st.Outputs)
+		if st.CacheBudgetBytes == 0 {
+			// An output area alone: it has no cache, no prefetch and
+			// nothing in flight to read, and lines of zeros about them
+			// would hide the outputs.
+			return
+		}
+	}
 	fmt.Fprintf(w, "  cache       %s of %s, byte hit ratio %.1f%%\n", size(st.CacheUsedBytes), size(st.CacheBudgetBytes), 100*st.HitRatio)
 	fmt.Fprintf(w, "  prefetch    %d queued, %d in flight, %s outstanding; %s prefetched, %s evicted unread\n",
 		st.QueueDepth, st.InFlight, size(st.BytesOutstanding), size(st.PrefetchedBytes), size(st.WastedBytes))
@@ -760,17 +769,59 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 		fmt.Fprintf(w, "  zone cache  %s\n", zoneLine(*st.Zone))
 	}
 	if st.MissingFiles > 0 || st.RefusedFiles > 0 {
-		fmt.Fprintf(w, "  asked for   %d names not in the bucket; %d files refused (daemon busy)\n", st.MissingFiles, st.RefusedFiles)
+		fmt.Fprintf(w, "  asked for   %s not in the bucket; %s refused (daemon busy)\n", counted(st.MissingFiles, "name"), counted(st.RefusedFiles, "file"))
 	}
 	for _, j := range st.Jobs {
+		// By bytes once any size is known, else by files: a file still
+		// being fetched has no size yet, and 0 B of 0 B is no 100%.
 		pct := 100.0
-		if j.BytesWanted > 0 {
+		switch {
+		case j.BytesWanted > 0:
 			pct = 100 * float64(j.BytesResident) / float64(j.BytesWanted)
+		case j.Wanted > 0:
+			pct = 100 * float64(j.Resident) / float64(j.Wanted)
 		}
-		fmt.Fprintf(w, "  job %-20s %d/%d files, %s/%s (%.0f%%), %s pinned, %d missing\n", j.ID, j.Resident, j.Wanted,
+		noun := "files"
+		if j.Wanted == 1 {
+			noun = "file"
+		}
+		fmt.Fprintf(w, "  job %-20s %d/%d %s, %s/%s (%.0f%%), %s pinned, %d missing\n", j.ID, j.Resident, j.Wanted, noun,
 			size(j.BytesResident), size(j.BytesWanted), pct, size(j.PinnedBytes), j.Missing)
 	}
 	printNow(w, st.Status)
+}
+
+// maxNotDurableShown is how many outputs not durable status names: the
+// oldest say where a flush is stuck; the rest are counted.
+const maxNotDurableShown = 5
+
+// printOutputs is an output area's part of a status: what is staged, the
+// outputs by state, what is durable, and the first few that are not.
+func printOutputs(w io.Writer, o hooks.OutputStatus) {
+	fmt.Fprintf(w, "  outputs     gs://%s/%s, staged %s of %s in %s\n", o.Bucket, o.Prefix, size(o.StagedBytes), size(o.StagingBudgetBytes), o.StagingDir)
+	var states []string
+	for _, k := range slices.Sorted(maps.Keys(o.Files)) {
+		if o.Files[k] > 0 {
+			states = append(states, fmt.Sprintf("%d %s", o.Files[k], k))
+		}
+	}
+	line := counted(o.NotDurableTotal, "file") + " not durable"
+	if len(states) > 0 {
+		line += " (" + strings.Join(states, ", ") + ")"
+	}
+	fmt.Fprintf(w, "  files       %s; %s durable (%s)\n", line, counted(o.DurableFiles, "file"), size(o.DurableBytes))
+	fmt.Fprintf(w, "  uploads     %s, %s\n", counted(o.Retries, "retry"), counted(o.PermanentFailures, "permanent failure"))
+	for i, f := range o.NotDurable {
+		if i == maxNotDurableShown {
+			fmt.Fprintf(w, "    and %d more\n", o.NotDurableTotal-maxNotDurableShown)
+			break
+		}
+		what := f.State + ", " + size(f.Size)
+		if f.Error != "" {
+			what += ": " + f.Error
+		}
+		fmt.Fprintf(w, "    %-9s %s (%s)\n", "pending", f.Path, what)
+	}
 }
 
 // daemonMountpoint is the mountpoint of the daemon daemonSocket finds, or
@@ -875,14 +926,14 @@ func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
 	}
 	printWhereTheBytesAre(w, st)
 	for _, j := range st.Jobs {
-		state := fmt.Sprintf("%d tasks", len(j.Tasks))
+		state := counted(len(j.Tasks), "task")
 		if len(j.Tasks) == 0 && j.EndsAt > 0 {
 			state = "no task; ends " + time.Unix(int64(j.EndsAt), 0).Format(time.RFC3339)
 		}
 		fmt.Fprintf(w, "  job %-20s %s; %s resident, %s pinned\n", j.ID, state, size(j.ResidentBytes), size(j.PinnedBytes))
 		for _, s := range j.Sources {
-			fmt.Fprintf(w, "    %-40s %d files (%s), %s resident, %d listings (%d from the store)\n",
-				s.Source, s.Files, size(s.FileBytes), size(s.ResidentBytes), s.Listings, s.StoredListings)
+			fmt.Fprintf(w, "    %-40s %s (%s), %s resident, %s (%d from the store)\n",
+				s.Source, counted(s.Files, "file"), size(s.FileBytes), size(s.ResidentBytes), counted(s.Listings, "listing"), s.StoredListings)
 			if s.Prefetch.Speculation != nil {
 				fmt.Fprintf(w, "      speculation %s\n", speculationLine(s.Prefetch.Speculation))
 			}
@@ -922,10 +973,13 @@ func speculationLine(sp *hooks.SpeculationStatus) string {
 }
 
 // counted is n and the noun, in the plural unless n is 1: "1 file",
-// "2 files".
-func counted(n int, noun string) string {
+// "2 files", "3 retries".
+func counted[N ~int | ~int64](n N, noun string) string {
 	if n == 1 {
 		return "1 " + noun
+	}
+	if stem, ok := strings.CutSuffix(noun, "y"); ok {
+		return fmt.Sprintf("%d %sies", n, stem)
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
 }
