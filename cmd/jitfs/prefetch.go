@@ -958,8 +958,8 @@ func zoneLine(z gcs.ZoneStatus) string {
 // speculationLine tells what fetching ahead without hooks did: how much
 // of it the readers used, and how much went to waste.
 func speculationLine(sp *hooks.SpeculationStatus) string {
-	line := fmt.Sprintf("%d files (%s) fetched ahead: %d used (%s), %d wasted (%s), %d in flight; %d streams stopped",
-		sp.Predicted, size(sp.Bytes), sp.Used, size(sp.UsedBytes), sp.Wasted, size(sp.WastedBytes), sp.Predicted-sp.Used-sp.Wasted, sp.Stopped)
+	line := fmt.Sprintf("%s (%s) fetched ahead: %d used (%s), %d wasted (%s), %d in flight; %s stopped",
+		counted(sp.Predicted, "file"), size(sp.Bytes), sp.Used, size(sp.UsedBytes), sp.Wasted, size(sp.WastedBytes), sp.Predicted-sp.Used-sp.Wasted, counted(sp.Stopped, "stream"))
 	var kinds []string
 	for _, k := range slices.Sorted(maps.Keys(sp.Kinds)) {
 		if sp.Kinds[k] > 0 {
