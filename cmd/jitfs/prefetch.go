@@ -142,8 +142,9 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 	}
 
 	// The command line and the manifest's syntax are checked before any
-	// daemon is asked, so a broken manifest is a usage error (2) whether
-	// or not a daemon is up.
+	// prefetch is asked for, so a broken manifest is a usage error (2)
+	// whether or not a daemon is up; a daemon is asked only for its
+	// mountpoint, to place the manifest's lines.
 	var items []hooks.Item
 	for _, p := range pos {
 		more, err := argItems(p, *frames)
