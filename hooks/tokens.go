@@ -18,14 +18,15 @@ const UVTileToken = "<UVTILE>"
 //   - a run of N '#' (Nuke, Blender: one '#' per digit) is %0Nd;
 //   - a run of N '@' (one '@' per digit, as Maya's FCheck and RV read it)
 //     is %0Nd;
-//   - $F is %d, and $F1 to $F9 (Houdini) are %01d to %09d.
+//   - $F is %d, and $F1 to $F9 (Houdini) are %01d to %09d; ${F} and
+//     ${F1} to ${F9} are the same, for when a letter, digit or _ follows.
 //
 // printf tokens (%d, %0Nd, %V, %v, %%) and <UDIM> and <UVTILE> are kept as
 // they are. A '#' run is one per digit, not the four digits some tools
 // read a lone '#' as, because that is what Nuke and Blender write. Runs
-// longer than 9 and Houdini variables other than $F ($FF, $FSTART, ...)
-// are errors: they would otherwise be taken for a literal file name that
-// exists nowhere.
+// longer than 9 and Houdini variables other than $F ($FF, $FSTART,
+// $F10, ${FF}, ...) are errors: they would otherwise be taken for a
+// literal file name that exists nowhere.
 func TranslateTokens(p string) (string, error) {
 	if !strings.ContainsAny(p, "#@$") {
 		return p, nil
@@ -44,15 +45,36 @@ func TranslateTokens(p string) (string, error) {
 			}
 			fmt.Fprintf(&b, "%%0%dd", j-i)
 			i = j
+		case c == '$' && strings.HasPrefix(p[i:], "${F"):
+			// Houdini's braces delimit the name, so a letter or digit may
+			// follow: plate.${F4}_v2.exr.
+			end := strings.IndexByte(p[i:], '}')
+			if end < 0 {
+				return "", fmt.Errorf("hooks: pattern %q: ${F without } at byte %d", p, i)
+			}
+			switch name := p[i+2 : i+end]; {
+			case name == "F":
+				b.WriteString("%d")
+			case len(name) == 2 && name[0] == 'F' && name[1] >= '1' && name[1] <= '9':
+				fmt.Fprintf(&b, "%%0%cd", name[1])
+			default:
+				return "", fmt.Errorf("hooks: pattern %q: only ${F} and ${F1}..${F9} are frame tokens (at byte %d)", p, i)
+			}
+			i += end + 1
 		case c == '$' && strings.HasPrefix(p[i:], "$F"):
 			j := i + 2
-			switch {
-			case j < len(p) && p[j] >= '1' && p[j] <= '9':
+			if j < len(p) && p[j] >= '1' && p[j] <= '9' {
 				fmt.Fprintf(&b, "%%0%cd", p[j])
 				j++
-			case j < len(p) && (p[j] == '0' || isIdentByte(p[j])):
-				return "", fmt.Errorf("hooks: pattern %q: only $F and $F1..$F9 are frame tokens (at byte %d)", p, i)
-			default:
+			}
+			// Houdini reads a variable's name up to the first byte that
+			// cannot be in one, so $F10 or $F4x is another variable (or a
+			// width past 9), not $F1 then "0": an error, not a file name
+			// that exists nowhere.
+			if j < len(p) && isIdentByte(p[j]) {
+				return "", fmt.Errorf("hooks: pattern %q: only $F and $F1..$F9 are frame tokens (at byte %d; write ${F4} when a letter, digit or _ follows)", p, i)
+			}
+			if j == i+2 {
 				b.WriteString("%d")
 			}
 			i = j
@@ -170,4 +192,17 @@ func MatchTiles(name string, entries []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// HasFrameToken reports whether p, as written by hand, holds a frame
+// token, or something that would be one were it not malformed ($FF, a run
+// of ten '#'): a manifest line with spaces is one path only when it has
+// none, since a pattern's mistake must be reported, not taken for a name.
+func HasFrameToken(p string) bool {
+	t, err := TranslateTokens(p)
+	if err != nil {
+		return true
+	}
+	_, hasFrame, _, err := parsePattern(t)
+	return err == nil && hasFrame
 }

@@ -28,13 +28,24 @@ func TestTranslateTokens(t *testing.T) {
 		"/m/$HOME/a.exr":         "/m/$HOME/a.exr", // not $F: literal
 		"/m/a.##.@@@.exr":        "/m/a.%02d.%03d.exr",
 		"/m/plain.exr":           "/m/plain.exr",
+		"/m/plate.$F1.exr":       "/m/plate.%01d.exr",
+		"/m/plate.$F9.exr":       "/m/plate.%09d.exr",
+		"/m/plate.${F4}.exr":     "/m/plate.%04d.exr",
+		"/m/plate.${F4}_v2.exr":  "/m/plate.%04d_v2.exr",
+		"/m/plate${F}0.exr":      "/m/plate%d0.exr",
+		"/m/${HOME}/a.exr":       "/m/${HOME}/a.exr", // not ${F...}: literal
+		"/m/p.$F4.$F.exr":        "/m/p.%04d.%d.exr",
 	} {
 		got, err := TranslateTokens(in)
 		if err != nil || got != want {
 			t.Errorf("TranslateTokens(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"/m/p.##########.exr", "/m/p.@@@@@@@@@@", "/m/p.$FF.exr", "/m/p.$FSTART", "/m/p.$F0.exr", "/m/p.$F_x"} {
+	for _, in := range []string{"/m/p.##########.exr", "/m/p.@@@@@@@@@@", "/m/p.$FF.exr", "/m/p.$FSTART", "/m/p.$F0.exr", "/m/p.$F_x",
+		// $F10 is not $F1 then "0", nor $F4x $F4 then "x": Houdini reads
+		// the longest name.
+		"/m/p.$F10.exr", "/m/p.$F4x.exr", "/m/p.$F4_v2.exr",
+		"/m/p.${F10}.exr", "/m/p.${FF}.exr", "/m/p.${F4.exr"} {
 		if got, err := TranslateTokens(in); err == nil {
 			t.Errorf("TranslateTokens(%q) = %q, want an error", in, got)
 		}
@@ -133,6 +144,17 @@ func TestPrefetchUVTile(t *testing.T) {
 		_, err := ts.c.Prefetch(context.Background(), PrefetchRequest{Scope: ScopeJob, Items: []Item{{Seq: &Seq{Pattern: p}}}})
 		if err == nil || !strings.Contains(err.Error(), "bad_pattern") {
 			t.Errorf("pattern %q: %v, want bad_pattern", p, err)
+		}
+	}
+}
+
+func TestHasFrameToken(t *testing.T) {
+	for p, want := range map[string]bool{
+		"a.####.exr": true, "a.$F4.exr": true, "a.${F}.exr": true, "a.%04d.exr": true, "a.$FF.exr": true,
+		"my file.tex": false, "a.<UDIM>.tx": false, "$HOME/a": false, "100% done.exr": false, "a.%V.exr": false,
+	} {
+		if got := HasFrameToken(p); got != want {
+			t.Errorf("HasFrameToken(%q) = %v, want %v", p, got, want)
 		}
 	}
 }

@@ -27,7 +27,9 @@ import (
 // Exit codes of jitfs prefetch, sysexits-style like flush's (docs/hook-api.md
 // and --help list them), so a farm agent can tell what to do next. Usage
 // errors, a malformed manifest included, exit 2 as every command's do, and
-// anything else 1 (files outside the mount, say).
+// anything else 1. A manifest line outside the mount is a bad line (2),
+// since a manifest names one mount's files; a PATH argument outside it is
+// the daemon's "unmanaged", not fetched and not a mistake of the job (1).
 const (
 	// exitPrefetchMissing: some files are not in the bucket, so the scene
 	// is broken and rendering it would fail or render wrong
@@ -38,9 +40,11 @@ const (
 	// flush's exitSetup).
 	exitPrefetchNoDaemon = 69
 	// exitPrefetchPending: every file exists, but some were still being
-	// fetched when --wait ran out, a fetch failed, or the daemon was too
-	// busy to take them; retrying later may succeed (EX_TEMPFAIL, as
-	// flush's exitNotDurable).
+	// fetched when --wait ran out or was interrupted, a fetch failed, or
+	// the daemon was too busy to take them; retrying later may succeed
+	// (EX_TEMPFAIL, as flush's exitNotDurable). An interrupt is no error
+	// of the job's, and 75 tells the agent what it most needs: the files
+	// are not all resident.
 	exitPrefetchPending = 75
 )
 
@@ -53,23 +57,29 @@ those frames. A manifest holds one item per line ('#' starts a comment):
   PATTERN FRAMES             e.g. shots/plate.####.exr 1001-1100x2,1200
   PATTERN                    with <UDIM> or <UVTILE> and no frame token
 
+A path may hold spaces: a line with no frame token whose last word is no
+frame list is one path; else quote it ("my plate.####.exr" 1001-1010).
+
 Frame tokens: #### or @@@@ (one per digit: %04d), $F (unpadded) and
-$F2..$F9 (Houdini), %d and %0Nd (printf). Tile tokens, in the file name:
+$F1..$F9 (Houdini; ${F4} when a letter, digit or _ follows), %d and
+%0Nd (printf). Tile tokens, in the file name:
 <UDIM> (1001-1999) and <UVTILE> (u1_v1 is tile 1001, u2_v1 1002, u1_v2
-1011), expanded to the tiles present in the directory. Absolute paths
-outside the mount, and every malformed line, are reported file:line.
+1011), expanded to the tiles present in the directory. Every malformed
+manifest line, and every line outside the mount, is reported file:line.
 
 --dry-run needs no daemon: it expands the items, stats every file through
 the mount, and lists which exist and which are missing.
 
 Exit status:
   0   every file is resident or queued (with --dry-run: every file exists)
-  1   another error, e.g. files outside the mount
-  2   usage error, including a malformed manifest (every bad line is listed)
+  1   another error, e.g. PATH arguments outside the mount
+  2   usage error, including a malformed manifest (every bad line is
+      listed, lines outside the mount among them)
   66  files missing in the bucket: the scene is broken
   69  no daemon reachable: the render may go on, uncached
-  75  still pending when --wait ran out, a fetch failed, or the daemon was
-      busy: retry, or render and read on demand
+  75  still pending when --wait ran out or was interrupted (SIGINT,
+      SIGTERM), a fetch failed, or the daemon was busy: retry, or render
+      and read on demand
 `
 
 func runPrefetch(args []string, stdout, stderr io.Writer) error {
@@ -100,6 +110,18 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		}
 	case len(pos) == 0 && *manifest == "" && *fromTrace == "":
 		return fmt.Errorf("%w: give PATHs, --manifest or --from-trace", errUsage)
+	case fl.Changed("frames") && strings.TrimSpace(*frames) == "":
+		// An empty list given on purpose is most likely an unset
+		// variable: without this, every PATTERN would be taken for a
+		// literal file name and reported missing.
+		return fmt.Errorf("%w: --frames is empty", errUsage)
+	}
+	for i, p := range pos {
+		// "" would be the current directory, and its whole subtree
+		// prefetched: what an unset $SCENE in a job script gives.
+		if strings.TrimSpace(p) == "" {
+			return fmt.Errorf("%w: argument %d is empty (an unset variable?)", errUsage, i+1)
+		}
 	}
 	sc := hooks.Scope(*scope)
 	if sc == "" {
@@ -120,8 +142,9 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 	}
 
 	// The command line and the manifest's syntax are checked before any
-	// daemon is asked, so a broken manifest is a usage error (2) whether
-	// or not a daemon is up.
+	// prefetch is asked for, so a broken manifest is a usage error (2)
+	// whether or not a daemon is up; a daemon is asked only for its
+	// mountpoint, to place the manifest's lines.
 	var items []hooks.Item
 	for _, p := range pos {
 		more, err := argItems(p, *frames)
@@ -131,10 +154,26 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		items = append(items, more...)
 	}
 	var lines []manifestLine
+	var bad []badLine
 	if *manifest != "" {
-		if lines, err = parseManifest(*manifest); err != nil {
+		if lines, bad, err = parseManifest(*manifest); err != nil {
 			return err
 		}
+	}
+	if len(bad) > 0 && !*dryRun {
+		// Lines outside the mount are bad lines too, listed with the
+		// syntax errors when the mount can be known, so the manifest is
+		// fixed in one pass; with no daemon to name it, only the syntax
+		// errors can be.
+		mnt := *mount
+		if mnt == "" {
+			mnt = daemonMountpoint(*socket, pos)
+		}
+		if mnt == "" {
+			return newManifestError(*manifest, bad)
+		}
+		_, err := resolveManifest(*manifest, lines, bad, mnt)
+		return err
 	}
 
 	if *dryRun {
@@ -145,7 +184,7 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		if *fromTrace != "" && root == "" {
 			return fmt.Errorf("%w: --dry-run --from-trace needs --trace-root or --mount", errUsage)
 		}
-		more, err := resolveManifest(*manifest, lines, *mount)
+		more, err := resolveManifest(*manifest, lines, bad, *mount)
 		if err != nil {
 			return err
 		}
@@ -195,7 +234,7 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		}
 		mnt = h.Mountpoint
 	}
-	more, err := resolveManifest(*manifest, lines, mnt)
+	more, err := resolveManifest(*manifest, lines, nil, mnt)
 	if err != nil {
 		return err
 	}
@@ -224,8 +263,8 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	} else {
-		fmt.Fprintf(stdout, "jitfs prefetch: %d files: %d resident, %d queued, %d missing, %d failed, %d outside the mount (waited %d ms)\n",
-			rep.Accepted+len(rep.Unmanaged), rep.Resident, rep.Queued, len(rep.Missing), len(rep.Failed), len(rep.Unmanaged), rep.WaitedMS)
+		fmt.Fprintf(stdout, "jitfs prefetch: %s: %d resident, %d queued, %d missing, %d failed, %d outside the mount (waited %d ms)\n",
+			counted(rep.Accepted+len(rep.Unmanaged), "file"), rep.Resident, rep.Queued, len(rep.Missing), len(rep.Failed), len(rep.Unmanaged), rep.WaitedMS)
 		for _, p := range rep.Missing {
 			fmt.Fprintf(stdout, "  missing   %s\n", p)
 		}
@@ -253,19 +292,28 @@ func runPrefetch(args []string, stdout, stderr io.Writer) error {
 }
 
 // daemonError maps what a daemon call returned to the exit codes: a
-// refused request is the command line's fault (2), a busy daemon a
-// retry (75), and a daemon that does not answer at all is no daemon (69).
+// refused request is the command line's fault (2), a busy daemon or an
+// interrupted wait a retry (75), and a daemon that does not answer at all
+// is no daemon (69).
 func daemonError(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
 	var apiErr *hooks.APIError
+	var intr *interruptedError
 	switch {
+	case errors.As(err, &intr):
+		return &exitError{code: exitPrefetchPending, err: err}
+	case ctx.Err() != nil:
+		// SIGINT or SIGTERM: what was asked for is as pending as when
+		// --wait runs out, and the client's "interrupt signal received"
+		// is no error of the daemon's.
+		return &exitError{code: exitPrefetchPending, err: errors.New("interrupted")}
 	case errors.As(err, &apiErr) && apiErr.StatusCode == 503:
 		return &exitError{code: exitPrefetchPending, err: err}
 	case errors.As(err, &apiErr) && apiErr.StatusCode >= 400 && apiErr.StatusCode < 500:
 		return &exitError{code: 2, err: err}
-	case errors.As(err, &apiErr), ctx.Err() != nil:
+	case errors.As(err, &apiErr):
 		return err
 	}
 	return &exitError{code: exitPrefetchNoDaemon, err: err}
@@ -352,84 +400,145 @@ type manifestLine struct {
 	seq    bool
 }
 
+// badLine is a manifest line's mistake, kept with its number so the
+// syntax errors and those only the mount reveals are listed together in
+// file order.
+type badLine struct {
+	n   int
+	why string
+}
+
 // manifestError lists every bad line of a manifest, so whoever wrote it
 // fixes them in one pass; it is a usage error.
 type manifestError struct{ lines []string }
 
 func (e *manifestError) Error() string {
-	return fmt.Sprintf("%d bad manifest lines:\n  %s", len(e.lines), strings.Join(e.lines, "\n  "))
+	return fmt.Sprintf("%s:\n  %s", counted(len(e.lines), "bad manifest line"), strings.Join(e.lines, "\n  "))
 }
 
 func (e *manifestError) Unwrap() error { return errUsage }
 
-// manifestItems reads a manifest whose paths are all absolute (relative
-// ones need the mount, which jitfs run's caller does not pass).
+// newManifestError is the error of a manifest's bad lines, in file order;
+// nil when there are none.
+func newManifestError(name string, bad []badLine) error {
+	if len(bad) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(bad, func(a, b badLine) int { return a.n - b.n })
+	e := &manifestError{}
+	for _, b := range bad {
+		e.lines = append(e.lines, fmt.Sprintf("%s:%d: %s", name, b.n, b.why))
+	}
+	return e
+}
+
+// manifestItems reads a manifest, every bad line reported at once.
 func manifestItems(name, mount string) ([]hooks.Item, error) {
-	lines, err := parseManifest(name)
+	lines, bad, err := parseManifest(name)
 	if err != nil {
 		return nil, err
 	}
-	return resolveManifest(name, lines, mount)
+	return resolveManifest(name, lines, bad, mount)
 }
 
 // parseManifest reads a manifest: one path per line, or a pattern and
-// its frame list, or a tile pattern alone; # starts a comment. A line of
-// one field is a literal path (frame tokens and all) unless it holds a
-// tile token, so a file whose name has a '#' or '@' can still be named.
-func parseManifest(name string) ([]manifestLine, error) {
+// its frame list, or a tile pattern alone; # starts a comment. It returns
+// the good lines and the bad ones, and an error only when the file cannot
+// be read. A line of one field is a literal path (frame tokens and all)
+// unless it holds a tile token, so a file whose name has a '#' or '@' can
+// still be named.
+func parseManifest(name string) ([]manifestLine, []badLine, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	defer f.Close()
 	var lines []manifestLine
-	var bad []string
+	var bad []badLine
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		fields := strings.Fields(line)
-		l := manifestLine{n: n, path: fields[0]}
-		switch {
-		case len(fields) == 1 && hooks.HasTileToken(fields[0]):
-			l.seq = true
-		case len(fields) == 1:
-		case len(fields) == 2:
-			l.seq, l.frames = true, fields[1]
-		default:
-			bad = append(bad, fmt.Sprintf("%s:%d: want PATH or PATTERN FRAMES (paths with spaces: one per line, alone)", name, n))
+		p, frames, err := splitManifestLine(line)
+		if err != nil {
+			bad = append(bad, badLine{n, err.Error()})
 			continue
 		}
+		l := manifestLine{n: n, path: p, frames: frames, seq: frames != "" || hooks.HasTileToken(p)}
 		if l.seq {
 			if _, err := patternSeq(l.path, l.frames); err != nil {
-				bad = append(bad, fmt.Sprintf("%s:%d: %v", name, n, err))
+				bad = append(bad, badLine{n, err.Error()})
 				continue
 			}
 		}
 		lines = append(lines, l)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", errUsage, name, err)
+		return nil, nil, fmt.Errorf("%w: %s: %v", errUsage, name, err)
 	}
-	if len(bad) > 0 {
-		return nil, &manifestError{lines: bad}
+	return lines, bad, nil
+}
+
+// splitManifestLine splits a trimmed manifest line into its path (or
+// pattern) and frame list. A path may hold spaces: in double quotes, or
+// bare when the line's last field is no frame list and the line has no
+// frame token, since then nothing else could be meant. A last field that
+// is a frame list makes the rest a pattern, so a file whose name ends in
+// " 2" is written in quotes.
+func splitManifestLine(line string) (p, frames string, err error) {
+	const quoteHint = `a path with spaces goes in double quotes: "PATH" or "PATTERN" FRAMES`
+	if strings.HasPrefix(line, `"`) {
+		end := strings.IndexByte(line[1:], '"')
+		if end < 0 {
+			return "", "", errors.New(`no closing " (` + quoteHint + `)`)
+		}
+		p, rest := line[1:1+end], line[2+end:]
+		if p == "" {
+			return "", "", errors.New(`"" names no file`)
+		}
+		if rest != "" && !strings.HasPrefix(rest, " ") && !strings.HasPrefix(rest, "\t") {
+			return "", "", errors.New(`want a space after the closing " (` + quoteHint + `)`)
+		}
+		switch f := strings.Fields(rest); len(f) {
+		case 0:
+			return p, "", nil
+		case 1:
+			return p, f[0], nil
+		}
+		return "", "", errors.New(`want one frame list after the quoted pattern (` + quoteHint + `)`)
 	}
-	return lines, nil
+	fields := strings.Fields(line)
+	if len(fields) == 1 {
+		return line, "", nil
+	}
+	last := fields[len(fields)-1]
+	head := strings.TrimSpace(strings.TrimSuffix(line, last))
+	_, ferr := hooks.ParseFrames(last)
+	switch {
+	case ferr == nil && !hooks.HasFrameToken(head):
+		return "", "", fmt.Errorf("%s has no frame token for the frame list %q (%s)", head, last, quoteHint)
+	case ferr == nil:
+		return head, last, nil
+	case !hooks.HasFrameToken(line):
+		return line, "", nil
+	}
+	return "", "", fmt.Errorf("%s (%s)", strings.TrimPrefix(ferr.Error(), "hooks: "), quoteHint)
 }
 
 // resolveManifest turns manifest lines into items under mount (the
 // mountpoint, "" when unknown): relative paths are joined to it, and an
 // absolute path outside it is an error of its line, since a manifest names
-// the files of one mount. Every bad line is reported.
-func resolveManifest(name string, lines []manifestLine, mount string) ([]hooks.Item, error) {
+// the files of one mount. Those errors and bad, the syntax errors, are
+// reported together, so one pass finds every bad line.
+func resolveManifest(name string, lines []manifestLine, bad []badLine, mount string) ([]hooks.Item, error) {
 	var items []hooks.Item
-	var bad []string
+	bad = slices.Clone(bad)
 	for _, l := range lines {
 		p, err := resolveUnder(l.path, mount)
 		if err != nil {
-			bad = append(bad, fmt.Sprintf("%s:%d: %v", name, l.n, err))
+			bad = append(bad, badLine{l.n, err.Error()})
 			continue
 		}
 		if !l.seq {
@@ -438,13 +547,13 @@ func resolveManifest(name string, lines []manifestLine, mount string) ([]hooks.I
 		}
 		seq, err := patternSeq(p, l.frames)
 		if err != nil {
-			bad = append(bad, fmt.Sprintf("%s:%d: %v", name, l.n, err))
+			bad = append(bad, badLine{l.n, err.Error()})
 			continue
 		}
 		items = append(items, hooks.Item{Seq: seq})
 	}
-	if len(bad) > 0 {
-		return nil, &manifestError{lines: bad}
+	if err := newManifestError(name, bad); err != nil {
+		return nil, err
 	}
 	return items, nil
 }
@@ -565,7 +674,7 @@ func dryRunItems(items []hooks.Item, asJSON bool, stdout io.Writer) error {
 		for _, p := range res.Missing {
 			fmt.Fprintf(stdout, "  missing   %s\n", p)
 		}
-		fmt.Fprintf(stdout, "jitfs prefetch --dry-run: %d files: %d present, %d missing\n", len(res.Files)+len(res.Missing), len(res.Files), len(res.Missing))
+		fmt.Fprintf(stdout, "jitfs prefetch --dry-run: %s: %d present, %d missing\n", counted(len(res.Files)+len(res.Missing), "file"), len(res.Files), len(res.Missing))
 	}
 	if len(res.Missing) > 0 {
 		return &exitError{code: exitPrefetchMissing}
@@ -641,6 +750,15 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 		fmt.Fprint(w, "\x1b[H\x1b[2J") // redraw in place
 	}
 	fmt.Fprintf(w, "jitfs %s at %s\n", st.Version, st.Mountpoint)
+	if st.Outputs != nil {
+		printOutputs(w, *st.Outputs)
+		if st.CacheBudgetBytes == 0 {
+			// An output area alone: it has no cache, no prefetch and
+			// nothing in flight to read, and lines of zeros about them
+			// would hide the outputs.
+			return
+		}
+	}
 	fmt.Fprintf(w, "  cache       %s of %s, byte hit ratio %.1f%%\n", size(st.CacheUsedBytes), size(st.CacheBudgetBytes), 100*st.HitRatio)
 	fmt.Fprintf(w, "  prefetch    %d queued, %d in flight, %s outstanding; %s prefetched, %s evicted unread\n",
 		st.QueueDepth, st.InFlight, size(st.BytesOutstanding), size(st.PrefetchedBytes), size(st.WastedBytes))
@@ -652,17 +770,77 @@ func printStatus(w io.Writer, st hooks.StatusReply, live bool) {
 		fmt.Fprintf(w, "  zone cache  %s\n", zoneLine(*st.Zone))
 	}
 	if st.MissingFiles > 0 || st.RefusedFiles > 0 {
-		fmt.Fprintf(w, "  asked for   %d names not in the bucket; %d files refused (daemon busy)\n", st.MissingFiles, st.RefusedFiles)
+		fmt.Fprintf(w, "  asked for   %s not in the bucket; %s refused (daemon busy)\n", counted(st.MissingFiles, "name"), counted(st.RefusedFiles, "file"))
 	}
 	for _, j := range st.Jobs {
+		// By bytes once any size is known, else by files: a file still
+		// being fetched has no size yet, and 0 B of 0 B is no 100%.
 		pct := 100.0
-		if j.BytesWanted > 0 {
+		switch {
+		case j.BytesWanted > 0:
 			pct = 100 * float64(j.BytesResident) / float64(j.BytesWanted)
+		case j.Wanted > 0:
+			pct = 100 * float64(j.Resident) / float64(j.Wanted)
 		}
-		fmt.Fprintf(w, "  job %-20s %d/%d files, %s/%s (%.0f%%), %s pinned, %d missing\n", j.ID, j.Resident, j.Wanted,
+		noun := "files"
+		if j.Wanted == 1 {
+			noun = "file"
+		}
+		fmt.Fprintf(w, "  job %-20s %d/%d %s, %s/%s (%.0f%%), %s pinned, %d missing\n", j.ID, j.Resident, j.Wanted, noun,
 			size(j.BytesResident), size(j.BytesWanted), pct, size(j.PinnedBytes), j.Missing)
 	}
 	printNow(w, st.Status)
+}
+
+// maxNotDurableShown is how many outputs not durable status names: the
+// oldest say where a flush is stuck; the rest are counted.
+const maxNotDurableShown = 5
+
+// printOutputs is an output area's part of a status: what is staged, the
+// outputs by state, what is durable, and the first few that are not.
+func printOutputs(w io.Writer, o hooks.OutputStatus) {
+	fmt.Fprintf(w, "  outputs     gs://%s/%s, staged %s of %s in %s\n", o.Bucket, o.Prefix, size(o.StagedBytes), size(o.StagingBudgetBytes), o.StagingDir)
+	var states []string
+	for _, k := range slices.Sorted(maps.Keys(o.Files)) {
+		if o.Files[k] > 0 {
+			states = append(states, fmt.Sprintf("%d %s", o.Files[k], k))
+		}
+	}
+	line := counted(o.NotDurableTotal, "file") + " not durable"
+	if len(states) > 0 {
+		line += " (" + strings.Join(states, ", ") + ")"
+	}
+	fmt.Fprintf(w, "  files       %s; %s durable (%s)\n", line, counted(o.DurableFiles, "file"), size(o.DurableBytes))
+	fmt.Fprintf(w, "  uploads     %s, %s\n", counted(o.Retries, "retry"), counted(o.PermanentFailures, "permanent failure"))
+	for i, f := range o.NotDurable {
+		if i == maxNotDurableShown {
+			fmt.Fprintf(w, "    and %d more\n", o.NotDurableTotal-maxNotDurableShown)
+			break
+		}
+		what := f.State + ", " + size(f.Size)
+		if f.Error != "" {
+			what += ": " + f.Error
+		}
+		fmt.Fprintf(w, "    %-9s %s (%s)\n", "pending", f.Path, what)
+	}
+}
+
+// daemonMountpoint is the mountpoint of the daemon daemonSocket finds, or
+// "" when none answers soon.
+func daemonMountpoint(socket string, pos []string) string {
+	sock, err := daemonSocket(socket, pos)
+	if err != nil {
+		return ""
+	}
+	cl := hooks.NewClient(sock, 5*time.Second)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h, err := cl.Health(ctx)
+	if err != nil {
+		return ""
+	}
+	return h.Mountpoint
 }
 
 // daemonSocket is the socket given, else the one of the daemon serving the
@@ -749,14 +927,14 @@ func printNodeStatus(w io.Writer, st daemon.NodeStatus, live bool) {
 	}
 	printWhereTheBytesAre(w, st)
 	for _, j := range st.Jobs {
-		state := fmt.Sprintf("%d tasks", len(j.Tasks))
+		state := counted(len(j.Tasks), "task")
 		if len(j.Tasks) == 0 && j.EndsAt > 0 {
 			state = "no task; ends " + time.Unix(int64(j.EndsAt), 0).Format(time.RFC3339)
 		}
 		fmt.Fprintf(w, "  job %-20s %s; %s resident, %s pinned\n", j.ID, state, size(j.ResidentBytes), size(j.PinnedBytes))
 		for _, s := range j.Sources {
-			fmt.Fprintf(w, "    %-40s %d files (%s), %s resident, %d listings (%d from the store)\n",
-				s.Source, s.Files, size(s.FileBytes), size(s.ResidentBytes), s.Listings, s.StoredListings)
+			fmt.Fprintf(w, "    %-40s %s (%s), %s resident, %s (%d from the store)\n",
+				s.Source, counted(s.Files, "file"), size(s.FileBytes), size(s.ResidentBytes), counted(s.Listings, "listing"), s.StoredListings)
 			if s.Prefetch.Speculation != nil {
 				fmt.Fprintf(w, "      speculation %s\n", speculationLine(s.Prefetch.Speculation))
 			}
@@ -781,8 +959,8 @@ func zoneLine(z gcs.ZoneStatus) string {
 // speculationLine tells what fetching ahead without hooks did: how much
 // of it the readers used, and how much went to waste.
 func speculationLine(sp *hooks.SpeculationStatus) string {
-	line := fmt.Sprintf("%d files (%s) fetched ahead: %d used (%s), %d wasted (%s), %d in flight; %d streams stopped",
-		sp.Predicted, size(sp.Bytes), sp.Used, size(sp.UsedBytes), sp.Wasted, size(sp.WastedBytes), sp.Predicted-sp.Used-sp.Wasted, sp.Stopped)
+	line := fmt.Sprintf("%s (%s) fetched ahead: %d used (%s), %d wasted (%s), %d in flight; %s stopped",
+		counted(sp.Predicted, "file"), size(sp.Bytes), sp.Used, size(sp.UsedBytes), sp.Wasted, size(sp.WastedBytes), sp.Predicted-sp.Used-sp.Wasted, counted(sp.Stopped, "stream"))
 	var kinds []string
 	for _, k := range slices.Sorted(maps.Keys(sp.Kinds)) {
 		if sp.Kinds[k] > 0 {
@@ -793,4 +971,16 @@ func speculationLine(sp *hooks.SpeculationStatus) string {
 		line += " (" + strings.Join(kinds, ", ") + ")"
 	}
 	return line
+}
+
+// counted is n and the noun, in the plural unless n is 1: "1 file",
+// "2 files", "3 retries".
+func counted[N ~int | ~int64](n N, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	if stem, ok := strings.CutSuffix(noun, "y"); ok {
+		return fmt.Sprintf("%d %sies", n, stem)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

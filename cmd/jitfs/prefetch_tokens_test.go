@@ -29,12 +29,18 @@ plates/d.@@@.exr 7
 tex/skin.<UDIM>.tx
 tex/skin.<UVTILE>.tx
 lit/#hash@at.tx
+assets/my file.tex
+  /mnt/s/two  spaces.tx  
+"plates/q q.####.exr" 1001
+"lit/x 1001-1002"
+"tex/my <UDIM>.tx"
+plates/sp ace.####.exr 1001
 `), 0o644)
-	lines, err := parseManifest(m)
-	if err != nil {
-		t.Fatal(err)
+	lines, bad, err := parseManifest(m)
+	if err != nil || len(bad) > 0 {
+		t.Fatal(err, bad)
 	}
-	items, err := resolveManifest(m, lines, "/mnt/s")
+	items, err := resolveManifest(m, lines, nil, "/mnt/s")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,17 +58,24 @@ lit/#hash@at.tx
 		"/mnt/s/plates/d.%03d.exr 7", "/mnt/s/plates/e.%05d.exr 7",
 		"/mnt/s/tex/skin.<UDIM>.tx ", "/mnt/s/tex/skin.<UVTILE>.tx ",
 		"/mnt/s/lit/#hash@at.tx", // one field, no tile token: a literal name
+		// Spaces: a last field that is no frame list, on a line with no
+		// frame token, leaves the whole line one path; quotes say so
+		// outright.
+		"/mnt/s/assets/my file.tex", "/mnt/s/two  spaces.tx",
+		"/mnt/s/plates/q q.%04d.exr 1001", "/mnt/s/lit/x 1001-1002", "/mnt/s/tex/my <UDIM>.tx ",
+		"/mnt/s/plates/sp ace.%04d.exr 1001",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("items\n%q\nwant\n%q", got, want)
 	}
 	// Without the mount, a relative line cannot be placed.
-	if _, err := resolveManifest(m, lines, ""); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), m+":2: tex/wall.tx is relative") {
+	if _, err := resolveManifest(m, lines, nil, ""); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), m+":2: tex/wall.tx is relative") {
 		t.Errorf("no mount: %v", err)
 	}
 }
 
-// Every bad line is reported with its file and line, not only the first.
+// Every bad line is reported with its file and line, not only the first,
+// and those outside the mount with the syntax errors, in one pass.
 func TestPrefetchManifestEveryBadLine(t *testing.T) {
 	m := filepath.Join(t.TempDir(), "m.txt")
 	os.WriteFile(m, []byte(`/mnt/s/ok.tx
@@ -73,31 +86,37 @@ func TestPrefetchManifestEveryBadLine(t *testing.T) {
 /mnt/s/<UDIM>/e.tx
 /mnt/s/f.<UDIM>.<UVTILE>.tx
 /mnt/s/g.##########.exr 1
+/etc/passwd
+../up.tx
+/mnt/sx/near.tx
+"/mnt/s/unclosed.tx
+"/mnt/s/q.####.exr" 1 2
+assets/#1 file.tex
 `), 0o644)
-	_, err := parseManifest(m)
+	lines, bad, err := parseManifest(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = resolveManifest(m, lines, bad, "/mnt/s")
 	var me *manifestError
 	if !errors.As(err, &me) || !errors.Is(err, errUsage) {
 		t.Fatalf("err = %v, want a manifestError", err)
 	}
-	for i, want := range []string{":2: want PATH or PATTERN FRAMES", ":3: frame list", ":4: pattern", ":5: frames were given but pattern",
-		":6: <UDIM> or <UVTILE> may appear once", ":7: pattern", ":8: pattern"} {
-		if i >= len(me.lines) || !strings.HasPrefix(me.lines[i], m+want) {
-			t.Errorf("bad lines %q: #%d want %q", me.lines, i, m+want)
+	want := []string{`:2: frame list "extra"`, ":3: frame list", ":4: pattern", ":5: /mnt/s/d.exr has no frame token for the frame list \"1\" (a path with spaces goes in double quotes",
+		":6: <UDIM> or <UVTILE> may appear once", ":7: pattern", ":8: pattern",
+		":9: /etc/passwd is outside the mount /mnt/s", ":10: ../up.tx leaves the mount", ":11: /mnt/sx/near.tx is outside",
+		`:12: no closing "`, ":13: want one frame list after the quoted pattern", `:14: frame list "file.tex"`}
+	for i, w := range want {
+		if i >= len(me.lines) || !strings.HasPrefix(me.lines[i], m+w) {
+			t.Errorf("bad lines %q: #%d want %q", me.lines, i, m+w)
 		}
 	}
-	if len(me.lines) != 7 {
-		t.Errorf("%d bad lines reported, want 7: %q", len(me.lines), me.lines)
+	if len(me.lines) != len(want) || !strings.HasPrefix(err.Error(), "13 bad manifest lines:") {
+		t.Errorf("%d bad lines reported, want %d: %v", len(me.lines), len(want), err)
 	}
-	// Lines that parse but leave the mount are bad lines too, all of them.
-	os.WriteFile(m, []byte("/etc/passwd\n../up.tx\n/mnt/s/ok.tx\n/mnt/sx/near.tx\n"), 0o644)
-	lines, err := parseManifest(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = resolveManifest(m, lines, "/mnt/s")
-	if !errors.As(err, &me) || len(me.lines) != 3 || !strings.Contains(me.lines[0], ":1: /etc/passwd is outside the mount /mnt/s") ||
-		!strings.Contains(me.lines[1], ":2: ../up.tx leaves the mount") || !strings.Contains(me.lines[2], ":4: /mnt/sx/near.tx is outside") {
-		t.Errorf("outside the mount: %v", err)
+	os.WriteFile(m, []byte("/etc/passwd\n"), 0o644)
+	if _, err := manifestItems(m, "/mnt/s"); err == nil || !strings.HasPrefix(err.Error(), "1 bad manifest line:") {
+		t.Errorf("one bad line: %v", err)
 	}
 }
 
@@ -110,7 +129,7 @@ func TestPrefetchExitCodes(t *testing.T) {
 		w.PutRandom(hooksName("show/plates/a.%04d.exr", f), 10_000)
 		w.PutRandom(hooksName("show/plates/h.%d.exr", f), 10_000)
 	}
-	for _, n := range []string{"tex/wall.tx", "tex/skin.1001.tx", "tex/skin.1012.tx", "tex/col.u1_v1.tx", "tex/col.u3_v2.tx", "slow/big.exr"} {
+	for _, n := range []string{"tex/wall.tx", "tex/skin.1001.tx", "tex/skin.1012.tx", "tex/col.u1_v1.tx", "tex/col.u3_v2.tx", "slow/big.exr", "tex/my file.tx"} {
 		w.PutRandom("show/"+n, 10_000)
 	}
 	sock := filepath.Join(t.TempDir(), "jitfs.sock")
@@ -167,6 +186,21 @@ tex/col.<UVTILE>.tx
 	if code != 2 || !strings.Contains(out, outside+":1: /etc/passwd is outside the mount "+d.mnt) || !strings.Contains(out, outside+":3: ") {
 		t.Errorf("outside the mount: exit %d: %s", code, out)
 	}
+	// Syntax errors and lines outside the mount, in one pass: the daemon
+	// names the mount even though the request is never sent.
+	os.WriteFile(outside, []byte("/etc/passwd\nplates/a.####.exr 3-1\n../up.tx\n"), 0o644)
+	out, code = runJitfs(t, "prefetch", "--socket", sock, "--manifest", outside)
+	if code != 2 || !strings.Contains(out, "3 bad manifest lines") || !strings.Contains(out, outside+":1: /etc/passwd is outside") ||
+		!strings.Contains(out, outside+":2: frame list") || !strings.Contains(out, outside+":3: ../up.tx leaves the mount") {
+		t.Errorf("syntax and outside in one pass: exit %d: %s", code, out)
+	}
+	// A path with spaces, bare or quoted.
+	spaces := filepath.Join(dir, "spaces.txt")
+	os.WriteFile(spaces, []byte("tex/my file.tx\n\"tex/my file.tx\"\n"), 0o644)
+	out, code = runJitfs(t, "prefetch", "--socket", sock, "--wait", "60s", "--manifest", spaces)
+	if code != 0 || !strings.Contains(out, "1 resident") {
+		t.Errorf("spaces: exit %d: %s", code, out)
+	}
 
 	// No daemon: the render may go on uncached.
 	out, code = runJitfs(t, "prefetch", "--socket", noSock, d.path("tex/wall.tx"))
@@ -187,7 +221,7 @@ tex/col.<UVTILE>.tx
 	}
 
 	out, code = runJitfs(t, "prefetch", "--help")
-	for _, want := range []string{"$F2..$F9", "<UVTILE>", "66  files missing", "69  no daemon", "75  still pending", "-dry-run"} {
+	for _, want := range []string{"$F1..$F9", "<UVTILE>", "66  files missing", "69  no daemon", "75  still pending", "-dry-run"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("--help: exit %d, no %q: %s", code, want, out)
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -42,7 +43,21 @@ type progressSnap struct {
 	// every size is.
 	Bytes, BytesDone int64
 	BytesKnown       bool
-	Slowest          *slowItem
+	// ByFiles: how far is counted in files, and BytesDone is shown alone,
+	// labelled BytesLabel, because the bytes of a file in progress are
+	// not reported and a byte bar would sit at 0% and then jump.
+	ByFiles    bool
+	BytesLabel string
+	Slowest    *slowItem
+	// End is set on the last state only when the wait stopped short of
+	// done: "gave up" (its time ran out) or "interrupted", so the last
+	// line does not read as finished.
+	End string
+}
+
+// pending is how many files are neither done, missing nor failed.
+func (s progressSnap) pending() int {
+	return max(s.Files-s.FilesDone-s.Missing-s.Failed, 0)
 }
 
 // slowItem is the pending file the command has waited on longest.
@@ -114,7 +129,7 @@ func (p *progress) update(s progressSnap) {
 	now := p.now()
 	s = p.sample(s, now)
 	if p.bar != nil {
-		p.draw(s, p.text(s, now, false))
+		p.draw(s, now, false)
 		return
 	}
 	if now.Sub(p.last) >= progressEvery {
@@ -128,30 +143,54 @@ func (p *progress) update(s progressSnap) {
 func (p *progress) finish(s progressSnap) {
 	now := p.now()
 	s = p.sample(s, now)
-	line := p.text(s, now, true)
 	if p.bar != nil {
-		p.draw(s, line)
+		p.draw(s, now, true)
 		io.WriteString(p.w, "\n")
 		return
 	}
-	fmt.Fprintf(p.w, "%s: %s\n", p.verb, line)
+	fmt.Fprintf(p.w, "%s: %s\n", p.verb, p.text(s, now, true))
 }
 
-func (p *progress) draw(s progressSnap, line string) {
+func (p *progress) draw(s progressSnap, now time.Time, final bool) {
 	// A line longer than the terminal wraps, and a wrapped bar redraws as
-	// a new line each time: the description gives way first.
-	if room := p.cols - 20 - 10; len(line) > room {
-		line = line[:max(room-1, 0)] + "~"
+	// a new line each time: the description gives way first, the slowest
+	// file's path from the left, as its name is what tells it apart.
+	room := p.cols - 20 - 10
+	line := p.text(s, now, final)
+	if over := utf8.RuneCountInString(line) - room; over > 0 && s.Slowest != nil {
+		sl := *s.Slowest
+		sl.Path = shortenLeft(sl.Path, utf8.RuneCountInString(sl.Path)-over)
+		s.Slowest = &sl
+		line = p.text(s, now, final)
 	}
-	p.bar.Set64(int64(1000 * fraction(s)))
+	if r := []rune(line); len(r) > room {
+		line = string(r[:max(room-1, 0)]) + "~"
+	}
+	// Describe first: each call redraws, and the bar's new percentage
+	// drawn with the old words would show every update twice.
 	p.bar.Describe(line)
+	p.bar.Set64(int64(1000 * fraction(s)))
+}
+
+// shortenLeft fits path in n runes by cutting from the left, at a '/'
+// when one is left: "…/plate.1001.exr".
+func shortenLeft(path string, n int) string {
+	r := []rune(path)
+	if len(r) <= n {
+		return path
+	}
+	tail := string(r[len(r)-max(n-1, 1):])
+	if i := strings.IndexByte(tail, '/'); i >= 0 && i < len(tail)-1 {
+		tail = tail[i:]
+	}
+	return "…" + tail
 }
 
 // fraction is how far s is, by bytes once every size is known, else by
 // files.
 func fraction(s progressSnap) float64 {
 	switch {
-	case s.BytesKnown && s.Bytes > 0:
+	case s.BytesKnown && s.Bytes > 0 && !s.ByFiles:
 		return min(float64(s.BytesDone)/float64(s.Bytes), 1)
 	case s.Files > 0:
 		return min(float64(s.FilesDone+s.Missing+s.Failed)/float64(s.Files), 1)
@@ -188,8 +227,15 @@ func (p *progress) monotonic(s progressSnap) progressSnap {
 // text is the progress in words: files and bytes done, the rate, the
 // time left (or, at the end, taken) and the slowest file still pending.
 func (p *progress) text(s progressSnap, now time.Time, final bool) string {
-	parts := []string{fmt.Sprintf("%d/%d files", s.FilesDone, s.Files)}
-	if s.Bytes > 0 || s.BytesKnown {
+	noun := "files"
+	if s.Files == 1 {
+		noun = "file"
+	}
+	parts := []string{fmt.Sprintf("%d/%d %s", s.FilesDone, s.Files, noun)}
+	switch {
+	case s.ByFiles:
+		parts = append(parts, strings.TrimSpace(size(s.BytesDone)+" "+s.BytesLabel))
+	case s.Bytes > 0 || s.BytesKnown:
 		of := size(s.Bytes)
 		if !s.BytesKnown {
 			of = ">=" + of
@@ -207,13 +253,14 @@ func (p *progress) text(s progressSnap, now time.Time, final bool) string {
 		parts = append(parts, size(int64(bytesRate))+"/s")
 	}
 	switch {
+	case final && s.End != "":
+		parts = append(parts, counted(s.pending(), "file")+" pending")
 	case final:
 		parts = append(parts, "in "+span(now.Sub(p.start)))
-	case s.BytesKnown && bytesRate > 0:
+	case s.BytesKnown && !s.ByFiles && bytesRate > 0:
 		parts = append(parts, span(time.Duration(float64(s.Bytes-s.BytesDone)/bytesRate*float64(time.Second)))+" left")
 	case filesRate > 0:
-		left := s.Files - s.FilesDone - s.Missing - s.Failed
-		parts = append(parts, span(time.Duration(float64(left)/filesRate*float64(time.Second)))+" left")
+		parts = append(parts, span(time.Duration(float64(s.pending())/filesRate*float64(time.Second)))+" left")
 	}
 	if sl := s.Slowest; sl != nil {
 		var what []string
@@ -229,7 +276,11 @@ func (p *progress) text(s progressSnap, now time.Time, final bool) string {
 		what = append(what, span(sl.Age))
 		parts = append(parts, fmt.Sprintf("slowest: %s (%s)", sl.Path, strings.Join(what, ", ")))
 	}
-	return strings.Join(parts, ", ")
+	line := strings.Join(parts, ", ")
+	if final && s.End != "" {
+		line = s.End + " after " + span(now.Sub(p.start)) + ": " + line
+	}
+	return line
 }
 
 // rates are bytes and files per second over the last rateWindow, or, at
@@ -300,7 +351,11 @@ func watch[T any](ctx context.Context, p *progress, call func() (T, error), poll
 // daemon's status among other hooks' waits.
 func prefetchWatched(ctx context.Context, cl *hooks.Client, req hooks.PrefetchRequest, show bool, w io.Writer) (hooks.PrefetchReply, error) {
 	if !show {
-		return cl.Prefetch(ctx, req)
+		rep, err := cl.Prefetch(ctx, req)
+		if err != nil && ctx.Err() != nil {
+			return rep, &interruptedError{pending: -1}
+		}
+		return rep, err
 	}
 	if req.RequestID == "" {
 		req.RequestID = fmt.Sprintf("jitfs-prefetch-%d-%08x", os.Getpid(), rand.Uint32())
@@ -319,6 +374,18 @@ func prefetchWatched(ctx context.Context, cl *hooks.Client, req hooks.PrefetchRe
 			}
 			return progressSnap{}, false
 		})
+	if err != nil && ctx.Err() != nil {
+		// Interrupted: the last line says how far it got, as a wait that
+		// ran out does, and the error how much is left, rather than the
+		// client's "interrupt signal received".
+		if !p.shown {
+			return rep, &interruptedError{pending: -1}
+		}
+		last := p.seen
+		last.End = "interrupted"
+		p.finish(last)
+		return rep, &interruptedError{pending: p.seen.pending()}
+	}
 	if err != nil {
 		if p.shown && p.bar != nil {
 			io.WriteString(w, "\n") // the error on a line of its own
@@ -354,7 +421,23 @@ func prefetchFinal(rep hooks.PrefetchReply, last progressSnap) progressSnap {
 	if rep.Queued > 0 {
 		s.Slowest = last.Slowest
 	}
+	if rep.TimedOut || rep.Queued > 0 {
+		s.End = "gave up"
+	}
 	return s
+}
+
+// interruptedError is a wait ended by SIGINT or SIGTERM: the files are
+// still pending, as when --wait runs out (exit 75).
+type interruptedError struct {
+	pending int // -1: not known, no progress was shown
+}
+
+func (e *interruptedError) Error() string {
+	if e.pending < 0 {
+		return "interrupted; the files asked for may still be pending"
+	}
+	return fmt.Sprintf("interrupted; %s still pending", counted(e.pending, "file"))
 }
 
 // flushWatched runs flushOnce and, when show is set, shows on w how the
@@ -388,23 +471,27 @@ func flushWatched(ctx context.Context, cl *hooks.Client, wait, retry, show bool,
 	if s, ok := poll(context.Background()); ok {
 		last = s
 	}
+	if !rep.Durable {
+		last.End = "gave up"
+	}
 	p.finish(last)
 	return rep, nil
 }
 
 // flushSnap is the progress of a flush that started at base: the outputs
 // not durable then or written since, and how many of them are durable
-// now. The slowest is the output closed longest ago that is still not
-// durable.
+// now. It is counted in files: the output status says how big a pending
+// output is but not how much of it is uploaded (the upload reports only
+// its end), so a byte bar would sit at 0% until the first file is durable
+// and then jump. The durable bytes are shown alone. The slowest is the
+// output closed longest ago that is still not durable.
 func flushSnap(now, base hooks.OutputStatus, at time.Time) progressSnap {
 	done := int(now.DurableFiles - base.DurableFiles)
 	s := progressSnap{Files: done + now.NotDurableTotal, FilesDone: done, BytesDone: now.DurableBytes - base.DurableBytes,
-		BytesKnown: len(now.NotDurable) == now.NotDurableTotal,
-		Failed:     now.Files["failed"] + now.Files["interrupted"] + now.Files["cut_short"]}
-	s.Bytes = s.BytesDone
+		ByFiles: true, BytesLabel: "durable",
+		Failed: now.Files["failed"] + now.Files["interrupted"] + now.Files["cut_short"]}
 	var oldest *hooks.OutputFile
 	for i, f := range now.NotDurable {
-		s.Bytes += f.Size
 		if f.ClosedAt > 0 && (oldest == nil || f.ClosedAt < oldest.ClosedAt) {
 			oldest = &now.NotDurable[i]
 		}

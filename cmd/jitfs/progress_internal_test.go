@@ -143,10 +143,97 @@ func TestProgressSnapshots(t *testing.T) {
 	now := hooks.OutputStatus{DurableFiles: 13, DurableBytes: 1600, NotDurableTotal: 2, Files: map[string]int{"uploading": 1, "failed": 1},
 		NotDurable: []hooks.OutputFile{{Path: "/o/b", State: "uploading", Size: 50, ClosedAt: 1_800_000_040}, {Path: "/o/a", State: "failed", Size: 70, ClosedAt: 1_800_000_030}}}
 	s = flushSnap(now, base, at)
-	if s.Files != 5 || s.FilesDone != 3 || s.Failed != 1 || s.BytesDone != 600 || s.Bytes != 720 || !s.BytesKnown {
+	if s.Files != 5 || s.FilesDone != 3 || s.Failed != 1 || s.BytesDone != 600 || !s.ByFiles || s.BytesKnown {
 		t.Errorf("flush snapshot %+v", s)
+	}
+	// Counted in files: the status has no uploaded bytes of a pending
+	// output, so a byte bar would sit at 0% until a file is durable.
+	if f := fraction(s); f != 0.8 {
+		t.Errorf("flush fraction %v, want 0.8 (3 durable and 1 failed of 5)", f)
+	}
+	p := newProgress("jitfs flush", &bytes.Buffer{}, newFakeClock().now)
+	if got, want := p.text(p.sample(s, p.now()), p.now(), false), "3/5 files, 600 B durable, 1 failed, slowest: /o/a (failed, 70 B, 1 min 10 s)"; got != want {
+		t.Errorf("flush text %q, want %q", got, want)
 	}
 	if s.Slowest == nil || s.Slowest.Path != "/o/a" || s.Slowest.State != "failed" || s.Slowest.Age != 70*time.Second {
 		t.Errorf("flush slowest %+v", s.Slowest)
+	}
+}
+
+// On a terminal, each update draws the new words before the new
+// percentage, so no frame shows a percentage with the words of the update
+// before.
+func TestProgressBarDrawsWordsFirst(t *testing.T) {
+	var out bytes.Buffer
+	c := newFakeClock()
+	p := newProgress("jitfs prefetch", &out, c.now)
+	p.newBar(200)
+	p.update(snap(4, 1, mib(4), mib(1)))
+	c.advance(time.Second)
+	p.update(snap(4, 3, mib(4), mib(3)))
+	for _, f := range strings.Split(out.String(), "\r") {
+		if strings.Contains(f, "75%") && !strings.Contains(f, "3/4 files") {
+			t.Errorf("frame with the new percentage and the old words: %q", f)
+		}
+	}
+	if !strings.Contains(out.String(), "75%") {
+		t.Errorf("no frame at 75%%: %q", out.String())
+	}
+}
+
+// At 80 columns the slowest file's path gives way from the left, so its
+// name still shows and the line is not cut.
+func TestProgressBarShortensSlowestPath(t *testing.T) {
+	var out bytes.Buffer
+	c := newFakeClock()
+	p := newProgress("jitfs prefetch", &out, c.now)
+	p.newBar(80)
+	s := snap(40, 12, 0, 0)
+	s.BytesKnown = false
+	s.Slowest = &slowItem{Path: "/show/seq/sh010/plates/main/v003/plate.1001.exr", Age: 14 * time.Second}
+	p.update(s)
+	frames := strings.Split(out.String(), "\r")
+	last := strings.TrimRight(frames[len(frames)-1], " ")
+	if !strings.Contains(last, "slowest: …/v003/plate.1001.exr (14 s)") || strings.HasSuffix(last, "~") || len([]rune(last)) > 80 {
+		t.Errorf("frame for 80 columns (%d): %q", len([]rune(last)), last)
+	}
+	for _, tc := range []struct {
+		path string
+		n    int
+		want string
+	}{
+		{"/a/b/plate.1001.exr", 40, "/a/b/plate.1001.exr"},
+		{"/show/plates/v003/plate.1001.exr", 20, "…/plate.1001.exr"},
+		{"/show/plates/v003/plate.1001.exr", 10, "….1001.exr"},
+	} {
+		if got := shortenLeft(tc.path, tc.n); got != tc.want {
+			t.Errorf("shortenLeft(%q, %d) = %q, want %q", tc.path, tc.n, got, tc.want)
+		}
+	}
+}
+
+// A wait that stopped short says so on its last line, with what is left,
+// rather than "in 3 s", which reads as finished.
+func TestProgressFinalLineStoppedShort(t *testing.T) {
+	var out bytes.Buffer
+	c := newFakeClock()
+	p := newProgress("jitfs prefetch", &out, c.now)
+	last := snap(4, 1, mib(200), mib(64))
+	p.update(last)
+	c.advance(3 * time.Second)
+	p.finish(prefetchFinal(hooks.PrefetchReply{Resident: 1, Queued: 3, TimedOut: true}, last))
+	if got, want := lines(&out)[0], "jitfs prefetch: gave up after 3 s: 1/4 files, 64 MiB/200 MiB, 21 MiB/s, 3 files pending"; got != want {
+		t.Errorf("last line %q, want %q", got, want)
+	}
+	out.Reset()
+	p = newProgress("jitfs prefetch", &out, c.now)
+	one := snap(1, 0, 0, 0)
+	one.BytesKnown, one.End = false, "interrupted"
+	p.finish(one)
+	if got, want := lines(&out)[0], "jitfs prefetch: interrupted after 0 s: 0/1 file, 1 file pending"; got != want {
+		t.Errorf("last line %q, want %q", got, want)
+	}
+	if got := (&interruptedError{pending: 1}).Error(); got != "interrupted; 1 file still pending" {
+		t.Errorf("interrupted: %q", got)
 	}
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,8 +19,9 @@ import (
 )
 
 // progressLine is one plain progress line: files and bytes done of their
-// totals (no bytes before any file's size is known).
-var progressLine = regexp.MustCompile(`^(jitfs \w+): (\d+)/(\d+) files(?:, ([0-9.]+ \w*B)/(?:>=)?([0-9.]+ \w*B))?`)
+// totals (no bytes before any file's size is known), or, counted in files,
+// the bytes done alone ("durable").
+var progressLine = regexp.MustCompile(`^(jitfs \w+): (?:(?:gave up|interrupted) after [^:]*: )?(\d+)/(\d+) files?(?:, ([0-9.]+ \w*B)(?:/(?:>=)?([0-9.]+ \w*B)| durable))?`)
 
 type progressCounts struct {
 	files, of   int
@@ -40,6 +43,9 @@ func progressLines(t *testing.T, verb, stderr string) []progressCounts {
 		c.of, _ = strconv.Atoi(m[3])
 		if m[4] != "" {
 			c.bytes, _ = humanize.ParseBytes(m[4])
+			c.size = c.bytes // "durable": the bytes done are all there is
+		}
+		if m[5] != "" {
 			c.size, _ = humanize.ParseBytes(m[5])
 		}
 		out = append(out, c)
@@ -133,7 +139,8 @@ func TestPrefetchWaitShowsProgress(t *testing.T) {
 
 // `jitfs flush --wait` with stderr in a log writes plain progress lines
 // while uploads are held back, naming the output that has waited longest,
-// and a last line with every output durable.
+// and a last line with every output durable. It counts files, not a byte
+// bar stuck at 0%: no upload's bytes are reported until it is durable.
 func TestFlushWaitShowsProgress(t *testing.T) {
 	w := newWorld(t, false)
 	w.Proxy.UploadOutage.Store(true)
@@ -166,7 +173,7 @@ func TestFlushWaitShowsProgress(t *testing.T) {
 		}
 	})
 	testworld.WaitFor(t, "a progress line naming a held upload", func() bool {
-		return strings.Contains(stderr.String(), "0/3 files, 0 B/879 KiB") && strings.Contains(stderr.String(), "slowest: "+d.path("beauty/b.100"))
+		return strings.Contains(stderr.String(), "0/3 files, 0 B durable") && strings.Contains(stderr.String(), "slowest: "+d.path("beauty/b.100"))
 	})
 	w.Proxy.UploadOutage.Store(false)
 	if err := <-done; err != nil {
@@ -176,5 +183,44 @@ func TestFlushWaitShowsProgress(t *testing.T) {
 	checkGrowing(t, lines, 3, total, stderr.String())
 	if !strings.Contains(stdout.String(), "every output is durable") {
 		t.Errorf("stdout: %q", stdout.String())
+	}
+}
+
+// SIGINT during `jitfs prefetch --wait` ends the wait as its running out
+// does: a last progress line saying it was interrupted and what is left,
+// one plain message, and exit 75 (still pending), not the client's
+// "interrupt signal received" and 1.
+func TestPrefetchWaitInterrupted(t *testing.T) {
+	w := newWorld(t, false)
+	w.PutRandom("show/plates/held.1001.exr", 1<<20)
+	d := w.mountForTest("show", "")
+	hold := func(p string) bool { return strings.HasSuffix(p, "held.1001.exr") }
+	w.Proxy.HoldMedia.Store(&hold)
+	t.Cleanup(func() { w.Proxy.HoldMedia.Store(nil) })
+
+	var stdout, stderr testworld.Buffer
+	cmd := testworld.Command(context.Background(), "prefetch", "--socket", hooks.DefaultSocket(d.mnt), "--wait", "5m", d.path("plates/held.1001.exr"))
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	// A plain line (every 5 s in a log) says the child has polled the
+	// wait's progress, so it knows how many files are left.
+	testworld.WaitFor(t, "a progress line", func() bool { return strings.Contains(stderr.String(), "jitfs prefetch: 0/1 file") })
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	out := stderr.String()
+	if code := cmd.ProcessState.ExitCode(); code != exitPrefetchPending ||
+		!regexp.MustCompile(`(?m)^jitfs prefetch: interrupted after \d+ s: 0/1 file, .*1 file pending`).MatchString(out) ||
+		!strings.HasSuffix(out, "\njitfs prefetch: interrupted; 1 file still pending\n") || strings.Contains(out, "signal received") {
+		t.Errorf("exit %d, stderr:\n%s", code, out)
 	}
 }

@@ -127,6 +127,18 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			cacheDir:    filepath.Join(*cacheDir, strings.ReplaceAll(strings.TrimSuffix(b+"/"+p, "/"), "/", "%2F")),
 			passthrough: true, allowOther: *allowOther, attemptTimeout: 60 * time.Second, opTimeout: defaultOpTimeout, prefetchers: 32, speculate: sp, zone: zone, log: log, tel: tel})
 	}
+	if *manifest != "" {
+		// A missing or malformed manifest is the job's mistake: said
+		// before anything is mounted, as a usage error, rather than as a
+		// setup failure once the mounts are up.
+		mnt, err := filepath.Abs(mcfgs[0].mountpoint)
+		if err != nil {
+			return fmt.Errorf("%w: --mount: %v", errUsage, err)
+		}
+		if _, err := manifestItems(*manifest, mnt); err != nil {
+			return fmt.Errorf("--prefetch: %w", err)
+		}
+	}
 	var ocfgs []daemon.OutputConfig
 	for _, v := range outs {
 		b, p, dir, err := splitPair("output", v)

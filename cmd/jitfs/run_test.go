@@ -277,3 +277,28 @@ func TestRunPrefetchManifest(t *testing.T) {
 		t.Fatalf("the manifest's two files were not prefetched:\n%s", o)
 	}
 }
+
+// A missing or malformed --prefetch manifest is a usage error, said in
+// one message before anything is mounted (the mountpoint is not even
+// created), not a setup failure once the mounts are up.
+func TestRunPrefetchManifestUsage(t *testing.T) {
+	dir := t.TempDir()
+	show := filepath.Join(dir, "show")
+	malformed := filepath.Join(dir, "bad.txt")
+	os.WriteFile(malformed, []byte("tex/a.####.exr 3-1\n/etc/passwd\n"), 0o644)
+	for _, tc := range []struct {
+		manifest, want string
+	}{
+		{filepath.Join(dir, "none.txt"), "jitfs run: --prefetch: usage: open " + filepath.Join(dir, "none.txt") + ": no such file or directory\n"},
+		{malformed, "jitfs run: --prefetch: 2 bad manifest lines:\n  " + malformed + ":1: frame list"},
+	} {
+		out, code := runJitfs(t, "run", "--cache-dir", filepath.Join(dir, "cache"), "--mount", "gs://"+testBucket+"/show:"+show,
+			"--daemon", filepath.Join(dir, "no-daemon.sock"), "--prefetch", tc.manifest, "--", "true")
+		if code != 2 || !strings.HasPrefix(out, tc.want) {
+			t.Errorf("--prefetch %s: exit %d, want 2 and %q:\n%s", tc.manifest, code, tc.want, out)
+		}
+		if _, err := os.Stat(show); err == nil {
+			t.Errorf("--prefetch %s: the mountpoint was made before the manifest was read", tc.manifest)
+		}
+	}
+}
