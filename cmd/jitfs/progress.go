@@ -256,11 +256,11 @@ func (p *progress) text(s progressSnap, now time.Time, final bool) string {
 	case final && s.End != "":
 		parts = append(parts, counted(s.pending(), "file")+" pending")
 	case final:
-		parts = append(parts, "in "+span(now.Sub(p.start)))
+		parts = append(parts, "in "+dur(now.Sub(p.start)))
 	case s.BytesKnown && !s.ByFiles && bytesRate > 0:
-		parts = append(parts, span(time.Duration(float64(s.Bytes-s.BytesDone)/bytesRate*float64(time.Second)))+" left")
+		parts = append(parts, dur(time.Duration(float64(s.Bytes-s.BytesDone)/bytesRate*float64(time.Second)))+" left")
 	case filesRate > 0:
-		parts = append(parts, span(time.Duration(float64(s.pending())/filesRate*float64(time.Second)))+" left")
+		parts = append(parts, dur(time.Duration(float64(s.pending())/filesRate*float64(time.Second)))+" left")
 	}
 	if sl := s.Slowest; sl != nil {
 		var what []string
@@ -273,12 +273,12 @@ func (p *progress) text(s progressSnap, now time.Time, final bool) string {
 		case sl.Size > 0:
 			what = append(what, size(sl.Size))
 		}
-		what = append(what, span(sl.Age))
+		what = append(what, dur(sl.Age))
 		parts = append(parts, fmt.Sprintf("slowest: %s (%s)", sl.Path, strings.Join(what, ", ")))
 	}
 	line := strings.Join(parts, ", ")
 	if final && s.End != "" {
-		line = s.End + " after " + span(now.Sub(p.start)) + ": " + line
+		line = s.End + " after " + dur(now.Sub(p.start)) + ": " + line
 	}
 	return line
 }
@@ -299,19 +299,6 @@ func (p *progress) rates(now time.Time, final bool) (bytesRate, filesRate float6
 		return 0, 0
 	}
 	return float64(last.bytes-first.bytes) / secs, float64(last.files-first.files) / secs
-}
-
-// span is a duration as the progress line writes it: "14 s", "3 min 20
-// s", "2 h 05 min".
-func span(d time.Duration) string {
-	secs := int64(math.Round(max(d, 0).Seconds()))
-	switch {
-	case secs < 60:
-		return fmt.Sprintf("%d s", secs)
-	case secs < 3600:
-		return fmt.Sprintf("%d min %02d s", secs/60, secs%60)
-	}
-	return fmt.Sprintf("%d h %02d min", secs/3600, secs/60%60)
 }
 
 // watch runs call, showing on p what poll reports every progressPoll until

@@ -47,8 +47,8 @@ func TestProgressPlainLines(t *testing.T) {
 	c.advance(2 * time.Second)
 	p.finish(snap(4, 4, mib(4), mib(4)))
 	want := []string{
-		"jitfs prefetch: 2/4 files, 2.0 MiB/4.0 MiB, 256 KiB/s, 8 s left, slowest: plates/c.1001.exr (512 KiB/1.0 MiB, 3 s)",
-		"jitfs prefetch: 4/4 files, 4.0 MiB/4.0 MiB, 512 KiB/s, in 8 s",
+		"jitfs prefetch: 2/4 files, 2.0 MiB/4.0 MiB, 256 KiB/s, 8s left, slowest: plates/c.1001.exr (512 KiB/1.0 MiB, 3s)",
+		"jitfs prefetch: 4/4 files, 4.0 MiB/4.0 MiB, 512 KiB/s, in 8s",
 	}
 	if got := lines(&out); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -64,15 +64,19 @@ func TestProgressText(t *testing.T) {
 	p.update(progressSnap{Files: 10, FilesDone: 2, Bytes: mib(3), BytesDone: mib(1)})
 	c.advance(10 * time.Second)
 	s := p.sample(progressSnap{Files: 10, FilesDone: 4, Missing: 1, Failed: 1, Bytes: mib(3), BytesDone: mib(0.5)}, c.now())
-	if got, want := p.text(s, c.now(), false), "4/10 files, 1.0 MiB/>=3.0 MiB, 1 missing, 1 failed, 20 s left"; got != want {
+	if got, want := p.text(s, c.now(), false), "4/10 files, 1.0 MiB/>=3.0 MiB, 1 missing, 1 failed, 20s left"; got != want {
 		t.Errorf("text %q, want %q", got, want)
 	}
 	for _, tc := range []struct {
 		d    time.Duration
 		want string
-	}{{0, "0 s"}, {1400 * time.Millisecond, "1 s"}, {59 * time.Second, "59 s"}, {200 * time.Second, "3 min 20 s"}, {2*time.Hour + 5*time.Minute + 10*time.Second, "2 h 05 min"}} {
-		if got := span(tc.d); got != tc.want {
-			t.Errorf("span(%v) = %q, want %q", tc.d, got, tc.want)
+	}{{0, "0s"}, {-time.Second, "0s"}, {412345 * time.Microsecond, "412ms"}, {1440 * time.Millisecond, "1.4s"}, {59 * time.Second, "59s"},
+		{200*time.Second + 300*time.Millisecond, "3m20s"}, {2*time.Hour + 5*time.Minute + 10*time.Second, "2h5m0s"}} {
+		// The form the duration flags take back.
+		if got := dur(tc.d); got != tc.want {
+			t.Errorf("dur(%v) = %q, want %q", tc.d, got, tc.want)
+		} else if _, err := time.ParseDuration(got); err != nil {
+			t.Errorf("dur(%v) = %q does not parse: %v", tc.d, got, err)
 		}
 	}
 }
@@ -93,7 +97,7 @@ func TestProgressBarRendering(t *testing.T) {
 	p.update(s)
 	frames := strings.Split(out.String(), "\r")
 	last := frames[len(frames)-1]
-	for _, want := range []string{"50%", "[=========>..........]", "4/8 files, 4.0 MiB/8.0 MiB, 1.0 MiB/s, 4 s left, slowest: /out/beauty.1001.exr (uploading, 3.0 MiB, 1 min 30 s)"} {
+	for _, want := range []string{"50%", "[=========>..........]", "4/8 files, 4.0 MiB/8.0 MiB, 1.0 MiB/s, 4s left, slowest: /out/beauty.1001.exr (uploading, 3.0 MiB, 1m30s)"} {
 		if !strings.Contains(last, want) {
 			t.Errorf("last frame %q lacks %q", last, want)
 		}
@@ -105,7 +109,7 @@ func TestProgressBarRendering(t *testing.T) {
 	p.finish(snap(8, 8, mib(8), mib(8)))
 	frames = strings.Split(out.String(), "\r")
 	last = frames[len(frames)-1]
-	if !strings.HasSuffix(last, "\n") || !strings.Contains(last, "100%") || !strings.Contains(last, "8/8 files, 8.0 MiB/8.0 MiB, 1.0 MiB/s, in 8 s") {
+	if !strings.HasSuffix(last, "\n") || !strings.Contains(last, "100%") || !strings.Contains(last, "8/8 files, 8.0 MiB/8.0 MiB, 1.0 MiB/s, in 8s") {
 		t.Errorf("last frame %q", last)
 	}
 
@@ -152,7 +156,7 @@ func TestProgressSnapshots(t *testing.T) {
 		t.Errorf("flush fraction %v, want 0.8 (3 durable and 1 failed of 5)", f)
 	}
 	p := newProgress("jitfs flush", &bytes.Buffer{}, newFakeClock().now)
-	if got, want := p.text(p.sample(s, p.now()), p.now(), false), "3/5 files, 600 B durable, 1 failed, slowest: /o/a (failed, 70 B, 1 min 10 s)"; got != want {
+	if got, want := p.text(p.sample(s, p.now()), p.now(), false), "3/5 files, 600 B durable, 1 failed, slowest: /o/a (failed, 70 B, 1m10s)"; got != want {
 		t.Errorf("flush text %q, want %q", got, want)
 	}
 	if s.Slowest == nil || s.Slowest.Path != "/o/a" || s.Slowest.State != "failed" || s.Slowest.Age != 70*time.Second {
@@ -194,7 +198,7 @@ func TestProgressBarShortensSlowestPath(t *testing.T) {
 	p.update(s)
 	frames := strings.Split(out.String(), "\r")
 	last := strings.TrimRight(frames[len(frames)-1], " ")
-	if !strings.Contains(last, "slowest: …/v003/plate.1001.exr (14 s)") || strings.HasSuffix(last, "~") || len([]rune(last)) > 80 {
+	if !strings.Contains(last, "slowest: …/v003/plate.1001.exr (14s)") || strings.HasSuffix(last, "~") || len([]rune(last)) > 80 {
 		t.Errorf("frame for 80 columns (%d): %q", len([]rune(last)), last)
 	}
 	for _, tc := range []struct {
@@ -222,7 +226,7 @@ func TestProgressFinalLineStoppedShort(t *testing.T) {
 	p.update(last)
 	c.advance(3 * time.Second)
 	p.finish(prefetchFinal(hooks.PrefetchReply{Resident: 1, Queued: 3, TimedOut: true}, last))
-	if got, want := lines(&out)[0], "jitfs prefetch: gave up after 3 s: 1/4 files, 64 MiB/200 MiB, 21 MiB/s, 3 files pending"; got != want {
+	if got, want := lines(&out)[0], "jitfs prefetch: gave up after 3s: 1/4 files, 64 MiB/200 MiB, 21 MiB/s, 3 files pending"; got != want {
 		t.Errorf("last line %q, want %q", got, want)
 	}
 	out.Reset()
@@ -230,7 +234,7 @@ func TestProgressFinalLineStoppedShort(t *testing.T) {
 	one := snap(1, 0, 0, 0)
 	one.BytesKnown, one.End = false, "interrupted"
 	p.finish(one)
-	if got, want := lines(&out)[0], "jitfs prefetch: interrupted after 0 s: 0/1 file, 1 file pending"; got != want {
+	if got, want := lines(&out)[0], "jitfs prefetch: interrupted after 0s: 0/1 file, 1 file pending"; got != want {
 		t.Errorf("last line %q, want %q", got, want)
 	}
 	if got := (&interruptedError{pending: 1}).Error(); got != "interrupted; 1 file still pending" {

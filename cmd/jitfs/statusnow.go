@@ -47,24 +47,15 @@ func printNodeNow(w io.Writer, st daemon.NodeStatus) {
 func printNowLines(w io.Writer, source string, st hooks.Status) {
 	for _, b := range st.Blocked {
 		fmt.Fprintf(w, "    blocked  %s %s+%s  %s/%s  %s  %s\n", source+b.Path, nowAt(b.Offset), size(b.Length),
-			size(b.BytesDone), size(b.BytesTotal), nowAge(b.AgeMS), nowAsker(b.Job, b.Task, "", b.PID))
+			size(b.BytesDone), size(b.BytesTotal), dur(time.Duration(b.AgeMS)*time.Millisecond), nowAsker(b.Job, b.Task, "", b.PID))
 	}
 	for _, f := range st.Fetching {
 		fmt.Fprintf(w, "    fetching %s %s  %s/%s  %s  %s\n", source+f.Path, nowAt(f.Offset),
-			size(f.BytesDone), size(f.BytesTotal), nowAge(f.AgeMS), nowAsker(f.Job, f.Task, f.Band, f.PID))
+			size(f.BytesDone), size(f.BytesTotal), dur(time.Duration(f.AgeMS)*time.Millisecond), nowAsker(f.Job, f.Task, f.Band, f.PID))
 	}
 	if len(st.Blocked) >= hooks.MaxNow || len(st.Fetching) >= hooks.MaxNow {
 		fmt.Fprintf(w, "    (the %d oldest of each shown)\n", hooks.MaxNow)
 	}
-}
-
-// nowAge is how long ago, to the tenth of a second past one.
-func nowAge(ms int64) string {
-	d := time.Duration(ms) * time.Millisecond
-	if d >= time.Second {
-		d = d.Round(100 * time.Millisecond)
-	}
-	return d.String()
 }
 
 // nowAsker says who asked, then why (the band), leaving out what is not
