@@ -20,21 +20,6 @@ import (
 // demoMountLine is the demo's line naming its mountpoint.
 var demoMountLine = regexp.MustCompile(`mounting at (\S+) with cache`)
 
-// startDemoChild starts `jitfs demo args...` as a child process and kills
-// it at the end of the test if it is still running.
-func startDemoChild(t *testing.T, cmd *exec.Cmd) {
-	t.Helper()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
-}
-
 // waitDemoExit waits for the demo child and returns its exit status.
 func waitDemoExit(t *testing.T, cmd *exec.Cmd) int {
 	t.Helper()
@@ -72,7 +57,7 @@ func TestDemoInterruptCleansUp(t *testing.T) {
 	cmd := testworld.Command(context.Background(), "demo", "--show-size", "0", "--bandwidth", "1MB/s", "--rtt", "1ms")
 	var out testworld.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	startDemoChild(t, cmd)
+	startChild(t, cmd)
 	var mnt string
 	testworld.WaitFor(t, "the demo to mount", func() bool {
 		m := demoMountLine.FindStringSubmatch(out.String())
@@ -108,7 +93,7 @@ func TestDemoClosedStdoutCleansUp(t *testing.T) {
 	}
 	var stderr testworld.Buffer
 	cmd.Stdout, cmd.Stderr = w, &stderr
-	startDemoChild(t, cmd)
+	startChild(t, cmd)
 	w.Close()
 	var head strings.Builder
 	var mnt string

@@ -68,15 +68,7 @@ func TestFlushInterruptAndUnmountPending(t *testing.T) {
 	cmd := testworld.Command(context.Background(), "flush", "--wait", d.mnt)
 	var stdout, stderr testworld.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
+	startChild(t, cmd)
 	testworld.WaitFor(t, "jitfs flush to ask its daemon", func() bool { return childHasSocket(cmd.Process.Pid) })
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)

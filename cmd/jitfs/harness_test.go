@@ -84,6 +84,21 @@ func socketReady(mnt string, args []string) bool {
 func (d *jitfsd) path(rel string) string { return filepath.Join(d.mnt, rel) }
 
 // runJitfs runs the jitfs command to completion.
+// startChild starts cmd (a jitfs command as a child process) and kills it
+// at the end of the test if it is still running.
+func startChild(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+}
+
 func runJitfs(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	cmd := testworld.Command(context.Background(), args...)

@@ -201,15 +201,7 @@ func TestPrefetchWaitInterrupted(t *testing.T) {
 	var stdout, stderr testworld.Buffer
 	cmd := testworld.Command(context.Background(), "prefetch", "--socket", hooks.DefaultSocket(d.mnt), "--wait", "5m", d.path("plates/held.1001.exr"))
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
+	startChild(t, cmd)
 	// A plain line (every 5 s in a log) says the child has polled the
 	// wait's progress, so it knows how many files are left.
 	testworld.WaitFor(t, "a progress line", func() bool { return strings.Contains(stderr.String(), "jitfs prefetch: 0/1 file") })
