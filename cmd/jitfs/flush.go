@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jitfs/jitfs/hooks"
+
+	"github.com/dustin/go-humanize/english"
 )
 
 // Exit statuses of jitfs flush and jitfs run (docs/outputs.md).
@@ -41,7 +43,7 @@ func runFlush(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return fmt.Errorf("%w: want the output area's MOUNT directory, got %d arguments", errUsage, len(pos))
+		return fmt.Errorf("%w: want the output area's MOUNT directory, got %s", errUsage, english.Plural(len(pos), "argument", ""))
 	}
 	if *timeout < 0 {
 		return fmt.Errorf("%w: --timeout must not be negative", errUsage)
