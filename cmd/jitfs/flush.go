@@ -13,9 +13,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jitfs/jitfs/hooks"
-
 	"github.com/dustin/go-humanize/english"
+
+	"github.com/jitfs/jitfs/hooks"
 )
 
 // Exit statuses of jitfs flush and jitfs run (docs/outputs.md).

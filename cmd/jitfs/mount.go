@@ -13,14 +13,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize/english"
+
 	"github.com/jitfs/jitfs/gcs"
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/telemetry"
 
 	"github.com/spf13/pflag"
-
-	"github.com/dustin/go-humanize/english"
 )
 
 // defaultOpTimeout is how long a FUSE operation waits on GCS before its

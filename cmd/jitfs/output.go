@@ -12,13 +12,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize/english"
+
 	"github.com/jitfs/jitfs/hooks"
 	"github.com/jitfs/jitfs/internal/daemon"
 	"github.com/jitfs/jitfs/output"
 
 	"github.com/spf13/pflag"
-
-	"github.com/dustin/go-humanize/english"
 )
 
 // defaultStagingRoot holds one staging directory per output prefix.

@@ -11,10 +11,10 @@ import (
 	"sort"
 	"syscall"
 
+	"github.com/dustin/go-humanize/english"
+
 	"github.com/jitfs/jitfs/replay"
 	"github.com/jitfs/jitfs/trace"
-
-	"github.com/dustin/go-humanize/english"
 )
 
 // mappings collects repeated --map OLD=NEW flags.

@@ -11,10 +11,10 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/dustin/go-humanize/english"
+
 	"github.com/jitfs/jitfs/trace"
 	"github.com/jitfs/jitfs/trace/strace"
-
-	"github.com/dustin/go-humanize/english"
 )
 
 func runTraceImportStrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
