@@ -249,9 +249,9 @@ func (c command) cobra(stdout, stderr io.Writer, rawArgs *[]string) *cobra.Comma
 		// An empty argument is an unset variable in a script ($SCENE),
 		// never a path anyone meant: "" would be the current directory.
 		// jitfs run's arguments past its flags are the render command's.
-		for _, a := range pos {
+		for i, a := range pos {
 			if a == "" && !argsEnd {
-				return fmt.Errorf("%w: an argument is empty (an unset variable?)", errUsage)
+				return fmt.Errorf("%w: argument %d is empty (an unset variable?)", errUsage, i+1)
 			}
 		}
 		return run(*rawArgs, stdout, stderr)

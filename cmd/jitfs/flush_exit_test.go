@@ -111,7 +111,7 @@ func TestFlushInterruptAndUnmountPending(t *testing.T) {
 // script) is a usage error, not the current directory.
 func TestUnmountEmptyArgument(t *testing.T) {
 	out, code := runJitfs(t, "unmount", "")
-	if code != 2 || !oneLine(out) || !strings.Contains(out, "an empty MOUNT argument") {
+	if code != 2 || !oneLine(out) || !strings.Contains(out, "argument 1 is empty") {
 		t.Errorf("jitfs unmount \"\": exit %d:\n%s", code, out)
 	}
 }

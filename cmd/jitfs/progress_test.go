@@ -211,7 +211,7 @@ func TestPrefetchWaitInterrupted(t *testing.T) {
 	cmd.Wait()
 	out := stderr.String()
 	if code := cmd.ProcessState.ExitCode(); code != exitPrefetchPending ||
-		!regexp.MustCompile(`(?m)^jitfs prefetch: interrupted after \d+ s: 0/1 file, .*1 file pending`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^jitfs prefetch: interrupted after \S+: 0/1 file, .*1 file pending`).MatchString(out) ||
 		!strings.HasSuffix(out, "\njitfs prefetch: interrupted; 1 file still pending\n") || strings.Contains(out, "signal received") {
 		t.Errorf("exit %d, stderr:\n%s", code, out)
 	}

@@ -32,13 +32,8 @@ func runUnmount(args []string, stdout, stderr io.Writer) error {
 	if len(pos) == 0 {
 		return fmt.Errorf("%w: want one or more MOUNTs", errUsage)
 	}
-	for _, p := range pos {
-		// filepath.Abs("") is the current directory: an empty argument
-		// (an unset variable in a script) must not name it.
-		if p == "" {
-			return fmt.Errorf("%w: an empty MOUNT argument", errUsage)
-		}
-	}
+	// An empty argument (filepath.Abs("") is the current directory) was
+	// refused before: cli.go refuses empty arguments for every command.
 	var errs []error
 	for _, p := range pos {
 		if err := unmountOne(p, *lazy, stderr); err != nil {
