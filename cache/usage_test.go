@@ -43,9 +43,12 @@ func TestUsageByPrefix(t *testing.T) {
 		readWhole(t, h, int(m.Size))
 		h.Close()
 	}
-	// Fills hand readers their bytes before writing them: wait for the
-	// writes.
-	eventually(t, "the reads' bytes on disk", func() bool { return resident(c, a, b, lib) })
+	// Fills hand readers their bytes before writing them, and count them
+	// in the cache's totals a moment after: wait for both.
+	eventually(t, "the reads' bytes on disk and counted", func() bool {
+		used, _ := c.Used()
+		return resident(c, a, b, lib) && used == c.ResidentBytes(a)+c.ResidentBytes(b)+c.ResidentBytes(lib)
+	})
 	c.TrackPrefix(bucket, "lib/")
 	c.TrackPrefix(bucket, "")
 	c.TrackPrefix(bucket, "show/") // twice is once
@@ -95,9 +98,12 @@ func TestUsageByPrefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the read's bytes on disk", func() bool { return resident(c3, a) })
-	if got := usageOf(t, c3, "show/"); got.Bytes != c3.ResidentBytes(a) || got.Objects != 1 {
-		t.Fatalf("show/ after a read: %d bytes in %d objects, want %d in 1", got.Bytes, got.Objects, c3.ResidentBytes(a))
-	}
+	// The object's bytes move first, the counters a moment after (account
+	// runs once the object's lock is released): wait for them.
+	eventually(t, "the read's bytes counted under show/", func() bool {
+		got := usageOf(t, c3, "show/")
+		return got.Bytes == c3.ResidentBytes(a) && got.Objects == 1
+	})
 	h.Close()
 }
 
