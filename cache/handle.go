@@ -35,7 +35,14 @@ type Handle struct {
 	// and the handle's reads fail.
 	servedUnverified bool
 	servedEpoch      int64
+	// asker is whom the handle's reads are for (SetAsker), when their
+	// context names no one.
+	asker Asker
 }
+
+// SetAsker names whom the handle's reads are for (Cache.Now): set once at
+// open, so the FUSE read path adds nothing to its context per read.
+func (h *Handle) SetAsker(a Asker) { h.asker = a }
 
 // MayServeUnchecked reports whether reads may be served bytes the object's
 // CRC32C has not covered yet: a large object not yet complete, outside
@@ -274,6 +281,9 @@ func (h *Handle) ReadAtInfo(ctx context.Context, p []byte, off int64) (int, Read
 	var stack [8]segment
 	cause := trace.SpanContextFromContext(ctx)
 	who := askerOf(ctx)
+	if who == (Asker{}) {
+		who = h.asker
+	}
 	waited := false
 	if c.opts.Strict && o.meta.HasCRC32C && size > c.opts.WholeObjectMax {
 		var err error

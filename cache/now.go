@@ -19,7 +19,7 @@ type Asker struct {
 	// Handle.Fetch; empty, the cache names the fill by its kind: "read" for
 	// a reader's miss, "readahead", "prefetch" or "speculative".
 	Band string
-	PID  int // the reading process, for reads
+	PID  int // the process that opened the file, for reads
 }
 
 type askerKey struct{}

@@ -145,6 +145,14 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if c, ok := fuse.FromContext(ctx); ok && ch.MayServeUnchecked() {
 		ch.SetReader(c.Pid, readerName(c.Pid))
 	}
+	// Who asked, for the cache's record of reads waiting on fetches: the
+	// opening process (a file's reads come from whoever opened it), named
+	// once here rather than in every read's context.
+	who := cache.Asker{Job: f.opts.Job, Task: f.opts.Task}
+	if c, ok := fuse.FromContext(ctx); ok {
+		who.PID = int(c.Pid)
+	}
+	ch.SetAsker(who)
 	h := &handle{n: n, h: ch}
 	if f.opts.Passthrough {
 		// Fetched whole and being written or checked: a moment's wait
@@ -224,11 +232,6 @@ func (n *fileNode) read(ctx context.Context, h *handle, dest []byte, off int64) 
 	}
 	ctx, cancel := n.f.opContext(ctx)
 	defer cancel()
-	who := cache.Asker{Job: n.f.opts.Job, Task: n.f.opts.Task}
-	if c, ok := fuse.FromContext(ctx); ok {
-		who.PID = int(c.Pid)
-	}
-	ctx = cache.WithAsker(ctx, who)
 	k, info, err := h.h.ReadAtInfo(ctx, dest, off)
 	if err != nil {
 		// The cache returns the context's error; its cause says whether
