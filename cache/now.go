@@ -11,7 +11,8 @@ import (
 
 // Asker says whom a fetch or a read is for, so that what the node is doing
 // now (Cache.Now) can name who asked. The cache only carries it: the FUSE
-// layer names the reading process and the task its mount serves, the
+// layer names, once per open (Handle.SetAsker), the opening process and
+// the task its mount serves; the
 // prefetch engine the job, task and scope of the request.
 type Asker struct {
 	Job, Task string
